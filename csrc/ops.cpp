@@ -1,0 +1,48 @@
+// Every lenet_ext operator schema, in one place, and the init function of the lenet_ext._C module.
+//
+// Kernels live in cpu/<op>.cpp and cuda/<op>.cu and register themselves with TORCH_LIBRARY_IMPL;
+// fake (meta) kernels and autograd are registered from Python in lenet_ext/ops.py.
+//
+// Conventions shared by the schemas:
+//   * conv padding is (top, bottom, left, right), so padding='same' with an even kernel is exact;
+//   * pooling padding is symmetric (top/bottom, left/right), as in torch;
+//   * each backward is an operator of its own; conv2d_backward computes only the gradients whose
+//     output_mask entry is true and returns None for the others.
+#include <Python.h>
+
+#include <torch/library.h>
+
+// Importing lenet_ext._C loads this library, which runs the registrations below. The module itself
+// is empty: every entry point is a torch operator under torch.ops.lenet_ext.
+PyMODINIT_FUNC PyInit__C(void) {
+  static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
+  return PyModule_Create(&module_def);
+}
+
+TORCH_LIBRARY(lenet_ext, m) {
+  m.def(
+      "conv2d_forward(Tensor input, Tensor weight, Tensor? bias, int[2] stride, int[4] padding, "
+      "int[2] dilation, int groups) -> Tensor");
+  m.def(
+      "conv2d_backward(Tensor grad_output, Tensor input, Tensor weight, int[2] stride, int[4] padding, "
+      "int[2] dilation, int groups, bool[3] output_mask) -> (Tensor?, Tensor?, Tensor?)");
+
+  // max_pool2d_forward returns the output and the int64 flat index (h * W + w) of each maximum in its
+  // input plane; max_pool2d_forward_values is the same without indices, for when no gradient is needed.
+  m.def(
+      "max_pool2d_forward(Tensor input, int[2] kernel_size, int[2] stride, int[2] padding, "
+      "int[2] dilation, bool ceil_mode) -> (Tensor, Tensor)");
+  m.def(
+      "max_pool2d_forward_values(Tensor input, int[2] kernel_size, int[2] stride, int[2] padding, "
+      "int[2] dilation, bool ceil_mode) -> Tensor");
+  m.def(
+      "max_pool2d_backward(Tensor grad_output, Tensor input, Tensor indices, int[2] kernel_size, "
+      "int[2] stride, int[2] padding, int[2] dilation, bool ceil_mode) -> Tensor");
+
+  m.def(
+      "avg_pool2d_forward(Tensor input, int[2] kernel_size, int[2] stride, int[2] padding, bool ceil_mode, "
+      "bool count_include_pad, int? divisor_override) -> Tensor");
+  m.def(
+      "avg_pool2d_backward(Tensor grad_output, Tensor input, int[2] kernel_size, int[2] stride, "
+      "int[2] padding, bool ceil_mode, bool count_include_pad, int? divisor_override) -> Tensor");
+}

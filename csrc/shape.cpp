@@ -1,0 +1,133 @@
+// Host-side validation for shape.h: every operator builds its Params here before touching memory.
+// The Python layer (lenet_ext/functional.py) already raises torch's user-facing errors; these checks
+// are the second line, so that no call reaching the dispatcher directly can crash or overflow.
+#include "shape.h"
+
+#include <c10/util/irange.h>
+
+namespace lenet_ext {
+
+namespace {
+
+void check_pair(const char* op, const char* name, c10::IntArrayRef v) {
+  TORCH_CHECK(v.size() == 2, op, ": expected ", name, " to have 2 values, but got ", name, "=", v);
+}
+
+}  // namespace
+
+Window2d make_window2d(
+    const char* op,
+    const std::array<int64_t, 2>& in,
+    c10::IntArrayRef kernel,
+    c10::IntArrayRef stride,
+    c10::IntArrayRef pad_begin,
+    c10::IntArrayRef pad_end,
+    c10::IntArrayRef dilation,
+    bool ceil_mode) {
+  check_pair(op, "kernel_size", kernel);
+  check_pair(op, "stride", stride);
+  check_pair(op, "padding", pad_begin);
+  check_pair(op, "padding", pad_end);
+  check_pair(op, "dilation", dilation);
+  Window2d w{};
+  for (const auto i : c10::irange(2)) {
+    TORCH_CHECK(kernel[i] > 0, op, ": kernel size should be greater than zero, but got ", kernel);
+    TORCH_CHECK(stride[i] > 0, op, ": non-positive stride is not supported, got ", stride);
+    TORCH_CHECK(pad_begin[i] >= 0 && pad_end[i] >= 0, op, ": negative padding is not supported");
+    TORCH_CHECK(dilation[i] > 0, op, ": dilation should be greater than zero, but got ", dilation);
+    for (const int64_t v : {kernel[i], stride[i], pad_begin[i], pad_end[i], dilation[i], in[i]}) {
+      TORCH_CHECK(v <= kMaxWindowArg, op, ": size argument ", v, " is too large (at most 2^40 is supported)");
+    }
+    int64_t span = 0;  // d*(k-1): both factors are <= 2^40, so check the product explicitly
+    TORCH_CHECK(!c10::mul_overflows(dilation[i], kernel[i] - 1, &span) && span <= kMaxWindowArg, op,
+                ": dilation * (kernel_size - 1) is too large, got dilation=", dilation, " kernel_size=", kernel);
+    w.in[i] = in[i];
+    w.kernel[i] = kernel[i];
+    w.stride[i] = stride[i];
+    w.pad[i] = pad_begin[i];
+    w.pad_end[i] = pad_end[i];
+    w.dilation[i] = dilation[i];
+    w.out[i] = window_output_size(in[i], pad_begin[i], pad_end[i], kernel[i], stride[i], dilation[i], ceil_mode);
+  }
+  return w;
+}
+
+Conv2dParams make_conv2d_params(
+    const at::Tensor& input,
+    const at::Tensor& weight,
+    const std::optional<at::Tensor>& bias,
+    c10::IntArrayRef stride,
+    c10::IntArrayRef padding,
+    c10::IntArrayRef dilation,
+    int64_t groups) {
+  constexpr const char* op = "lenet_ext.conv2d";
+  TORCH_CHECK(input.dim() == 4, op, ": expected a 4D input (N, C, H, W), but got input of size: ", input.sizes());
+  TORCH_CHECK(weight.dim() == 4, op, ": expected a 4D weight (O, C/groups, KH, KW), but got weight of size: ",
+              weight.sizes());
+  TORCH_CHECK(input.dtype() == weight.dtype(), op, ": expected scalar type ", input.scalar_type(),
+              " but found ", weight.scalar_type());
+  TORCH_CHECK(input.device() == weight.device(), op, ": input on ", input.device(), " and weight on ",
+              weight.device(), " should be on the same device");
+  TORCH_CHECK(groups > 0, op, ": non-positive groups is not supported");
+  TORCH_CHECK(padding.size() == 4, op, ": expected padding (top, bottom, left, right), but got ", padding);
+  const int64_t out_channels = weight.size(0);
+  TORCH_CHECK(out_channels >= groups && out_channels % groups == 0, op, ": Given groups=", groups,
+              ", expected weight to be divisible by ", groups, " at dimension 0, but got weight of size ",
+              weight.sizes(), " instead");
+  TORCH_CHECK(input.size(1) == weight.size(1) * groups, op, ": Given groups=", groups, ", weight of size ",
+              weight.sizes(), ", expected input", input.sizes(), " to have ", weight.size(1) * groups,
+              " channels, but got ", input.size(1), " channels instead");
+  if (bias.has_value()) {
+    TORCH_CHECK(bias->dim() == 1 && bias->size(0) == out_channels, op, ": Given weight of size ", weight.sizes(),
+                ", expected bias to be 1-dimensional with ", out_channels, " elements, but got bias of size ",
+                bias->sizes(), " instead");
+    TORCH_CHECK(bias->dtype() == input.dtype() && bias->device() == input.device(), op,
+                ": bias must have the input's dtype and device");
+  }
+  Conv2dParams p{};
+  p.batch = input.size(0);
+  p.in_channels = input.size(1);
+  p.out_channels = out_channels;
+  p.groups = groups;
+  p.win = make_window2d(op, {input.size(2), input.size(3)}, {weight.size(2), weight.size(3)}, stride,
+                        {padding[0], padding[2]}, {padding[1], padding[3]}, dilation, /*ceil_mode=*/false);
+  TORCH_CHECK(p.win.out[0] > 0 && p.win.out[1] > 0, op, ": Calculated padded input size per channel: (",
+              p.win.in[0] + padding[0] + padding[1], " x ", p.win.in[1] + padding[2] + padding[3],
+              "). Kernel size: (", (weight.size(2) - 1) * p.win.dilation[0] + 1, " x ",
+              (weight.size(3) - 1) * p.win.dilation[1] + 1, "). Kernel size can't be greater than actual input size");
+  return p;
+}
+
+Pool2dParams make_pool2d_params(
+    const char* op,
+    const at::Tensor& input,
+    c10::IntArrayRef kernel,
+    c10::IntArrayRef stride,
+    c10::IntArrayRef padding,
+    c10::IntArrayRef dilation,
+    bool ceil_mode) {
+  TORCH_CHECK(input.dim() == 4, op, ": expected a 4D input (N, C, H, W), but got input of size: ", input.sizes());
+  Pool2dParams p{};
+  p.batch = input.size(0);
+  p.channels = input.size(1);
+  p.win = make_window2d(op, {input.size(2), input.size(3)}, kernel, stride, padding, padding, dilation, ceil_mode);
+  for (const auto i : c10::irange(2)) {
+    TORCH_CHECK(padding[i] <= ((kernel[i] - 1) * dilation[i] + 1) / 2, op,
+                ": pad should be at most half of effective kernel size, but got pad=", padding,
+                ", kernel_size=", kernel, " and dilation=", dilation);
+  }
+  TORCH_CHECK(p.win.out[0] > 0 && p.win.out[1] > 0, op, ": Given input size: (", p.channels, "x", p.win.in[0], "x",
+              p.win.in[1], "). Calculated output size: (", p.channels, "x", p.win.out[0], "x", p.win.out[1],
+              "). Output size is too small");
+  return p;
+}
+
+void check_grad_output(const char* op, const at::Tensor& grad, c10::IntArrayRef sizes, const at::Tensor& like) {
+  TORCH_CHECK(grad.sizes() == sizes, op, ": expected grad_output of size ", sizes, ", but got ", grad.sizes());
+  TORCH_CHECK(grad.scalar_type() == like.scalar_type(), op, ": expected grad_output of dtype ", like.scalar_type(),
+              ", but got ", grad.scalar_type());
+  TORCH_CHECK(grad.device() == like.device(), op, ": expected grad_output on ", like.device(), ", but got ",
+              grad.device());
+}
+
+}  // namespace lenet_ext

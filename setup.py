@@ -1,0 +1,103 @@
+"""Build lenet_ext._C from csrc/.
+
+The build decides once, prints what it decided, and never hand-lists sources:
+
+* ``csrc/*.cpp`` and ``csrc/cpu/*.cpp`` are always compiled;
+* ``csrc/cuda/*.cu`` are compiled when CUDA is wanted and possible.
+
+``LENET_EXT_CUDA``: unset means "CUDA when the toolkit and a CUDA build of torch are both present",
+``0`` never builds CUDA, ``1`` requires it and fails loudly when it cannot.
+``TORCH_CUDA_ARCH_LIST`` defaults to ``8.0;9.0`` when no GPU is visible. ``MAX_JOBS`` is honoured by
+ninja through torch's BuildExtension. ``LENET_EXT_SANITIZE=1`` adds ASan/UBSan to the host code.
+"""
+
+import glob
+import os
+import sys
+
+from setuptools import setup
+
+import torch
+from torch.utils import cpp_extension
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+DEFAULT_ARCH_LIST = "8.0;9.0"
+
+
+def _say(message):
+    print(f"lenet_ext setup: {message}", file=sys.stderr)
+
+
+def _want_cuda():
+    knob = os.environ.get("LENET_EXT_CUDA", "").strip()
+    if knob not in ("", "0", "1"):
+        sys.exit(f"lenet_ext setup: LENET_EXT_CUDA must be 0, 1 or unset, got {knob!r}")
+    has_torch_cuda = torch.version.cuda is not None
+    has_toolkit = cpp_extension.CUDA_HOME is not None
+    if knob == "0":
+        return False, "LENET_EXT_CUDA=0"
+    if has_torch_cuda and has_toolkit:
+        return True, f"torch {torch.__version__} has CUDA {torch.version.cuda}, toolkit at {cpp_extension.CUDA_HOME}"
+    missing = "this torch build has no CUDA" if not has_torch_cuda else "no CUDA toolkit found (set CUDA_HOME)"
+    if knob == "1":
+        sys.exit(f"lenet_ext setup: LENET_EXT_CUDA=1 but {missing}")
+    return False, missing
+
+
+def _sources(pattern):
+    return sorted(os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(ROOT, pattern)))
+
+
+def build_extension():
+    with_cuda, why = _want_cuda()
+    sources = _sources("csrc/*.cpp") + _sources("csrc/cpu/*.cpp")
+    cxx_flags = ["-O3", "-fvisibility=hidden"]
+    nvcc_flags = ["-O3", "--use_fast_math", "-lineinfo"]
+    link_flags = []
+    define_macros = []
+    if os.environ.get("LENET_EXT_SANITIZE") == "1":
+        cxx_flags = ["-O1", "-g", "-fno-omit-frame-pointer", "-fsanitize=address,undefined"]
+        link_flags += ["-fsanitize=address,undefined"]
+        _say("sanitizer build (ASan + UBSan)")
+    elif _cpu_has_avx2():
+        cxx_flags.append("-march=x86-64-v3")
+        _say("host code tuned for x86-64-v3 (AVX2 + FMA); LENET_EXT_PORTABLE=1 turns this off")
+
+    if with_cuda:
+        sources += _sources("csrc/cuda/*.cu")
+        define_macros.append(("LENET_EXT_WITH_CUDA", None))
+        if not os.environ.get("TORCH_CUDA_ARCH_LIST") and not torch.cuda.is_available():
+            os.environ["TORCH_CUDA_ARCH_LIST"] = DEFAULT_ARCH_LIST
+        _say(f"building CPU + CUDA kernels ({why}); arch list {os.environ.get('TORCH_CUDA_ARCH_LIST', 'of the visible GPU')}")
+        ext_cls = cpp_extension.CUDAExtension
+    else:
+        _say(f"building CPU kernels only ({why})")
+        ext_cls = cpp_extension.CppExtension
+
+    return ext_cls(
+        name="lenet_ext._C",
+        sources=sources,
+        include_dirs=[os.path.join(ROOT, "csrc")],
+        define_macros=define_macros,
+        extra_compile_args={"cxx": cxx_flags, "nvcc": nvcc_flags},
+        extra_link_args=link_flags,
+        py_limited_api=False,
+    )
+
+
+def _cpu_has_avx2():
+    """Build for the x86-64-v3 level (AVX2 + FMA) only when this machine runs it."""
+    if os.environ.get("LENET_EXT_PORTABLE") == "1":
+        return False
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = f.read()
+    except OSError:
+        return False
+    return " avx2 " in flags and " fma " in flags
+
+
+setup(
+    ext_modules=[build_extension()],
+    cmdclass={"build_ext": cpp_extension.BuildExtension.with_options(use_ninja=True)},
+)
