@@ -15,9 +15,8 @@ import glob
 import os
 import sys
 
-from setuptools import setup
-
 import torch
+from setuptools import setup
 from torch.utils import cpp_extension
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
@@ -68,7 +67,8 @@ def build_extension():
         define_macros.append(("LENET_EXT_WITH_CUDA", None))
         if not os.environ.get("TORCH_CUDA_ARCH_LIST") and not torch.cuda.is_available():
             os.environ["TORCH_CUDA_ARCH_LIST"] = DEFAULT_ARCH_LIST
-        _say(f"building CPU + CUDA kernels ({why}); arch list {os.environ.get('TORCH_CUDA_ARCH_LIST', 'of the visible GPU')}")
+        arch = os.environ.get("TORCH_CUDA_ARCH_LIST", "of the visible GPU")
+        _say(f"building CPU + CUDA kernels ({why}); arch list {arch}")
         ext_cls = cpp_extension.CUDAExtension
     else:
         _say(f"building CPU kernels only ({why})")

@@ -172,4 +172,3 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
         input = input.unsqueeze(0)
     out = torch.ops.lenet_ext.conv2d_forward(input, weight, bias, stride, pads, dilation, groups)
     return out.squeeze(0) if unbatched else out
-

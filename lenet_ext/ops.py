@@ -46,9 +46,7 @@ def _conv2d_backward(ctx, grad):
     return grad_input, grad_weight, grad_bias, None, None, None, None
 
 
-torch.library.register_autograd(
-    "lenet_ext::conv2d_forward", _conv2d_backward, setup_context=_conv2d_setup_context
-)
+torch.library.register_autograd("lenet_ext::conv2d_forward", _conv2d_backward, setup_context=_conv2d_setup_context)
 
 
 def _conv2d_backward_setup_context(ctx, inputs, output):
