@@ -1,0 +1,83 @@
+"""Helpers shared by the tests: memory layouts, tolerances, and comparing against torch."""
+
+import torch
+
+LAYOUTS = ["contiguous", "channels_last", "permuted", "sliced"]
+
+
+def make_input(shape, dtype, device, layout="contiguous", requires_grad=False, distinct=False):
+    """A 4D (or 3D) tensor with the given values layout; `distinct` gives all-different values (for max)."""
+    n = 1
+    for s in shape:
+        n *= s
+    if distinct:
+        t = (torch.randperm(max(n, 1), device=device)[:n].to(dtype) / max(n, 1)).reshape(shape)
+    else:
+        t = torch.randn(shape, dtype=dtype, device=device)
+    t = to_layout(t, layout)
+    return t.requires_grad_(requires_grad)
+
+
+def to_layout(t, layout):
+    """Same values, different strides."""
+    if layout == "contiguous" or t.dim() != 4:
+        return t.contiguous()
+    if layout == "channels_last":
+        return t.contiguous(memory_format=torch.channels_last)
+    if layout == "permuted":  # H and W stored swapped: a non-contiguous view
+        return t.transpose(2, 3).contiguous().transpose(2, 3)
+    if layout == "sliced":  # every other element of a wider tensor
+        wide = torch.zeros(*t.shape[:-1], 2 * t.shape[-1], dtype=t.dtype, device=t.device)
+        wide[..., ::2] = t
+        return wide[..., ::2]
+    raise ValueError(layout)
+
+
+def tolerances(dtype):
+    return {
+        torch.float64: dict(rtol=1e-10, atol=1e-10),
+        torch.float32: dict(rtol=1e-4, atol=1e-4),
+        torch.bfloat16: dict(rtol=1.6e-2, atol=2e-2),
+        torch.float16: dict(rtol=1e-3, atol=1e-3),
+    }[dtype]
+
+
+def assert_close(actual, expected, dtype=None, **kw):
+    tol = tolerances(dtype or expected.dtype)
+    tol.update(kw)
+    torch.testing.assert_close(actual, expected, **tol)
+
+
+def grads(out, inputs, grad_out):
+    """Gradients of <out, grad_out> for each input that requires grad (None for the others)."""
+    wanted = [t for t in inputs if t is not None and t.requires_grad]
+    got = iter(torch.autograd.grad(out, wanted, grad_out, allow_unused=True))
+    return [next(got) if t is not None and t.requires_grad else None for t in inputs]
+
+
+def clone_leaf(t):
+    """A fresh leaf with the same values and strides (so ours and torch's get separate graphs)."""
+    if t is None:
+        return None
+    c = torch.empty_strided(t.shape, t.stride(), dtype=t.dtype, device=t.device)
+    c.copy_(t.detach())
+    return c.requires_grad_(t.requires_grad)
+
+
+def raises_like_torch(ours, theirs):
+    """Calls both; torch's exception type and first message line must match ours (or both succeed)."""
+    try:
+        expected = theirs()
+    except Exception as e:  # noqa: BLE001
+        expected = e
+    try:
+        actual = ours()
+    except Exception as e:  # noqa: BLE001
+        actual = e
+    if isinstance(expected, Exception):
+        assert isinstance(actual, type(expected)), f"torch raised {expected!r}, ours gave {actual!r}"
+        want = str(expected).split("\n")[0]
+        assert want in str(actual), f"torch said {want!r}, ours said {str(actual)!r}"
+    else:
+        assert not isinstance(actual, Exception), f"torch accepted the input, ours raised {actual!r}"
+    return expected, actual
