@@ -13,7 +13,8 @@
 // input element: it sums, in a fixed order, the gradients of the outputs whose window covers it (for
 // max, those whose index points at it). No atomics, so both backwards are deterministic.
 //
-// Layout: contiguous NCHW in and out (other layouts are copied once); a 3D input is one image. Half
+// Layout: the kernels read and write contiguous NCHW (other layouts are copied once); a channels_last
+// input gets a channels_last result, as on the CPU; a 3D input is one image. Half
 // types accumulate in float.
 #include <ATen/Dispatch.h>
 #include <ATen/ops/empty.h>
@@ -227,8 +228,14 @@ at::Tensor as_batched(const at::Tensor& t) {
   return t.dim() == 3 ? t.unsqueeze(0) : t;
 }
 
+// The kernels write NCHW; results take the input's layout back by the rule the CPU kernels and the fake
+// kernels in ops.py share: a channels_last input (that is not also contiguous) gives channels_last.
 at::Tensor like_input(const at::Tensor& batched, const at::Tensor& input) {
-  return input.dim() == 3 ? batched.squeeze(0) : batched;
+  if (input.dim() == 3) {
+    return batched.squeeze(0);
+  }
+  const bool channels_last = !input.is_contiguous() && input.is_contiguous(at::MemoryFormat::ChannelsLast);
+  return channels_last ? batched.contiguous(at::MemoryFormat::ChannelsLast) : batched;
 }
 
 void check_pool_input(const char* op, const at::Tensor& input) {
