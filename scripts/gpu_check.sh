@@ -57,13 +57,13 @@ if [ -z "${CUDA_HOME:-}" ] && [ -x /usr/local/cuda/bin/nvcc ]; then
   export CUDA_HOME=/usr/local/cuda
 fi
 export TORCH_CUDA_ARCH_LIST="${TORCH_CUDA_ARCH_LIST:-9.0}" LENET_EXT_CUDA=1 MAX_JOBS="${MAX_JOBS:-$(nproc)}"
-step build 210 "$out/build.log" "$python" -m pip install --no-build-isolation --no-deps -e . || {
+step build 170 "$out/build.log" "$python" -m pip install --no-build-isolation --no-deps -e . || {
   note "build failed: the remaining steps would test a stale or missing extension; stopping"
   exit 1
 }
 
 # 2. tests
-step pytest 120 "$out/pytest.log" "$python" -m pytest -q -p no:cacheprovider tests
+step pytest 140 "$out/pytest.log" "$python" -m pytest -q -p no:cacheprovider tests
 tail -3 "$out/pytest.log" >>"$summary"
 
 # 3. memcheck
@@ -81,16 +81,16 @@ else
 fi
 
 # 4. speed
-step gpu_speed 45 "$harness" "$python" bench/gpu_speed.py --json "$out/speed.json"
+step gpu_speed 40 "$harness" "$python" bench/gpu_speed.py --json "$out/speed.json"
 if has_module lenet_ext.benchmark && has_module lenet_ext.__main__; then
-  step bench 40 "$harness" "$python" -m lenet_ext bench --device cuda --json "$out/bench.json"
+  step bench 30 "$harness" "$python" -m lenet_ext bench --device cuda --json "$out/bench.json"
 else
   note "SKIP  bench: lenet_ext.benchmark is not there yet"
 fi
 
 # 5. training
 if has_module lenet_ext.train && has_module lenet_ext.__main__; then
-  step train 40 "$harness" "$python" -m lenet_ext train --device cuda --epochs 3 --json "$out/train.json"
+  step train 30 "$harness" "$python" -m lenet_ext train --device cuda --epochs 3 --json "$out/train.json"
 else
   note "SKIP  train: the train command is not there yet"
 fi
