@@ -31,7 +31,9 @@ def _runner(pool, x, g):
 
 
 def _copy(x):
-    return lambda: x.detach().clone()
+    """Reads and writes x once into memory that is already mapped: the bandwidth ceiling."""
+    out = torch.empty_like(x)
+    return lambda: out.copy_(x.detach())
 
 
 CASES = [

@@ -106,13 +106,24 @@ Range valid_taps(int64_t n, int64_t start, int64_t d, int64_t k) {
   return {lo, std::max(lo, hi)};
 }
 
+// For each kernel column j, the output columns whose tap j lands inside the input row. They are the
+// same for every row, so they are computed once per call rather than per row (the divisions in
+// valid_outputs would otherwise cost as much as folding a short row).
+std::vector<Range> column_ranges(const Window2d& w) {
+  std::vector<Range> cols(w.kernel[1]);
+  for (const auto j : c10::irange(w.kernel[1])) {
+    cols[j] = valid_outputs(w.in[1], w.pad[1], j * w.dilation[1], w.stride[1], w.out[1]);
+  }
+  return cols;
+}
+
 // ------------------------------------------------------------------------------------ max, NCHW
 
 // Folds one kernel tap into one output row: y[ow] = max(y[ow], xrow[ow*S + off]) for ow in [lo, hi),
 // and the index of the winner when kIndices. S == 0 means the stride is only known at run time.
 template <typename scalar_t, bool kIndices, int S>
-inline void max_fold_row(const scalar_t* xrow, int64_t off, int64_t sw, int64_t pos_base, int64_t lo, int64_t hi,
-                         scalar_t* y, int64_t* ind) {
+inline void max_fold_row(const scalar_t* __restrict__ xrow, int64_t off, int64_t sw, int64_t pos_base, int64_t lo,
+                         int64_t hi, scalar_t* __restrict__ y, int64_t* __restrict__ ind) {
   const int64_t s = S != 0 ? S : sw;
   for (int64_t ow = lo; ow < hi; ++ow) {
     const int64_t iw = ow * s + off;
@@ -132,6 +143,7 @@ void max_pool_nchw(const scalar_t* x, scalar_t* y, int64_t* ind, int64_t planes,
   const int64_t ph = w.pad[0], pw = w.pad[1], dh = w.dilation[0], dw = w.dilation[1];
   // Outputs from ow_inside on have their window start inside the row, so their first position is wstart.
   const int64_t ow_inside = std::min(OW, ceil_div(pw, sw));
+  const std::vector<Range> cols = column_ranges(w);
   at::parallel_for(0, planes * OH, grain_for(OW * KH * KW), [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
       // r = plane * OH + oh is one output row
@@ -157,9 +169,7 @@ void max_pool_nchw(const scalar_t* x, scalar_t* y, int64_t* ind, int64_t planes,
         const int64_t ih = hstart + i * dh;
         const scalar_t* xrow = xp + ih * W;
         for (int64_t j = 0; j < KW; ++j) {
-          const int64_t tap = j * dw;
-          const Range cols = valid_outputs(W, pw, tap, sw, OW);
-          max_fold_row<scalar_t, kIndices, S>(xrow, tap - pw, sw, ih * W, cols.lo, cols.hi, yrow, irow);
+          max_fold_row<scalar_t, kIndices, S>(xrow, j * dw - pw, sw, ih * W, cols[j].lo, cols[j].hi, yrow, irow);
         }
       }
     }
@@ -387,48 +397,35 @@ AvgFactors avg_factors(const Window2d& w, bool count_include_pad, std::optional<
           avg_factors_1d(w.in[1], w.kernel[1], w.stride[1], w.pad[1], w.out[1], count_include_pad)};
 }
 
-// The divisor of output (oh, ow) in scalar_t, rounded once from the exact integer product as torch does.
-template <typename scalar_t>
-std::vector<scalar_t> divisor_row(const AvgFactors& f, int64_t oh) {
-  std::vector<scalar_t> d(f.cols.size());
-  for (const auto ow : c10::irange(d.size())) {
-    d[ow] = scalar_t(f.rows[oh] * f.cols[ow]);
-  }
-  return d;
-}
-
 template <typename scalar_t, int S>
 void avg_pool_nchw(const scalar_t* x, scalar_t* y, int64_t planes, const Window2d& w, const AvgFactors& f) {
   const int64_t H = w.in[0], W = w.in[1], OH = w.out[0], OW = w.out[1];
   const int64_t KH = w.kernel[0], KW = w.kernel[1], sh = w.stride[0], pw = w.pad[1];
   const int64_t sw = S != 0 ? S : w.stride[1];
+  const std::vector<Range> cols = column_ranges(w);
   at::parallel_for(0, planes * OH, grain_for(OW * KH * KW), [&](int64_t r0, int64_t r1) {
-    std::vector<scalar_t> div;
-    int64_t div_row = -1;
+    const double* __restrict__ col_factor = f.cols.data();
     for (int64_t r = r0; r < r1; ++r) {
       // r = plane * OH + oh is one output row
       const int64_t oh = r % OH;
-      if (oh != div_row) {
-        div = divisor_row<scalar_t>(f, oh);
-        div_row = oh;
-      }
+      const double row_factor = f.rows[oh];
       const scalar_t* xp = x + (r / OH) * H * W;
       scalar_t* yrow = y + r * OW;
       const int64_t hstart = oh * sh - w.pad[0];
       const Range rows = valid_taps(H, hstart, 1, KH);
       std::fill(yrow, yrow + OW, scalar_t(0));
       for (int64_t i = rows.lo; i < rows.hi; ++i) {
-        const scalar_t* xrow = xp + (hstart + i) * W;
+        const scalar_t* __restrict__ xrow = xp + (hstart + i) * W;
+        scalar_t* __restrict__ yr = yrow;
         for (int64_t j = 0; j < KW; ++j) {
-          const Range cols = valid_outputs(W, pw, j, sw, OW);
           const int64_t off = j - pw;
-          for (int64_t ow = cols.lo; ow < cols.hi; ++ow) {
-            yrow[ow] += xrow[ow * sw + off];
+          for (int64_t ow = cols[j].lo; ow < cols[j].hi; ++ow) {
+            yr[ow] += xrow[ow * sw + off];
           }
         }
       }
       for (int64_t ow = 0; ow < OW; ++ow) {
-        yrow[ow] /= div[ow];
+        yrow[ow] /= scalar_t(row_factor * col_factor[ow]);  // torch divides (no reciprocal): same rounding
       }
     }
   });
@@ -501,25 +498,27 @@ void avg_unpool_nchw(const scalar_t* go, scalar_t* gx, int64_t planes, const Win
   const int64_t H = w.in[0], W = w.in[1], OH = w.out[0], OW = w.out[1];
   const int64_t KH = w.kernel[0], KW = w.kernel[1], sh = w.stride[0], pw = w.pad[1];
   const int64_t sw = S != 0 ? S : w.stride[1];
+  const std::vector<Range> cols = column_ranges(w);
   at::parallel_for(0, planes, grain_for(OH * OW * KH * KW), [&](int64_t c0, int64_t c1) {
-    std::vector<scalar_t> share(OW);
+    std::vector<scalar_t> share(OW);  // each output's gradient divided by its divisor
+    const double* __restrict__ col_factor = f.cols.data();
     for (int64_t c = c0; c < c1; ++c) {
       scalar_t* gp = gx + c * H * W;
       for (int64_t oh = 0; oh < OH; ++oh) {
-        const std::vector<scalar_t> div = divisor_row<scalar_t>(f, oh);
-        const scalar_t* grow = go + (c * OH + oh) * OW;
+        const double row_factor = f.rows[oh];
+        const scalar_t* __restrict__ grow = go + (c * OH + oh) * OW;
         for (int64_t ow = 0; ow < OW; ++ow) {
-          share[ow] = grow[ow] / div[ow];
+          share[ow] = grow[ow] / scalar_t(row_factor * col_factor[ow]);
         }
         const int64_t hstart = oh * sh - w.pad[0];
         const Range rows = valid_taps(H, hstart, 1, KH);
         for (int64_t i = rows.lo; i < rows.hi; ++i) {
-          scalar_t* gxrow = gp + (hstart + i) * W;
+          scalar_t* __restrict__ gxrow = gp + (hstart + i) * W;
+          const scalar_t* __restrict__ sh_row = share.data();
           for (int64_t j = 0; j < KW; ++j) {
-            const Range cols = valid_outputs(W, pw, j, sw, OW);
             const int64_t off = j - pw;
-            for (int64_t ow = cols.lo; ow < cols.hi; ++ow) {
-              gxrow[ow * sw + off] += share[ow];
+            for (int64_t ow = cols[j].lo; ow < cols[j].hi; ++ow) {
+              gxrow[ow * sw + off] += sh_row[ow];
             }
           }
         }
