@@ -80,6 +80,13 @@ void check_max_dtype(const char* kernel, const at::Tensor& t) {
                               kernel, "\" not implemented for '", c10::toString(dt), "'");
 }
 
+// The input gradient, to be accumulated into. NCHW kernels zero each plane themselves just before
+// scattering into it (one pass over memory instead of two); channels_last ones need it zeroed here.
+at::Tensor empty_grad_input(const at::Tensor& input, const at::Tensor& go, at::MemoryFormat fmt) {
+  at::Tensor gx = at::empty(input.sizes(), go.options().memory_format(fmt));
+  return fmt == at::MemoryFormat::ChannelsLast ? gx.zero_() : gx;
+}
+
 // Tasks of roughly this many elements of work each keep thread overhead negligible.
 constexpr int64_t kGrainWork = 1 << 14;
 
@@ -294,6 +301,7 @@ void max_unpool_nchw(const scalar_t* go, const int64_t* ind, scalar_t* gx, int64
   at::parallel_for(0, planes, grain_for(plane_out), [&](int64_t c0, int64_t c1) {
     for (int64_t c = c0; c < c1; ++c) {
       scalar_t* gp = gx + c * plane_in;
+      std::fill(gp, gp + plane_in, scalar_t(0));  // zeroed here, while the plane is about to be in cache
       for (int64_t k = c * plane_out; k < (c + 1) * plane_out; ++k) {
         const int64_t pos = ind[k];
         if (pos < 0 || pos >= plane_in) {
@@ -348,7 +356,7 @@ at::Tensor max_pool2d_backward_cpu(const at::Tensor& grad_output, const at::Tens
   const auto fmt = pool_format(input);
   const at::Tensor go = to_compute(grad_output, fmt);
   const at::Tensor ind = indices.contiguous(fmt);
-  at::Tensor gx = at::empty(input.sizes(), go.options().memory_format(fmt)).zero_();  // at::zeros drops the format
+  at::Tensor gx = empty_grad_input(input, go, fmt);
   const int64_t plane_in = p.win.in[0] * p.win.in[1], plane_out = p.win.out[0] * p.win.out[1];
   BadIndex bad;
   if (go.numel() > 0) {
@@ -504,6 +512,7 @@ void avg_unpool_nchw(const scalar_t* go, scalar_t* gx, int64_t planes, const Win
     const double* __restrict__ col_factor = f.cols.data();
     for (int64_t c = c0; c < c1; ++c) {
       scalar_t* gp = gx + c * H * W;
+      std::fill(gp, gp + H * W, scalar_t(0));  // zeroed here, while the plane is about to be in cache
       for (int64_t oh = 0; oh < OH; ++oh) {
         const double row_factor = f.rows[oh];
         const scalar_t* __restrict__ grow = go + (c * OH + oh) * OW;
@@ -572,7 +581,7 @@ at::Tensor avg_pool2d_backward_cpu(const at::Tensor& grad_output, const at::Tens
   check_grad_output(op, grad_output, {p.batch, p.channels, p.win.out[0], p.win.out[1]}, input);
   const auto fmt = pool_format(input);
   const at::Tensor go = to_compute(grad_output, fmt);
-  at::Tensor gx = at::empty(input.sizes(), go.options().memory_format(fmt)).zero_();  // at::zeros drops the format
+  at::Tensor gx = empty_grad_input(input, go, fmt);
   if (go.numel() > 0) {
     const AvgFactors f = avg_factors(p.win, count_include_pad, divisor_override);
     AT_DISPATCH_FLOATING_TYPES(go.scalar_type(), "avg_pool2d_backward_cpu", [&] {
