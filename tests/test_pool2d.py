@@ -188,7 +188,7 @@ def test_torch_compile_fullgraph(device):
     reference = torch.nn.Sequential(
         torch.nn.MaxPool2d(3, 2, 1), torch.nn.AvgPool2d(2, ceil_mode=True, count_include_pad=False)
     )
-    compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
+    compiled = torch.compile(model, fullgraph=True)
     x = make_input((2, 3, 11, 9), torch.float32, device, requires_grad=True, distinct=True)
     out = compiled(x)
     ref = reference(clone_leaf(x))
