@@ -8,6 +8,8 @@
 // tap falls in the padding are simply outside [lo, hi). Taps run in torch's window order (row-major),
 // so ties and NaNs resolve exactly as in torch: a value replaces the maximum when it is greater or NaN,
 // hence the first maximum wins, a NaN always wins, and an all -inf window keeps its first position.
+// Without indices the tap order is free, so max is computed separably instead: the window's input
+// rows are reduced into a row buffer (contiguous reads), then the buffer's columns (strided reads).
 //
 // Algorithm, channels_last: one task is one output pixel; the taps are visited in the same order and
 // every fold is a loop over the contiguous channels.
