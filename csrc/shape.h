@@ -58,9 +58,9 @@ struct Range {
 C10_HOST_DEVICE inline Range valid_outputs(int64_t n, int64_t p0, int64_t tap, int64_t s, int64_t out) {
   int64_t lo = ceil_div(p0 - tap, s);
   int64_t hi = floor_div(n - 1 + p0 - tap, s) + 1;
-  lo = lo < 0 ? 0 : lo;
-  hi = hi > out ? out : hi;
-  return {lo, hi > lo ? hi : lo};
+  lo = lo < 0 ? 0 : (lo > out ? out : lo);  // 0 <= lo <= hi <= out, even when no output is valid
+  hi = hi > out ? out : (hi < lo ? lo : hi);
+  return {lo, hi};
 }
 
 // Everything a 2D sliding-window kernel needs, checked. Index 0 is height, 1 is width.
@@ -75,7 +75,8 @@ struct Window2d {
 };
 
 // The largest size we accept for any single argument: far above any real tensor, and small enough
-// that sums and products of two of them fit in int64 (the kernels' worst case is o*s + k*d).
+// that sums and products of two of them fit in int64. Strides are exempt: o*s stays below the padded
+// input size for every output index o.
 constexpr int64_t kMaxWindowArg = int64_t{1} << 40;
 
 // Validates one sliding-window configuration and computes its output size.

@@ -26,7 +26,7 @@ def _as_int(fn, name, value):
                 f"but found element of type {type(value).__name__}"
             ) from None
     if isinstance(value, int) and not -_INT64_MAX - 1 <= value <= _INT64_MAX:
-        raise ValueError(f"{fn}(): argument '{name}' value {value} does not fit in int64")
+        raise ValueError(f"Overflow when unpacking long long: {fn}() argument '{name}'={value} does not fit in int64")
     return value
 
 
@@ -95,7 +95,7 @@ def _check_conv_args(input, weight, bias, stride, padding, dilation, groups):
         raise RuntimeError(f"dilation should be greater than zero, but got {dilation}")
     if groups <= 0:
         raise RuntimeError("non-positive groups is not supported")
-    check_not_huge("conv2d", stride=stride, padding=padding, dilation=dilation)
+    check_not_huge("conv2d", padding=padding, dilation=dilation)  # any stride is safe: o*s <= padded size
     if input.device != weight.device or (bias is not None and bias.device != input.device):
         other = weight if input.device != weight.device else bias
         raise RuntimeError(f"Input type ({input.type()}) and weight type ({other.type()}) should be the same")
@@ -150,7 +150,10 @@ def _dtype_name(t):
 
 
 def _short_dtype(t):
-    return str(t.dtype).removeprefix("torch.")
+    """The C++ type name torch's messages use: float, double, c10::Half, c10::BFloat16."""
+    return {torch.float32: "float", torch.float64: "double", torch.float16: "c10::Half"}.get(
+        t.dtype, "c10::" + _dtype_name(t)
+    )
 
 
 def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):

@@ -1,16 +1,21 @@
 // conv2d on the CPU: forward, and one backward that computes any subset of (input, weight, bias)
 // gradients.
 //
-// Algorithm: im2col + matrix product, per image and per group.
-//   im2col unrolls one image's group of channels into a (C_g*KH*KW) x (OH*OW) matrix `col` whose row
-//   (c, i, j) holds, for every output pixel, the input value under kernel tap (i, j) of channel c, or
-//   0 where the tap falls in the padding. Then
-//     forward        out[n, g]   = W[g] @ col(x[n, g]) (+ bias)
-//     grad input     gx[n, g]    = col2im(W[g]^T @ gout[n, g])     (col2im scatters rows back, summing)
-//     grad weight    gW[g]      += gout[n, g] @ col(x[n, g])^T
-//   A 1x1, stride-1, unpadded convolution needs no unrolling: the image itself is `col`.
+// Algorithm: im2col + matrix product, over blocks of output columns.
+//   im2col unrolls a group of input channels into a matrix `col` with one row per kernel tap (c, i, j)
+//   and one column per output pixel: the input value under that tap, or 0 where the tap falls in the
+//   padding. Then, per block of output pixels and per group g,
+//     forward        out[g]   = W[g] @ col (+ bias)
+//     grad input     gx[g]   += col2im(W[g]^T @ gout[g])     (col2im scatters rows back, summing)
+//     grad weight    gW[g]   += gout[g] @ col^T
 //   Padding, stride and dilation live entirely in im2col/col2im: each row splits into zero borders and
 //   an interior read without branches (valid_outputs in shape.h gives the interior).
+//
+// Blocks: a block is several whole images (small images, e.g. LeNet's 28x28) or a band of output rows
+//   of one image (large images), sized so that its `col` stays near 1 MiB and in cache; one block then
+//   feeds one reasonably shaped matrix product instead of many tiny ones. A block of exactly one whole
+//   image reads and writes the tensors in place; other blocks gather/scatter through a small buffer.
+//   A 1x1, stride-1, unpadded convolution over one whole image needs no unrolling at all.
 //
 // Layout: kernels read contiguous NCHW (inputs in any other layout are copied once) and write
 // contiguous NCHW. bfloat16 is computed in float32 and rounded once at the end.
@@ -34,9 +39,57 @@
 namespace lenet_ext {
 namespace {
 
-// Rows of col are (c, i, j); one row is OH*OW long.
+constexpr int64_t kBlockBytes = int64_t{1} << 20;
+
+// Output pixels [oh0, oh1) x [0, OW) of images [n0, n1). Column (b, oh, ow) of a block's matrices is
+// (b - n0) * rows * OW + (oh - oh0) * OW + ow, with rows = oh1 - oh0.
+struct Block {
+  int64_t n0, n1, oh0, oh1;
+};
+
+// Geometry of the matrix products, and how output pixels are cut into blocks.
+struct Gemm {
+  int64_t Cg, Og, K, L;  // channels per group in and out, K = Cg*KH*KW taps, L = OH*OW pixels
+  int64_t images_per_block, rows_per_block;
+
+  Gemm(const Conv2dParams& p, int64_t elem_size)
+      : Cg(p.in_channels / p.groups),
+        Og(p.out_channels / p.groups),
+        K(p.in_channels / p.groups * p.win.kernel[0] * p.win.kernel[1]),
+        L(p.win.out[0] * p.win.out[1]) {
+    const int64_t target_cols = std::max<int64_t>(1, kBlockBytes / (std::max<int64_t>(K, 1) * elem_size));
+    if (L <= target_cols) {
+      images_per_block = std::max<int64_t>(1, target_cols / std::max<int64_t>(L, 1));
+      rows_per_block = p.win.out[0];
+    } else {
+      images_per_block = 1;
+      rows_per_block = std::clamp<int64_t>(target_cols / p.win.out[1], 1, p.win.out[0]);
+    }
+  }
+
+  // columns of the largest block
+  int64_t max_cols(int64_t OW) const { return images_per_block * rows_per_block * OW; }
+};
+
+// Calls f(block) for every block of the images [n0, n1), in order.
+template <typename F>
+void for_each_block(const Gemm& g, int64_t n0, int64_t n1, int64_t OH, const F& f) {
+  for (int64_t n = n0; n < n1; n += g.images_per_block) {
+    if (g.rows_per_block == OH) {
+      f(Block{n, std::min(n1, n + g.images_per_block), 0, OH});
+      continue;
+    }
+    for (int64_t oh = 0; oh < OH; oh += g.rows_per_block) {
+      f(Block{n, n + 1, oh, std::min(OH, oh + g.rows_per_block)});
+    }
+  }
+}
+
+// Rows of col are the taps (c, i, j); row r starts at col + r * ld, and output pixel (oh, ow) of the
+// band [oh0, oh1) is its column (oh - oh0) * OW + ow.
 template <typename scalar_t>
-void im2col(const scalar_t* x, scalar_t* col, int64_t channels, const Window2d& w) {
+void im2col(const scalar_t* x, scalar_t* col, int64_t ld, int64_t channels, const Window2d& w, int64_t oh0,
+            int64_t oh1) {
   const int64_t KH = w.kernel[0], KW = w.kernel[1], H = w.in[0], W = w.in[1], OH = w.out[0], OW = w.out[1];
   const int64_t sh = w.stride[0], sw = w.stride[1];
   at::parallel_for(0, channels * KH * KW, 1, [&](int64_t r0, int64_t r1) {
@@ -46,10 +99,12 @@ void im2col(const scalar_t* x, scalar_t* col, int64_t channels, const Window2d& 
       const Range rows = valid_outputs(H, w.pad[0], tap_h, sh, OH);
       const Range cols = valid_outputs(W, w.pad[1], tap_w, sw, OW);
       const scalar_t* plane = x + c * H * W;
-      scalar_t* dst = col + r * OH * OW;
-      std::fill(dst, dst + rows.lo * OW, scalar_t(0));
-      for (int64_t oh = rows.lo; oh < rows.hi; ++oh) {
-        scalar_t* d = dst + oh * OW;
+      for (int64_t oh = oh0; oh < oh1; ++oh) {
+        scalar_t* d = col + r * ld + (oh - oh0) * OW;
+        if (oh < rows.lo || oh >= rows.hi) {
+          std::fill(d, d + OW, scalar_t(0));
+          continue;
+        }
         // input (ih, iw) = (oh*sh - pad_top + tap_h, ow*sw - pad_left + tap_w); base is iw's offset at ow = 0
         const int64_t base = (oh * sh - w.pad[0] + tap_h) * W - w.pad[1] + tap_w;
         std::fill(d, d + cols.lo, scalar_t(0));
@@ -62,15 +117,15 @@ void im2col(const scalar_t* x, scalar_t* col, int64_t channels, const Window2d& 
         }
         std::fill(d + cols.hi, d + OW, scalar_t(0));
       }
-      std::fill(dst + rows.hi * OW, dst + OH * OW, scalar_t(0));
     }
   });
 }
 
 // The adjoint of im2col: adds every row of col back onto the input positions it was read from.
-// gx must be zeroed by the caller. Channels are independent, so they run in parallel.
+// Channels are independent, so they run in parallel.
 template <typename scalar_t>
-void col2im(const scalar_t* col, scalar_t* gx, int64_t channels, const Window2d& w) {
+void col2im(const scalar_t* col, int64_t ld, scalar_t* gx, int64_t channels, const Window2d& w, int64_t oh0,
+            int64_t oh1) {
   const int64_t KH = w.kernel[0], KW = w.kernel[1], H = w.in[0], W = w.in[1], OH = w.out[0], OW = w.out[1];
   const int64_t sh = w.stride[0], sw = w.stride[1];
   at::parallel_for(0, channels, 1, [&](int64_t c0, int64_t c1) {
@@ -82,10 +137,10 @@ void col2im(const scalar_t* col, scalar_t* gx, int64_t channels, const Window2d&
         for (int64_t j = 0; j < KW; ++j) {
           const int64_t tap_w = j * w.dilation[1];
           const Range cols = valid_outputs(W, w.pad[1], tap_w, sw, OW);
-          const scalar_t* src = col + ((c * KH + i) * KW + j) * OH * OW;
-          for (int64_t oh = rows.lo; oh < rows.hi; ++oh) {
+          const scalar_t* src = col + ((c * KH + i) * KW + j) * ld;
+          for (int64_t oh = std::max(oh0, rows.lo); oh < std::min(oh1, rows.hi); ++oh) {
             const int64_t base = (oh * sh - w.pad[0] + tap_h) * W - w.pad[1] + tap_w;
-            const scalar_t* s = src + oh * OW;
+            const scalar_t* s = src + (oh - oh0) * OW;
             for (int64_t ow = cols.lo; ow < cols.hi; ++ow) {
               plane[base + ow * sw] += s[ow];
             }
@@ -101,112 +156,165 @@ bool is_pointwise(const Window2d& w) {
          w.pad[1] == 0 && w.pad_end[0] == 0 && w.pad_end[1] == 0;
 }
 
-// Geometry of one (image, group) matrix product.
-struct Gemm {
-  int64_t Cg, Og, K, L;  // channels per group in and out, K = Cg*KH*KW, L = OH*OW
-  explicit Gemm(const Conv2dParams& p)
-      : Cg(p.in_channels / p.groups),
-        Og(p.out_channels / p.groups),
-        K(p.in_channels / p.groups * p.win.kernel[0] * p.win.kernel[1]),
-        L(p.win.out[0] * p.win.out[1]) {}
-};
-
-// Wraps a raw block of `x`'s storage as a matrix (no copy).
+// Wraps raw memory as a matrix (no copy) with `like`'s dtype.
 at::Tensor as_matrix(const at::Tensor& like, const void* data, int64_t rows, int64_t cols) {
   return at::from_blob(const_cast<void*>(data), {rows, cols}, like.options());
+}
+
+// How one block maps onto a tensor with `channels` planes of L = OH*OW pixels per image (the output or
+// grad_output): each (image, channel) owns one contiguous segment of `seg` pixels.
+struct BlockView {
+  int64_t images, seg, cols, first_pixel;
+  bool in_place;  // one whole image: the block's matrix is the tensor itself
+
+  BlockView(const Block& b, const Gemm& g, int64_t OW)
+      : images(b.n1 - b.n0),
+        seg((b.oh1 - b.oh0) * OW),
+        cols((b.n1 - b.n0) * (b.oh1 - b.oh0) * OW),
+        first_pixel(b.oh0 * OW),
+        in_place(b.n1 - b.n0 == 1 && (b.oh1 - b.oh0) * OW == g.L) {}
+};
+
+// The Og x cols slice of an NCHW tensor (channels [c0, c0 + Og) of the block), copied into `buf`, or the
+// tensor's own memory when the block is one whole image.
+template <typename scalar_t>
+const scalar_t* gather_block(const scalar_t* t, scalar_t* buf, const Block& b, const BlockView& v, int64_t channels,
+                             int64_t c0, int64_t Og, int64_t L) {
+  if (v.in_place) {
+    return t + (b.n0 * channels + c0) * L;
+  }
+  for (int64_t o = 0; o < Og; ++o) {
+    for (int64_t i = 0; i < v.images; ++i) {
+      const scalar_t* src = t + ((b.n0 + i) * channels + c0 + o) * L + v.first_pixel;
+      std::copy(src, src + v.seg, buf + o * v.cols + i * v.seg);
+    }
+  }
+  return buf;
 }
 
 template <typename scalar_t>
 void conv2d_forward_impl(const at::Tensor& x, const at::Tensor& weight, const at::Tensor* bias, at::Tensor& out,
                          const Conv2dParams& p) {
-  const Gemm g(p);
+  const Gemm g(p, sizeof(scalar_t));
   const bool pointwise = is_pointwise(p.win);
-  const int64_t in_plane = p.win.in[0] * p.win.in[1];
+  const int64_t in_plane = p.win.in[0] * p.win.in[1], OH = p.win.out[0], OW = p.win.out[1];
   const at::Tensor w = weight.view({p.groups, g.Og, g.K});
   const scalar_t* x_data = x.const_data_ptr<scalar_t>();
   scalar_t* out_data = out.mutable_data_ptr<scalar_t>();
   const scalar_t* b_data = bias ? bias->const_data_ptr<scalar_t>() : nullptr;
+  const int64_t max_cols = g.max_cols(OW);
 
   for_each_batch_slice(p.batch, [&](int64_t n0, int64_t n1) {
-    at::Tensor col = pointwise ? at::Tensor() : at::empty({g.K, g.L}, x.options());
-    for (int64_t n = n0; n < n1; ++n) {
+    at::Tensor col = at::empty({g.K * max_cols}, x.options());
+    at::Tensor tmp = at::empty({g.Og * max_cols}, x.options());
+    for_each_block(g, n0, n1, OH, [&](const Block& b) {
+      const BlockView v(b, g, OW);
       for (int64_t grp = 0; grp < p.groups; ++grp) {
-        // (n, grp * Cg) is the first input channel of this group in image n
-        const scalar_t* xg = x_data + (n * p.in_channels + grp * g.Cg) * in_plane;
-        if (!pointwise) {
-          im2col(xg, col.mutable_data_ptr<scalar_t>(), g.Cg, p.win);
+        const int64_t c0 = grp * g.Cg, o0 = grp * g.Og;
+        at::Tensor cols;
+        if (pointwise && v.in_place) {
+          cols = as_matrix(x, x_data + (b.n0 * p.in_channels + c0) * in_plane, g.K, v.cols);
+        } else {
+          scalar_t* col_data = col.mutable_data_ptr<scalar_t>();
+          for (int64_t i = 0; i < v.images; ++i) {
+            const scalar_t* xg = x_data + ((b.n0 + i) * p.in_channels + c0) * in_plane;
+            im2col(xg, col_data + i * v.seg, v.cols, g.Cg, p.win, b.oh0, b.oh1);
+          }
+          cols = as_matrix(x, col_data, g.K, v.cols);
         }
-        scalar_t* og = out_data + (n * p.out_channels + grp * g.Og) * g.L;
-        at::Tensor out_g = as_matrix(out, og, g.Og, g.L);
-        at::mm_out(out_g, w[grp], pointwise ? as_matrix(x, xg, g.K, g.L) : col);
-        if (b_data) {
-          for (int64_t o = 0; o < g.Og; ++o) {
-            const scalar_t b = b_data[grp * g.Og + o];
-            scalar_t* row = og + o * g.L;
-            for (int64_t l = 0; l < g.L; ++l) {
-              row[l] += b;
+        scalar_t* res = v.in_place ? out_data + (b.n0 * p.out_channels + o0) * g.L : tmp.mutable_data_ptr<scalar_t>();
+        at::Tensor res_m = as_matrix(out, res, g.Og, v.cols);
+        at::mm_out(res_m, w[grp], cols);
+        for (int64_t o = 0; o < g.Og; ++o) {
+          const scalar_t bo = b_data ? b_data[o0 + o] : scalar_t(0);
+          for (int64_t i = 0; i < v.images; ++i) {
+            const scalar_t* src = res + o * v.cols + i * v.seg;
+            scalar_t* dst = v.in_place ? const_cast<scalar_t*>(src)
+                                       : out_data + ((b.n0 + i) * p.out_channels + o0 + o) * g.L + v.first_pixel;
+            for (int64_t l = 0; l < v.seg; ++l) {
+              dst[l] = src[l] + bo;
             }
           }
         }
       }
-    }
+    });
   });
 }
 
 template <typename scalar_t>
 at::Tensor conv2d_grad_input_impl(const at::Tensor& go, const at::Tensor& weight, const Conv2dParams& p) {
-  const Gemm g(p);
+  const Gemm g(p, sizeof(scalar_t));
   const bool pointwise = is_pointwise(p.win);
-  const int64_t in_plane = p.win.in[0] * p.win.in[1];
+  const int64_t in_plane = p.win.in[0] * p.win.in[1], OH = p.win.out[0], OW = p.win.out[1];
   at::Tensor gx = at::zeros({p.batch, p.in_channels, p.win.in[0], p.win.in[1]}, go.options());
   const at::Tensor w = weight.view({p.groups, g.Og, g.K});
   const scalar_t* go_data = go.const_data_ptr<scalar_t>();
   scalar_t* gx_data = gx.mutable_data_ptr<scalar_t>();
+  const int64_t max_cols = g.max_cols(OW);
 
   for_each_batch_slice(p.batch, [&](int64_t n0, int64_t n1) {
-    at::Tensor col = pointwise ? at::Tensor() : at::empty({g.K, g.L}, go.options());
-    for (int64_t n = n0; n < n1; ++n) {
+    at::Tensor col = at::empty({g.K * max_cols}, go.options());
+    at::Tensor buf = at::empty({g.Og * max_cols}, go.options());
+    for_each_block(g, n0, n1, OH, [&](const Block& b) {
+      const BlockView v(b, g, OW);
       for (int64_t grp = 0; grp < p.groups; ++grp) {
-        const at::Tensor go_g = as_matrix(go, go_data + (n * p.out_channels + grp * g.Og) * g.L, g.Og, g.L);
-        scalar_t* gxg = gx_data + (n * p.in_channels + grp * g.Cg) * in_plane;
-        if (pointwise) {
-          at::Tensor gx_g = as_matrix(gx, gxg, g.K, g.L);
-          at::mm_out(gx_g, w[grp].t(), go_g);
-        } else {
-          at::mm_out(col, w[grp].t(), go_g);
-          col2im(col.const_data_ptr<scalar_t>(), gxg, g.Cg, p.win);
+        const int64_t c0 = grp * g.Cg, o0 = grp * g.Og;
+        const scalar_t* go_g = gather_block(go_data, buf.mutable_data_ptr<scalar_t>(), b, v, p.out_channels, o0, g.Og, g.L);
+        const at::Tensor go_m = as_matrix(go, go_g, g.Og, v.cols);
+        scalar_t* gx_first = gx_data + (b.n0 * p.in_channels + c0) * in_plane;
+        if (pointwise && v.in_place) {
+          at::Tensor gx_m = as_matrix(gx, gx_first, g.K, v.cols);
+          at::mm_out(gx_m, w[grp].t(), go_m);
+          continue;
+        }
+        at::Tensor col_m = as_matrix(go, col.mutable_data_ptr<scalar_t>(), g.K, v.cols);
+        at::mm_out(col_m, w[grp].t(), go_m);
+        for (int64_t i = 0; i < v.images; ++i) {
+          col2im(col_m.const_data_ptr<scalar_t>() + i * v.seg, v.cols, gx_first + i * p.in_channels * in_plane, g.Cg,
+                 p.win, b.oh0, b.oh1);
         }
       }
-    }
+    });
   });
   return gx;
 }
 
 template <typename scalar_t>
 at::Tensor conv2d_grad_weight_impl(const at::Tensor& go, const at::Tensor& x, const Conv2dParams& p) {
-  const Gemm g(p);
+  const Gemm g(p, sizeof(scalar_t));
   const bool pointwise = is_pointwise(p.win);
-  const int64_t in_plane = p.win.in[0] * p.win.in[1];
+  const int64_t in_plane = p.win.in[0] * p.win.in[1], OH = p.win.out[0], OW = p.win.out[1];
   const scalar_t* go_data = go.const_data_ptr<scalar_t>();
   const scalar_t* x_data = x.const_data_ptr<scalar_t>();
+  const int64_t max_cols = g.max_cols(OW);
 
   // One partial sum per batch slice, merged in slice order below.
   const int64_t slices = batch_slice_count(p.batch);
   at::Tensor partial = at::zeros({slices, p.groups, g.Og, g.K}, go.options());
   for_each_batch_slice(p.batch, [&](int64_t n0, int64_t n1) {
-    at::Tensor col = pointwise ? at::Tensor() : at::empty({g.K, g.L}, x.options());
+    at::Tensor col = at::empty({g.K * max_cols}, x.options());
+    at::Tensor buf = at::empty({g.Og * max_cols}, go.options());
     at::Tensor acc = partial[batch_slice_of(n0, p.batch)];
-    for (int64_t n = n0; n < n1; ++n) {
+    for_each_block(g, n0, n1, OH, [&](const Block& b) {
+      const BlockView v(b, g, OW);
       for (int64_t grp = 0; grp < p.groups; ++grp) {
-        const at::Tensor go_g = as_matrix(go, go_data + (n * p.out_channels + grp * g.Og) * g.L, g.Og, g.L);
-        const scalar_t* xg = x_data + (n * p.in_channels + grp * g.Cg) * in_plane;
-        if (!pointwise) {
-          im2col(xg, col.mutable_data_ptr<scalar_t>(), g.Cg, p.win);
+        const int64_t c0 = grp * g.Cg, o0 = grp * g.Og;
+        const scalar_t* go_g = gather_block(go_data, buf.mutable_data_ptr<scalar_t>(), b, v, p.out_channels, o0, g.Og, g.L);
+        at::Tensor cols;
+        if (pointwise && v.in_place) {
+          cols = as_matrix(x, x_data + (b.n0 * p.in_channels + c0) * in_plane, g.K, v.cols);
+        } else {
+          scalar_t* col_data = col.mutable_data_ptr<scalar_t>();
+          for (int64_t i = 0; i < v.images; ++i) {
+            im2col(x_data + ((b.n0 + i) * p.in_channels + c0) * in_plane, col_data + i * v.seg, v.cols, g.Cg, p.win,
+                   b.oh0, b.oh1);
+          }
+          cols = as_matrix(x, col_data, g.K, v.cols);
         }
         at::Tensor acc_g = acc[grp];
-        acc_g.addmm_(go_g, (pointwise ? as_matrix(x, xg, g.K, g.L) : col).t());
+        acc_g.addmm_(as_matrix(go, go_g, g.Og, v.cols), cols.t());
       }
-    }
+    });
   });
   at::Tensor gw = partial[0];
   for (int64_t s = 1; s < slices; ++s) {

@@ -1,0 +1,283 @@
+"""lenet_ext conv2d against torch.nn.functional.conv2d: values, all three gradients, layouts, errors."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from common import LAYOUTS, assert_close, clone_leaf, grads, make_input, raises_like_torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import lenet_ext
+from lenet_ext import functional as LF
+
+# (input N, C, H, W), (weight O, C/g, KH, KW), keyword arguments
+CONFIGS = [
+    ((2, 3, 8, 8), (4, 3, 3, 3), dict(padding=1)),
+    ((2, 3, 9, 7), (5, 3, 5, 3), dict(padding=(2, 1))),
+    ((1, 2, 4, 4), (3, 2, 3, 3), dict(padding=1, stride=2)),
+    ((3, 1, 8, 8), (2, 1, 3, 5), dict(padding=(0, 1), stride=(3, 4))),
+    ((2, 4, 11, 10), (6, 2, 3, 2), dict(groups=2, dilation=(2, 3), padding=(2, 1))),
+    ((2, 6, 9, 9), (6, 1, 3, 3), dict(groups=6, padding=1)),  # depthwise
+    ((2, 16, 6, 5), (8, 16, 1, 1), {}),  # pointwise: a plain matrix product
+    ((1, 5, 10, 12), (7, 5, 7, 6), dict(stride=(2, 3), padding=3, dilation=1)),
+    ((2, 3, 8, 8), (4, 3, 4, 4), dict(padding="same")),  # even kernel: asymmetric padding
+    ((2, 3, 9, 8), (4, 3, 3, 2), dict(padding="same", dilation=(3, 1))),
+    ((2, 3, 9, 8), (4, 3, 3, 3), dict(padding="valid", stride=3, dilation=2)),
+    ((0, 3, 8, 8), (4, 3, 3, 3), dict(padding=1)),  # empty batch
+    ((2, 4, 7, 7), (4, 4, 7, 7), {}),  # kernel covers the whole input
+    ((1, 3, 5, 5), (2, 3, 2, 2), dict(padding=(1, 0), stride=(1, 2), dilation=(1, 2))),
+    # large enough that one image's unrolled matrix is cut into bands of output rows
+    ((2, 16, 40, 40), (8, 16, 3, 3), dict(padding=1, stride=(1, 2))),
+    ((1, 64, 48, 48), (4, 64, 1, 1), {}),
+]
+
+
+def _ids(cfg):
+    x, w, kw = cfg
+    return f"x{x}-w{w}-" + ",".join(f"{k}={v}" for k, v in kw.items())
+
+
+def _compare(x_shape, w_shape, kw, dtype, device, layout, bias=True, unbatched=False):
+    if unbatched:
+        x_shape = x_shape[1:]
+    x = make_input(x_shape, dtype, device, layout, requires_grad=True)
+    w = make_input(w_shape, dtype, device, layout, requires_grad=True)
+    b = make_input((w_shape[0],), dtype, device, requires_grad=True) if bias else None
+    ours_in = [clone_leaf(t) for t in (x, w, b)]
+    expected = F.conv2d(x, w, b, **kw)
+    actual = LF.conv2d(*ours_in, **kw)
+    assert actual.shape == expected.shape and actual.dtype == expected.dtype
+    assert_close(actual, expected)
+    g = torch.randn_like(expected)
+    for a, e in zip(grads(actual, ours_in, g), grads(expected, [x, w, b], g)):
+        if e is not None:
+            assert_close(a, e)
+
+
+@pytest.mark.parametrize("cfg", CONFIGS, ids=[_ids(c) for c in CONFIGS])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_matches_torch(cfg, dtype, device):
+    _compare(*cfg, dtype=dtype, device=device, layout="contiguous")
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("cfg", CONFIGS[::3], ids=[_ids(c) for c in CONFIGS[::3]])
+def test_any_layout(cfg, layout, device):
+    _compare(*cfg, dtype=torch.float32, device=device, layout=layout)
+
+
+@pytest.mark.parametrize("cfg", CONFIGS[:6], ids=[_ids(c) for c in CONFIGS[:6]])
+def test_without_bias_and_unbatched(cfg, device):
+    _compare(*cfg, dtype=torch.float64, device=device, layout="contiguous", bias=False)
+    _compare(*cfg, dtype=torch.float64, device=device, layout="contiguous", unbatched=True)
+
+
+def test_expanded_weight(device):
+    x = torch.randn(2, 3, 8, 8, device=device)
+    w = torch.randn(1, 3, 3, 3, device=device).expand(5, 3, 3, 3)  # stride 0 along out channels
+    assert_close(LF.conv2d(x, w, padding=1), F.conv2d(x, w, padding=1))
+
+
+def test_bfloat16_against_float32():
+    x = torch.randn(2, 3, 10, 10, dtype=torch.bfloat16)
+    w = torch.randn(4, 3, 3, 3, dtype=torch.bfloat16)
+    b = torch.randn(4, dtype=torch.bfloat16)
+    out = LF.conv2d(x, w, b, padding=1)
+    assert out.dtype == torch.bfloat16
+    reference = F.conv2d(x.float(), w.float(), b.float(), padding=1)
+    # our error must be no worse than torch's own bfloat16 convolution's (plus one rounding step)
+    torch_error = (F.conv2d(x, w, b, padding=1).float() - reference).abs().max()
+    assert (out.float() - reference).abs().max() <= 2 * torch_error + 1e-2
+
+
+@pytest.mark.parametrize("cfg", [CONFIGS[i] for i in (0, 3, 4, 8, 11)], ids=lambda c: _ids(c))
+def test_gradcheck_and_gradgradcheck(cfg):
+    x_shape, w_shape, kw = cfg
+    x = torch.randn(x_shape, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(w_shape, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(w_shape[0], dtype=torch.float64, requires_grad=True)
+    fn = lambda x, w, b: LF.conv2d(x, w, b, **kw)
+    assert torch.autograd.gradcheck(fn, (x, w, b))
+    assert torch.autograd.gradgradcheck(fn, (x, w, b))
+
+
+@pytest.mark.parametrize("mask", [(True, True, True), (True, False, False), (False, True, False), (False, False, True)])
+def test_opcheck(mask):
+    x = torch.randn(2, 4, 7, 6, requires_grad=True)
+    w = torch.randn(6, 2, 3, 2, requires_grad=True)
+    b = torch.randn(6, requires_grad=True)
+    conf = ([2, 1], [1, 2, 0, 1], [1, 2], 2)
+    torch.library.opcheck(torch.ops.lenet_ext.conv2d_forward, (x, w, b, *conf))
+    grad = torch.randn(torch.ops.lenet_ext.conv2d_forward(x, w, b, *conf).shape)
+    torch.library.opcheck(torch.ops.lenet_ext.conv2d_backward, (grad, x, w, *conf, list(mask)))
+
+
+def test_backward_computes_only_masked_gradients():
+    x, w = torch.randn(1, 2, 5, 5), torch.randn(3, 2, 3, 3)
+    g = torch.randn(1, 3, 3, 3)
+    gi, gw, gb = torch.ops.lenet_ext.conv2d_backward(g, x, w, [1, 1], [0, 0, 0, 0], [1, 1], 1, [False, True, False])
+    assert gi is None and gb is None and gw.shape == w.shape
+
+
+def test_torch_compile_fullgraph():
+    model = torch.nn.Sequential(lenet_ext.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(), lenet_ext.nn.Conv2d(8, 4, 3))
+    x = torch.randn(2, 3, 12, 12)
+    compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
+    assert_close(compiled(x), model(x))
+    compiled(x).sum().backward()
+
+
+# ------------------------------------------------------------------------------------------- the layer
+@pytest.mark.parametrize("padding_mode", ["zeros", "reflect", "replicate", "circular"])
+def test_layer_matches_torch_layer(padding_mode, device):
+    ours = lenet_ext.nn.Conv2d(4, 6, (3, 2), stride=(2, 1), padding=(1, 1), padding_mode=padding_mode, groups=2)
+    theirs = torch.nn.Conv2d(4, 6, (3, 2), stride=(2, 1), padding=(1, 1), padding_mode=padding_mode, groups=2)
+    theirs.load_state_dict(ours.state_dict())
+    ours, theirs = ours.to(device), theirs.to(device)
+    assert isinstance(ours, torch.nn.Conv2d)
+    assert repr(ours) == repr(theirs)
+    assert list(ours.state_dict()) == list(theirs.state_dict())
+    x = torch.randn(2, 4, 9, 8, device=device)
+    assert_close(ours(x), theirs(x))
+    ours(x).square().sum().backward()
+    theirs(x).square().sum().backward()
+    assert_close(ours.weight.grad, theirs.weight.grad)
+    assert_close(ours.bias.grad, theirs.bias.grad)
+
+
+def test_layer_padding_same():
+    layer = lenet_ext.nn.Conv2d(2, 3, 4, padding="same", dilation=2)
+    x = torch.randn(1, 2, 9, 9)
+    assert_close(layer(x), F.conv2d(x, layer.weight, layer.bias, padding="same", dilation=2))
+
+
+# ------------------------------------------------------------------------------- the seed's worked examples
+@pytest.mark.parametrize(
+    "size, kernel, padding, stride, expected",
+    [
+        ((8, 8), 3, 1, 1, (8, 8)),
+        ((8, 8), (5, 3), (2, 1), 1, (8, 8)),
+        ((8, 8), 3, 1, 2, (4, 4)),
+        ((8, 8), (3, 5), (0, 1), (3, 4), (2, 2)),
+    ],
+)
+def test_seed_output_shapes(size, kernel, padding, stride, expected):
+    layer = lenet_ext.nn.Conv2d(1, 1, kernel, padding=padding, stride=stride)
+    assert layer(torch.randn(1, 1, *size)).shape[2:] == expected
+
+
+def test_seed_multi_input_and_output_channels():
+    x = torch.tensor([[[0.0, 1, 2], [3, 4, 5], [6, 7, 8]], [[1, 2, 3], [4, 5, 6], [7, 8, 9]]])
+    k = torch.tensor([[[0.0, 1], [2, 3]], [[1, 2], [3, 4]]])
+    assert torch.equal(LF.conv2d(x, k.unsqueeze(0)), torch.tensor([[[56.0, 72], [104, 120]]]))
+    out = LF.conv2d(x, torch.stack([k, k + 1, k + 2]))
+    assert out.shape == (3, 2, 2)
+    assert torch.equal(out[1], torch.tensor([[76.0, 100], [148, 172]]))
+
+
+def test_pointwise_is_a_matrix_product():
+    x, w = torch.randn(3, 3, 3), torch.randn(2, 3, 1, 1)
+    expected = (w.view(2, 3) @ x.view(3, 9)).view(2, 3, 3)
+    assert_close(LF.conv2d(x, w), expected)
+
+
+# ------------------------------------------------------------------------------------------- bad input
+X = torch.randn(1, 2, 8, 8)
+W = torch.randn(4, 2, 3, 3)
+BAD = {
+    "channels": (X, torch.randn(4, 3, 3, 3), {}),
+    "stride0": (X, W, dict(stride=0)),
+    "stride-neg": (X, W, dict(stride=(1, -2))),
+    "padding-neg": (X, W, dict(padding=-1)),
+    "dilation0": (X, W, dict(dilation=0)),
+    "groups0": (X, W, dict(groups=0)),
+    "groups-neg": (X, W, dict(groups=-2)),
+    "same-strided": (X, W, dict(padding="same", stride=2)),
+    "bad-string": (X, W, dict(padding="foo")),
+    "kernel-too-big": (X, torch.randn(4, 2, 9, 9), {}),
+    "dtype": (X, W.double(), {}),
+    "dtype-input": (X.double(), W, {}),
+    "bias-dtype": (X, W, dict(bias=torch.randn(4).double())),
+    "bias-size": (X, W, dict(bias=torch.randn(5))),
+    "bias-2d": (X, W, dict(bias=torch.randn(4, 1))),
+    "groups-divisible": (X, torch.randn(3, 1, 3, 3), dict(groups=2)),
+    "groups-too-many": (torch.randn(1, 8, 8, 8), torch.randn(4, 1, 3, 3), dict(groups=8)),
+    "input-2d": (X[0, 0], W, {}),
+    "input-5d": (X.unsqueeze(0), W, {}),
+    "stride-len3": (X, W, dict(stride=(1, 2, 3))),
+    "padding-len3": (X, W, dict(padding=(1, 2, 3))),
+    "padding-empty": (X, W, dict(padding=())),
+    "stride-float": (X, W, dict(stride=1.5), "conv2d()"),
+    "groups-float": (X, W, dict(groups=1.0), "conv2d()"),
+    "empty-height": (torch.randn(1, 2, 0, 8), W, {}),
+    "no-out-channels": (X, torch.randn(0, 2, 3, 3), {}),
+    "kernel-zero": (X, torch.randn(4, 2, 0, 3), {}),
+    "bool": (X.bool(), W.bool(), {}, "not implemented for 'Bool'"),
+    "stride-2^63": (X, W, dict(stride=2**63)),
+}
+
+
+@pytest.mark.parametrize("name", list(BAD))
+def test_errors_match_torch(name):
+    x, w, kw, *same_words = BAD[name]
+    raises_like_torch(lambda: LF.conv2d(x, w, **kw), lambda: F.conv2d(x, w, **kw), *same_words)
+
+
+@pytest.mark.parametrize(
+    "kw", [dict(padding=2**62), dict(dilation=2**62), dict(padding=(0, 2**63 - 1)), dict(dilation=(2**41, 1))]
+)
+def test_huge_arguments_are_errors_not_overflows(kw):
+    with pytest.raises((RuntimeError, ValueError), match="too large|does not fit"):
+        LF.conv2d(X, W, **kw)
+
+
+def test_huge_stride_is_fine():
+    assert_close(LF.conv2d(X, W, stride=2**62), F.conv2d(X, W, stride=2**62))
+
+
+def test_operator_rejects_bad_arguments_directly():
+    # Calls that bypass functional.conv2d still get checked errors, never a crash.
+    op = torch.ops.lenet_ext.conv2d_forward
+    with pytest.raises(RuntimeError, match="channels"):
+        op(X, torch.randn(4, 3, 3, 3), None, [1, 1], [0, 0, 0, 0], [1, 1], 1)
+    with pytest.raises(RuntimeError, match="too large"):
+        op(X, W, None, [1, 1], [2**50, 0, 0, 0], [1, 1], 1)
+    with pytest.raises(RuntimeError, match="grad_output"):
+        torch.ops.lenet_ext.conv2d_backward(torch.randn(1, 4, 5, 5), X, W, [1, 1], [0] * 4, [1, 1], 1, [True] * 3)
+
+
+@pytest.mark.parametrize("dtype", [torch.int32, torch.int64, torch.float16, torch.complex64])
+def test_unsupported_dtypes_raise_clearly(dtype):
+    # torch computes these on the CPU; our kernels do float32, float64 and bfloat16 and say so.
+    with pytest.raises(NotImplementedError, match='conv2d_forward_cpu" not implemented for'):
+        LF.conv2d(X.to(dtype), W.to(dtype))
+
+
+def test_zero_input_channels_give_bias():
+    # torch 2.13 returns a (2, 0, 3, 3) tensor here, dropping the weight's 3 output channels; an empty
+    # sum is zero, so the mathematically right answer is the bias at every pixel, which is ours.
+    x, w, b = torch.randn(2, 0, 5, 5), torch.randn(3, 0, 3, 3), torch.randn(3)
+    assert torch.equal(LF.conv2d(x, w, b), b.view(1, 3, 1, 1).expand(2, 3, 3, 3))
+
+
+# ------------------------------------------------------------------------------------- property tests
+@settings(max_examples=40, deadline=None)
+@given(
+    n=st.integers(0, 3),
+    groups=st.integers(1, 3),
+    cg=st.integers(1, 3),
+    og=st.integers(1, 3),
+    h=st.integers(1, 9),
+    w=st.integers(1, 9),
+    kh=st.integers(1, 5),
+    kw=st.integers(1, 5),
+    stride=st.tuples(st.integers(1, 3), st.integers(1, 3)),
+    padding=st.tuples(st.integers(0, 3), st.integers(0, 3)),
+    dilation=st.tuples(st.integers(1, 3), st.integers(1, 3)),
+    bias=st.booleans(),
+)
+def test_random_configurations(n, groups, cg, og, h, w, kh, kw, stride, padding, dilation, bias):
+    if h + 2 * padding[0] < dilation[0] * (kh - 1) + 1 or w + 2 * padding[1] < dilation[1] * (kw - 1) + 1:
+        return  # torch rejects these too; the error tests cover them
+    kwargs = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
+    _compare((n, groups * cg, h, w), (groups * og, cg, kh, kw), kwargs, torch.float64, "cpu", "contiguous", bias)
