@@ -15,6 +15,7 @@ import torch
 from torch.nn.modules.utils import _pair
 
 from ._shape import window_output_size
+from .data import IdxError
 from .models import MODELS
 from .train import TrainConfig, plot_curves, train, write_json
 
@@ -88,7 +89,11 @@ def main(argv=None):
 def _train(args):
     fields = TrainConfig.__dataclass_fields__
     config = TrainConfig(**{k: v for k, v in vars(args).items() if k in fields})
-    results = train(config)
+    try:
+        results = train(config)
+    except (FileNotFoundError, IdxError) as e:  # unusable data: the message names the file, no traceback needed
+        print(f"lenet-ext train: {e}", file=sys.stderr)
+        return 1
     if results["world_size"] > 1 and torch.distributed.get_rank() != 0:
         return 0  # rank 0 writes the files
     if args.json:
