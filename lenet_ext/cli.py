@@ -9,6 +9,7 @@ Also runnable as ``python -m lenet_ext``, and under ``torchrun --nproc_per_node=
 
 import argparse
 import importlib
+import os
 import sys
 
 import torch
@@ -94,8 +95,8 @@ def _train(args):
     except (FileNotFoundError, IdxError) as e:  # unusable data: the message names the file, no traceback needed
         print(f"lenet-ext train: {e}", file=sys.stderr)
         return 1
-    if results["world_size"] > 1 and torch.distributed.get_rank() != 0:
-        return 0  # rank 0 writes the files
+    if os.environ.get("RANK", "0") != "0":
+        return 0  # under torchrun, rank 0 writes the files
     if args.json:
         write_json(args.json, results)
     if args.plot:

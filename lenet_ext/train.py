@@ -150,7 +150,7 @@ def _all_reduce_sum(values, device, world):
     return t.tolist()
 
 
-def _param_spread(model, device):
+def _param_spread(model):
     """Largest difference of any parameter across ranks: DDP must keep it at exactly zero."""
     flat = torch.cat([p.detach().flatten() for p in model.parameters()])
     hi, lo = flat.clone(), flat.clone()
@@ -159,32 +159,35 @@ def _param_spread(model, device):
     return float((hi - lo).max())
 
 
-def _setup_distributed(config):
-    """``(rank, world_size, device)``; joins the process group when launched by torchrun."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    device = torch.device(config.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("--device cuda was asked for, but torch sees no CUDA device")
-    if world == 1:
-        return 0, 1, device
-    if device.type == "cuda":
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-        torch.cuda.set_device(device)
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return dist.get_rank(), dist.get_world_size(), device
-
-
 def train(config, log=print):
     """Runs one training and returns its metrics (the dict ``--json`` writes).
 
-    ``log`` receives one line per epoch and the summary; only rank 0 logs.
+    ``log`` receives one line per epoch and the summary; only rank 0 logs. Launched by torchrun
+    (``WORLD_SIZE`` > 1), it joins the process group, and leaves it again if it was the one to join.
     """
     if config.model not in MODELS:
         raise ValueError(f"model must be one of {sorted(MODELS)}, got {config.model!r}")
-    rank, world, device = _setup_distributed(config)
-    if rank != 0:
-        log = lambda *_: None  # noqa: E731
+    device = torch.device(config.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("--device cuda was asked for, but torch sees no CUDA device")
+    if int(os.environ.get("WORLD_SIZE", "1")) == 1:
+        return _train(config, 0, 1, device, log)
+
+    if device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    joined = not dist.is_initialized()
+    if joined:
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    try:
+        rank = dist.get_rank()
+        return _train(config, rank, dist.get_world_size(), device, log if rank == 0 else lambda *_: None)
+    finally:
+        if joined:
+            dist.destroy_process_group()
+
+
+def _train(config, rank, world, device, log):
     show_progress = rank == 0 and (sys.stdout.isatty() if config.progress is None else config.progress)
     started = time.perf_counter()
 
@@ -254,7 +257,7 @@ def train(config, log=print):
 
     results = _summary(config, history, sides, time.perf_counter() - started, device, world)
     if world > 1:
-        results["ddp_param_spread"] = _param_spread(sides[0].model, device)
+        results["ddp_param_spread"] = _param_spread(sides[0].model)
     log(_summary_lines(results))
     return results
 
