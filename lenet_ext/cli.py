@@ -41,9 +41,9 @@ def _parser():
     t.add_argument("--model", choices=sorted(MODELS), default=defaults.model, help="lenet: the seed's sigmoid/avg-pool "
                    "network; modern: ReLU and max pooling")  # fmt: skip
     t.add_argument(
-        "--epochs", type=int, default=defaults.epochs, help="total epochs (a resumed run continues up to this)"
+        "--epochs", type=_count(0), default=defaults.epochs, help="total epochs (a resumed run continues up to this)"
     )
-    t.add_argument("--batch-size", type=int, default=defaults.batch_size, help="per process under torchrun")
+    t.add_argument("--batch-size", type=_count(1), default=defaults.batch_size, help="per process under torchrun")
     t.add_argument("--lr", type=float, default=defaults.lr, help="learning rate")
     t.add_argument(
         "--optimizer",
@@ -60,7 +60,7 @@ def _parser():
     t.add_argument("--seed", type=int, default=defaults.seed, help="seeds the initial weights and the batch order")
     t.add_argument("--data-dir", help="directory of MNIST-style IDX files (train-images-idx3-ubyte[.gz], ...) "
                    "instead of the bundled digits")  # fmt: skip
-    t.add_argument("--limit", type=int, help="use only the first N digits of each split (quick runs)")
+    t.add_argument("--limit", type=_count(1), help="use only the first N digits of each split (quick runs)")
     t.add_argument("--compare-builtin", action=argparse.BooleanOptionalAction, default=defaults.compare_builtin,
                    help="also train the torch.nn twin and compare")  # fmt: skip
     t.add_argument("--plot", metavar="PATH", help="write a PNG of both training curves")
@@ -76,6 +76,19 @@ def _parser():
     # Only for --help: `bench` hands every argument after it to lenet_ext.benchmark untouched (see main).
     commands.add_parser("bench", help="benchmark the kernels against torch (arguments go to lenet_ext.benchmark)")
     return parser
+
+
+def _count(minimum):
+    """An argparse type: an int no smaller than ``minimum``."""
+
+    def parse(text):
+        value = int(text)
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+
+    parse.__name__ = "int"  # argparse names the type in its "invalid int value" message
+    return parse
 
 
 def main(argv=None):

@@ -43,7 +43,7 @@ class TrainConfig:
     model: str = "lenet"
     epochs: int = 20
     batch_size: int = 64
-    lr: float = 2e-3
+    lr: float = 4e-3
     optimizer: str = "adam"
     device: str = "cpu"
     seed: int = 0
@@ -59,7 +59,7 @@ class TrainConfig:
 class _Side:
     """One network in training: ours or the twin, with its optimizer and the current epoch's tallies."""
 
-    name: str
+    prefix: str  # of its keys in the metrics: "" for ours, "builtin_" for the twin
     model: torch.nn.Module
     optimizer: torch.optim.Optimizer
     step_seconds: float = 0.0
@@ -159,14 +159,19 @@ def _param_spread(model):
     return float((hi - lo).max())
 
 
-def train(config, log=print):
+def train(config, log=tqdm.write):
     """Runs one training and returns its metrics (the dict ``--json`` writes).
 
-    ``log`` receives one line per epoch and the summary; only rank 0 logs. Launched by torchrun
+    ``log`` receives one line per epoch and the summary (``tqdm.write`` keeps them clear of the progress
+    bars); only rank 0 logs. Launched by torchrun
     (``WORLD_SIZE`` > 1), it joins the process group, and leaves it again if it was the one to join.
     """
     if config.model not in MODELS:
         raise ValueError(f"model must be one of {sorted(MODELS)}, got {config.model!r}")
+    for name in ("epochs", "batch_size", "limit"):
+        value = getattr(config, name)
+        if value is not None and value < (0 if name == "epochs" else 1):
+            raise ValueError(f"{name} must be {'>= 0' if name == 'epochs' else 'positive'}, got {value}")
     device = torch.device(config.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("--device cuda was asked for, but torch sees no CUDA device")
@@ -205,10 +210,10 @@ def _train(config, rank, world, device, log):
         if resume is not None:
             first_epoch, history = resume["epoch"], list(resume["history"])
 
-    sides = [_Side("ours", model, _make_optimizer(config.optimizer, model.parameters(), config.lr))]
+    sides = [_Side("", model, _make_optimizer(config.optimizer, model.parameters(), config.lr))]
     if config.compare_builtin:
         twin = builtin_twin(model)
-        sides.append(_Side("builtin", twin, _make_optimizer(config.optimizer, twin.parameters(), config.lr)))
+        sides.append(_Side("builtin_", twin, _make_optimizer(config.optimizer, twin.parameters(), config.lr)))
     for side in sides:
         if resume is not None:
             side.optimizer.load_state_dict(resume["optimizer"])
@@ -240,10 +245,9 @@ def _train(config, rank, world, device, log):
             loss_sum, correct, count = _all_reduce_sum(
                 [float((losses * weights).sum()), side.correct, len(order)], device, world
             )
-            prefix = "" if side.name == "ours" else "builtin_"
-            record[prefix + "loss"] = loss_sum / count
-            record[prefix + "accuracy"] = correct / count
-            record[prefix + "test_accuracy"] = _evaluate(_unwrap(side.model), test_set)
+            record[side.prefix + "loss"] = loss_sum / count
+            record[side.prefix + "accuracy"] = correct / count
+            record[side.prefix + "test_accuracy"] = _evaluate(_unwrap(side.model), test_set)
         if len(sides) == 2:
             ours, theirs = (torch.stack(s.losses).double() for s in sides)
             gap = (ours - theirs).abs()
@@ -283,11 +287,10 @@ def _summary(config, history, sides, seconds, device, world):
         "config": asdict(config),
         "history": history,
     }
+    results["builtin_images_per_second"] = None
     for side in sides:
-        prefix = "" if side.name == "ours" else "builtin_"
         rate = side.images * world / side.step_seconds if side.step_seconds else None
-        results[prefix + "images_per_second"] = rate
-    results.setdefault("builtin_images_per_second", None)
+        results[side.prefix + "images_per_second"] = rate
     return results
 
 

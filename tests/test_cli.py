@@ -92,7 +92,11 @@ def test_bench_without_the_harness_exits_2(monkeypatch, capsys):
     assert "no benchmark harness" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("argv", [["train", "--optimizer", "rmsprop"], ["shapes", "--model", "vgg"], []])
+@pytest.mark.parametrize(
+    "argv",
+    [["train", "--optimizer", "rmsprop"], ["train", "--batch-size", "0"], ["train", "--epochs", "x"],
+     ["shapes", "--model", "vgg"], []],
+)  # fmt: skip
 def test_bad_arguments_exit_2(argv):
     with pytest.raises(SystemExit) as info:
         cli.main(argv)
