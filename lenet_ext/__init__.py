@@ -7,8 +7,8 @@
 The operators themselves are ``torch.ops.lenet_ext.*``.
 """
 
-from . import functional, nn, ops
+from . import backends, functional, nn, ops
 from .nn import convert
 
-__all__ = ["convert", "functional", "nn", "ops"]
+__all__ = ["backends", "convert", "functional", "nn", "ops"]
 __version__ = "0.1.0"

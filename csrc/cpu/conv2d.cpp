@@ -13,8 +13,15 @@
 //
 // Blocks: a block is several whole images (small images, e.g. LeNet's 28x28) or a band of output rows
 //   of one image (large images), sized so that its `col` stays near 1 MiB and in cache; one block then
-//   feeds one reasonably shaped matrix product instead of many tiny ones. A block of exactly one whole
-//   image reads and writes the tensors in place; other blocks gather/scatter through a small buffer.
+//   feeds one reasonably shaped matrix product instead of many tiny ones. Output pixels sit in the
+//   block's matrices `pitch` columns per output row.
+//
+// Wide layout (stride 1): the input is zero-padded once per image, and pitch is the padded width Wp.
+//   Then tap (c, i, j) of output pixel (oh, ow) reads padded[c][(oh + i*dh) * Wp + ow + j*dw]: for a
+//   whole band of rows, one contiguous run of the padded plane. Every im2col row becomes one copy with
+//   no border logic, at the price of Wp - OW extra columns per output row, which are computed and
+//   dropped (forward) or zeroed (backward, so they contribute nothing).
+//   Strided convolutions use the general im2col with pitch OW and explicit borders.
 //   A 1x1, stride-1, unpadded convolution over one whole image needs no unrolling at all.
 //
 // Layout: kernels read contiguous NCHW (inputs in any other layout are copied once) and write
@@ -32,6 +39,10 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <atomic>
+#include <cstring>
+#include <utility>
+#include <vector>
 
 #include "cpu/common.h"
 #include "shape.h"
@@ -41,52 +52,112 @@ namespace {
 
 constexpr int64_t kBlockBytes = int64_t{1} << 20;
 
-// Output pixels [oh0, oh1) x [0, OW) of images [n0, n1). Column (b, oh, ow) of a block's matrices is
-// (b - n0) * rows * OW + (oh - oh0) * OW + ow, with rows = oh1 - oh0.
+// lenet_ext.backends.conv_algorithm("auto" | "direct" | "im2col") sets this through the
+// lenet_ext::_set_conv_algorithm operator.
+constexpr int64_t kAlgorithmAuto = 0, kAlgorithmDirect = 1, kAlgorithmIm2col = 2;
+std::atomic<int64_t> g_conv_algorithm{kAlgorithmAuto};
+
+int64_t conv_algorithm_override() {
+  return g_conv_algorithm.load(std::memory_order_relaxed);
+}
+
+// -1 only reads the setting.
+int64_t set_conv_algorithm(int64_t algorithm) {
+  if (algorithm == -1) {
+    return conv_algorithm_override();
+  }
+  TORCH_CHECK(algorithm >= kAlgorithmAuto && algorithm <= kAlgorithmIm2col,
+              "lenet_ext: unknown conv algorithm code ", algorithm);
+  return g_conv_algorithm.exchange(algorithm);
+}
+
+// Output pixels [oh0, oh1) x [0, OW) of images [n0, n1).
 struct Block {
   int64_t n0, n1, oh0, oh1;
+  bool first_band() const { return oh0 == 0; }
 };
 
-// Geometry of the matrix products, and how output pixels are cut into blocks.
+// Geometry of the matrix products and of the blocks.
 struct Gemm {
   int64_t Cg, Og, K, L;  // channels per group in and out, K = Cg*KH*KW taps, L = OH*OW pixels
+  int64_t OH, OW;
+  bool wide;             // stride 1: im2col rows are contiguous runs of the padded input
+  bool padded;           // wide and some padding: the input is copied into a zero-padded buffer
+  int64_t Hp, Wp;        // the (padded) input plane the wide layout reads
+  int64_t pitch;         // block matrix columns per output row: Wp (wide) or OW
   int64_t images_per_block, rows_per_block;
 
-  Gemm(const Conv2dParams& p, int64_t elem_size)
-      : Cg(p.in_channels / p.groups),
-        Og(p.out_channels / p.groups),
-        K(p.in_channels / p.groups * p.win.kernel[0] * p.win.kernel[1]),
-        L(p.win.out[0] * p.win.out[1]) {
+  Gemm(const Conv2dParams& p, int64_t elem_size) {
+    const Window2d& w = p.win;
+    Cg = p.in_channels / p.groups;
+    Og = p.out_channels / p.groups;
+    K = Cg * w.kernel[0] * w.kernel[1];
+    OH = w.out[0];
+    OW = w.out[1];
+    L = OH * OW;
+    wide = w.stride[0] == 1 && w.stride[1] == 1;
+    padded = wide && (w.pad[0] + w.pad[1] + w.pad_end[0] + w.pad_end[1]) > 0;
+    Hp = w.in[0] + w.pad[0] + w.pad_end[0];
+    Wp = w.in[1] + w.pad[1] + w.pad_end[1];
+    pitch = wide ? Wp : OW;
     const int64_t target_cols = std::max<int64_t>(1, kBlockBytes / (std::max<int64_t>(K, 1) * elem_size));
-    if (L <= target_cols) {
-      images_per_block = std::max<int64_t>(1, target_cols / std::max<int64_t>(L, 1));
-      rows_per_block = p.win.out[0];
+    const int64_t image_cols = std::max<int64_t>(OH * pitch, 1);
+    if (image_cols <= target_cols) {
+      images_per_block = target_cols / image_cols;
+      rows_per_block = OH;
     } else {
       images_per_block = 1;
-      rows_per_block = std::clamp<int64_t>(target_cols / p.win.out[1], 1, p.win.out[0]);
+      rows_per_block = std::clamp<int64_t>(target_cols / pitch, 1, OH);
     }
   }
 
-  // columns of the largest block
-  int64_t max_cols(int64_t OW) const { return images_per_block * rows_per_block * OW; }
+  int64_t max_cols() const { return images_per_block * rows_per_block * pitch; }
+  int64_t padded_image() const { return Cg * Hp * Wp; }  // one group of one image in the padded buffer
 };
 
-// Calls f(block) for every block of the images [n0, n1), in order.
+// Calls f(block) for every block of the images [n0, n1), in order; the bands of one image are
+// consecutive, first band first.
 template <typename F>
-void for_each_block(const Gemm& g, int64_t n0, int64_t n1, int64_t OH, const F& f) {
+void for_each_block(const Gemm& g, int64_t n0, int64_t n1, const F& f) {
   for (int64_t n = n0; n < n1; n += g.images_per_block) {
-    if (g.rows_per_block == OH) {
-      f(Block{n, std::min(n1, n + g.images_per_block), 0, OH});
+    if (g.rows_per_block == g.OH) {
+      f(Block{n, std::min(n1, n + g.images_per_block), 0, g.OH});
       continue;
     }
-    for (int64_t oh = 0; oh < OH; oh += g.rows_per_block) {
-      f(Block{n, n + 1, oh, std::min(OH, oh + g.rows_per_block)});
+    for (int64_t oh = 0; oh < g.OH; oh += g.rows_per_block) {
+      f(Block{n, n + 1, oh, std::min(g.OH, oh + g.rows_per_block)});
     }
   }
 }
 
-// Rows of col are the taps (c, i, j); row r starts at col + r * ld, and output pixel (oh, ow) of the
-// band [oh0, oh1) is its column (oh - oh0) * OW + ow.
+// Where a block's columns are: image i of the block starts at column i * seg, output row oh at
+// (oh - oh0) * pitch within it.
+struct BlockView {
+  int64_t images, rows, seg, cols;
+  bool in_place;  // one whole image with pitch OW: the block's matrix is the NCHW tensor itself
+
+  BlockView(const Block& b, const Gemm& g)
+      : images(b.n1 - b.n0),
+        rows(b.oh1 - b.oh0),
+        seg((b.oh1 - b.oh0) * g.pitch),
+        cols((b.n1 - b.n0) * (b.oh1 - b.oh0) * g.pitch),
+        in_place(b.n1 - b.n0 == 1 && b.oh1 - b.oh0 == g.OH && g.pitch == g.OW) {}
+};
+
+// Copies `channels` planes of one image into the middle of a zeroed Hp x Wp buffer.
+template <typename scalar_t>
+void pad_input(const scalar_t* x, scalar_t* xp, int64_t channels, const Window2d& w, int64_t Hp, int64_t Wp) {
+  std::fill(xp, xp + channels * Hp * Wp, scalar_t(0));
+  for (int64_t c = 0; c < channels; ++c) {
+    for (int64_t h = 0; h < w.in[0]; ++h) {
+      const scalar_t* src = x + (c * w.in[0] + h) * w.in[1];
+      std::copy(src, src + w.in[1], xp + (c * Hp + h + w.pad[0]) * Wp + w.pad[1]);
+    }
+  }
+}
+
+// General im2col (any stride): row (c, i, j) of col starts at col + r * ld; output pixel (oh, ow) of the
+// band [oh0, oh1) is column (oh - oh0) * OW + ow. Taps in the padding read 0.
 template <typename scalar_t>
 void im2col(const scalar_t* x, scalar_t* col, int64_t ld, int64_t channels, const Window2d& w, int64_t oh0,
             int64_t oh1) {
@@ -108,14 +179,34 @@ void im2col(const scalar_t* x, scalar_t* col, int64_t ld, int64_t channels, cons
         // input (ih, iw) = (oh*sh - pad_top + tap_h, ow*sw - pad_left + tap_w); base is iw's offset at ow = 0
         const int64_t base = (oh * sh - w.pad[0] + tap_h) * W - w.pad[1] + tap_w;
         std::fill(d, d + cols.lo, scalar_t(0));
-        if (sw == 1) {
-          std::copy(plane + base + cols.lo, plane + base + cols.hi, d + cols.lo);
-        } else {
-          for (int64_t ow = cols.lo; ow < cols.hi; ++ow) {
-            d[ow] = plane[base + ow * sw];
-          }
+        for (int64_t ow = cols.lo; ow < cols.hi; ++ow) {
+          d[ow] = plane[base + ow * sw];
         }
         std::fill(d + cols.hi, d + OW, scalar_t(0));
+      }
+    }
+  });
+}
+
+// Wide im2col (stride 1) from a padded Hp x Wp image: row (c, i, j) is the contiguous run of the padded
+// plane that starts at tap (i, j) of output row oh0. With `zero_extra`, the Wp - OW columns of each
+// output row that belong to no output are set to 0 (needed when col is reduced against grad_output).
+template <typename scalar_t>
+void im2col_wide(const scalar_t* xp, scalar_t* col, int64_t ld, int64_t channels, const Window2d& w,
+                 const Gemm& g, int64_t oh0, int64_t oh1, bool zero_extra) {
+  const int64_t KH = w.kernel[0], KW = w.kernel[1];
+  const int64_t run = (oh1 - oh0 - 1) * g.Wp + g.OW;  // the last output row needs only OW columns
+  at::parallel_for(0, channels * KH * KW, 1, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      const int64_t c = r / (KH * KW), i = (r / KW) % KH, j = r % KW;
+      const scalar_t* src = xp + (c * g.Hp + oh0 + i * w.dilation[0]) * g.Wp + j * w.dilation[1];
+      scalar_t* d = col + r * ld;
+      std::copy(src, src + run, d);
+      std::fill(d + run, d + (oh1 - oh0) * g.Wp, scalar_t(0));
+      if (zero_extra) {
+        for (int64_t oh = oh0; oh + 1 < oh1; ++oh) {
+          std::fill(d + (oh - oh0) * g.Wp + g.OW, d + (oh - oh0 + 1) * g.Wp, scalar_t(0));
+        }
       }
     }
   });
@@ -151,6 +242,31 @@ void col2im(const scalar_t* col, int64_t ld, scalar_t* gx, int64_t channels, con
   });
 }
 
+// The adjoint of im2col_wide, into a padded Hp x Wp gradient buffer: only the OW real columns of each
+// output row are added, so nothing from the extra columns can leak into real positions.
+template <typename scalar_t>
+void col2im_wide(const scalar_t* col, int64_t ld, scalar_t* gxp, int64_t channels, const Window2d& w,
+                 const Gemm& g, int64_t oh0, int64_t oh1) {
+  const int64_t KH = w.kernel[0], KW = w.kernel[1];
+  at::parallel_for(0, channels, 1, [&](int64_t c0, int64_t c1) {
+    for (int64_t c = c0; c < c1; ++c) {
+      for (int64_t i = 0; i < KH; ++i) {
+        for (int64_t j = 0; j < KW; ++j) {
+          const scalar_t* src = col + ((c * KH + i) * KW + j) * ld;
+          scalar_t* dst = gxp + (c * g.Hp + oh0 + i * w.dilation[0]) * g.Wp + j * w.dilation[1];
+          for (int64_t oh = 0; oh < oh1 - oh0; ++oh) {
+            const scalar_t* s = src + oh * g.Wp;
+            scalar_t* d = dst + oh * g.Wp;
+            for (int64_t ow = 0; ow < g.OW; ++ow) {
+              d[ow] += s[ow];
+            }
+          }
+        }
+      }
+    }
+  });
+}
+
 bool is_pointwise(const Window2d& w) {
   return w.kernel[0] == 1 && w.kernel[1] == 1 && w.stride[0] == 1 && w.stride[1] == 1 && w.pad[0] == 0 &&
          w.pad[1] == 0 && w.pad_end[0] == 0 && w.pad_end[1] == 0;
@@ -161,78 +277,112 @@ at::Tensor as_matrix(const at::Tensor& like, const void* data, int64_t rows, int
   return at::from_blob(const_cast<void*>(data), {rows, cols}, like.options());
 }
 
-// How one block maps onto a tensor with `channels` planes of L = OH*OW pixels per image (the output or
-// grad_output): each (image, channel) owns one contiguous segment of `seg` pixels.
-struct BlockView {
-  int64_t images, seg, cols, first_pixel;
-  bool in_place;  // one whole image: the block's matrix is the tensor itself
-
-  BlockView(const Block& b, const Gemm& g, int64_t OW)
-      : images(b.n1 - b.n0),
-        seg((b.oh1 - b.oh0) * OW),
-        cols((b.n1 - b.n0) * (b.oh1 - b.oh0) * OW),
-        first_pixel(b.oh0 * OW),
-        in_place(b.n1 - b.n0 == 1 && (b.oh1 - b.oh0) * OW == g.L) {}
-};
-
-// The Og x cols slice of an NCHW tensor (channels [c0, c0 + Og) of the block), copied into `buf`, or the
-// tensor's own memory when the block is one whole image.
+// Per-thread buffers, and the unrolled input of one group of a block.
 template <typename scalar_t>
-const scalar_t* gather_block(const scalar_t* t, scalar_t* buf, const Block& b, const BlockView& v, int64_t channels,
-                             int64_t c0, int64_t Og, int64_t L) {
-  if (v.in_place) {
-    return t + (b.n0 * channels + c0) * L;
-  }
-  for (int64_t o = 0; o < Og; ++o) {
-    for (int64_t i = 0; i < v.images; ++i) {
-      const scalar_t* src = t + ((b.n0 + i) * channels + c0 + o) * L + v.first_pixel;
-      std::copy(src, src + v.seg, buf + o * v.cols + i * v.seg);
+struct Workspace {
+  const Conv2dParams& p;
+  const Gemm& g;
+  at::Tensor col, mat, padded;  // K x cols, Og x cols, the block's images zero-padded (wide layout)
+
+  Workspace(const Conv2dParams& p_, const Gemm& g_, const at::TensorOptions& opt) : p(p_), g(g_) {
+    col = at::empty({g.K * g.max_cols()}, opt);
+    mat = at::empty({g.Og * g.max_cols()}, opt);
+    if (g.padded) {
+      padded = at::empty({g.images_per_block * p.groups * g.padded_image()}, opt);
     }
   }
-  return buf;
-}
+
+  // Pads the block's images once, at their first band (wide layout with padding only).
+  void pad_block(const scalar_t* x, const Block& b) {
+    if (!g.padded || !b.first_band()) {
+      return;
+    }
+    const int64_t in_plane = p.win.in[0] * p.win.in[1];
+    for (int64_t n = b.n0; n < b.n1; ++n) {
+      pad_input(x + n * p.in_channels * in_plane, padded.mutable_data_ptr<scalar_t>() + (n - b.n0) * p.groups * g.padded_image(),
+                p.in_channels, p.win, g.Hp, g.Wp);
+    }
+  }
+
+  // The (padded) input of image n, group grp, as the wide layout reads it.
+  const scalar_t* wide_source(const scalar_t* x, const Block& b, int64_t n, int64_t grp) const {
+    if (g.padded) {
+      return padded.const_data_ptr<scalar_t>() + ((n - b.n0) * p.groups + grp) * g.padded_image();
+    }
+    return x + (n * p.in_channels + grp * g.Cg) * p.win.in[0] * p.win.in[1];
+  }
+
+  // The K x cols matrix of group grp's taps over the block.
+  at::Tensor unroll(const at::Tensor& like, const scalar_t* x, const Block& b, const BlockView& v, int64_t grp,
+                    bool zero_extra) {
+    const int64_t in_plane = p.win.in[0] * p.win.in[1];
+    if (is_pointwise(p.win) && v.in_place) {
+      return as_matrix(like, x + (b.n0 * p.in_channels + grp * g.Cg) * in_plane, g.K, v.cols);
+    }
+    scalar_t* col_data = col.mutable_data_ptr<scalar_t>();
+    for (int64_t n = b.n0; n < b.n1; ++n) {
+      scalar_t* dst = col_data + (n - b.n0) * v.seg;
+      if (g.wide) {
+        im2col_wide(wide_source(x, b, n, grp), dst, v.cols, g.Cg, p.win, g, b.oh0, b.oh1, zero_extra);
+      } else {
+        im2col(x + (n * p.in_channels + grp * g.Cg) * in_plane, dst, v.cols, g.Cg, p.win, b.oh0, b.oh1);
+      }
+    }
+    return as_matrix(like, col_data, g.K, v.cols);
+  }
+
+  // Channels [c0, c0 + Og) of an NCHW tensor with `channels` planes per image, over the block, as an
+  // Og x cols matrix (extra wide-layout columns zeroed). In place when the block allows it.
+  at::Tensor gather(const at::Tensor& like, const scalar_t* t, const Block& b, const BlockView& v, int64_t channels,
+                    int64_t c0) {
+    if (v.in_place) {
+      return as_matrix(like, t + (b.n0 * channels + c0) * g.L, g.Og, v.cols);
+    }
+    scalar_t* m = mat.mutable_data_ptr<scalar_t>();
+    for (int64_t o = 0; o < g.Og; ++o) {
+      for (int64_t n = b.n0; n < b.n1; ++n) {
+        for (int64_t oh = b.oh0; oh < b.oh1; ++oh) {
+          const scalar_t* src = t + ((n * channels + c0 + o) * g.OH + oh) * g.OW;
+          scalar_t* dst = m + o * v.cols + (n - b.n0) * v.seg + (oh - b.oh0) * g.pitch;
+          std::copy(src, src + g.OW, dst);
+          std::fill(dst + g.OW, dst + g.pitch, scalar_t(0));
+        }
+      }
+    }
+    return as_matrix(like, m, g.Og, v.cols);
+  }
+};
 
 template <typename scalar_t>
 void conv2d_forward_impl(const at::Tensor& x, const at::Tensor& weight, const at::Tensor* bias, at::Tensor& out,
                          const Conv2dParams& p) {
   const Gemm g(p, sizeof(scalar_t));
-  const bool pointwise = is_pointwise(p.win);
-  const int64_t in_plane = p.win.in[0] * p.win.in[1], OH = p.win.out[0], OW = p.win.out[1];
   const at::Tensor w = weight.view({p.groups, g.Og, g.K});
   const scalar_t* x_data = x.const_data_ptr<scalar_t>();
   scalar_t* out_data = out.mutable_data_ptr<scalar_t>();
   const scalar_t* b_data = bias ? bias->const_data_ptr<scalar_t>() : nullptr;
-  const int64_t max_cols = g.max_cols(OW);
 
   for_each_batch_slice(p.batch, [&](int64_t n0, int64_t n1) {
-    at::Tensor col = at::empty({g.K * max_cols}, x.options());
-    at::Tensor tmp = at::empty({g.Og * max_cols}, x.options());
-    for_each_block(g, n0, n1, OH, [&](const Block& b) {
-      const BlockView v(b, g, OW);
+    Workspace<scalar_t> ws(p, g, x.options());
+    for_each_block(g, n0, n1, [&](const Block& b) {
+      const BlockView v(b, g);
+      ws.pad_block(x_data, b);
       for (int64_t grp = 0; grp < p.groups; ++grp) {
-        const int64_t c0 = grp * g.Cg, o0 = grp * g.Og;
-        at::Tensor cols;
-        if (pointwise && v.in_place) {
-          cols = as_matrix(x, x_data + (b.n0 * p.in_channels + c0) * in_plane, g.K, v.cols);
-        } else {
-          scalar_t* col_data = col.mutable_data_ptr<scalar_t>();
-          for (int64_t i = 0; i < v.images; ++i) {
-            const scalar_t* xg = x_data + ((b.n0 + i) * p.in_channels + c0) * in_plane;
-            im2col(xg, col_data + i * v.seg, v.cols, g.Cg, p.win, b.oh0, b.oh1);
-          }
-          cols = as_matrix(x, col_data, g.K, v.cols);
-        }
-        scalar_t* res = v.in_place ? out_data + (b.n0 * p.out_channels + o0) * g.L : tmp.mutable_data_ptr<scalar_t>();
+        const int64_t o0 = grp * g.Og;
+        const at::Tensor cols = ws.unroll(x, x_data, b, v, grp, /*zero_extra=*/false);
+        scalar_t* res = v.in_place ? out_data + (b.n0 * p.out_channels + o0) * g.L : ws.mat.template mutable_data_ptr<scalar_t>();
         at::Tensor res_m = as_matrix(out, res, g.Og, v.cols);
         at::mm_out(res_m, w[grp], cols);
+        // Scatter the real columns to NCHW, adding the bias on the way.
         for (int64_t o = 0; o < g.Og; ++o) {
           const scalar_t bo = b_data ? b_data[o0 + o] : scalar_t(0);
-          for (int64_t i = 0; i < v.images; ++i) {
-            const scalar_t* src = res + o * v.cols + i * v.seg;
-            scalar_t* dst = v.in_place ? const_cast<scalar_t*>(src)
-                                       : out_data + ((b.n0 + i) * p.out_channels + o0 + o) * g.L + v.first_pixel;
-            for (int64_t l = 0; l < v.seg; ++l) {
-              dst[l] = src[l] + bo;
+          for (int64_t n = b.n0; n < b.n1; ++n) {
+            for (int64_t oh = b.oh0; oh < b.oh1; ++oh) {
+              const scalar_t* src = res + o * v.cols + (n - b.n0) * v.seg + (oh - b.oh0) * g.pitch;
+              scalar_t* dst = out_data + ((n * p.out_channels + o0 + o) * g.OH + oh) * g.OW;
+              for (int64_t ow = 0; ow < g.OW; ++ow) {
+                dst[ow] = src[ow] + bo;
+              }
             }
           }
         }
@@ -241,37 +391,169 @@ void conv2d_forward_impl(const at::Tensor& x, const at::Tensor& weight, const at
   });
 }
 
+// ---------------------------------------------------------------------------------------------
+// Direct forward for few output channels per group (LeNet's layers). No unrolled copy of the input:
+// each register tile holds P consecutive output pixels of one row x OV output channels, and for every
+// tap (c, i, j) adds one input value per pixel (a broadcast) times the OV weights of that tap (one
+// vector load). The channel loop is what the compiler vectorises; the P x OV accumulators stay in
+// registers. Any stride and dilation: pixel p of the tile reads the padded input at p * stride.
+// Results go to a pixel-major buffer, then to NCHW with the bias.
+
+// A GCC/Clang vector of N scalars (plain scalar arrays this large are not kept in registers). The
+// attribute needs a concrete element type, hence the specialisations.
+template <typename T, int N>
+struct Vec;
+template <int N>
+struct Vec<float, N> {
+  typedef float type __attribute__((vector_size(N * sizeof(float))));
+};
+template <int N>
+struct Vec<double, N> {
+  typedef double type __attribute__((vector_size(N * sizeof(double))));
+};
+
+template <int P, int OV, typename scalar_t>
+void direct_tile(const scalar_t* src, int64_t sw, const int64_t* taps, int64_t K, const scalar_t* wt, int64_t ldw,
+                 scalar_t* dst, int64_t ldd) {
+  using vec_t = typename Vec<scalar_t, OV>::type;
+  vec_t acc[P];
+#pragma GCC unroll 16
+  for (int p = 0; p < P; ++p) {
+    acc[p] = vec_t{};
+  }
+  for (int64_t t = 0; t < K; ++t) {
+    const scalar_t* s = src + taps[t];
+    vec_t wv;
+    std::memcpy(&wv, wt + t * ldw, sizeof(vec_t));
+#pragma GCC unroll 16
+    for (int p = 0; p < P; ++p) {
+      acc[p] += s[p * sw] * wv;
+    }
+  }
+#pragma GCC unroll 16
+  for (int p = 0; p < P; ++p) {
+    std::memcpy(dst + p * ldd, &acc[p], sizeof(vec_t));
+  }
+}
+
+// The rest of a row (rem < 12 pixels) as one tile of exactly rem pixels: a single tile keeps rem
+// independent accumulators in flight, where several narrow ones would wait on each other's latency.
+template <int OV, typename scalar_t, int... Ps>
+void direct_rest(int64_t rem, const scalar_t* src, int64_t sw, const int64_t* taps, int64_t K, const scalar_t* wt,
+                 int64_t ldw, scalar_t* dst, int64_t ldd, std::integer_sequence<int, Ps...>) {
+  ((rem == Ps + 1 ? direct_tile<Ps + 1, OV>(src, sw, taps, K, wt, ldw, dst, ldd) : void()), ...);
+}
+
+// One output row, OV channels: 12-pixel tiles, then one tile for the rest.
+template <int OV, typename scalar_t>
+void direct_row(const scalar_t* src, int64_t sw, const int64_t* taps, int64_t K, const scalar_t* wt, int64_t ldw,
+                scalar_t* dst, int64_t ldd, int64_t OW) {
+  constexpr int kTile = 12;
+  int64_t ow = 0;
+  for (; ow + kTile <= OW; ow += kTile) {
+    direct_tile<kTile, OV>(src + ow * sw, sw, taps, K, wt, ldw, dst + ow * ldd, ldd);
+  }
+  if (ow < OW) {
+    direct_rest<OV>(OW - ow, src + ow * sw, sw, taps, K, wt, ldw, dst + ow * ldd, ldd,
+                    std::make_integer_sequence<int, kTile - 1>{});
+  }
+}
+
+template <int OV, typename scalar_t>
+void conv2d_forward_direct(const at::Tensor& x, const at::Tensor& weight, const at::Tensor* bias, at::Tensor& out,
+                           const Conv2dParams& p) {
+  const Window2d& win = p.win;
+  const int64_t Cg = p.in_channels / p.groups, Og = p.out_channels / p.groups;
+  const int64_t KH = win.kernel[0], KW = win.kernel[1], K = Cg * KH * KW;
+  const int64_t OH = win.out[0], OW = win.out[1];
+  const int64_t Hp = win.in[0] + win.pad[0] + win.pad_end[0], Wp = win.in[1] + win.pad[1] + win.pad_end[1];
+  const int64_t og_pad = (Og + OV - 1) / OV * OV;
+
+  // Per group, the weights as K x og_pad (tap-major, zero columns past Og), and each tap's offset in the
+  // padded image.
+  at::Tensor wt = at::zeros({p.groups, K, og_pad}, weight.options());
+  wt.narrow(2, 0, Og).copy_(weight.view({p.groups, Og, K}).transpose(1, 2));
+  std::vector<int64_t> taps(K);
+  for (int64_t r = 0; r < K; ++r) {
+    const int64_t c = r / (KH * KW), i = (r / KW) % KH, j = r % KW;
+    taps[r] = (c * Hp + i * win.dilation[0]) * Wp + j * win.dilation[1];
+  }
+  const scalar_t* x_data = x.const_data_ptr<scalar_t>();
+  const scalar_t* wt_data = wt.const_data_ptr<scalar_t>();
+  const scalar_t* b_data = bias ? bias->const_data_ptr<scalar_t>() : nullptr;
+  scalar_t* out_data = out.mutable_data_ptr<scalar_t>();
+  const int64_t in_plane = win.in[0] * win.in[1], L = OH * OW;
+
+  // (image, group) pairs are independent: no reduction, so any split across threads is deterministic.
+  at::parallel_for(0, p.batch * p.groups, 1, [&](int64_t q0, int64_t q1) {
+    std::vector<scalar_t> src(Cg * Hp * Wp);
+    std::vector<scalar_t> res(L * og_pad);  // pixel-major: res[l * og_pad + o]
+    for (int64_t q = q0; q < q1; ++q) {
+      const int64_t n = q / p.groups, grp = q % p.groups;
+      pad_input(x_data + (n * p.in_channels + grp * Cg) * in_plane, src.data(), Cg, win, Hp, Wp);
+      for (int64_t o = 0; o < og_pad; o += OV) {
+        for (int64_t oh = 0; oh < OH; ++oh) {
+          direct_row<OV>(src.data() + oh * win.stride[0] * Wp, win.stride[1], taps.data(), K,
+                         wt_data + grp * K * og_pad + o, og_pad, res.data() + oh * OW * og_pad + o, og_pad, OW);
+        }
+      }
+      for (int64_t o = 0; o < Og; ++o) {
+        const int64_t oc = grp * Og + o;
+        const scalar_t bo = b_data ? b_data[oc] : scalar_t(0);
+        scalar_t* dst = out_data + (n * p.out_channels + oc) * L;
+        for (int64_t l = 0; l < L; ++l) {
+          dst[l] = res[l * og_pad + o] + bo;
+        }
+      }
+    }
+  });
+}
+
 template <typename scalar_t>
 at::Tensor conv2d_grad_input_impl(const at::Tensor& go, const at::Tensor& weight, const Conv2dParams& p) {
   const Gemm g(p, sizeof(scalar_t));
-  const bool pointwise = is_pointwise(p.win);
-  const int64_t in_plane = p.win.in[0] * p.win.in[1], OH = p.win.out[0], OW = p.win.out[1];
+  const int64_t in_plane = p.win.in[0] * p.win.in[1];
   at::Tensor gx = at::zeros({p.batch, p.in_channels, p.win.in[0], p.win.in[1]}, go.options());
   const at::Tensor w = weight.view({p.groups, g.Og, g.K});
   const scalar_t* go_data = go.const_data_ptr<scalar_t>();
   scalar_t* gx_data = gx.mutable_data_ptr<scalar_t>();
-  const int64_t max_cols = g.max_cols(OW);
 
   for_each_batch_slice(p.batch, [&](int64_t n0, int64_t n1) {
-    at::Tensor col = at::empty({g.K * max_cols}, go.options());
-    at::Tensor buf = at::empty({g.Og * max_cols}, go.options());
-    for_each_block(g, n0, n1, OH, [&](const Block& b) {
-      const BlockView v(b, g, OW);
+    Workspace<scalar_t> ws(p, g, go.options());  // ws.padded holds the padded input gradient
+    for_each_block(g, n0, n1, [&](const Block& b) {
+      const BlockView v(b, g);
+      if (g.padded && b.first_band()) {
+        ws.padded.zero_();
+      }
       for (int64_t grp = 0; grp < p.groups; ++grp) {
-        const int64_t c0 = grp * g.Cg, o0 = grp * g.Og;
-        const scalar_t* go_g = gather_block(go_data, buf.mutable_data_ptr<scalar_t>(), b, v, p.out_channels, o0, g.Og, g.L);
-        const at::Tensor go_m = as_matrix(go, go_g, g.Og, v.cols);
-        scalar_t* gx_first = gx_data + (b.n0 * p.in_channels + c0) * in_plane;
-        if (pointwise && v.in_place) {
+        const at::Tensor go_m = ws.gather(go, go_data, b, v, p.out_channels, grp * g.Og);
+        scalar_t* gx_first = gx_data + (b.n0 * p.in_channels + grp * g.Cg) * in_plane;
+        if (is_pointwise(p.win) && v.in_place) {
           at::Tensor gx_m = as_matrix(gx, gx_first, g.K, v.cols);
           at::mm_out(gx_m, w[grp].t(), go_m);
           continue;
         }
-        at::Tensor col_m = as_matrix(go, col.mutable_data_ptr<scalar_t>(), g.K, v.cols);
+        at::Tensor col_m = as_matrix(go, ws.col.template mutable_data_ptr<scalar_t>(), g.K, v.cols);
         at::mm_out(col_m, w[grp].t(), go_m);
-        for (int64_t i = 0; i < v.images; ++i) {
-          col2im(col_m.const_data_ptr<scalar_t>() + i * v.seg, v.cols, gx_first + i * p.in_channels * in_plane, g.Cg,
-                 p.win, b.oh0, b.oh1);
+        for (int64_t n = b.n0; n < b.n1; ++n) {
+          const scalar_t* src = col_m.const_data_ptr<scalar_t>() + (n - b.n0) * v.seg;
+          if (g.wide) {
+            scalar_t* dst = const_cast<scalar_t*>(ws.wide_source(gx_data, b, n, grp));
+            col2im_wide(src, v.cols, dst, g.Cg, p.win, g, b.oh0, b.oh1);
+          } else {
+            col2im(src, v.cols, gx_data + (n * p.in_channels + grp * g.Cg) * in_plane, g.Cg, p.win, b.oh0, b.oh1);
+          }
+        }
+      }
+      if (g.padded && b.oh1 == g.OH) {  // the images are complete: copy the padded gradients' interiors
+        for (int64_t n = b.n0; n < b.n1; ++n) {
+          const scalar_t* gxp = ws.wide_source(gx_data, b, n, 0);
+          for (int64_t c = 0; c < p.in_channels; ++c) {
+            for (int64_t h = 0; h < p.win.in[0]; ++h) {
+              const scalar_t* src = gxp + (c * g.Hp + h + p.win.pad[0]) * g.Wp + p.win.pad[1];
+              std::copy(src, src + p.win.in[1], gx_data + ((n * p.in_channels + c) * p.win.in[0] + h) * p.win.in[1]);
+            }
+          }
         }
       }
     });
@@ -282,37 +564,23 @@ at::Tensor conv2d_grad_input_impl(const at::Tensor& go, const at::Tensor& weight
 template <typename scalar_t>
 at::Tensor conv2d_grad_weight_impl(const at::Tensor& go, const at::Tensor& x, const Conv2dParams& p) {
   const Gemm g(p, sizeof(scalar_t));
-  const bool pointwise = is_pointwise(p.win);
-  const int64_t in_plane = p.win.in[0] * p.win.in[1], OH = p.win.out[0], OW = p.win.out[1];
   const scalar_t* go_data = go.const_data_ptr<scalar_t>();
   const scalar_t* x_data = x.const_data_ptr<scalar_t>();
-  const int64_t max_cols = g.max_cols(OW);
 
   // One partial sum per batch slice, merged in slice order below.
   const int64_t slices = batch_slice_count(p.batch);
   at::Tensor partial = at::zeros({slices, p.groups, g.Og, g.K}, go.options());
   for_each_batch_slice(p.batch, [&](int64_t n0, int64_t n1) {
-    at::Tensor col = at::empty({g.K * max_cols}, x.options());
-    at::Tensor buf = at::empty({g.Og * max_cols}, go.options());
+    Workspace<scalar_t> ws(p, g, x.options());
     at::Tensor acc = partial[batch_slice_of(n0, p.batch)];
-    for_each_block(g, n0, n1, OH, [&](const Block& b) {
-      const BlockView v(b, g, OW);
+    for_each_block(g, n0, n1, [&](const Block& b) {
+      const BlockView v(b, g);
+      ws.pad_block(x_data, b);
       for (int64_t grp = 0; grp < p.groups; ++grp) {
-        const int64_t c0 = grp * g.Cg, o0 = grp * g.Og;
-        const scalar_t* go_g = gather_block(go_data, buf.mutable_data_ptr<scalar_t>(), b, v, p.out_channels, o0, g.Og, g.L);
-        at::Tensor cols;
-        if (pointwise && v.in_place) {
-          cols = as_matrix(x, x_data + (b.n0 * p.in_channels + c0) * in_plane, g.K, v.cols);
-        } else {
-          scalar_t* col_data = col.mutable_data_ptr<scalar_t>();
-          for (int64_t i = 0; i < v.images; ++i) {
-            im2col(x_data + ((b.n0 + i) * p.in_channels + c0) * in_plane, col_data + i * v.seg, v.cols, g.Cg, p.win,
-                   b.oh0, b.oh1);
-          }
-          cols = as_matrix(x, col_data, g.K, v.cols);
-        }
+        const at::Tensor go_m = ws.gather(go, go_data, b, v, p.out_channels, grp * g.Og);
+        const at::Tensor cols = ws.unroll(x, x_data, b, v, grp, /*zero_extra=*/true);
         at::Tensor acc_g = acc[grp];
-        acc_g.addmm_(as_matrix(go, go_g, g.Og, v.cols), cols.t());
+        acc_g.addmm_(go_m, cols.t());
       }
     });
   });
@@ -346,6 +614,25 @@ at::Tensor conv2d_grad_bias_impl(const at::Tensor& go, const Conv2dParams& p) {
   return gb;
 }
 
+// The forward algorithm (see the top of this file); lenet_ext.backends.conv_algorithm overrides it.
+//   direct: 4 to 32 output channels per group and at most 1024 taps per output, e.g. LeNet's 1->6 and
+//           6->16 layers. Such products are too thin for a matrix-product library to reach its
+//           speed, while the direct tile needs no unrolled copy of the input and wastes at most a few
+//           vector lanes on channels.
+//   im2col: everything else; wide channel counts are what matrix products are good at, and with one
+//           output channel per group (depthwise) the direct tile would leave most lanes idle.
+enum class ForwardAlgorithm { kDirect, kIm2col };
+
+ForwardAlgorithm choose_forward_algorithm(const Conv2dParams& p) {
+  const int64_t forced = conv_algorithm_override();
+  if (forced != kAlgorithmAuto) {
+    return forced == kAlgorithmDirect ? ForwardAlgorithm::kDirect : ForwardAlgorithm::kIm2col;
+  }
+  const int64_t Og = p.out_channels / p.groups;
+  const int64_t K = p.in_channels / p.groups * p.win.kernel[0] * p.win.kernel[1];
+  return Og >= 4 && Og <= 32 && K <= 1024 ? ForwardAlgorithm::kDirect : ForwardAlgorithm::kIm2col;
+}
+
 at::Tensor conv2d_forward_cpu(const at::Tensor& input, const at::Tensor& weight,
                               const std::optional<at::Tensor>& bias, at::IntArrayRef stride,
                               at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups) {
@@ -358,7 +645,19 @@ at::Tensor conv2d_forward_cpu(const at::Tensor& input, const at::Tensor& weight,
     return out.to(input.scalar_type());
   }
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "conv2d_forward_cpu", [&] {
-    conv2d_forward_impl<scalar_t>(x, w, b ? &*b : nullptr, out, p);
+    const at::Tensor* bp = b ? &*b : nullptr;
+    switch (choose_forward_algorithm(p)) {
+      case ForwardAlgorithm::kDirect:
+        if (p.out_channels / p.groups <= 8) {
+          conv2d_forward_direct<8, scalar_t>(x, w, bp, out, p);
+        } else {
+          conv2d_forward_direct<16, scalar_t>(x, w, bp, out, p);
+        }
+        break;
+      case ForwardAlgorithm::kIm2col:
+        conv2d_forward_impl<scalar_t>(x, w, bp, out, p);
+        break;
+    }
   });
   return out.to(input.scalar_type());
 }
@@ -391,6 +690,11 @@ std::tuple<std::optional<at::Tensor>, std::optional<at::Tensor>, std::optional<a
 TORCH_LIBRARY_IMPL(lenet_ext, CPU, m) {
   m.impl("conv2d_forward", &conv2d_forward_cpu);
   m.impl("conv2d_backward", &conv2d_backward_cpu);
+}
+
+// A setting, not a computation: no tensor argument, so it is registered for every backend at once.
+TORCH_LIBRARY_IMPL(lenet_ext, CompositeExplicitAutograd, m) {
+  m.impl("_set_conv_algorithm", &set_conv_algorithm);
 }
 
 }  // namespace lenet_ext
