@@ -8,6 +8,7 @@ Also runnable as ``python -m lenet_ext``, and under ``torchrun --nproc_per_node=
 """
 
 import argparse
+import dataclasses
 import importlib
 import os
 import sys
@@ -101,8 +102,8 @@ def main(argv=None):
 
 # ------------------------------------------------------------------------------------------- commands
 def _train(args):
-    fields = TrainConfig.__dataclass_fields__
-    config = TrainConfig(**{k: v for k, v in vars(args).items() if k in fields})
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    config = TrainConfig(**{k: v for k, v in vars(args).items() if k in names})
     try:
         results = train(config)
     except (FileNotFoundError, IdxError) as e:  # unusable data: the message names the file, no traceback needed
