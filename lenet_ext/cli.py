@@ -64,6 +64,9 @@ def _parser():
     t.add_argument("--limit", type=_count(1), help="use only the first N digits of each split (quick runs)")
     t.add_argument("--compare-builtin", action=argparse.BooleanOptionalAction, default=defaults.compare_builtin,
                    help="also train the torch.nn twin and compare")  # fmt: skip
+    t.add_argument("--threads", type=_count(0), default=1, help="CPU threads per process; 0 keeps torch's choice. "
+                   "LeNet's tensors are too small for more to pay, and on a busy machine more threads spin and "
+                   "wait on each other")  # fmt: skip
     t.add_argument("--plot", metavar="PATH", help="write a PNG of both training curves")
     t.add_argument("--json", metavar="PATH", help="write the final metrics as JSON")
     t.add_argument("--save", metavar="PATH", help="checkpoint after every epoch (a state_dict either network loads)")
@@ -102,6 +105,8 @@ def main(argv=None):
 
 # ------------------------------------------------------------------------------------------- commands
 def _train(args):
+    if args.threads:
+        torch.set_num_threads(args.threads)
     names = {f.name for f in dataclasses.fields(TrainConfig)}
     config = TrainConfig(**{k: v for k, v in vars(args).items() if k in names})
     try:

@@ -283,6 +283,7 @@ def _summary(config, history, sides, seconds, device, world):
         "epochs": config.epochs,
         "device": device.type,
         "world_size": world,
+        "threads": torch.get_num_threads(),
         "torch_version": torch.__version__,
         "config": asdict(config),
         "history": history,

@@ -36,7 +36,7 @@ def test_train_smoke_run_writes_json_plot_and_checkpoint(tmp_path):
     assert metrics["epochs"] == 1 and metrics["device"] == "cpu" and metrics["torch_version"] == torch.__version__
     assert 0 <= metrics["test_accuracy"] <= 1 and metrics["images_per_second"] > 0
     assert metrics["max_loss_gap"] < 1e-3
-    assert len(metrics["history"]) == 1 and metrics["config"]["limit"] == 320
+    assert len(metrics["history"]) == 1 and metrics["config"]["limit"] == 320 and metrics["threads"] == 1
     assert (tmp_path / "c.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     LeNet(builtin=True).load_state_dict(torch.load(tmp_path / "ck.pt", weights_only=True))
     # The final accuracies of both are printed; no progress bar when stdout is not a terminal.
