@@ -566,25 +566,34 @@ def _rate(record, side):
 
 
 def plot_ratios(records, path, title):
-    """A horizontal bar per timed row, log-scale ratio axis, a line at 1.0 (right of it: ours faster)."""
+    """A horizontal bar per timed row, drawn from 1.0 to its ratio on a log axis (right of 1: ours faster),
+    with issue 6's goal as a tick where the row has one."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     timed = [r for r in records if r["status"] == "ok"]
-    fig, ax = plt.subplots(figsize=(8, 0.22 * max(len(timed), 1) + 1.2), dpi=80)
-    names = [r["name"] for r in timed]
+    fig, ax = plt.subplots(figsize=(8, 0.2 * max(len(timed), 1) + 1.1), dpi=72)
+    ys = range(len(timed))
     ratios = [r["ratio"] for r in timed]
     colors = ["#2a7d2a" if x >= 1 else "#b03a2e" for x in ratios]
-    ax.barh(range(len(timed)), ratios, color=colors, left=0)
+    ax.barh(ys, [x - 1 for x in ratios], left=1, color=colors, height=0.7)
+    for y, r in zip(ys, timed):
+        ax.annotate(f"{r['ratio']:.2f}x", (r["ratio"], y), xytext=(3 if r["ratio"] >= 1 else -3, 0),
+                    textcoords="offset points", ha="left" if r["ratio"] >= 1 else "right", va="center",
+                    fontsize=6)  # fmt: skip
+        if r["goal"]:
+            ax.plot([r["goal"]], [y], marker="|", markersize=9, color="black")
     ax.set_xscale("log")
+    lo, hi = min(ratios + [1.0]), max(ratios + [1.0] + [r["goal"] or 1.0 for r in timed])
+    ax.set_xlim(lo / 2, hi * 2)
     ax.axvline(1.0, color="black", linewidth=0.8)
-    ax.set_yticks(range(len(timed)), names, fontsize=7)
+    ax.set_yticks(list(ys), [r["name"] for r in timed], fontsize=6)
     ax.invert_yaxis()
-    ax.set_xlabel("torch time / our time (right of 1: ours faster)", fontsize=8)
+    ax.set_xlabel("torch time / our time (right of 1: ours faster; | marks the goal)", fontsize=7)
     ax.tick_params(axis="x", labelsize=7)
-    ax.set_title(title, fontsize=8)
+    ax.set_title(title, fontsize=7)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
