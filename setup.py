@@ -13,14 +13,37 @@ ninja through torch's BuildExtension. ``LENET_EXT_SANITIZE=1`` adds ASan/UBSan t
 
 import glob
 import os
+import shutil
 import sys
 
 import torch
 from setuptools import setup
-from torch.utils import cpp_extension
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_ARCH_LIST = "8.0;9.0"
+
+
+def _locate_cuda_home():
+    """Point CUDA_HOME at a toolkit that has both nvcc and the CUDA runtime library.
+
+    torch guesses the toolkit from the nvcc found on PATH, which on some machines is a wrapper in
+    /usr/local/bin, giving /usr/local (no libcudart there). An explicit CUDA_HOME/CUDA_PATH always wins.
+    """
+    if os.environ.get("CUDA_HOME") or os.environ.get("CUDA_PATH"):
+        return
+    candidates = []
+    nvcc = shutil.which("nvcc")
+    if nvcc:
+        candidates.append(os.path.dirname(os.path.dirname(os.path.realpath(nvcc))))
+    candidates.append("/usr/local/cuda")
+    for home in candidates:
+        if os.path.exists(os.path.join(home, "bin", "nvcc")) and glob.glob(os.path.join(home, "lib*", "libcudart.so*")):
+            os.environ["CUDA_HOME"] = home
+            return
+
+
+_locate_cuda_home()
+from torch.utils import cpp_extension  # noqa: E402  (reads CUDA_HOME at import)
 
 
 def _say(message):

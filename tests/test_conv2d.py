@@ -26,6 +26,9 @@ CONFIGS = [
     ((0, 3, 8, 8), (4, 3, 3, 3), dict(padding=1)),  # empty batch
     ((2, 4, 7, 7), (4, 4, 7, 7), {}),  # kernel covers the whole input
     ((1, 3, 5, 5), (2, 3, 2, 2), dict(padding=(1, 0), stride=(1, 2), dilation=(1, 2))),
+    # large enough that one image's unrolled matrix is cut into bands of output rows
+    ((2, 16, 40, 40), (8, 16, 3, 3), dict(padding=1, stride=(1, 2))),
+    ((1, 64, 48, 48), (4, 64, 1, 1), {}),
 ]
 
 

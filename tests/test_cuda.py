@@ -1,0 +1,391 @@
+"""The CUDA kernels: registration (checkable without a GPU), then, on a GPU, agreement with torch and with
+our CPU kernels for every operator and gradient, half-precision accuracy, determinism, layouts, empty and
+large tensors.
+
+Whether this lenet_ext was built with CUDA: `_C` is an empty module, so we ask the dispatcher. A build
+either registers CUDA kernels for every operator or for none; the registration test fails on a partial
+set, and requires the full set when LENET_EXT_CUDA=1 (CI's CUDA build) or a GPU is present.
+Pooling is tested at the operator level (torch.ops.lenet_ext.*), so these tests need only the operators.
+"""
+
+import os
+
+import pytest
+import torch
+import torch.nn.functional as F
+from common import LAYOUTS, assert_close, make_input, to_layout
+
+import lenet_ext  # noqa: F401  (registers the operators)
+
+OPS = sorted(n for n in torch._C._dispatch_get_all_op_names() if n.startswith("lenet_ext::"))
+_ops = torch.ops.lenet_ext
+
+
+def _has_cuda_kernel(name):
+    return torch._C._dispatch_has_kernel_for_dispatch_key(name, "CUDA")
+
+
+def _has_cpu_kernel(name):
+    return torch._C._dispatch_has_kernel_for_dispatch_key(name, "CPU")
+
+
+BUILT_WITH_CUDA = any(_has_cuda_kernel(n) for n in OPS)
+gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+
+
+@pytest.mark.skipif(torch.version.cuda is None, reason="this torch has no CUDA")
+def test_every_operator_has_a_cuda_kernel():
+    required = os.environ.get("LENET_EXT_CUDA") == "1" or torch.cuda.is_available()
+    if not BUILT_WITH_CUDA and not required:
+        pytest.skip("lenet_ext was built without CUDA kernels")
+    assert len(OPS) == 7, OPS
+    missing = [n for n in OPS if not _has_cuda_kernel(n)]
+    assert not missing, f"no CUDA kernel registered for {missing}"
+
+
+# --------------------------------------------------------------------------------------------- helpers
+@pytest.fixture(autouse=True)
+def _no_tf32():
+    """Our float32 kernels are full float32; so must the reference be."""
+    if not torch.cuda.is_available():
+        yield
+        return
+    old = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    yield
+    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = old
+
+
+def _conv(x, w, b, stride, padding4, dilation, groups):
+    return _ops.conv2d_forward(x, w, b, stride, padding4, dilation, groups)
+
+
+def _torch_conv(x, w, b, stride, padding4, dilation, groups):
+    top, bottom, left, right = padding4
+    x = F.pad(x, (left, right, top, bottom))
+    return F.conv2d(x, w, b, stride=stride, dilation=dilation, groups=groups)
+
+
+def _conv_all(x, w, b, go, conf):
+    """Forward and the three gradients from our operators."""
+    out = _conv(x, w, b, *conf)
+    gx, gw, gb = _ops.conv2d_backward(go, x, w, *conf, [True, True, b is not None])
+    return out, gx, gw, gb
+
+
+def _torch_conv_all(x, w, b, go, conf):
+    x, w = x.detach().requires_grad_(), w.detach().requires_grad_()
+    b = b.detach().requires_grad_() if b is not None else None
+    out = _torch_conv(x, w, b, *conf)
+    got = torch.autograd.grad(out, [t for t in (x, w, b) if t is not None], go)
+    return (out.detach(), *got, None) if b is None else (out.detach(), *got)
+
+
+# (N, C, H, W), (O, C/g, KH, KW), stride, padding (top, bottom, left, right), dilation, groups
+CONV_CONFIGS = {
+    "lenet-conv1": ((4, 1, 28, 28), (6, 1, 5, 5), (1, 1), (2, 2, 2, 2), (1, 1), 1),  # direct
+    "lenet-conv2": ((4, 6, 14, 14), (16, 6, 5, 5), (1, 1), (0, 0, 0, 0), (1, 1), 1),  # direct
+    "gemm-3x3": ((2, 16, 12, 11), (72, 16, 3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1),  # GEMM, K % 4 == 0
+    "gemm-odd-k": ((2, 7, 9, 10), (40, 7, 3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1),  # GEMM, scalar A loads
+    "gemm-strided": ((2, 8, 13, 12), (66, 8, 3, 5), (2, 3), (1, 0, 2, 1), (2, 1), 1),
+    "gemm-groups": ((2, 12, 9, 9), (96, 4, 3, 3), (1, 2), (1, 2, 0, 1), (1, 2), 3),
+    "direct-groups": ((2, 6, 9, 9), (6, 1, 3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 6),  # depthwise
+    "direct-dilated": ((3, 3, 10, 9), (5, 3, 3, 2), (3, 2), (2, 1, 0, 3), (2, 3), 1),
+    "pointwise": ((2, 40, 6, 5), (48, 40, 1, 1), (1, 1), (0, 0, 0, 0), (1, 1), 1),
+    "big-kernel": ((2, 4, 7, 7), (4, 4, 7, 7), (1, 1), (0, 0, 0, 0), (1, 1), 1),
+}
+
+
+def _conv_case(name, dtype, device, layout="contiguous", bias=True):
+    xs, ws, *conf = CONV_CONFIGS[name]
+    x = make_input(xs, dtype, device, layout)
+    w = make_input(ws, dtype, device)
+    b = torch.randn(ws[0], dtype=dtype, device=device) if bias else None
+    out = _torch_conv(x.float(), w.float(), None, *conf)
+    go = to_layout(torch.randn(out.shape, dtype=dtype, device=device), layout)
+    return x, w, b, go, tuple(conf)
+
+
+# ---------------------------------------------------------------------------------------------- conv2d
+@gpu
+@pytest.mark.parametrize("name", CONV_CONFIGS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_conv2d_matches_torch_and_cpu(name, dtype):
+    x, w, b, go, conf = _conv_case(name, dtype, "cuda")
+    ours = _conv_all(x, w, b, go, conf)
+    for got, want in zip(ours, _torch_conv_all(x, w, b, go, conf)):
+        assert_close(got, want)
+    cpu = _conv_all(x.cpu(), w.cpu(), b.cpu(), go.cpu(), conf)
+    for got, want in zip(ours, cpu):
+        assert_close(got.cpu(), want)
+
+
+@gpu
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_conv2d_any_layout(layout):
+    for name in ("lenet-conv2", "gemm-strided"):
+        x, w, b, go, conf = _conv_case(name, torch.float32, "cuda", layout)
+        for got, want in zip(_conv_all(x, w, b, go, conf), _torch_conv_all(x, w, b, go, conf)):
+            assert_close(got, want)
+
+
+@gpu
+@pytest.mark.parametrize("name", ["lenet-conv1", "lenet-conv2", "gemm-3x3", "gemm-groups"])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_conv2d_half_precision_no_worse_than_torch(name, dtype):
+    """Judged against a float64 computation on the same rounded inputs: our error may be at most twice
+    torch's own error in that dtype (plus one unit in the last place of the output's scale)."""
+    x, w, b, go, conf = _conv_case(name, torch.float32, "cuda")
+    xh, wh, bh, goh = (t.to(dtype) for t in (x, w, b, go))
+    ref = _torch_conv_all(xh.double(), wh.double(), bh.double(), goh.double(), conf)
+    ours = _conv_all(xh, wh, bh, goh, conf)
+    theirs = _torch_conv_all(xh, wh, bh, goh, conf)
+    eps = torch.finfo(dtype).eps
+    for got, tgot, r in zip(ours, theirs, ref):
+        assert got.dtype == dtype
+        scale = r.abs().max().item()
+        ours_err = (got.double() - r).abs().max().item()
+        torch_err = (tgot.double() - r).abs().max().item()
+        assert ours_err <= 2 * torch_err + eps * scale, (ours_err, torch_err)
+
+
+@gpu
+def test_conv2d_without_bias_and_mask_subsets():
+    x, w, _, go, conf = _conv_case("gemm-3x3", torch.float32, "cuda", bias=False)
+    want = _torch_conv_all(x, w, None, go, conf)
+    assert_close(_conv(x, w, None, *conf), want[0])
+    for mask in ([True, False, False], [False, True, False], [False, False, True]):
+        got = _ops.conv2d_backward(go, x, w, *conf, mask)
+        assert [g is not None for g in got] == mask
+    gb = _ops.conv2d_backward(go, x, w, *conf, [False, False, True])[2]
+    assert_close(gb, go.sum((0, 2, 3)))
+
+
+@gpu
+def test_conv2d_gradcheck():
+    """float64 gradients (and, through ops.py, the backward's own gradients) by finite differences."""
+    conf = ((2, 1), (1, 0, 2, 1), (1, 2), 2)
+    x = torch.randn(1, 4, 6, 7, dtype=torch.float64, device="cuda", requires_grad=True)
+    w = torch.randn(6, 2, 3, 2, dtype=torch.float64, device="cuda", requires_grad=True)
+    b = torch.randn(6, dtype=torch.float64, device="cuda", requires_grad=True)
+    assert torch.autograd.gradcheck(lambda x, w, b: _conv(x, w, b, *conf), (x, w, b))
+    assert torch.autograd.gradgradcheck(lambda x, w, b: _conv(x, w, b, *conf), (x, w, b))
+
+
+@gpu
+def test_conv2d_empty_tensors():
+    conf = ((1, 1), (1, 1, 1, 1), (1, 1), 1)
+    x = torch.randn(0, 3, 8, 8, device="cuda")
+    w = torch.randn(4, 3, 3, 3, device="cuda")
+    b = torch.randn(4, device="cuda")
+    out = _conv(x, w, b, *conf)
+    assert out.shape == (0, 4, 8, 8)
+    gx, gw, gb = _ops.conv2d_backward(out, x, w, *conf, [True, True, True])
+    assert gx.shape == x.shape and torch.equal(gw, torch.zeros_like(w)) and torch.equal(gb, torch.zeros_like(b))
+    # no input channels: the output is the bias
+    x0, w0 = torch.randn(2, 0, 5, 5, device="cuda"), torch.randn(3, 0, 3, 3, device="cuda")
+    assert torch.equal(_conv(x0, w0, b[:3], *conf), b[:3].view(1, 3, 1, 1).expand(2, 3, 5, 5))
+
+
+@gpu
+@pytest.mark.parametrize("name", ["lenet-conv2", "gemm-3x3"])
+def test_conv2d_is_deterministic(name):
+    x, w, b, go, conf = _conv_case(name, torch.float32, "cuda")
+    first = _conv_all(x, w, b, go, conf)
+    torch.use_deterministic_algorithms(True)
+    try:
+        second = _conv_all(x, w, b, go, conf)
+    finally:
+        torch.use_deterministic_algorithms(False)
+    for a, c in zip(first, second):
+        assert torch.equal(a, c)
+
+
+@gpu
+def test_conv2d_large_index_uses_int64():
+    """More than 2^30 input elements switches the kernels to int64 indices."""
+    if torch.cuda.mem_get_info()[0] < 12 * 2**30:
+        pytest.skip("needs 12 GiB of free GPU memory")
+    x = torch.randn(1, 2, 23200, 23200, device="cuda", dtype=torch.float16)  # 1.08e9 elements
+    w = torch.randn(3, 2, 3, 3, device="cuda", dtype=torch.float16)
+    conf = ((1, 1), (1, 1, 1, 1), (1, 1), 1)
+    ours = _conv(x, w, None, *conf)
+    # Check the last rows (far past 2^31 bytes) against torch on a slice with the same receptive field.
+    want = F.conv2d(x[:, :, -9:].float(), w.float(), padding=(0, 1))
+    torch.testing.assert_close(ours[:, :, -8:-1].float(), want, rtol=1e-2, atol=1e-2)
+
+
+# --------------------------------------------------------------------------------------------- pooling
+# kernel, stride, padding, dilation, ceil_mode
+MAX_CONFIGS = [
+    ((2, 2), (2, 2), (0, 0), (1, 1), False),
+    ((3, 3), (2, 2), (1, 1), (1, 1), True),
+    ((3, 2), (2, 1), (1, 0), (2, 3), False),
+    ((2, 3), (3, 2), (1, 1), (1, 2), True),
+    ((4, 4), (1, 1), (2, 2), (1, 1), False),
+]
+AVG_CONFIGS = [
+    ((2, 2), (2, 2), (0, 0), False, True, None),
+    ((3, 3), (2, 2), (1, 1), True, True, None),
+    ((3, 3), (2, 2), (1, 1), True, False, None),
+    ((3, 2), (2, 3), (1, 1), False, False, 5),
+    ((2, 3), (3, 1), (1, 0), True, True, -3),
+]
+
+
+def _max_ours(x, go, kernel, stride, padding, dilation, ceil_mode):
+    out, idx = _ops.max_pool2d_forward(x, kernel, stride, padding, dilation, ceil_mode)
+    values = _ops.max_pool2d_forward_values(x, kernel, stride, padding, dilation, ceil_mode)
+    gx = _ops.max_pool2d_backward(go, x, idx, kernel, stride, padding, dilation, ceil_mode)
+    return out, idx, values, gx
+
+
+def _max_torch(x, go, kernel, stride, padding, dilation, ceil_mode):
+    x = x.detach().requires_grad_()
+    out, idx = F.max_pool2d(x, kernel, stride, padding, dilation, ceil_mode=ceil_mode, return_indices=True)
+    (gx,) = torch.autograd.grad(out, x, go)
+    return out.detach(), idx, out.detach(), gx
+
+
+def _avg_ours(x, go, kernel, stride, padding, ceil_mode, include_pad, divisor):
+    conf = (kernel, stride, padding, ceil_mode, include_pad, divisor)
+    return _ops.avg_pool2d_forward(x, *conf), _ops.avg_pool2d_backward(go, x, *conf)
+
+
+def _avg_torch(x, go, kernel, stride, padding, ceil_mode, include_pad, divisor):
+    x = x.detach().requires_grad_()
+    out = F.avg_pool2d(x, kernel, stride, padding, ceil_mode, include_pad, divisor)
+    (gx,) = torch.autograd.grad(out, x, go)
+    return out.detach(), gx
+
+
+def _pool_case(shape, dtype, layout, out_fn, distinct=True):
+    x = make_input(shape, dtype, "cuda", layout, distinct=distinct)
+    go = torch.randn(out_fn(x.float()).shape, dtype=dtype, device="cuda")
+    return x, go
+
+
+@gpu
+@pytest.mark.parametrize("cfg", MAX_CONFIGS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
+def test_max_pool2d_matches_torch_and_cpu(cfg, dtype):
+    kernel, stride, padding, dilation, ceil_mode = cfg
+    x, go = _pool_case(
+        (2, 3, 11, 10), dtype, "contiguous", lambda t: F.max_pool2d(t, kernel, stride, padding, dilation, ceil_mode)
+    )
+    ours = _max_ours(x, go, *cfg)
+    theirs = _max_torch(x, go, *cfg)
+    # values and indices are exact; the gradient sums grad_output entries, in an order of our own
+    for got, want in zip(ours[:3], theirs[:3]):
+        assert torch.equal(got, want)
+    assert_close(ours[3], theirs[3])
+    if _has_cpu_kernel("lenet_ext::max_pool2d_forward") and dtype != torch.float16:
+        cpu = _max_ours(x.cpu(), go.cpu(), *cfg)
+        for got, want in zip(ours, cpu):
+            assert_close(got.cpu(), want) if got.is_floating_point() else torch.testing.assert_close(got.cpu(), want)
+
+
+@gpu
+@pytest.mark.parametrize("cfg", AVG_CONFIGS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
+def test_avg_pool2d_matches_torch_and_cpu(cfg, dtype):
+    kernel, stride, padding, ceil_mode, include_pad, divisor = cfg
+    x, go = _pool_case(
+        (2, 3, 11, 10),
+        dtype,
+        "contiguous",
+        lambda t: F.avg_pool2d(t, kernel, stride, padding, ceil_mode, include_pad, divisor),
+        distinct=False,
+    )
+    ours = _avg_ours(x, go, *cfg)
+    for got, want in zip(ours, _avg_torch(x, go, *cfg)):
+        assert_close(got, want)
+    if _has_cpu_kernel("lenet_ext::avg_pool2d_forward") and dtype != torch.float16:
+        for got, want in zip(ours, _avg_ours(x.cpu(), go.cpu(), *cfg)):
+            assert_close(got.cpu(), want)
+
+
+@gpu
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_pooling_any_layout(layout):
+    cfg = MAX_CONFIGS[1]
+    x, go = _pool_case((2, 3, 11, 10), torch.float32, layout, lambda t: F.max_pool2d(t, 3, 2, 1, ceil_mode=True))
+    ours, theirs = _max_ours(x, go, *cfg), _max_torch(x, go, *cfg)
+    for got, want in zip(ours[:3], theirs[:3]):
+        assert torch.equal(got, want)
+    assert_close(ours[3], theirs[3])
+    acfg = AVG_CONFIGS[2]
+    x, go = _pool_case((2, 3, 11, 10), torch.float32, layout, lambda t: F.avg_pool2d(t, 3, 2, 1, True, False))
+    ours = _avg_ours(x, go, *acfg)
+    for got, want in zip(ours, _avg_torch(x, go, *acfg)):
+        assert_close(got, want)
+    if layout == "channels_last":  # same layout rule as the CPU kernels and the fake kernels
+        assert ours[0].is_contiguous(memory_format=torch.channels_last)
+
+
+@gpu
+def test_max_pool2d_nan_and_minus_inf_windows():
+    x = torch.full((1, 1, 4, 6), float("-inf"), device="cuda")
+    x[0, 0, 0, 2] = float("nan")
+    x[0, 0, 1, 3] = float("nan")  # same window as (0, 2): torch keeps the last NaN's index
+    x[0, 0, 3, 0] = 1.0
+    cfg = ((2, 2), (2, 2), (0, 0), (1, 1), False)
+    go = torch.randn(1, 1, 2, 3, device="cuda")
+    ours, theirs = _max_ours(x, go, *cfg), _max_torch(x, go, *cfg)
+    for got, want in zip(ours, theirs):
+        torch.testing.assert_close(got, want, equal_nan=True, rtol=0, atol=0)
+
+
+@gpu
+def test_pooling_3d_input_and_empty_batch():
+    x = torch.randn(3, 9, 8, device="cuda")
+    out, idx = _ops.max_pool2d_forward(x, [2, 2], [2, 2], [0, 0], [1, 1], False)
+    want, want_idx = F.max_pool2d(x, 2, return_indices=True)
+    assert torch.equal(out, want) and torch.equal(idx, want_idx)
+    e = torch.randn(0, 3, 8, 8, device="cuda")
+    out, idx = _ops.max_pool2d_forward(e, [2, 2], [2, 2], [0, 0], [1, 1], False)
+    assert out.shape == (0, 3, 4, 4) and idx.shape == (0, 3, 4, 4)
+    assert _ops.max_pool2d_backward(out, e, idx, [2, 2], [2, 2], [0, 0], [1, 1], False).shape == e.shape
+    assert _ops.avg_pool2d_forward(e, [2, 2], [2, 2], [0, 0], False, True, None).shape == (0, 3, 4, 4)
+    assert _ops.avg_pool2d_backward(out, e, [2, 2], [2, 2], [0, 0], False, True, None).shape == e.shape
+
+
+@gpu
+def test_pooling_backward_is_deterministic():
+    cfg = ((3, 3), (1, 1), (1, 1), (1, 1), False)  # overlapping windows: several outputs per input
+    x = torch.randn(4, 8, 32, 32, device="cuda")
+    x[:, :, ::3, ::3] = 5.0  # ties: one input is the maximum of many windows
+    go = torch.randn(4, 8, 32, 32, device="cuda")
+    torch.use_deterministic_algorithms(True)
+    try:
+        runs = [_max_ours(x, go, *cfg)[3] for _ in range(2)]
+        avg = [_avg_ours(x, go, (3, 3), (1, 1), (1, 1), False, True, None)[1] for _ in range(2)]
+    finally:
+        torch.use_deterministic_algorithms(False)
+    assert torch.equal(runs[0], runs[1]) and torch.equal(avg[0], avg[1])
+    assert_close(runs[0], _max_torch(x, go, *cfg)[3])
+
+
+@gpu
+def test_pooling_large_index_uses_int64():
+    """More than 2^31 elements: indices and offsets past int32 must be right."""
+    if torch.cuda.mem_get_info()[0] < 24 * 2**30:
+        pytest.skip("needs 24 GiB of free GPU memory")
+    x = torch.randn(1, 2, 32768, 32800, device="cuda", dtype=torch.float16)  # 2.15e9 elements
+    out, idx = _ops.max_pool2d_forward(x, [2, 2], [2, 2], [0, 0], [1, 1], False)
+    tail = x[:, :, -4:]  # the last rows, whose flat indices exceed 2^30 within the plane
+    want, want_idx = F.max_pool2d(tail, 2, return_indices=True)
+    assert torch.equal(out[:, :, -2:], want)
+    assert torch.equal(idx[:, :, -2:], want_idx + (32768 - 4) * 32800)
+    avg = _ops.avg_pool2d_forward(x, [2, 2], [2, 2], [0, 0], False, True, None)
+    assert_close(avg[:, :, -2:], F.avg_pool2d(tail, 2))
+
+
+# ------------------------------------------------------------------------------------------- errors
+@gpu
+def test_cuda_rejects_mixed_devices_and_bad_dtypes():
+    x = torch.randn(1, 1, 8, 8, device="cuda")
+    with pytest.raises(RuntimeError, match="same device"):
+        _conv(x, torch.randn(1, 1, 3, 3), None, (1, 1), (0, 0, 0, 0), (1, 1), 1)
+    with pytest.raises(NotImplementedError, match="not implemented for 'Int'"):
+        _ops.max_pool2d_forward(x.int(), [2, 2], [2, 2], [0, 0], [1, 1], False)
