@@ -610,9 +610,13 @@ def parse_args(argv):
     p.add_argument("--plot", metavar="PATH", help="where to write the PNG chart of ratios (default: none)")
     p.add_argument("--threads", type=int, help="torch.set_num_threads(N) before anything runs")
     p.add_argument("--filter", metavar="SUBSTRING", help="only rows whose name contains this (case-insensitive)")
-    p.add_argument("--rounds", type=int, help="interleaved timing rounds per side (default 4; 1 with --quick)")
     p.add_argument(
-        "--min-time", type=float, help="seconds per blocked_autorange (default 0.15; --quick makes one call)"
+        "--rounds", type=int, help="interleaved timing rounds per side (default 4 on cpu, 3 on cuda, 1 with --quick)"
+    )
+    p.add_argument(
+        "--min-time",
+        type=float,
+        help="seconds per blocked_autorange (default 0.15 on cpu, 0.05 on cuda; --quick: one call)",
     )
     p.add_argument("--list", action="store_true", help="print the row names and exit")
     return p.parse_args(argv)
@@ -633,19 +637,24 @@ def main(argv=None) -> int:
     if args.threads is not None and args.threads < 1:
         print("--threads must be at least 1", file=sys.stderr)
         return 2
-    previous_threads = torch.get_num_threads()
+    # Our kernels compute in full float32, so torch's must too: cuDNN convolutions may use TF32 by default,
+    # which would be both faster and outside float32 tolerances.
+    previous = torch.get_num_threads(), torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
     try:
         if args.threads is not None:
             torch.set_num_threads(args.threads)
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
         return run(args, rows)
     finally:  # called in-process (tests, notebooks): leave torch as we found it
-        torch.set_num_threads(previous_threads)
+        torch.set_num_threads(previous[0])
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = previous[1:]
 
 
 def run(args, rows):
     device = torch.device(args.device)
-    rounds = args.rounds or (1 if args.quick else 4)
-    min_time = args.min_time or (None if args.quick else 0.15)
+    # A GPU does thousands of calls in 0.05 s, so its full suite fits in well under a minute
+    rounds = args.rounds or (1 if args.quick else 3 if device.type == "cuda" else 4)
+    min_time = args.min_time or (None if args.quick else 0.05 if device.type == "cuda" else 0.15)
 
     info = machine_info(device)
     print(f"{info['device_name']}, {info['threads']} threads, torch {info['torch']}", flush=True)
@@ -665,6 +674,7 @@ def run(args, rows):
         "quick": args.quick,
         "rounds": rounds,
         "min_run_time_s": min_time,
+        "tf32": False,
         "ceilings": ceilings,
         "load_average_at_end": _load_average(),
         "rows": records,

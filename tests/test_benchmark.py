@@ -7,17 +7,19 @@ import json
 
 import pytest
 import torch
+from conftest import needs_cuda
 
 from lenet_ext import benchmark
 
 
-@pytest.fixture(scope="module")
-def quick_run(tmp_path_factory):
+@pytest.fixture(scope="module", params=["cpu", pytest.param("cuda", marks=needs_cuda)])
+def quick_run(request, tmp_path_factory):
     out = tmp_path_factory.mktemp("bench")
     json_path, plot_path = out / "r.json", out / "r.png"
     # one thread keeps the smoke run quick on a shared machine; the thread count must come back after
     threads = torch.get_num_threads()
-    code = benchmark.main(["--quick", "--threads", "1", "--json", str(json_path), "--plot", str(plot_path)])
+    argv = ["--quick", "--device", request.param, "--threads", "1", "--json", str(json_path), "--plot", str(plot_path)]
+    code = benchmark.main(argv)
     assert torch.get_num_threads() == threads
     return code, json.loads(json_path.read_text()), plot_path
 
@@ -29,7 +31,7 @@ def test_quick_run_writes_complete_json(quick_run):
     machine = result["machine"]
     for key in ("hostname", "platform", "cpu", "threads", "torch", "device", "lenet_ext"):
         assert machine[key] not in (None, ""), key
-    assert machine["torch"] == torch.__version__ and machine["device"] == "cpu"
+    assert machine["torch"] == torch.__version__ and machine["device"] in ("cpu", "cuda")
     assert result["ceilings"]["copy_gbps"] > 0 and result["ceilings"]["matmul_gflops"] > 0
     assert [r["name"] for r in result["rows"]] == [r.name for r in benchmark.ROWS]
 
