@@ -81,9 +81,13 @@ def build_extension():
         cxx_flags = ["-O1", "-g", "-fno-omit-frame-pointer", "-fsanitize=address,undefined"]
         link_flags += ["-fsanitize=address,undefined"]
         _say("sanitizer build (ASan + UBSan)")
-    elif _cpu_has_avx2():
-        cxx_flags.append("-march=x86-64-v3")
-        _say("host code tuned for x86-64-v3 (AVX2 + FMA); LENET_EXT_PORTABLE=1 turns this off")
+    else:
+        level = _cpu_level()
+        if level:
+            cxx_flags.append(f"-march={level}")
+            if level == "x86-64-v4":
+                cxx_flags.append("-mprefer-vector-width=512")
+            _say(f"host code tuned for {level} (this machine's vector level); LENET_EXT_PORTABLE=1 turns this off")
 
     if with_cuda:
         sources += _sources("csrc/cuda/*.cu")
@@ -108,16 +112,23 @@ def build_extension():
     )
 
 
-def _cpu_has_avx2():
-    """Build for the x86-64-v3 level (AVX2 + FMA) only when this machine runs it."""
+def _cpu_level():
+    """The x86-64 micro-architecture level of the build machine: v4 (AVX-512), v3 (AVX2 + FMA) or None.
+
+    Wheels built this way run only on machines of that level; LENET_EXT_PORTABLE=1 builds for any x86-64.
+    """
     if os.environ.get("LENET_EXT_PORTABLE") == "1":
-        return False
+        return None
     try:
         with open("/proc/cpuinfo") as f:
-            flags = f.read()
+            flags = set(f.read().split())
     except OSError:
-        return False
-    return " avx2 " in flags and " fma " in flags
+        return None
+    if {"avx512f", "avx512bw", "avx512cd", "avx512dq", "avx512vl"} <= flags:
+        return "x86-64-v4"
+    if {"avx2", "fma", "bmi2"} <= flags:
+        return "x86-64-v3"
+    return None
 
 
 setup(

@@ -23,6 +23,9 @@ TORCH_LIBRARY(lenet_ext, m) {
   m.def(
       "conv2d_forward(Tensor input, Tensor weight, Tensor? bias, int[2] stride, int[4] padding, "
       "int[2] dilation, int groups) -> Tensor");
+  // Selects the CPU conv2d forward algorithm: 0 auto (the documented heuristic), 1 direct, 2 im2col;
+  // -1 only reads it. Returns the previous setting. Used by lenet_ext.backends.conv_algorithm.
+  m.def("_set_conv_algorithm(int algorithm) -> int");
   m.def(
       "conv2d_backward(Tensor grad_output, Tensor input, Tensor weight, int[2] stride, int[4] padding, "
       "int[2] dilation, int groups, bool[3] output_mask) -> (Tensor?, Tensor?, Tensor?)");

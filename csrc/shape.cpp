@@ -108,6 +108,9 @@ Pool2dParams make_pool2d_params(
     c10::IntArrayRef dilation,
     bool ceil_mode) {
   TORCH_CHECK(input.dim() == 4, op, ": expected a 4D input (N, C, H, W), but got input of size: ", input.sizes());
+  TORCH_CHECK(input.size(1) != 0 && input.size(2) != 0 && input.size(3) != 0, op,
+              ": Expected 3D or 4D (batch mode) tensor with optional 0 dim batch size for input, but got:",
+              input.sizes());
   Pool2dParams p{};
   p.batch = input.size(0);
   p.channels = input.size(1);

@@ -7,7 +7,7 @@
 The operators themselves are ``torch.ops.lenet_ext.*``.
 """
 
-from . import functional, nn, ops
+from . import backends, functional, nn, ops
 
-__all__ = ["functional", "nn", "ops"]
+__all__ = ["backends", "functional", "nn", "ops"]
 __version__ = "0.1.0"

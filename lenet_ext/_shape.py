@@ -28,3 +28,11 @@ def conv2d_output_size(input_size, kernel_size, stride, padding, dilation):
         window_output_size(input_size[i], padding[2 * i], padding[2 * i + 1], kernel_size[i], stride[i], dilation[i])
         for i in range(2)
     ]
+
+
+def pool2d_output_size(input_size, kernel_size, stride, padding, dilation, ceil_mode):
+    """Output (H, W) of max/avg pooling for an (H, W) input; ``padding`` is symmetric (h, w)."""
+    return [
+        window_output_size(input_size[i], padding[i], padding[i], kernel_size[i], stride[i], dilation[i], ceil_mode)
+        for i in range(2)
+    ]

@@ -9,9 +9,9 @@ import operator
 import torch
 
 from . import ops as _ops  # noqa: F401  (registers fake kernels and autograd)
-from ._shape import MAX_WINDOW_ARG
+from ._shape import MAX_WINDOW_ARG, window_output_size
 
-__all__ = ["conv2d"]
+__all__ = ["conv2d", "max_pool2d", "avg_pool2d"]
 
 _INT64_MAX = (1 << 63) - 1
 
@@ -70,11 +70,12 @@ def _conv_padding(padding, kernel, stride, dilation):
     return [ph, ph, pw, pw]
 
 
-def _check_tensor(fn, name, value, optional=False):
+def _check_tensor(fn, name, value, optional=False, position=None):
     if value is None and optional:
         return
     if not isinstance(value, torch.Tensor):
-        raise TypeError(f"{fn}(): argument '{name}' must be Tensor, not {type(value).__name__}")
+        where = f" (position {position})" if position is not None else ""
+        raise TypeError(f"{fn}(): argument '{name}'{where} must be Tensor, not {type(value).__name__}")
 
 
 def _check_conv_args(input, weight, bias, stride, padding, dilation, groups):
@@ -174,4 +175,147 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     if unbatched:
         input = input.unsqueeze(0)
     out = torch.ops.lenet_ext.conv2d_forward(input, weight, bias, stride, pads, dilation, groups)
+    return out.squeeze(0) if unbatched else out
+
+
+# ---------------------------------------------------------------------------------------------- pooling
+# torch parses pooling sizes as C++ `int`: anything outside int32 is rejected with this message.
+_INT32_MIN, _INT32_MAX = -(1 << 31), (1 << 31) - 1
+
+
+def _pool_ints(fn, name, position, value, allow_empty, what):
+    """torch's int[] parsing for one pooling argument: an int, or a sequence of one or two ints.
+
+    Returns [h, w] (an empty sequence gives [] when allowed). ``what`` finishes torch's length message.
+    """
+    if isinstance(value, (list, tuple, torch.Size)):
+        values = []
+        for i, v in enumerate(value):
+            if isinstance(v, bool) or not hasattr(v, "__index__"):
+                raise TypeError(
+                    f"{fn}(): argument '{name}' failed to unpack the object at pos {i + 1} with error "
+                    f'"type must be tuple of ints,but got {type(v).__name__}"'
+                )
+            values.append(operator.index(v))
+    elif isinstance(value, bool) or not hasattr(value, "__index__"):
+        raise TypeError(
+            f"{fn}(): argument '{name}' (position {position}) must be tuple of ints, not {type(value).__name__}"
+        )
+    else:
+        values = [_as_int(fn, name, value)]
+    if not (len(values) in (1, 2) or (allow_empty and not values)):
+        raise RuntimeError(f"{fn}: {name} must {what}")
+    if any(not _INT32_MIN <= v <= _INT32_MAX for v in values):
+        raise RuntimeError("value cannot be converted to type int without overflow")
+    return values * 2 if len(values) == 1 else values
+
+
+def _pool_bool(fn, name, position, value):
+    if not isinstance(value, bool):
+        where = f" (position {position})" if position is not None else ""
+        raise TypeError(f"{fn}(): argument '{name}'{where} must be bool, not {type(value).__name__}")
+    return value
+
+
+def _pool_args(fn, kernel_size, stride, padding, dilation):
+    """Normalises the window arguments as torch does: stride None or empty means the kernel size."""
+    kernel = _pool_ints(fn, "kernel_size", 2, kernel_size, False, "either be a single int, or a tuple of two ints")
+    stride = [] if stride is None else stride
+    stride = _pool_ints(fn, "stride", 3, stride, True, "either be omitted, a single int, or a tuple of two ints")
+    padding = _pool_ints(fn, "padding", 4, padding, False, "either be a single int, or a tuple of two ints")
+    dilation = _pool_ints(fn, "dilation", 5, dilation, False, "be either a single int, or a tuple of two ints")
+    return kernel, stride or list(kernel), padding, dilation
+
+
+def _c_div(a, b):
+    """C++ integer division (truncates toward zero), which torch's padding rule uses."""
+    q = abs(a) // abs(b)
+    return q if (a >= 0) == (b > 0) else -q
+
+
+def _check_pool_window(input, kernel, stride, padding, dilation, ceil_mode):
+    """torch's pooling_output_shape (height, then width) followed by pool2d_shape_check."""
+    in_size = input.shape[-2:]
+    out = []
+    for n, k, s, p, d in zip(in_size, kernel, stride, padding, dilation):
+        if s == 0:
+            raise RuntimeError("stride should not be zero")
+        if p < 0:
+            raise RuntimeError(f"pad must be non-negative, but got pad: {p}")
+        if p > _c_div((k - 1) * d + 1, 2):
+            raise RuntimeError(
+                f"pad should be at most half of effective kernel size, but got pad={p}, kernel_size={k} and "
+                f"dilation={d}"
+            )
+        out.append(window_output_size(n, p, p, k, s, d, ceil_mode) if k > 0 and s > 0 and d > 0 else 0)
+    if any(k <= 0 for k in kernel):
+        raise RuntimeError(f"kernel size should be greater than zero, but got kH: {kernel[0]} kW: {kernel[1]}")
+    if any(s <= 0 for s in stride):
+        raise RuntimeError(f"stride should be greater than zero, but got dH: {stride[0]} dW: {stride[1]}")
+    if any(d <= 0 for d in dilation):
+        raise RuntimeError(
+            f"dilation should be greater than zero, but got dilationH: {dilation[0]} dilationW: {dilation[1]}"
+        )
+    if input.dim() not in (3, 4) or any(size == 0 for size in input.shape[-3:]):
+        raise RuntimeError(
+            "Expected 3D or 4D (batch mode) tensor with optional 0 dim batch size for input, but got:"
+            f"{list(input.shape)}"
+        )
+    if out[0] < 1 or out[1] < 1:
+        c, h, w = input.shape[-3:]
+        raise RuntimeError(
+            f"Given input size: ({c}x{h}x{w}). Calculated output size: ({c}x{out[0]}x{out[1]}). "
+            "Output size is too small"
+        )
+
+
+def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False):
+    """Same as :func:`torch.nn.functional.max_pool2d`, computed by lenet_ext's kernels.
+
+    Indices are computed only when they are returned or a gradient will need them.
+    """
+    fn = "max_pool2d"
+    _check_tensor(fn, "input", input, position=1)
+    kernel, stride, padding, dilation = _pool_args(fn, kernel_size, stride, padding, dilation)
+    ceil_mode = _pool_bool(fn, "ceil_mode", 6, ceil_mode)
+    if input.dim() not in (3, 4):
+        raise RuntimeError("non-empty 3D or 4D (batch mode) tensor expected for input")
+    _check_pool_window(input, kernel, stride, padding, dilation, ceil_mode)
+
+    unbatched = input.dim() == 3
+    x = input.unsqueeze(0) if unbatched else input
+    conf = (kernel, stride, padding, dilation, ceil_mode)
+    if return_indices or (torch.is_grad_enabled() and input.requires_grad):
+        out, indices = torch.ops.lenet_ext.max_pool2d_forward(x, *conf)
+    else:
+        out, indices = torch.ops.lenet_ext.max_pool2d_forward_values(x, *conf), None
+    if unbatched:
+        out = out.squeeze(0)
+        indices = indices.squeeze(0) if indices is not None else None
+    return (out, indices) if return_indices else out
+
+
+def avg_pool2d(
+    input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True, divisor_override=None
+):
+    """Same as :func:`torch.nn.functional.avg_pool2d`, computed by lenet_ext's kernels."""
+    fn = "avg_pool2d"
+    _check_tensor(fn, "input", input, position=1)
+    kernel, stride, padding, _ = _pool_args(fn, kernel_size, stride, padding, 1)
+    ceil_mode = _pool_bool(fn, "ceil_mode", None, ceil_mode)
+    count_include_pad = _pool_bool(fn, "count_include_pad", None, count_include_pad)
+    if divisor_override is not None:
+        if isinstance(divisor_override, bool) or not hasattr(divisor_override, "__index__"):
+            raise TypeError(f"{fn}(): argument 'divisor_override' must be int, not {type(divisor_override).__name__}")
+        divisor_override = _as_int(fn, "divisor_override", divisor_override)
+        if divisor_override == 0:
+            raise RuntimeError("divisor must be not zero")
+    input.size(-3)  # torch reads the channel count first: fewer than 3 dims raise its IndexError
+    _check_pool_window(input, kernel, stride, padding, [1, 1], ceil_mode)
+
+    unbatched = input.dim() == 3
+    x = input.unsqueeze(0) if unbatched else input
+    out = torch.ops.lenet_ext.avg_pool2d_forward(
+        x, kernel, stride, padding, ceil_mode, count_include_pad, divisor_override
+    )
     return out.squeeze(0) if unbatched else out

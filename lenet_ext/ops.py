@@ -10,7 +10,7 @@ double backward works.
 import torch
 
 from . import _C  # noqa: F401  (loads the library, which registers the schemas and C++ kernels)
-from ._shape import conv2d_output_size
+from ._shape import conv2d_output_size, pool2d_output_size
 
 _ops = torch.ops.lenet_ext
 
@@ -84,4 +84,138 @@ def _conv2d_double_backward(ctx, gg_input, gg_weight, gg_bias):
 
 torch.library.register_autograd(
     "lenet_ext::conv2d_backward", _conv2d_double_backward, setup_context=_conv2d_backward_setup_context
+)
+
+
+# -------------------------------------------------------------------------------------------- pooling
+def _pool_format(input):
+    """The real kernels' layout rule: channels_last input (that is not also contiguous) stays channels_last."""
+    if input.dim() == 4 and not input.is_contiguous() and input.is_contiguous(memory_format=torch.channels_last):
+        return torch.channels_last
+    return torch.contiguous_format
+
+
+def _pool_empty(input, sizes, dtype=None):
+    return torch.empty(sizes, dtype=dtype or input.dtype, device=input.device, memory_format=_pool_format(input))
+
+
+def _pool_out_sizes(input, kernel_size, stride, padding, dilation, ceil_mode):
+    oh, ow = pool2d_output_size(input.shape[2:], kernel_size, stride, padding, dilation, ceil_mode)
+    return (input.shape[0], input.shape[1], oh, ow)
+
+
+@torch.library.register_fake("lenet_ext::max_pool2d_forward")
+def _max_pool2d_forward_fake(input, kernel_size, stride, padding, dilation, ceil_mode):
+    sizes = _pool_out_sizes(input, kernel_size, stride, padding, dilation, ceil_mode)
+    return _pool_empty(input, sizes), _pool_empty(input, sizes, torch.int64)
+
+
+@torch.library.register_fake("lenet_ext::max_pool2d_forward_values")
+def _max_pool2d_forward_values_fake(input, kernel_size, stride, padding, dilation, ceil_mode):
+    return _pool_empty(input, _pool_out_sizes(input, kernel_size, stride, padding, dilation, ceil_mode))
+
+
+@torch.library.register_fake("lenet_ext::max_pool2d_backward")
+def _max_pool2d_backward_fake(grad_output, input, indices, kernel_size, stride, padding, dilation, ceil_mode):
+    return _pool_empty(input, input.shape)
+
+
+@torch.library.register_fake("lenet_ext::avg_pool2d_forward")
+def _avg_pool2d_forward_fake(input, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override):
+    return _pool_empty(input, _pool_out_sizes(input, kernel_size, stride, padding, [1, 1], ceil_mode))
+
+
+@torch.library.register_fake("lenet_ext::avg_pool2d_backward")
+def _avg_pool2d_backward_fake(
+    grad_output, input, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override
+):
+    return _pool_empty(input, input.shape)
+
+
+def _max_pool2d_setup_context(ctx, inputs, output):
+    input, *conf = inputs
+    ctx.save_for_backward(input, output[1])
+    ctx.conf = conf
+    ctx.mark_non_differentiable(output[1])
+
+
+def _max_pool2d_backward(ctx, grad, _grad_indices):
+    input, indices = ctx.saved_tensors
+    return _ops.max_pool2d_backward(grad, input, indices, *ctx.conf), None, None, None, None, None
+
+
+torch.library.register_autograd(
+    "lenet_ext::max_pool2d_forward", _max_pool2d_backward, setup_context=_max_pool2d_setup_context
+)
+
+
+def _max_pool2d_values_setup_context(ctx, inputs, output):
+    input, *conf = inputs
+    ctx.save_for_backward(input)
+    ctx.conf = conf
+
+
+def _max_pool2d_values_backward(ctx, grad):
+    """functional.max_pool2d only calls the values-only forward when no gradient is wanted; anyone
+    differentiating it directly still gets the right answer, at the cost of finding the indices again."""
+    (input,) = ctx.saved_tensors
+    indices = _ops.max_pool2d_forward(input.detach(), *ctx.conf)[1]
+    return _ops.max_pool2d_backward(grad, input, indices, *ctx.conf), None, None, None, None, None
+
+
+torch.library.register_autograd(
+    "lenet_ext::max_pool2d_forward_values", _max_pool2d_values_backward, setup_context=_max_pool2d_values_setup_context
+)
+
+
+def _max_pool2d_backward_setup_context(ctx, inputs, output):
+    _grad, _input, indices, *_conf = inputs
+    ctx.save_for_backward(indices)
+
+
+def _max_pool2d_double_backward(ctx, gg_input):
+    """The backward scatters grad_output to the indexed positions, so its adjoint gathers: the gradient
+    w.r.t. grad_output is gg_input read at each output's index. It does not depend on input's values."""
+    (indices,) = ctx.saved_tensors
+    d_grad = None
+    if ctx.needs_input_grad[0]:
+        flat = gg_input.reshape(*gg_input.shape[:2], -1)
+        d_grad = flat.gather(2, indices.reshape(*indices.shape[:2], -1)).view(indices.shape)
+    return d_grad, None, None, None, None, None, None, None
+
+
+torch.library.register_autograd(
+    "lenet_ext::max_pool2d_backward", _max_pool2d_double_backward, setup_context=_max_pool2d_backward_setup_context
+)
+
+
+def _avg_pool2d_setup_context(ctx, inputs, output):
+    input, *conf = inputs
+    ctx.save_for_backward(input)
+    ctx.conf = conf
+
+
+def _avg_pool2d_backward(ctx, grad):
+    (input,) = ctx.saved_tensors
+    return _ops.avg_pool2d_backward(grad, input, *ctx.conf), None, None, None, None, None, None
+
+
+torch.library.register_autograd(
+    "lenet_ext::avg_pool2d_forward", _avg_pool2d_backward, setup_context=_avg_pool2d_setup_context
+)
+
+
+def _avg_pool2d_backward_setup_context(ctx, inputs, output):
+    _grad, _input, *conf = inputs
+    ctx.conf = conf
+
+
+def _avg_pool2d_double_backward(ctx, gg_input):
+    """The backward is linear in grad_output and its adjoint is the forward itself; input only gives shapes."""
+    d_grad = _ops.avg_pool2d_forward(gg_input, *ctx.conf) if ctx.needs_input_grad[0] else None
+    return d_grad, None, None, None, None, None, None, None
+
+
+torch.library.register_autograd(
+    "lenet_ext::avg_pool2d_backward", _avg_pool2d_double_backward, setup_context=_avg_pool2d_backward_setup_context
 )

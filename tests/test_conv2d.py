@@ -60,6 +60,22 @@ def test_matches_torch(cfg, dtype, device):
     _compare(*cfg, dtype=dtype, device=device, layout="contiguous")
 
 
+@pytest.mark.parametrize("algorithm", ["direct", "im2col"])
+@pytest.mark.parametrize("cfg", CONFIGS, ids=[_ids(c) for c in CONFIGS])
+def test_each_cpu_algorithm(cfg, algorithm):
+    with lenet_ext.backends.conv_algorithm(algorithm):
+        _compare(*cfg, dtype=torch.float64, device="cpu", layout="contiguous")
+
+
+def test_conv_algorithm_setting():
+    assert lenet_ext.backends.current_conv_algorithm() == "auto"
+    with lenet_ext.backends.conv_algorithm("direct"):
+        assert lenet_ext.backends.current_conv_algorithm() == "direct"
+    assert lenet_ext.backends.current_conv_algorithm() == "auto"
+    with pytest.raises(ValueError, match="conv_algorithm must be one of"):
+        lenet_ext.backends.conv_algorithm("fft")
+
+
 @pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("cfg", CONFIGS[::3], ids=[_ids(c) for c in CONFIGS[::3]])
 def test_any_layout(cfg, layout, device):

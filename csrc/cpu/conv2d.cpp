@@ -39,6 +39,10 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <atomic>
+#include <cstring>
+#include <utility>
+#include <vector>
 
 #include "cpu/common.h"
 #include "shape.h"
@@ -47,6 +51,25 @@ namespace lenet_ext {
 namespace {
 
 constexpr int64_t kBlockBytes = int64_t{1} << 20;
+
+// lenet_ext.backends.conv_algorithm("auto" | "direct" | "im2col") sets this through the
+// lenet_ext::_set_conv_algorithm operator.
+constexpr int64_t kAlgorithmAuto = 0, kAlgorithmDirect = 1, kAlgorithmIm2col = 2;
+std::atomic<int64_t> g_conv_algorithm{kAlgorithmAuto};
+
+int64_t conv_algorithm_override() {
+  return g_conv_algorithm.load(std::memory_order_relaxed);
+}
+
+// -1 only reads the setting.
+int64_t set_conv_algorithm(int64_t algorithm) {
+  if (algorithm == -1) {
+    return conv_algorithm_override();
+  }
+  TORCH_CHECK(algorithm >= kAlgorithmAuto && algorithm <= kAlgorithmIm2col,
+              "lenet_ext: unknown conv algorithm code ", algorithm);
+  return g_conv_algorithm.exchange(algorithm);
+}
 
 // Output pixels [oh0, oh1) x [0, OW) of images [n0, n1).
 struct Block {
@@ -123,12 +146,12 @@ struct BlockView {
 
 // Copies `channels` planes of one image into the middle of a zeroed Hp x Wp buffer.
 template <typename scalar_t>
-void pad_image(const scalar_t* x, scalar_t* xp, int64_t channels, const Window2d& w, const Gemm& g) {
-  std::fill(xp, xp + channels * g.Hp * g.Wp, scalar_t(0));
+void pad_input(const scalar_t* x, scalar_t* xp, int64_t channels, const Window2d& w, int64_t Hp, int64_t Wp) {
+  std::fill(xp, xp + channels * Hp * Wp, scalar_t(0));
   for (int64_t c = 0; c < channels; ++c) {
     for (int64_t h = 0; h < w.in[0]; ++h) {
       const scalar_t* src = x + (c * w.in[0] + h) * w.in[1];
-      std::copy(src, src + w.in[1], xp + (c * g.Hp + h + w.pad[0]) * g.Wp + w.pad[1]);
+      std::copy(src, src + w.in[1], xp + (c * Hp + h + w.pad[0]) * Wp + w.pad[1]);
     }
   }
 }
@@ -276,8 +299,8 @@ struct Workspace {
     }
     const int64_t in_plane = p.win.in[0] * p.win.in[1];
     for (int64_t n = b.n0; n < b.n1; ++n) {
-      pad_image(x + n * p.in_channels * in_plane, padded.mutable_data_ptr<scalar_t>() + (n - b.n0) * p.groups * g.padded_image(),
-                p.in_channels, p.win, g);
+      pad_input(x + n * p.in_channels * in_plane, padded.mutable_data_ptr<scalar_t>() + (n - b.n0) * p.groups * g.padded_image(),
+                p.in_channels, p.win, g.Hp, g.Wp);
     }
   }
 
@@ -365,6 +388,124 @@ void conv2d_forward_impl(const at::Tensor& x, const at::Tensor& weight, const at
         }
       }
     });
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Direct forward for few output channels per group (LeNet's layers). No unrolled copy of the input:
+// each register tile holds P consecutive output pixels of one row x OV output channels, and for every
+// tap (c, i, j) adds one input value per pixel (a broadcast) times the OV weights of that tap (one
+// vector load). The channel loop is what the compiler vectorises; the P x OV accumulators stay in
+// registers. Any stride and dilation: pixel p of the tile reads the padded input at p * stride.
+// Results go to a pixel-major buffer, then to NCHW with the bias.
+
+// A GCC/Clang vector of N scalars (plain scalar arrays this large are not kept in registers). The
+// attribute needs a concrete element type, hence the specialisations.
+template <typename T, int N>
+struct Vec;
+template <int N>
+struct Vec<float, N> {
+  typedef float type __attribute__((vector_size(N * sizeof(float))));
+};
+template <int N>
+struct Vec<double, N> {
+  typedef double type __attribute__((vector_size(N * sizeof(double))));
+};
+
+template <int P, int OV, typename scalar_t>
+void direct_tile(const scalar_t* src, int64_t sw, const int64_t* taps, int64_t K, const scalar_t* wt, int64_t ldw,
+                 scalar_t* dst, int64_t ldd) {
+  using vec_t = typename Vec<scalar_t, OV>::type;
+  vec_t acc[P];
+#pragma GCC unroll 16
+  for (int p = 0; p < P; ++p) {
+    acc[p] = vec_t{};
+  }
+  for (int64_t t = 0; t < K; ++t) {
+    const scalar_t* s = src + taps[t];
+    vec_t wv;
+    std::memcpy(&wv, wt + t * ldw, sizeof(vec_t));
+#pragma GCC unroll 16
+    for (int p = 0; p < P; ++p) {
+      acc[p] += s[p * sw] * wv;
+    }
+  }
+#pragma GCC unroll 16
+  for (int p = 0; p < P; ++p) {
+    std::memcpy(dst + p * ldd, &acc[p], sizeof(vec_t));
+  }
+}
+
+// The rest of a row (rem < 12 pixels) as one tile of exactly rem pixels: a single tile keeps rem
+// independent accumulators in flight, where several narrow ones would wait on each other's latency.
+template <int OV, typename scalar_t, int... Ps>
+void direct_rest(int64_t rem, const scalar_t* src, int64_t sw, const int64_t* taps, int64_t K, const scalar_t* wt,
+                 int64_t ldw, scalar_t* dst, int64_t ldd, std::integer_sequence<int, Ps...>) {
+  ((rem == Ps + 1 ? direct_tile<Ps + 1, OV>(src, sw, taps, K, wt, ldw, dst, ldd) : void()), ...);
+}
+
+// One output row, OV channels: 12-pixel tiles, then one tile for the rest.
+template <int OV, typename scalar_t>
+void direct_row(const scalar_t* src, int64_t sw, const int64_t* taps, int64_t K, const scalar_t* wt, int64_t ldw,
+                scalar_t* dst, int64_t ldd, int64_t OW) {
+  constexpr int kTile = 12;
+  int64_t ow = 0;
+  for (; ow + kTile <= OW; ow += kTile) {
+    direct_tile<kTile, OV>(src + ow * sw, sw, taps, K, wt, ldw, dst + ow * ldd, ldd);
+  }
+  if (ow < OW) {
+    direct_rest<OV>(OW - ow, src + ow * sw, sw, taps, K, wt, ldw, dst + ow * ldd, ldd,
+                    std::make_integer_sequence<int, kTile - 1>{});
+  }
+}
+
+template <int OV, typename scalar_t>
+void conv2d_forward_direct(const at::Tensor& x, const at::Tensor& weight, const at::Tensor* bias, at::Tensor& out,
+                           const Conv2dParams& p) {
+  const Window2d& win = p.win;
+  const int64_t Cg = p.in_channels / p.groups, Og = p.out_channels / p.groups;
+  const int64_t KH = win.kernel[0], KW = win.kernel[1], K = Cg * KH * KW;
+  const int64_t OH = win.out[0], OW = win.out[1];
+  const int64_t Hp = win.in[0] + win.pad[0] + win.pad_end[0], Wp = win.in[1] + win.pad[1] + win.pad_end[1];
+  const int64_t og_pad = (Og + OV - 1) / OV * OV;
+
+  // Per group, the weights as K x og_pad (tap-major, zero columns past Og), and each tap's offset in the
+  // padded image.
+  at::Tensor wt = at::zeros({p.groups, K, og_pad}, weight.options());
+  wt.narrow(2, 0, Og).copy_(weight.view({p.groups, Og, K}).transpose(1, 2));
+  std::vector<int64_t> taps(K);
+  for (int64_t r = 0; r < K; ++r) {
+    const int64_t c = r / (KH * KW), i = (r / KW) % KH, j = r % KW;
+    taps[r] = (c * Hp + i * win.dilation[0]) * Wp + j * win.dilation[1];
+  }
+  const scalar_t* x_data = x.const_data_ptr<scalar_t>();
+  const scalar_t* wt_data = wt.const_data_ptr<scalar_t>();
+  const scalar_t* b_data = bias ? bias->const_data_ptr<scalar_t>() : nullptr;
+  scalar_t* out_data = out.mutable_data_ptr<scalar_t>();
+  const int64_t in_plane = win.in[0] * win.in[1], L = OH * OW;
+
+  // (image, group) pairs are independent: no reduction, so any split across threads is deterministic.
+  at::parallel_for(0, p.batch * p.groups, 1, [&](int64_t q0, int64_t q1) {
+    std::vector<scalar_t> src(Cg * Hp * Wp);
+    std::vector<scalar_t> res(L * og_pad);  // pixel-major: res[l * og_pad + o]
+    for (int64_t q = q0; q < q1; ++q) {
+      const int64_t n = q / p.groups, grp = q % p.groups;
+      pad_input(x_data + (n * p.in_channels + grp * Cg) * in_plane, src.data(), Cg, win, Hp, Wp);
+      for (int64_t o = 0; o < og_pad; o += OV) {
+        for (int64_t oh = 0; oh < OH; ++oh) {
+          direct_row<OV>(src.data() + oh * win.stride[0] * Wp, win.stride[1], taps.data(), K,
+                         wt_data + grp * K * og_pad + o, og_pad, res.data() + oh * OW * og_pad + o, og_pad, OW);
+        }
+      }
+      for (int64_t o = 0; o < Og; ++o) {
+        const int64_t oc = grp * Og + o;
+        const scalar_t bo = b_data ? b_data[oc] : scalar_t(0);
+        scalar_t* dst = out_data + (n * p.out_channels + oc) * L;
+        for (int64_t l = 0; l < L; ++l) {
+          dst[l] = res[l * og_pad + o] + bo;
+        }
+      }
+    }
   });
 }
 
@@ -473,6 +614,25 @@ at::Tensor conv2d_grad_bias_impl(const at::Tensor& go, const Conv2dParams& p) {
   return gb;
 }
 
+// The forward algorithm (see the top of this file); lenet_ext.backends.conv_algorithm overrides it.
+//   direct: 4 to 32 output channels per group and at most 1024 taps per output, e.g. LeNet's 1->6 and
+//           6->16 layers. Such products are too thin for a matrix-product library to reach its
+//           speed, while the direct tile needs no unrolled copy of the input and wastes at most a few
+//           vector lanes on channels.
+//   im2col: everything else; wide channel counts are what matrix products are good at, and with one
+//           output channel per group (depthwise) the direct tile would leave most lanes idle.
+enum class ForwardAlgorithm { kDirect, kIm2col };
+
+ForwardAlgorithm choose_forward_algorithm(const Conv2dParams& p) {
+  const int64_t forced = conv_algorithm_override();
+  if (forced != kAlgorithmAuto) {
+    return forced == kAlgorithmDirect ? ForwardAlgorithm::kDirect : ForwardAlgorithm::kIm2col;
+  }
+  const int64_t Og = p.out_channels / p.groups;
+  const int64_t K = p.in_channels / p.groups * p.win.kernel[0] * p.win.kernel[1];
+  return Og >= 4 && Og <= 32 && K <= 1024 ? ForwardAlgorithm::kDirect : ForwardAlgorithm::kIm2col;
+}
+
 at::Tensor conv2d_forward_cpu(const at::Tensor& input, const at::Tensor& weight,
                               const std::optional<at::Tensor>& bias, at::IntArrayRef stride,
                               at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups) {
@@ -485,7 +645,19 @@ at::Tensor conv2d_forward_cpu(const at::Tensor& input, const at::Tensor& weight,
     return out.to(input.scalar_type());
   }
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "conv2d_forward_cpu", [&] {
-    conv2d_forward_impl<scalar_t>(x, w, b ? &*b : nullptr, out, p);
+    const at::Tensor* bp = b ? &*b : nullptr;
+    switch (choose_forward_algorithm(p)) {
+      case ForwardAlgorithm::kDirect:
+        if (p.out_channels / p.groups <= 8) {
+          conv2d_forward_direct<8, scalar_t>(x, w, bp, out, p);
+        } else {
+          conv2d_forward_direct<16, scalar_t>(x, w, bp, out, p);
+        }
+        break;
+      case ForwardAlgorithm::kIm2col:
+        conv2d_forward_impl<scalar_t>(x, w, bp, out, p);
+        break;
+    }
   });
   return out.to(input.scalar_type());
 }
@@ -518,6 +690,11 @@ std::tuple<std::optional<at::Tensor>, std::optional<at::Tensor>, std::optional<a
 TORCH_LIBRARY_IMPL(lenet_ext, CPU, m) {
   m.impl("conv2d_forward", &conv2d_forward_cpu);
   m.impl("conv2d_backward", &conv2d_backward_cpu);
+}
+
+// A setting, not a computation: no tensor argument, so it is registered for every backend at once.
+TORCH_LIBRARY_IMPL(lenet_ext, CompositeExplicitAutograd, m) {
+  m.impl("_set_conv_algorithm", &set_conv_algorithm);
 }
 
 }  // namespace lenet_ext

@@ -1,0 +1,661 @@
+// max_pool2d and avg_pool2d on the CPU: forwards (max with or without indices) and backwards.
+//
+// Algorithm, NCHW: one task is one output row (plane, oh). The row is built tap by tap: for each kernel
+// tap (i, j) whose input row lies inside the image, every output column ow in the tap's interior
+// [lo, hi) (valid_outputs in shape.h) reads x[ih, ow*sw - pw + j*dw] and folds it into the output row,
+// which stays in L1. The inner loop is a plain, branch-free loop over contiguous output columns
+// with a compile-time input stride (1, 2, or any), so the compiler vectorises it; columns whose
+// tap falls in the padding are simply outside [lo, hi). Taps run in torch's window order (row-major),
+// so ties and NaNs resolve exactly as in torch: a value replaces the maximum when it is greater or NaN,
+// hence the first maximum wins, a NaN always wins, and an all -inf window keeps its first position.
+// Without indices the tap order is free, so max is computed separably instead: the window's input
+// rows are reduced into a row buffer (contiguous reads), then the buffer's columns (strided reads).
+//
+// Algorithm, channels_last: one task is one output pixel; the taps are visited in the same order and
+// every fold is a loop over the contiguous channels.
+//
+// Averages sum the taps in torch's order and divide once by torch's divisor, which factors into a
+// row factor times a column factor (window extent with or without the padding), so each row needs
+// only a precomputed column table.
+//
+// Backwards scatter: max adds each output gradient at its index (checked to lie in the plane), avg adds
+// grad/divisor over the window. Threads take whole planes (NCHW) or (image, channel block) pairs
+// (channels_last), so no two threads ever write the same input element.
+//
+// Layout: channels_last input (that is not also plain contiguous) gives channels_last outputs and
+// gradients; every other input is read as contiguous NCHW (copied once if needed). ops.py's fake kernels
+// follow the same rule. bfloat16 and float16 are computed in float32 and rounded once at the end.
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <ATen/Dispatch_v2.h>
+#include <ATen/Parallel.h>
+#include <c10/util/irange.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <atomic>
+#include <limits>
+#include <vector>
+
+#include "cpu/common.h"
+#include "shape.h"
+
+namespace lenet_ext {
+namespace {
+
+// ----------------------------------------------------------------------------------------- plumbing
+
+bool is_channels_last(const at::Tensor& t) {
+  return t.dim() == 4 && !t.is_contiguous() && t.is_contiguous(at::MemoryFormat::ChannelsLast);
+}
+
+at::MemoryFormat pool_format(const at::Tensor& input) {
+  return is_channels_last(input) ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+}
+
+bool is_reduced_float(at::ScalarType t) {
+  return t == at::kBFloat16 || t == at::kHalf;
+}
+
+// The tensor in the dtype the kernels compute in, dense in `fmt`.
+at::Tensor to_compute(const at::Tensor& t, at::MemoryFormat fmt) {
+  return t.to(is_reduced_float(t.scalar_type()) ? at::kFloat : t.scalar_type()).contiguous(fmt);
+}
+
+// Writes a computed result into a tensor of the caller's dtype (a no-op when they already agree).
+at::Tensor from_compute(const at::Tensor& result, at::ScalarType dtype, at::MemoryFormat fmt) {
+  if (result.scalar_type() == dtype) {
+    return result;
+  }
+  return at::empty(result.sizes(), result.options().dtype(dtype).memory_format(fmt)).copy_(result);
+}
+
+void check_floating(const char* kernel, const at::Tensor& t) {
+  const auto dt = t.scalar_type();
+  TORCH_CHECK_NOT_IMPLEMENTED(at::isFloatingType(dt), "\"", kernel, "\" not implemented for '", c10::toString(dt),
+                              "'");
+}
+
+void check_max_dtype(const char* kernel, const at::Tensor& t) {
+  const auto dt = t.scalar_type();
+  TORCH_CHECK_NOT_IMPLEMENTED(at::isFloatingType(dt) || (at::isIntegralType(dt, /*includeBool=*/false)), "\"",
+                              kernel, "\" not implemented for '", c10::toString(dt), "'");
+}
+
+// The input gradient, to be accumulated into. NCHW kernels zero each plane themselves just before
+// scattering into it (one pass over memory instead of two); channels_last ones need it zeroed here.
+at::Tensor empty_grad_input(const at::Tensor& input, const at::Tensor& go, at::MemoryFormat fmt) {
+  at::Tensor gx = at::empty(input.sizes(), go.options().memory_format(fmt));
+  return fmt == at::MemoryFormat::ChannelsLast ? gx.zero_() : gx;
+}
+
+// Tasks of roughly this many elements of work each keep thread overhead negligible.
+constexpr int64_t kGrainWork = 1 << 14;
+
+int64_t grain_for(int64_t work_per_task) {
+  return std::max<int64_t>(1, kGrainWork / std::max<int64_t>(1, work_per_task));
+}
+
+template <typename scalar_t>
+constexpr scalar_t lowest_value() {
+  return std::numeric_limits<scalar_t>::has_infinity ? -std::numeric_limits<scalar_t>::infinity()
+                                                     : std::numeric_limits<scalar_t>::lowest();
+}
+
+// torch's rule: a value replaces the running maximum when it is greater, or NaN. (x != x is NaN.)
+template <typename scalar_t>
+inline bool replaces(scalar_t v, scalar_t best) {
+  return v > best || v != v;
+}
+
+// The kernel rows [i0, i1) whose input row oh*s - p + i*d lies in [0, n); the same for columns.
+Range valid_taps(int64_t n, int64_t start, int64_t d, int64_t k) {
+  const int64_t lo = start < 0 ? ceil_div(-start, d) : 0;
+  const int64_t hi = std::min(k, ceil_div(n - start, d));
+  return {lo, std::max(lo, hi)};
+}
+
+// For each kernel column j, the output columns whose tap j lands inside the input row. They are the
+// same for every row, so they are computed once per call rather than per row (the divisions in
+// valid_outputs would otherwise cost as much as folding a short row).
+std::vector<Range> column_ranges(const Window2d& w) {
+  std::vector<Range> cols(w.kernel[1]);
+  for (const auto j : c10::irange(w.kernel[1])) {
+    cols[j] = valid_outputs(w.in[1], w.pad[1], j * w.dilation[1], w.stride[1], w.out[1]);
+  }
+  return cols;
+}
+
+// ------------------------------------------------------------------------------------ max, NCHW
+
+// Folds one kernel tap into one output row: y[ow] = max(y[ow], xrow[ow*S + off]) for ow in [lo, hi),
+// and the index of the winner when kIndices. S == 0 means the stride is only known at run time.
+template <typename scalar_t, bool kIndices, int S>
+inline void max_fold_row(const scalar_t* __restrict__ xrow, int64_t off, int64_t sw, int64_t pos_base, int64_t lo,
+                         int64_t hi, scalar_t* __restrict__ y, int64_t* __restrict__ ind) {
+  const int64_t s = S != 0 ? S : sw;
+  for (int64_t ow = lo; ow < hi; ++ow) {
+    const int64_t iw = ow * s + off;
+    const scalar_t v = xrow[iw];
+    const bool take = replaces(v, y[ow]);
+    y[ow] = take ? v : y[ow];
+    if constexpr (kIndices) {
+      ind[ow] = take ? pos_base + iw : ind[ow];
+    }
+  }
+}
+
+template <typename scalar_t, bool kIndices, int S>
+void max_pool_nchw(const scalar_t* x, scalar_t* y, int64_t* ind, int64_t planes, const Window2d& w) {
+  const int64_t H = w.in[0], W = w.in[1], OH = w.out[0], OW = w.out[1];
+  const int64_t KH = w.kernel[0], KW = w.kernel[1], sh = w.stride[0], sw = w.stride[1];
+  const int64_t ph = w.pad[0], pw = w.pad[1], dh = w.dilation[0], dw = w.dilation[1];
+  // Outputs from ow_inside on have their window start inside the row, so their first position is wstart.
+  const int64_t ow_inside = std::min(OW, ceil_div(pw, sw));
+  const std::vector<Range> cols = column_ranges(w);
+  at::parallel_for(0, planes * OH, grain_for(OW * KH * KW), [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      // r = plane * OH + oh is one output row
+      const int64_t oh = r % OH;
+      const scalar_t* xp = x + (r / OH) * H * W;
+      scalar_t* yrow = y + r * OW;
+      int64_t* irow = kIndices ? ind + r * OW : nullptr;
+      const int64_t hstart = oh * sh - ph;
+      const Range rows = valid_taps(H, hstart, dh, KH);
+      const int64_t first_row = (hstart + rows.lo * dh) * W;
+      std::fill(yrow, yrow + OW, lowest_value<scalar_t>());
+      if constexpr (kIndices) {
+        // Each output starts at its window's first in-image position, which an all -inf window keeps.
+        for (int64_t ow = 0; ow < ow_inside; ++ow) {
+          const int64_t wstart = ow * sw - pw;
+          irow[ow] = first_row + wstart + valid_taps(W, wstart, dw, KW).lo * dw;
+        }
+        for (int64_t ow = ow_inside; ow < OW; ++ow) {
+          irow[ow] = first_row + ow * sw - pw;
+        }
+      }
+      for (int64_t i = rows.lo; i < rows.hi; ++i) {
+        const int64_t ih = hstart + i * dh;
+        const scalar_t* xrow = xp + ih * W;
+        for (int64_t j = 0; j < KW; ++j) {
+          max_fold_row<scalar_t, kIndices, S>(xrow, j * dw - pw, sw, ih * W, cols[j].lo, cols[j].hi, yrow, irow);
+        }
+      }
+    }
+  });
+}
+
+// Values only: the maximum is separable, so each output row first takes the maximum over the window's
+// input rows (contiguous, cheap) into a row buffer, then over the window's columns of that buffer.
+// That halves the strided reads of the tap-by-tap fold. The order of taps no longer follows torch's,
+// which is harmless without indices: the value of a maximum does not depend on it, and a NaN still wins.
+template <typename scalar_t, int S>
+void max_pool_values_nchw(const scalar_t* x, scalar_t* y, int64_t planes, const Window2d& w) {
+  const int64_t H = w.in[0], W = w.in[1], OH = w.out[0], OW = w.out[1];
+  const int64_t KH = w.kernel[0], KW = w.kernel[1], sh = w.stride[0], sw = w.stride[1];
+  const int64_t ph = w.pad[0], pw = w.pad[1], dh = w.dilation[0], dw = w.dilation[1];
+  const std::vector<Range> cols = column_ranges(w);
+  at::parallel_for(0, planes * OH, grain_for(OW * KH * KW), [&](int64_t r0, int64_t r1) {
+    std::vector<scalar_t> buffer(W);
+    scalar_t* __restrict__ vmax = buffer.data();
+    for (int64_t r = r0; r < r1; ++r) {
+      // r = plane * OH + oh is one output row
+      const int64_t oh = r % OH;
+      const scalar_t* xp = x + (r / OH) * H * W;
+      scalar_t* yrow = y + r * OW;
+      const int64_t hstart = oh * sh - ph;
+      const Range rows = valid_taps(H, hstart, dh, KH);
+      std::fill(yrow, yrow + OW, lowest_value<scalar_t>());
+      if (rows.hi == rows.lo) {
+        continue;
+      }
+      std::copy(xp + (hstart + rows.lo * dh) * W, xp + (hstart + rows.lo * dh + 1) * W, vmax);
+      for (int64_t i = rows.lo + 1; i < rows.hi; ++i) {
+        const scalar_t* __restrict__ xrow = xp + (hstart + i * dh) * W;
+        for (int64_t iw = 0; iw < W; ++iw) {
+          vmax[iw] = replaces(xrow[iw], vmax[iw]) ? xrow[iw] : vmax[iw];
+        }
+      }
+      for (int64_t j = 0; j < KW; ++j) {
+        max_fold_row<scalar_t, false, S>(vmax, j * dw - pw, sw, 0, cols[j].lo, cols[j].hi, yrow, nullptr);
+      }
+    }
+  });
+}
+
+// ------------------------------------------------------------------------------- max, channels_last
+
+template <typename scalar_t, bool kIndices>
+void max_pool_nhwc(const scalar_t* x, scalar_t* y, int64_t* ind, int64_t batch, int64_t C, const Window2d& w) {
+  const int64_t H = w.in[0], W = w.in[1], OH = w.out[0], OW = w.out[1];
+  const int64_t KH = w.kernel[0], KW = w.kernel[1];
+  at::parallel_for(0, batch * OH * OW, grain_for(C * KH * KW), [&](int64_t p0, int64_t p1) {
+    for (int64_t p = p0; p < p1; ++p) {
+      // p = (n * OH + oh) * OW + ow is one output pixel; its C values are contiguous
+      const int64_t ow = p % OW, oh = (p / OW) % OH, n = p / (OH * OW);
+      const int64_t hstart = oh * w.stride[0] - w.pad[0], wstart = ow * w.stride[1] - w.pad[1];
+      const Range rows = valid_taps(H, hstart, w.dilation[0], KH);
+      const Range cols = valid_taps(W, wstart, w.dilation[1], KW);
+      scalar_t* yp = y + p * C;
+      int64_t* ip = kIndices ? ind + p * C : nullptr;
+      std::fill(yp, yp + C, lowest_value<scalar_t>());
+      if constexpr (kIndices) {
+        std::fill(ip, ip + C, (hstart + rows.lo * w.dilation[0]) * W + wstart + cols.lo * w.dilation[1]);
+      }
+      for (int64_t i = rows.lo; i < rows.hi; ++i) {
+        const int64_t ih = hstart + i * w.dilation[0];
+        for (int64_t j = cols.lo; j < cols.hi; ++j) {
+          const int64_t pos = ih * W + wstart + j * w.dilation[1];  // flat position in the H x W plane
+          const scalar_t* xp = x + (n * H * W + pos) * C;
+          for (int64_t c = 0; c < C; ++c) {
+            const bool take = replaces(xp[c], yp[c]);
+            yp[c] = take ? xp[c] : yp[c];
+            if constexpr (kIndices) {
+              ip[c] = take ? pos : ip[c];
+            }
+          }
+        }
+      }
+    }
+  });
+}
+
+template <typename scalar_t, bool kIndices>
+void max_pool_dispatch(const at::Tensor& x, at::Tensor& y, int64_t* ind, const Pool2dParams& p, bool channels_last) {
+  const scalar_t* xd = x.const_data_ptr<scalar_t>();
+  scalar_t* yd = y.mutable_data_ptr<scalar_t>();
+  if (channels_last) {
+    max_pool_nhwc<scalar_t, kIndices>(xd, yd, ind, p.batch, p.channels, p.win);
+  } else if (!kIndices && p.win.stride[1] == 2) {
+    max_pool_values_nchw<scalar_t, 2>(xd, yd, p.batch * p.channels, p.win);
+  } else if (!kIndices && p.win.stride[1] == 1) {
+    max_pool_values_nchw<scalar_t, 1>(xd, yd, p.batch * p.channels, p.win);
+  } else if (!kIndices) {
+    max_pool_values_nchw<scalar_t, 0>(xd, yd, p.batch * p.channels, p.win);
+  } else if (p.win.stride[1] == 1) {
+    max_pool_nchw<scalar_t, kIndices, 1>(xd, yd, ind, p.batch * p.channels, p.win);
+  } else if (p.win.stride[1] == 2) {
+    max_pool_nchw<scalar_t, kIndices, 2>(xd, yd, ind, p.batch * p.channels, p.win);
+  } else {
+    max_pool_nchw<scalar_t, kIndices, 0>(xd, yd, ind, p.batch * p.channels, p.win);
+  }
+}
+
+// Shared by both max forwards; `indices` is null for the values-only one.
+at::Tensor max_pool2d_run(const char* op, const at::Tensor& input, c10::IntArrayRef kernel_size,
+                          c10::IntArrayRef stride, c10::IntArrayRef padding, c10::IntArrayRef dilation,
+                          bool ceil_mode, at::Tensor* indices) {
+  check_max_dtype(op, input);
+  const Pool2dParams p = make_pool2d_params(op, input, kernel_size, stride, padding, dilation, ceil_mode);
+  const auto fmt = pool_format(input);
+  const at::Tensor x = to_compute(input, fmt);
+  const std::vector<int64_t> out_sizes{p.batch, p.channels, p.win.out[0], p.win.out[1]};
+  at::Tensor out = at::empty(out_sizes, x.options().memory_format(fmt));
+  int64_t* ind = nullptr;
+  if (indices != nullptr) {
+    *indices = at::empty(out_sizes, x.options().dtype(at::kLong).memory_format(fmt));
+    ind = indices->mutable_data_ptr<int64_t>();
+  }
+  if (out.numel() == 0) {
+    return from_compute(out, input.scalar_type(), fmt);
+  }
+  const bool cl = fmt == at::MemoryFormat::ChannelsLast;
+  AT_DISPATCH_V2(x.scalar_type(), "max_pool2d_cpu", AT_WRAP([&] {
+                   if (ind != nullptr) {
+                     max_pool_dispatch<scalar_t, true>(x, out, ind, p, cl);
+                   } else {
+                     max_pool_dispatch<scalar_t, false>(x, out, ind, p, cl);
+                   }
+                 }),
+                 AT_EXPAND(AT_FLOATING_TYPES), AT_EXPAND(AT_INTEGRAL_TYPES));
+  return from_compute(out, input.scalar_type(), fmt);
+}
+
+std::tuple<at::Tensor, at::Tensor> max_pool2d_forward_cpu(const at::Tensor& input, c10::IntArrayRef kernel_size,
+                                                          c10::IntArrayRef stride, c10::IntArrayRef padding,
+                                                          c10::IntArrayRef dilation, bool ceil_mode) {
+  at::Tensor indices;
+  at::Tensor out = max_pool2d_run("max_pool2d_forward", input, kernel_size, stride, padding, dilation, ceil_mode,
+                                  &indices);
+  return {out, indices};
+}
+
+at::Tensor max_pool2d_forward_values_cpu(const at::Tensor& input, c10::IntArrayRef kernel_size,
+                                         c10::IntArrayRef stride, c10::IntArrayRef padding,
+                                         c10::IntArrayRef dilation, bool ceil_mode) {
+  return max_pool2d_run("max_pool2d_forward_values", input, kernel_size, stride, padding, dilation, ceil_mode,
+                        nullptr);
+}
+
+// ------------------------------------------------------------------------------------ max backward
+
+// Remembers the first index found outside its plane, so the kernel can finish and then report it.
+struct BadIndex {
+  std::atomic<bool> seen{false};
+  int64_t value = 0;
+  void record(int64_t v) {
+    bool expected = false;
+    if (seen.compare_exchange_strong(expected, true)) {
+      value = v;
+    }
+  }
+};
+
+template <typename scalar_t>
+void max_unpool_nchw(const scalar_t* go, const int64_t* ind, scalar_t* gx, int64_t planes, int64_t plane_in,
+                     int64_t plane_out, BadIndex& bad) {
+  at::parallel_for(0, planes, grain_for(plane_out), [&](int64_t c0, int64_t c1) {
+    for (int64_t c = c0; c < c1; ++c) {
+      scalar_t* gp = gx + c * plane_in;
+      std::fill(gp, gp + plane_in, scalar_t(0));  // zeroed here, while the plane is about to be in cache
+      for (int64_t k = c * plane_out; k < (c + 1) * plane_out; ++k) {
+        const int64_t pos = ind[k];
+        if (pos < 0 || pos >= plane_in) {
+          bad.record(pos);
+          continue;
+        }
+        gp[pos] += go[k];
+      }
+    }
+  });
+}
+
+template <typename scalar_t>
+void max_unpool_nhwc(const scalar_t* go, const int64_t* ind, scalar_t* gx, int64_t batch, int64_t C,
+                     int64_t plane_in, int64_t plane_out, BadIndex& bad) {
+  // Tasks are (image, block of channels): different tasks never touch the same gradient element.
+  constexpr int64_t kBlock = 64;
+  const int64_t blocks = ceil_div(C, kBlock);
+  at::parallel_for(0, batch * blocks, grain_for(plane_out * kBlock), [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t) {
+      const int64_t n = t / blocks, c_lo = (t % blocks) * kBlock, c_hi = std::min(C, c_lo + kBlock);
+      scalar_t* gimg = gx + n * plane_in * C;
+      for (int64_t q = 0; q < plane_out; ++q) {
+        const int64_t base = (n * plane_out + q) * C;  // output pixel q of image n
+        for (int64_t c = c_lo; c < c_hi; ++c) {
+          const int64_t pos = ind[base + c];
+          if (pos < 0 || pos >= plane_in) {
+            bad.record(pos);
+            continue;
+          }
+          gimg[pos * C + c] += go[base + c];
+        }
+      }
+    }
+  });
+}
+
+at::Tensor max_pool2d_backward_cpu(const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& indices,
+                                   c10::IntArrayRef kernel_size, c10::IntArrayRef stride, c10::IntArrayRef padding,
+                                   c10::IntArrayRef dilation, bool ceil_mode) {
+  constexpr const char* op = "max_pool2d_backward";
+  check_floating(op, input);
+  const Pool2dParams p = make_pool2d_params(op, input, kernel_size, stride, padding, dilation, ceil_mode);
+  const std::vector<int64_t> out_sizes{p.batch, p.channels, p.win.out[0], p.win.out[1]};
+  check_grad_output(op, grad_output, out_sizes, input);
+  TORCH_CHECK(indices.scalar_type() == at::kLong, op, ": expected indices of dtype Long, but got ",
+              indices.scalar_type());
+  TORCH_CHECK(indices.sizes() == c10::IntArrayRef(out_sizes), op, ": expected indices of size ", out_sizes,
+              ", but got ", indices.sizes());
+  TORCH_CHECK(indices.device() == input.device(), op, ": expected indices on ", input.device(), ", but got ",
+              indices.device());
+  const auto fmt = pool_format(input);
+  const at::Tensor go = to_compute(grad_output, fmt);
+  const at::Tensor ind = indices.contiguous(fmt);
+  at::Tensor gx = empty_grad_input(input, go, fmt);
+  const int64_t plane_in = p.win.in[0] * p.win.in[1], plane_out = p.win.out[0] * p.win.out[1];
+  BadIndex bad;
+  if (go.numel() > 0) {
+    AT_DISPATCH_FLOATING_TYPES(go.scalar_type(), "max_pool2d_backward_cpu", [&] {
+      if (fmt == at::MemoryFormat::ChannelsLast) {
+        max_unpool_nhwc(go.const_data_ptr<scalar_t>(), ind.const_data_ptr<int64_t>(),
+                        gx.mutable_data_ptr<scalar_t>(), p.batch, p.channels, plane_in, plane_out, bad);
+      } else {
+        max_unpool_nchw(go.const_data_ptr<scalar_t>(), ind.const_data_ptr<int64_t>(),
+                        gx.mutable_data_ptr<scalar_t>(), p.batch * p.channels, plane_in, plane_out, bad);
+      }
+    });
+  }
+  TORCH_CHECK(!bad.seen.load(), op, ": found an invalid max index ", bad.value, " (expected a flat position in [0, ",
+              plane_in, ") of the ", p.win.in[0], " x ", p.win.in[1], " input plane)");
+  return from_compute(gx, input.scalar_type(), fmt);
+}
+
+// --------------------------------------------------------------------------------------------- avg
+
+// torch's divisor: the window clipped to the padded input (count_include_pad) or to the input itself,
+// or divisor_override. It is (rows factor) * (columns factor), which these tables hold per output.
+// They hold integers; doubles make the product exact (below 2^53) and free of int64 overflow, so
+// converting it to scalar_t rounds once, as torch's int64 -> scalar_t conversion does.
+struct AvgFactors {
+  std::vector<double> rows;
+  std::vector<double> cols;
+};
+
+std::vector<double> avg_factors_1d(int64_t n, int64_t k, int64_t s, int64_t p, int64_t out, bool include_pad) {
+  std::vector<double> f(out);
+  for (const auto o : c10::irange(out)) {
+    const int64_t start = o * s - p;
+    const int64_t end = std::min(start + k, n + p);  // the window may hang over the padding in ceil_mode
+    f[o] = include_pad ? double(end - start) : double(std::min(end, n) - std::max<int64_t>(start, 0));
+  }
+  return f;
+}
+
+AvgFactors avg_factors(const Window2d& w, bool count_include_pad, std::optional<int64_t> divisor_override) {
+  if (divisor_override.has_value()) {
+    // the whole divisor goes in the rows table; the columns contribute 1
+    return {std::vector<double>(w.out[0], double(*divisor_override)), std::vector<double>(w.out[1], 1.0)};
+  }
+  return {avg_factors_1d(w.in[0], w.kernel[0], w.stride[0], w.pad[0], w.out[0], count_include_pad),
+          avg_factors_1d(w.in[1], w.kernel[1], w.stride[1], w.pad[1], w.out[1], count_include_pad)};
+}
+
+template <typename scalar_t, int S>
+void avg_pool_nchw(const scalar_t* x, scalar_t* y, int64_t planes, const Window2d& w, const AvgFactors& f) {
+  const int64_t H = w.in[0], W = w.in[1], OH = w.out[0], OW = w.out[1];
+  const int64_t KH = w.kernel[0], KW = w.kernel[1], sh = w.stride[0], pw = w.pad[1];
+  const int64_t sw = S != 0 ? S : w.stride[1];
+  const std::vector<Range> cols = column_ranges(w);
+  at::parallel_for(0, planes * OH, grain_for(OW * KH * KW), [&](int64_t r0, int64_t r1) {
+    const double* __restrict__ col_factor = f.cols.data();
+    for (int64_t r = r0; r < r1; ++r) {
+      // r = plane * OH + oh is one output row
+      const int64_t oh = r % OH;
+      const double row_factor = f.rows[oh];
+      const scalar_t* xp = x + (r / OH) * H * W;
+      scalar_t* yrow = y + r * OW;
+      const int64_t hstart = oh * sh - w.pad[0];
+      const Range rows = valid_taps(H, hstart, 1, KH);
+      std::fill(yrow, yrow + OW, scalar_t(0));
+      for (int64_t i = rows.lo; i < rows.hi; ++i) {
+        const scalar_t* __restrict__ xrow = xp + (hstart + i) * W;
+        scalar_t* __restrict__ yr = yrow;
+        for (int64_t j = 0; j < KW; ++j) {
+          const int64_t off = j - pw;
+          for (int64_t ow = cols[j].lo; ow < cols[j].hi; ++ow) {
+            yr[ow] += xrow[ow * sw + off];
+          }
+        }
+      }
+      for (int64_t ow = 0; ow < OW; ++ow) {
+        yrow[ow] /= scalar_t(row_factor * col_factor[ow]);  // torch divides (no reciprocal): same rounding
+      }
+    }
+  });
+}
+
+template <typename scalar_t>
+void avg_pool_nhwc(const scalar_t* x, scalar_t* y, int64_t batch, int64_t C, const Window2d& w, const AvgFactors& f) {
+  const int64_t H = w.in[0], W = w.in[1], OH = w.out[0], OW = w.out[1];
+  at::parallel_for(0, batch * OH * OW, grain_for(C * w.kernel[0] * w.kernel[1]), [&](int64_t p0, int64_t p1) {
+    for (int64_t p = p0; p < p1; ++p) {
+      // p = (n * OH + oh) * OW + ow is one output pixel; its C values are contiguous
+      const int64_t ow = p % OW, oh = (p / OW) % OH, n = p / (OH * OW);
+      const int64_t hstart = oh * w.stride[0] - w.pad[0], wstart = ow * w.stride[1] - w.pad[1];
+      const Range rows = valid_taps(H, hstart, 1, w.kernel[0]);
+      const Range cols = valid_taps(W, wstart, 1, w.kernel[1]);
+      scalar_t* yp = y + p * C;
+      std::fill(yp, yp + C, scalar_t(0));
+      for (int64_t ih = hstart + rows.lo; ih < hstart + rows.hi; ++ih) {
+        for (int64_t iw = wstart + cols.lo; iw < wstart + cols.hi; ++iw) {
+          const scalar_t* xp = x + ((n * H + ih) * W + iw) * C;
+          for (int64_t c = 0; c < C; ++c) {
+            yp[c] += xp[c];
+          }
+        }
+      }
+      const scalar_t div = scalar_t(f.rows[oh] * f.cols[ow]);
+      for (int64_t c = 0; c < C; ++c) {
+        yp[c] /= div;
+      }
+    }
+  });
+}
+
+void check_divisor(const char* op, std::optional<int64_t> divisor_override) {
+  TORCH_CHECK(!divisor_override.has_value() || *divisor_override != 0, op, ": divisor must be not zero");
+}
+
+at::Tensor avg_pool2d_forward_cpu(const at::Tensor& input, c10::IntArrayRef kernel_size, c10::IntArrayRef stride,
+                                  c10::IntArrayRef padding, bool ceil_mode, bool count_include_pad,
+                                  std::optional<int64_t> divisor_override) {
+  constexpr const char* op = "avg_pool2d_forward";
+  check_floating(op, input);
+  check_divisor(op, divisor_override);
+  const Pool2dParams p = make_pool2d_params(op, input, kernel_size, stride, padding, {1, 1}, ceil_mode);
+  const auto fmt = pool_format(input);
+  const at::Tensor x = to_compute(input, fmt);
+  at::Tensor out = at::empty({p.batch, p.channels, p.win.out[0], p.win.out[1]}, x.options().memory_format(fmt));
+  if (out.numel() > 0) {
+    const AvgFactors f = avg_factors(p.win, count_include_pad, divisor_override);
+    AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "avg_pool2d_cpu", [&] {
+      const scalar_t* xd = x.const_data_ptr<scalar_t>();
+      scalar_t* yd = out.mutable_data_ptr<scalar_t>();
+      const int64_t planes = p.batch * p.channels;
+      if (fmt == at::MemoryFormat::ChannelsLast) {
+        avg_pool_nhwc(xd, yd, p.batch, p.channels, p.win, f);
+      } else if (p.win.stride[1] == 1) {
+        avg_pool_nchw<scalar_t, 1>(xd, yd, planes, p.win, f);
+      } else if (p.win.stride[1] == 2) {
+        avg_pool_nchw<scalar_t, 2>(xd, yd, planes, p.win, f);
+      } else {
+        avg_pool_nchw<scalar_t, 0>(xd, yd, planes, p.win, f);
+      }
+    });
+  }
+  return from_compute(out, input.scalar_type(), fmt);
+}
+
+template <typename scalar_t, int S>
+void avg_unpool_nchw(const scalar_t* go, scalar_t* gx, int64_t planes, const Window2d& w, const AvgFactors& f) {
+  const int64_t H = w.in[0], W = w.in[1], OH = w.out[0], OW = w.out[1];
+  const int64_t KH = w.kernel[0], KW = w.kernel[1], sh = w.stride[0], pw = w.pad[1];
+  const int64_t sw = S != 0 ? S : w.stride[1];
+  const std::vector<Range> cols = column_ranges(w);
+  at::parallel_for(0, planes, grain_for(OH * OW * KH * KW), [&](int64_t c0, int64_t c1) {
+    std::vector<scalar_t> share(OW);  // each output's gradient divided by its divisor
+    const double* __restrict__ col_factor = f.cols.data();
+    for (int64_t c = c0; c < c1; ++c) {
+      scalar_t* gp = gx + c * H * W;
+      std::fill(gp, gp + H * W, scalar_t(0));  // zeroed here, while the plane is about to be in cache
+      for (int64_t oh = 0; oh < OH; ++oh) {
+        const double row_factor = f.rows[oh];
+        const scalar_t* __restrict__ grow = go + (c * OH + oh) * OW;
+        for (int64_t ow = 0; ow < OW; ++ow) {
+          share[ow] = grow[ow] / scalar_t(row_factor * col_factor[ow]);
+        }
+        const int64_t hstart = oh * sh - w.pad[0];
+        const Range rows = valid_taps(H, hstart, 1, KH);
+        for (int64_t i = rows.lo; i < rows.hi; ++i) {
+          scalar_t* __restrict__ gxrow = gp + (hstart + i) * W;
+          const scalar_t* __restrict__ sh_row = share.data();
+          for (int64_t j = 0; j < KW; ++j) {
+            const int64_t off = j - pw;
+            for (int64_t ow = cols[j].lo; ow < cols[j].hi; ++ow) {
+              gxrow[ow * sw + off] += sh_row[ow];
+            }
+          }
+        }
+      }
+    }
+  });
+}
+
+template <typename scalar_t>
+void avg_unpool_nhwc(const scalar_t* go, scalar_t* gx, int64_t batch, int64_t C, const Window2d& w,
+                     const AvgFactors& f) {
+  const int64_t H = w.in[0], W = w.in[1], OH = w.out[0], OW = w.out[1];
+  // Tasks are (image, block of channels): different tasks never touch the same gradient element.
+  constexpr int64_t kBlock = 64;
+  const int64_t blocks = ceil_div(C, kBlock);
+  at::parallel_for(0, batch * blocks, grain_for(OH * OW * kBlock), [&](int64_t t0, int64_t t1) {
+    std::vector<scalar_t> share(kBlock);
+    for (int64_t t = t0; t < t1; ++t) {
+      const int64_t n = t / blocks, c_lo = (t % blocks) * kBlock, cb = std::min(C, c_lo + kBlock) - c_lo;
+      for (int64_t oh = 0; oh < OH; ++oh) {
+        for (int64_t ow = 0; ow < OW; ++ow) {
+          const scalar_t* gop = go + ((n * OH + oh) * OW + ow) * C + c_lo;
+          const scalar_t div = scalar_t(f.rows[oh] * f.cols[ow]);
+          for (int64_t c = 0; c < cb; ++c) {
+            share[c] = gop[c] / div;
+          }
+          const int64_t hstart = oh * w.stride[0] - w.pad[0], wstart = ow * w.stride[1] - w.pad[1];
+          const Range rows = valid_taps(H, hstart, 1, w.kernel[0]);
+          const Range cols = valid_taps(W, wstart, 1, w.kernel[1]);
+          for (int64_t ih = hstart + rows.lo; ih < hstart + rows.hi; ++ih) {
+            for (int64_t iw = wstart + cols.lo; iw < wstart + cols.hi; ++iw) {
+              scalar_t* gxp = gx + ((n * H + ih) * W + iw) * C + c_lo;
+              for (int64_t c = 0; c < cb; ++c) {
+                gxp[c] += share[c];
+              }
+            }
+          }
+        }
+      }
+    }
+  });
+}
+
+at::Tensor avg_pool2d_backward_cpu(const at::Tensor& grad_output, const at::Tensor& input,
+                                   c10::IntArrayRef kernel_size, c10::IntArrayRef stride, c10::IntArrayRef padding,
+                                   bool ceil_mode, bool count_include_pad, std::optional<int64_t> divisor_override) {
+  constexpr const char* op = "avg_pool2d_backward";
+  check_floating(op, input);
+  check_divisor(op, divisor_override);
+  const Pool2dParams p = make_pool2d_params(op, input, kernel_size, stride, padding, {1, 1}, ceil_mode);
+  check_grad_output(op, grad_output, {p.batch, p.channels, p.win.out[0], p.win.out[1]}, input);
+  const auto fmt = pool_format(input);
+  const at::Tensor go = to_compute(grad_output, fmt);
+  at::Tensor gx = empty_grad_input(input, go, fmt);
+  if (go.numel() > 0) {
+    const AvgFactors f = avg_factors(p.win, count_include_pad, divisor_override);
+    AT_DISPATCH_FLOATING_TYPES(go.scalar_type(), "avg_pool2d_backward_cpu", [&] {
+      const scalar_t* god = go.const_data_ptr<scalar_t>();
+      scalar_t* gxd = gx.mutable_data_ptr<scalar_t>();
+      const int64_t planes = p.batch * p.channels;
+      if (fmt == at::MemoryFormat::ChannelsLast) {
+        avg_unpool_nhwc(god, gxd, p.batch, p.channels, p.win, f);
+      } else if (p.win.stride[1] == 1) {
+        avg_unpool_nchw<scalar_t, 1>(god, gxd, planes, p.win, f);
+      } else if (p.win.stride[1] == 2) {
+        avg_unpool_nchw<scalar_t, 2>(god, gxd, planes, p.win, f);
+      } else {
+        avg_unpool_nchw<scalar_t, 0>(god, gxd, planes, p.win, f);
+      }
+    });
+  }
+  return from_compute(gx, input.scalar_type(), fmt);
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(lenet_ext, CPU, m) {
+  m.impl("max_pool2d_forward", &max_pool2d_forward_cpu);
+  m.impl("max_pool2d_forward_values", &max_pool2d_forward_values_cpu);
+  m.impl("max_pool2d_backward", &max_pool2d_backward_cpu);
+  m.impl("avg_pool2d_forward", &avg_pool2d_forward_cpu);
+  m.impl("avg_pool2d_backward", &avg_pool2d_backward_cpu);
+}
+
+}  // namespace lenet_ext

@@ -1,0 +1,314 @@
+"""max_pool2d / avg_pool2d against torch.nn.functional: values, indices, gradients, layouts, errors."""
+
+import pytest
+import torch
+import torch.nn.functional as TF
+from common import LAYOUTS, assert_close, clone_leaf, grads, make_input, raises_like_torch
+
+import lenet_ext
+import lenet_ext.functional as F
+
+ops = torch.ops.lenet_ext
+
+# (input shape, kernel, stride, padding, dilation, ceil_mode): each line exercises something different
+MAX_CONFIGS = [
+    ((2, 3, 8, 8), 2, None, 0, 1, False),  # LeNet's pooling
+    ((2, 3, 9, 11), 3, 2, 1, 1, False),  # ResNet's stem pooling, odd sizes
+    ((1, 4, 10, 7), (3, 2), (2, 1), (1, 0), (1, 2), False),  # everything anisotropic
+    ((2, 2, 9, 9), 3, 2, 1, 2, True),  # dilation with ceil_mode
+    ((1, 3, 6, 6), 2, 3, 1, 1, True),  # stride > kernel, the last window starts in the input
+    ((1, 2, 5, 5), 2, 2, 0, 1, True),  # ceil_mode keeps a half window
+    ((2, 5, 7, 7), 3, 1, 1, 1, False),  # stride 1 (overlapping windows)
+    ((3, 4, 7), 2, 1, 0, 1, False),  # unbatched
+    ((0, 3, 6, 6), 2, None, 0, 1, False),  # empty batch
+    ((1, 1, 1, 1), 1, 1, 0, 1, False),  # the smallest input
+    ((1, 2, 12, 13), 4, 3, 2, 1, True),  # stride 3 (the generic-stride kernel)
+]
+
+AVG_CONFIGS = [
+    # (input shape, kernel, stride, padding, ceil_mode, count_include_pad, divisor_override)
+    ((2, 3, 8, 8), 2, None, 0, False, True, None),
+    ((2, 3, 9, 11), 3, 2, 1, False, True, None),
+    ((2, 3, 9, 11), 3, 2, 1, False, False, None),
+    ((1, 4, 10, 7), (3, 2), (2, 1), (1, 0), True, False, None),
+    ((1, 4, 10, 7), (3, 2), (2, 1), (1, 1), True, True, None),  # a ceil window hanging past the padding
+    ((2, 2, 7, 7), 3, 1, 1, False, True, 5),
+    ((1, 2, 6, 6), 2, 3, 1, True, False, -3),
+    ((3, 5, 6), 2, 1, 0, False, True, None),  # unbatched
+    ((0, 3, 6, 6), 2, None, 0, False, True, None),  # empty batch
+    ((1, 2, 12, 13), 4, 3, 2, True, True, None),
+]
+
+
+def _max_both(x, cfg, return_indices=True):
+    _, k, s, p, d, ceil = cfg
+    args = (k, s, p, d, ceil)
+    return F.max_pool2d(x, *args, return_indices=return_indices), TF.max_pool2d(
+        clone_leaf(x), *args, return_indices=return_indices
+    )
+
+
+@pytest.mark.parametrize("cfg", MAX_CONFIGS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_max_pool2d_matches_torch(device, cfg, dtype, layout):
+    x = make_input(cfg[0], dtype, device, layout, requires_grad=True, distinct=True)
+    y = clone_leaf(x)
+    (out, idx) = F.max_pool2d(x, *cfg[1:], return_indices=True)
+    (ref, ref_idx) = TF.max_pool2d(y, *cfg[1:], return_indices=True)
+    assert out.shape == ref.shape
+    torch.testing.assert_close(out, ref, rtol=0, atol=0)
+    torch.testing.assert_close(idx, ref_idx, rtol=0, atol=0)
+    g = torch.randn_like(ref)
+    assert_close(grads(out, [x], g)[0], grads(ref, [y], g)[0])
+    # the values-only forward (no grad wanted) gives the same values
+    with torch.no_grad():
+        torch.testing.assert_close(F.max_pool2d(x, *cfg[1:]), ref, rtol=0, atol=0)
+    if layout == "channels_last" and x.dim() == 4 and not x.is_contiguous():
+        assert out.is_contiguous(memory_format=torch.channels_last) and idx.stride() == out.stride()
+
+
+@pytest.mark.parametrize("cfg", AVG_CONFIGS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_avg_pool2d_matches_torch(device, cfg, dtype, layout):
+    x = make_input(cfg[0], dtype, device, layout, requires_grad=True)
+    y = clone_leaf(x)
+    out = F.avg_pool2d(x, *cfg[1:])
+    ref = TF.avg_pool2d(y, *cfg[1:])
+    assert out.shape == ref.shape
+    assert_close(out, ref)
+    g = torch.randn_like(ref)
+    assert_close(grads(out, [x], g)[0], grads(ref, [y], g)[0])
+
+
+def test_bfloat16_matches_torch(device):
+    x = make_input((2, 3, 9, 9), torch.bfloat16, device, "channels_last", distinct=True)
+    torch.testing.assert_close(F.max_pool2d(x, 3, 2, 1), TF.max_pool2d(x, 3, 2, 1), rtol=0, atol=0)
+    assert_close(F.avg_pool2d(x, 3, 2, 1), TF.avg_pool2d(x, 3, 2, 1))
+
+
+def test_integer_max_pool2d_matches_torch(device):
+    x = torch.randint(-100, 100, (2, 3, 7, 7), device=device)
+    out, idx = F.max_pool2d(x, 3, 2, 1, return_indices=True)
+    ref, ref_idx = TF.max_pool2d(x, 3, 2, 1, return_indices=True)
+    assert torch.equal(out, ref) and torch.equal(idx, ref_idx)
+
+
+def test_seed_examples():
+    X = torch.arange(9.0).reshape(1, 1, 3, 3)
+    assert F.max_pool2d(X, 2, 1).flatten().tolist() == [4, 5, 7, 8]
+    assert F.avg_pool2d(X, 2, 1).flatten().tolist() == [2, 3, 5, 6]
+    X = torch.arange(16.0).reshape(1, 1, 4, 4)
+    assert lenet_ext.nn.MaxPool2d(3)(X).flatten().tolist() == [10]
+    assert lenet_ext.nn.MaxPool2d(3, padding=1, stride=2)(X).flatten().tolist() == [5, 7, 13, 15]
+    assert lenet_ext.nn.MaxPool2d((2, 3), stride=(2, 3), padding=(0, 1))(X).flatten().tolist() == [5, 7, 13, 15]
+    two = torch.cat((X, X + 1), 1)
+    assert lenet_ext.nn.MaxPool2d(3, padding=1, stride=2)(two)[0, 1].flatten().tolist() == [6, 8, 14, 16]
+
+
+def test_nan_and_inf(device):
+    x = torch.randn(1, 2, 6, 6, device=device, dtype=torch.float64)
+    x[0, 0, 1, 1] = float("nan")  # one NaN in a window wins it
+    x[0, 0, 4, 4] = x[0, 0, 4, 5] = float("nan")  # two NaNs in one window
+    x[0, 1, :3, :3] = float("-inf")  # a window of only -inf gives -inf at its first position
+    x[0, 1, 3:, 3:] = float("inf")
+    x = x.requires_grad_()
+    for layout in ("contiguous", "channels_last"):
+        xl = clone_leaf(x.detach().contiguous(memory_format=torch.channels_last)) if layout != "contiguous" else x
+        for cfg in [(2, 2, 0), (3, 3, 0), (3, 2, 1)]:
+            out, idx = F.max_pool2d(xl, *cfg, return_indices=True)
+            ref, ref_idx = TF.max_pool2d(xl.detach(), *cfg, return_indices=True)
+            torch.testing.assert_close(out, ref, rtol=0, atol=0, equal_nan=True)
+            assert torch.equal(idx, ref_idx)
+            with torch.no_grad():
+                torch.testing.assert_close(F.max_pool2d(xl, *cfg), ref, rtol=0, atol=0, equal_nan=True)
+
+
+def test_ceil_mode_edges():
+    x = torch.arange(25.0).reshape(1, 1, 5, 5)
+    # a last window starting in the left padding counts; one starting in the right padding is dropped
+    for k, s, p in [(2, 2, 1), (3, 3, 1), (2, 3, 0), (3, 2, 1), (4, 4, 2)]:
+        ours = F.max_pool2d(x, k, s, p, ceil_mode=True, return_indices=True)
+        ref = TF.max_pool2d(x, k, s, p, ceil_mode=True, return_indices=True)
+        assert ours[0].shape == ref[0].shape, (k, s, p)
+        assert torch.equal(ours[0], ref[0]) and torch.equal(ours[1], ref[1])
+        for include in (True, False):
+            assert_close(F.avg_pool2d(x, k, s, p, True, include), TF.avg_pool2d(x, k, s, p, True, include))
+    # (5 + 2 - 2) / 2 rounds up to 3 windows, but the third would start at 5, in the right padding
+    assert F.max_pool2d(torch.zeros(1, 1, 5, 5), 2, 2, 1, ceil_mode=True).shape[-1] == 3
+    assert F.max_pool2d(torch.zeros(1, 1, 4, 4), 2, 3, 0, ceil_mode=True).shape[-1] == 2
+
+
+@pytest.mark.parametrize("op", ["max", "avg"])
+def test_gradcheck_and_gradgradcheck(device, op):
+    x = make_input((2, 2, 7, 6), torch.float64, device, "contiguous", requires_grad=True, distinct=True)
+    if op == "max":
+        f = lambda t: F.max_pool2d(t, 3, 2, 1, ceil_mode=True)
+    else:
+        f = lambda t: F.avg_pool2d(t, 3, 2, 1, ceil_mode=True, count_include_pad=False)
+    assert torch.autograd.gradcheck(f, (x,))
+    assert torch.autograd.gradgradcheck(f, (x,))
+    xc = clone_leaf(x.detach().contiguous(memory_format=torch.channels_last)).requires_grad_()
+    assert torch.autograd.gradgradcheck(f, (xc,))
+
+
+def test_values_only_forward_is_differentiable(device):
+    # functional only picks it without grad, but the operator on its own still differentiates correctly
+    x = make_input((1, 2, 6, 6), torch.float64, device, requires_grad=True, distinct=True)
+    assert torch.autograd.gradcheck(
+        lambda t: ops.max_pool2d_forward_values(t, [3, 3], [2, 2], [1, 1], [1, 1], False), (x,)
+    )
+
+
+def _opcheck_samples(device):
+    for layout in ("contiguous", "channels_last"):
+        x = make_input((2, 3, 7, 8), torch.float32, device, layout, requires_grad=True, distinct=True)
+        max_conf = ([3, 3], [2, 2], [1, 1], [1, 1], True)
+        avg_conf = ([3, 2], [2, 1], [1, 1], True, False, None)
+        out, idx = ops.max_pool2d_forward(x.detach(), *max_conf)
+        yield ops.max_pool2d_forward, (x, *max_conf)
+        yield ops.max_pool2d_forward_values, (x, *max_conf)
+        yield ops.max_pool2d_backward, (torch.randn_like(out).requires_grad_(), x.detach(), idx, *max_conf)
+        avg = ops.avg_pool2d_forward(x.detach(), *avg_conf)
+        yield ops.avg_pool2d_forward, (x, *avg_conf)
+        yield ops.avg_pool2d_backward, (torch.randn_like(avg).requires_grad_(), x.detach(), *avg_conf)
+
+
+def test_opcheck(device):
+    for op, args in _opcheck_samples(device):
+        torch.library.opcheck(op, args)
+
+
+def test_torch_compile_fullgraph(device):
+    torch._dynamo.reset()
+    model = torch.nn.Sequential(
+        lenet_ext.nn.MaxPool2d(3, 2, 1), lenet_ext.nn.AvgPool2d(2, ceil_mode=True, count_include_pad=False)
+    ).to(device)
+    reference = torch.nn.Sequential(
+        torch.nn.MaxPool2d(3, 2, 1), torch.nn.AvgPool2d(2, ceil_mode=True, count_include_pad=False)
+    )
+    compiled = torch.compile(model, fullgraph=True)
+    x = make_input((2, 3, 11, 9), torch.float32, device, requires_grad=True, distinct=True)
+    out = compiled(x)
+    ref = reference(clone_leaf(x))
+    assert_close(out, ref)
+    g = torch.randn_like(ref)
+    (gx,) = torch.autograd.grad(out, x, g)
+    assert_close(gx, torch.autograd.grad(reference(x), x, g)[0])
+
+
+def test_layers_are_torchs():
+    m = lenet_ext.nn.MaxPool2d(3, 2, 1, ceil_mode=True)
+    a = lenet_ext.nn.AvgPool2d(3, 2, 1, divisor_override=4)
+    assert isinstance(m, torch.nn.MaxPool2d) and isinstance(a, torch.nn.AvgPool2d)
+    assert repr(m) == repr(torch.nn.MaxPool2d(3, 2, 1, ceil_mode=True))
+    assert repr(a) == repr(torch.nn.AvgPool2d(3, 2, 1, divisor_override=4))
+    x = torch.randn(1, 2, 9, 9)
+    out, idx = lenet_ext.nn.MaxPool2d(3, 2, return_indices=True)(x)
+    ref, ref_idx = torch.nn.MaxPool2d(3, 2, return_indices=True)(x)
+    assert torch.equal(out, ref) and torch.equal(idx, ref_idx)
+    assert_close(a(x), torch.nn.AvgPool2d(3, 2, 1, divisor_override=4)(x))
+
+
+# The error catalogue: each entry is (args, kwargs) run through ours and torch's, 4D input unless named.
+X = torch.randn(1, 2, 5, 5)
+MAX_ERRORS = [
+    ((X, 2), dict(padding=2)),  # pad should be at most half of effective kernel size
+    ((X, (3, 2)), dict(padding=(1, 2))),  # ... checked per dimension
+    ((X, 2), dict(stride=0)),  # stride should not be zero
+    ((X, 0), {}),  # a zero kernel is a zero stride first
+    ((X, 0), dict(stride=1)),  # kernel size should be greater than zero
+    ((X, -1), dict(stride=1)),
+    ((X, -3), dict(stride=1)),  # the padding rule sees the negative kernel first
+    ((X, 2), dict(stride=(1, -1))),  # stride should be greater than zero
+    ((X, 2), dict(dilation=0)),
+    ((X, 2), dict(padding=-1)),  # pad must be non-negative
+    ((X, 6), {}),  # Output size is too small
+    ((torch.randn(1, 1, 1, 5), 2), {}),
+    ((X, (1, 2, 3)), {}),  # the "single int, or a tuple of two ints" family
+    ((X, []), {}),
+    ((X, 2), dict(stride=(1, 2, 3))),
+    ((X, 2), dict(padding=(1, 2, 3))),
+    ((X, 2), dict(dilation=(1, 2, 3))),
+    ((X[0, 0], 2), {}),  # non-empty 3D or 4D (batch mode) tensor expected
+    ((X[None], 2), {}),
+    ((torch.randn(1, 0, 5, 5), 2), {}),  # Expected 3D or 4D ... with optional 0 dim batch size
+    ((torch.randn(0, 5, 5), 2), {}),
+    ((X, 2**31), {}),  # huge values: torch's int conversion error, never a crash
+    ((X, 2), dict(stride=2**40)),
+    ((X, 2), dict(dilation=2**62)),
+    ((X, 2.0), {}),
+    ((X, (2, 2.0)), {}),
+    ((X, None), {}),
+    (([1.0], 2), {}),
+    ((X, 2), dict(ceil_mode=1)),
+]
+AVG_ERRORS = [
+    ((X, 2), dict(padding=2)),
+    ((X, 2), dict(stride=0)),
+    ((X, 0), dict(stride=1)),
+    ((X, -1), dict(stride=1)),
+    ((X, 2), dict(stride=-1)),
+    ((X, 2), dict(padding=-1)),
+    ((X, 2), dict(divisor_override=0)),  # divisor must be not zero
+    ((X, 6), {}),
+    ((X, (1, 2, 3)), {}),
+    ((X, 2), dict(stride=(1, 2, 3))),
+    ((X, 2), dict(padding=(1, 2, 3))),
+    ((X[0, 0], 2), {}),  # torch's own IndexError
+    ((X[0, 0, 0], 2), {}),
+    ((X[None], 2), {}),
+    ((X[None], 2), dict(padding=5)),
+    ((torch.randn(1, 0, 5, 5), 2), {}),
+    ((X, 2**31), dict(stride=1)),
+    ((X, 2.0), {}),
+    ((X, 2), dict(divisor_override=2.5)),
+    ((X, 2), dict(divisor_override=True)),
+    ((X, 2), dict(ceil_mode=1)),
+]
+
+
+@pytest.mark.parametrize("args,kwargs", MAX_ERRORS)
+def test_max_pool2d_errors_like_torch(args, kwargs):
+    expected, _ = raises_like_torch(lambda: F.max_pool2d(*args, **kwargs), lambda: TF.max_pool2d(*args, **kwargs))
+    assert isinstance(expected, Exception), "this case should be an error in torch too"
+
+
+@pytest.mark.parametrize("args,kwargs", AVG_ERRORS)
+def test_avg_pool2d_errors_like_torch(args, kwargs):
+    expected, _ = raises_like_torch(lambda: F.avg_pool2d(*args, **kwargs), lambda: TF.avg_pool2d(*args, **kwargs))
+    assert isinstance(expected, Exception), "this case should be an error in torch too"
+
+
+def test_unsupported_dtype_raises_not_implemented():
+    with pytest.raises(NotImplementedError, match="not implemented for 'Bool'"):
+        F.max_pool2d(torch.ones(1, 1, 4, 4, dtype=torch.bool), 2)
+    with pytest.raises(NotImplementedError, match="not implemented for 'ComplexFloat'"):
+        F.max_pool2d(torch.ones(1, 1, 4, 4, dtype=torch.complex64), 2)
+
+
+def test_operators_check_their_arguments():
+    x = torch.randn(1, 2, 6, 6)
+    conf = ([2, 2], [2, 2], [0, 0], [1, 1], False)
+    out, idx = ops.max_pool2d_forward(x, *conf)
+    with pytest.raises(RuntimeError, match="expected grad_output of size"):
+        ops.max_pool2d_backward(torch.randn(1, 2, 4, 4), x, idx, *conf)
+    with pytest.raises(RuntimeError, match="expected indices of size"):
+        ops.max_pool2d_backward(out, x, idx[:, :1], *conf)
+    with pytest.raises(RuntimeError, match="expected indices of dtype Long"):
+        ops.max_pool2d_backward(out, x, idx.int(), *conf)
+    for bad in (36, -1, 1 << 62):
+        with pytest.raises(RuntimeError, match=f"found an invalid max index {bad}"):
+            ops.max_pool2d_backward(out, x, torch.full_like(idx, bad), *conf)
+        with pytest.raises(RuntimeError, match="found an invalid max index"):
+            xl = x.contiguous(memory_format=torch.channels_last)
+            ops.max_pool2d_backward(out, xl, torch.full_like(idx, bad), *conf)
+    with pytest.raises(RuntimeError, match="too large"):
+        ops.max_pool2d_forward(x, [2, 1 << 50], [2, 2], [0, 0], [1, 1], False)
+    with pytest.raises(RuntimeError, match="divisor must be not zero"):
+        ops.avg_pool2d_forward(x, [2, 2], [2, 2], [0, 0], False, True, 0)
+    with pytest.raises(RuntimeError, match="pad should be at most half"):
+        ops.avg_pool2d_forward(x, [2, 2], [2, 2], [2, 0], False, True, None)
+    with pytest.raises(RuntimeError, match="expected a 4D input"):
+        ops.avg_pool2d_forward(x[0], [2, 2], [2, 2], [0, 0], False, True, None)
