@@ -20,6 +20,7 @@ tensor copy, counting bytes read plus written) and a large float32 matrix produc
 """
 
 import argparse
+import contextlib
 import dataclasses
 import datetime
 import importlib
@@ -506,6 +507,13 @@ def measure_ceilings(device, quick=False, min_run_time=0.3, rounds=3):
     }
 
 
+def _conv_algorithm():
+    try:
+        return importlib.import_module("lenet_ext.backends").current_conv_algorithm()
+    except (ImportError, AttributeError):
+        return None
+
+
 def _load_average():
     """Other processes' load skews every timing on a shared machine: recorded, so readers can judge."""
     try:
@@ -624,6 +632,11 @@ def parse_args(argv):
         type=float,
         help="seconds per blocked_autorange (default 0.15 on cpu, 0.05 on cuda; --quick: one call)",
     )
+    p.add_argument(
+        "--conv-algorithm",
+        choices=["auto", "direct", "im2col"],
+        help="force lenet_ext.backends.conv_algorithm for the run (CPU conv2d), to back the heuristic with numbers",
+    )
     p.add_argument("--list", action="store_true", help="print the row names and exit")
     return p.parse_args(argv)
 
@@ -646,11 +659,19 @@ def main(argv=None) -> int:
     # Our kernels compute in full float32, so torch's must too: cuDNN convolutions may use TF32 by default,
     # which would be both faster and outside float32 tolerances.
     previous = torch.get_num_threads(), torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    algorithm = contextlib.nullcontext()
+    if args.conv_algorithm:
+        try:
+            algorithm = importlib.import_module("lenet_ext.backends").conv_algorithm(args.conv_algorithm)
+        except (ImportError, AttributeError):
+            print("--conv-algorithm: lenet_ext.backends.conv_algorithm is not there", file=sys.stderr)
+            return 2
     try:
         if args.threads is not None:
             torch.set_num_threads(args.threads)
         torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
-        return run(args, rows)
+        with algorithm:
+            return run(args, rows)
     finally:  # called in-process (tests, notebooks): leave torch as we found it
         torch.set_num_threads(previous[0])
         torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = previous[1:]
@@ -681,6 +702,7 @@ def run(args, rows):
         "rounds": rounds,
         "min_run_time_s": min_time,
         "tf32": False,
+        "conv_algorithm": _conv_algorithm(),
         "ceilings": ceilings,
         "load_average_at_end": _load_average(),
         "rows": records,

@@ -91,3 +91,16 @@ def test_filter_and_list(capsys):
     names = capsys.readouterr().out.split("\n")
     assert names[0] and all("lenet conv1" in n.lower() for n in names if n)
     assert benchmark.main(["--quick", "--filter", "matches no row at all"]) == 2
+
+
+@pytest.mark.parametrize("algorithm", ["direct", "im2col"])
+def test_conv_algorithm_is_forced_for_the_run_and_restored(tmp_path, algorithm):
+    backends = pytest.importorskip("lenet_ext.backends")
+    before = backends.current_conv_algorithm()
+    path = tmp_path / "r.json"
+    argv = ["--quick", "--threads", "1", "--filter", "conv2d.forward |", "--conv-algorithm", algorithm]
+    assert benchmark.main([*argv, "--json", str(path)]) == 0
+    result = json.loads(path.read_text())
+    assert result["conv_algorithm"] == algorithm
+    assert {r["status"] for r in result["rows"]} == {"ok"}
+    assert backends.current_conv_algorithm() == before
