@@ -610,7 +610,7 @@ at::Tensor conv2d_grad_weight_direct(const at::Tensor& go, const at::Tensor& x, 
     sum.add_(partial[s]);
   }
   // [groups][K][og_pad] -> [groups * Og][Cg][KH][KW]
-  return sum.narrow(2, 0, Og).transpose(1, 2).reshape({p.out_channels, Cg, KH, KW});
+  return sum.narrow(2, 0, Og).transpose(1, 2).reshape({p.out_channels, Cg, KH, KW}).contiguous();
 }
 
 template <typename scalar_t>
