@@ -5,13 +5,15 @@
 #
 # writes bench/results/<machine>-<device>-<date>.json (and .txt, the table) and docs/bench-<device>.png.
 # Run from a checkout with lenet_ext built in place or installed; cuda needs a GPU and a CUDA build.
-# Extra options go to the harness, e.g. `bench/run.sh cpu --threads 2 --filter conv2d`.
+# Extra options go to the harness, e.g. `bench/run.sh cpu --threads 2 --filter conv2d`; SUFFIX (e.g. -1t)
+# keeps a variant's files apart: `SUFFIX=-1t bench/run.sh cpu --threads 1`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 device=${1:-cpu}
 shift || true
 PYTHON=${PYTHON:-python}
-stem="bench/results/$(hostname -s 2>/dev/null || hostname)-${device}-$(date +%Y-%m-%d)"
-"$PYTHON" -m lenet_ext.benchmark --device "$device" --json "$stem.json" --plot "docs/bench-$device.png" "$@" \
+name="${device}${SUFFIX:-}"
+stem="bench/results/$(hostname -s 2>/dev/null || hostname)-${name}-$(date +%Y-%m-%d)"
+"$PYTHON" -m lenet_ext.benchmark --device "$device" --json "$stem.json" --plot "docs/bench-$name.png" "$@" \
   | tee "$stem.txt"
-echo "wrote $stem.json, $stem.txt and docs/bench-$device.png" >&2
+echo "wrote $stem.json, $stem.txt and docs/bench-$name.png" >&2

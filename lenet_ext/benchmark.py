@@ -172,6 +172,8 @@ POOL_SHAPES = [
 ]
 
 CONV_OPS = ("conv2d.forward", "conv2d.backward_input", "conv2d.backward_weight")
+# LeNet's conv -> sigmoid -> 2x2 avg-pool block: our fused operator against torch's three layers
+BLOCK_OPS = ("lenet_block.forward", "lenet_block.forward+backward_weight_bias")
 POOL_OPS = ("max_pool2d.forward", "max_pool2d.backward", "avg_pool2d.forward", "avg_pool2d.backward")
 
 # Issue 6's CPU targets (float32, 2 threads), as the ratio torch/ours each row should reach.
@@ -189,6 +191,7 @@ _ROW_SPECS = (
     + [(what, "conv2d.forward+backward_weight_bias", shape) for what, shape in CONV_SHAPES[:2]]
     + [(what, op, shape) for op in POOL_OPS for what, shape in POOL_SHAPES]
     + [("2x2 s2 112x112", "avg_pool2d.forward+backward", POOL2)]
+    + [(what, op, shape) for op in BLOCK_OPS for what, shape in CONV_SHAPES[:2]]
     + [(net, op, Net(net, 256)) for net in ("LeNet", "ModernLeNet") for op in ("model.train_step", "model.inference")]
 )
 ROWS = [Row(what, op, shape, GOALS.get((op, what))) for what, op, shape in _ROW_SPECS]
@@ -222,6 +225,12 @@ REQUIRES = {
     "avg_pool2d.forward": [("functional", "avg_pool2d"), ("op", "avg_pool2d_forward")],
     "avg_pool2d.backward": [("op", "avg_pool2d_backward")],
     "avg_pool2d.forward+backward": [("op", "avg_pool2d_forward"), ("op", "avg_pool2d_backward")],
+    "lenet_block.forward": [("functional", "conv2d_sigmoid_avgpool2d"), ("op", "conv2d_sigmoid_avgpool2d")],
+    "lenet_block.forward+backward_weight_bias": [
+        ("functional", "conv2d_sigmoid_avgpool2d"),
+        ("op", "conv2d_sigmoid_avgpool2d"),
+        ("op", "conv2d_sigmoid_avgpool2d_backward"),
+    ],
     "model.train_step": [("models", "builtin_twin")],
     "model.inference": [("models", "builtin_twin")],
 }
@@ -327,6 +336,30 @@ def _pool_case(kind, shape, device, forward, backward):
     return Case(ours, theirs, work=work, unit="byte")
 
 
+def _block_case(shape, device, backward):
+    """conv -> sigmoid -> 2x2 avg-pool, forward, or forward and the weight and bias gradients through
+    autograd (as in training, where the first layer's input needs no gradient), on both sides."""
+    x = torch.randn(shape.n, shape.c, shape.h, shape.w, device=device)
+    fan_in = shape.c // shape.groups * shape.k * shape.k
+    w = (
+        torch.randn(shape.o, shape.c // shape.groups, shape.k, shape.k, device=device) / math.sqrt(fan_in)
+    ).requires_grad_(backward)
+    b = torch.randn(shape.o, device=device).requires_grad_(backward)
+    conf = (shape.stride, shape.padding, 1, shape.groups)
+    oh, ow = shape.out_size()
+    grad = torch.randn(shape.n, shape.o, oh // 2, ow // 2, device=device)
+
+    def run(block):
+        if not backward:
+            with torch.no_grad():
+                return block()
+        return torch.autograd.grad(block(), (w, b), grad)
+
+    ours = lambda: run(lambda: F.conv2d_sigmoid_avgpool2d(x, w, b, *conf))
+    theirs = lambda: run(lambda: torch_F.avg_pool2d(torch.sigmoid(torch_F.conv2d(x, w, b, *conf)), 2))
+    return Case(ours, theirs, work=(1 + backward) * shape.flops(), unit="flop")
+
+
 def _model_case(shape, device, train):
     """Our network and its torch.nn twin with identical weights, on the same batch.
 
@@ -374,6 +407,8 @@ BUILDERS = {
     "avg_pool2d.forward": lambda s, dev: _pool_case("avg", s, dev, forward=True, backward=False),
     "avg_pool2d.backward": lambda s, dev: _pool_case("avg", s, dev, forward=False, backward=True),
     "avg_pool2d.forward+backward": lambda s, dev: _pool_case("avg", s, dev, forward=True, backward=True),
+    "lenet_block.forward": lambda s, dev: _block_case(s, dev, backward=False),
+    "lenet_block.forward+backward_weight_bias": lambda s, dev: _block_case(s, dev, backward=True),
     "model.train_step": lambda s, dev: _model_case(s, dev, train=True),
     "model.inference": lambda s, dev: _model_case(s, dev, train=False),
 }
