@@ -157,19 +157,24 @@ def _short_dtype(t):
     )
 
 
-def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
-    """Same as :func:`torch.nn.functional.conv2d`, computed by lenet_ext's kernels."""
-    _check_tensor("conv2d", "input", input)
-    _check_tensor("conv2d", "weight", weight)
-    _check_tensor("conv2d", "bias", bias, optional=True)
+def _conv_args(fn, input, weight, bias, stride, padding, dilation, groups):
+    """torch's normalisation and checks of conv2d's arguments: (stride, (top, bottom, left, right), dilation,
+    groups), or torch's exception."""
+    _check_tensor(fn, "input", input)
+    _check_tensor(fn, "weight", weight)
+    _check_tensor(fn, "bias", bias, optional=True)
     stride = _conv_pair("stride", stride)
     dilation = _conv_pair("dilation", dilation)
-    groups = _as_int("conv2d", "groups", groups)
-    if isinstance(padding, str):
-        pads = _conv_padding(padding, list(weight.shape[2:]) if weight.dim() == 4 else [1, 1], stride, dilation)
-    else:
-        pads = _conv_padding(padding, None, stride, dilation)
+    groups = _as_int(fn, "groups", groups)
+    kernel = list(weight.shape[2:]) if weight.dim() == 4 else [1, 1]
+    pads = _conv_padding(padding, kernel, stride, dilation)
     _check_conv_args(input, weight, bias, stride, pads, dilation, groups)
+    return stride, pads, dilation, groups
+
+
+def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    """Same as :func:`torch.nn.functional.conv2d`, computed by lenet_ext's kernels."""
+    stride, pads, dilation, groups = _conv_args("conv2d", input, weight, bias, stride, padding, dilation, groups)
 
     unbatched = input.dim() == 3
     if unbatched:
@@ -185,18 +190,9 @@ def conv2d_sigmoid_avgpool2d(input, weight, bias=None, stride=1, padding=0, dila
     sigmoid and the pool into one pass over the convolution's output (see csrc/fused.cpp). No double
     backward: use the separate layers for that.
     """
-    _check_tensor("conv2d_sigmoid_avgpool2d", "input", input)
-    _check_tensor("conv2d_sigmoid_avgpool2d", "weight", weight)
-    _check_tensor("conv2d_sigmoid_avgpool2d", "bias", bias, optional=True)
-    stride = _conv_pair("stride", stride)
-    dilation = _conv_pair("dilation", dilation)
-    groups = _as_int("conv2d_sigmoid_avgpool2d", "groups", groups)
+    fn = "conv2d_sigmoid_avgpool2d"
+    stride, pads, dilation, groups = _conv_args(fn, input, weight, bias, stride, padding, dilation, groups)
     pool = _conv_pair("pool_size", pool_size)
-    if isinstance(padding, str):
-        pads = _conv_padding(padding, list(weight.shape[2:]) if weight.dim() == 4 else [1, 1], stride, dilation)
-    else:
-        pads = _conv_padding(padding, None, stride, dilation)
-    _check_conv_args(input, weight, bias, stride, pads, dilation, groups)
     if any(k <= 0 for k in pool):
         raise RuntimeError(f"pool_size should be greater than zero, but got {pool}")
     check_not_huge("conv2d_sigmoid_avgpool2d", pool_size=pool)
