@@ -2,10 +2,10 @@
 //
 // The convolution is lenet_ext's own conv2d operator, called through the dispatcher so each device runs
 // its own kernel. What is fused is everything after it:
-//   forward   one pass over the conv output z writes the activation a = sigmoid(z) and the pooled mean
-//             of a, where eager torch reads and writes the whole map once for the sigmoid and again
-//             for the pool;
-//   backward  one pass writes dz = unpool(grad) / (k*k) * a * (1 - a), then conv2d_backward.
+//   forward   the sigmoid runs in place on the conv output (ATen's vectorised sigmoid: no new map),
+//             then one pass pools it;
+//   backward  one pass writes dz = unpool(grad) / (k*k) * a * (1 - a), then conv2d_backward; eager
+//             torch writes and reads the unpooled gradient and the sigmoid's gradient as two maps.
 // The pool is kernel = stride = pool_size, unpadded, floor mode: every window lies inside the map, and
 // rows/columns past the last whole window get no gradient.
 //
@@ -18,7 +18,8 @@
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/library.h>
 
-#include <cmath>
+#include <algorithm>
+#include <vector>
 
 #include "shape.h"
 
@@ -94,12 +95,10 @@ Grads fused_backward_composite(const at::Tensor& grad, const at::Tensor& input, 
 }
 
 // ------------------------------------------------------------------------------------------- CPU
+// Mean over each kh x kw window of one plane of the activation.
 template <typename scalar_t>
-void sigmoid_pool_plane(const scalar_t* z, scalar_t* a, scalar_t* y, int64_t H, int64_t W, int64_t kh, int64_t kw) {
+void pool_plane(const scalar_t* a, scalar_t* y, int64_t H, int64_t W, int64_t kh, int64_t kw) {
   const int64_t PH = H / kh, PW = W / kw;
-  for (int64_t i = 0; i < H * W; ++i) {
-    a[i] = scalar_t(1) / (scalar_t(1) + std::exp(-z[i]));
-  }
   const scalar_t scale = scalar_t(1) / static_cast<scalar_t>(kh * kw);
   for (int64_t ph = 0; ph < PH; ++ph) {
     scalar_t* yrow = y + ph * PW;
@@ -118,24 +117,27 @@ void sigmoid_pool_plane(const scalar_t* z, scalar_t* a, scalar_t* y, int64_t H, 
   }
 }
 
+// dz = unpool(g) / (kh*kw) * a * (1 - a) for one plane; `spread` is a W-long scratch row holding each
+// pooled row's gradient repeated over its window's columns, so the inner loop is a plain vector loop.
 template <typename scalar_t>
-void sigmoid_pool_grad_plane(const scalar_t* g, const scalar_t* a, scalar_t* dz, int64_t H, int64_t W, int64_t kh,
-                             int64_t kw) {
+void sigmoid_pool_grad_plane(const scalar_t* g, const scalar_t* a, scalar_t* dz, scalar_t* spread, int64_t H,
+                             int64_t W, int64_t kh, int64_t kw) {
   const int64_t PH = H / kh, PW = W / kw;
   const scalar_t scale = scalar_t(1) / static_cast<scalar_t>(kh * kw);
-  for (int64_t h = 0; h < H; ++h) {
-    scalar_t* drow = dz + h * W;
-    const scalar_t* arow = a + h * W;
-    if (h >= PH * kh) {  // below the last whole window: no gradient
-      std::fill(drow, drow + W, scalar_t(0));
-      continue;
-    }
-    const scalar_t* grow = g + (h / kh) * PW;
+  std::fill(spread + PW * kw, spread + W, scalar_t(0));  // columns past the last window get nothing
+  for (int64_t ph = 0; ph < PH; ++ph) {
     for (int64_t w = 0; w < PW * kw; ++w) {
-      drow[w] = grow[w / kw] * scale * arow[w] * (scalar_t(1) - arow[w]);
+      spread[w] = g[ph * PW + w / kw] * scale;
     }
-    std::fill(drow + PW * kw, drow + W, scalar_t(0));
+    for (int64_t h = ph * kh; h < (ph + 1) * kh; ++h) {
+      const scalar_t* arow = a + h * W;
+      scalar_t* drow = dz + h * W;
+      for (int64_t w = 0; w < W; ++w) {
+        drow[w] = spread[w] * arow[w] * (scalar_t(1) - arow[w]);
+      }
+    }
   }
+  std::fill(dz + PH * kh * W, dz + H * W, scalar_t(0));  // rows past the last window
 }
 
 bool cpu_fusable(const at::Tensor& t) {
@@ -152,16 +154,15 @@ std::tuple<at::Tensor, at::Tensor> fused_forward_cpu(const at::Tensor& input, co
     return fused_forward_composite(input, weight, bias, stride, padding, dilation, groups, pool);
   }
   const int64_t H = z.size(2), W = z.size(3);
-  at::Tensor act = at::empty_like(z);
+  at::Tensor act = z.sigmoid_();  // ATen's vectorised sigmoid, in place: z is not needed again
   at::Tensor y = at::empty({z.size(0), z.size(1), H / pool[0], W / pool[1]}, z.options());
   AT_DISPATCH_FLOATING_TYPES(z.scalar_type(), "conv2d_sigmoid_avgpool2d_cpu", [&] {
-    const scalar_t* zd = z.const_data_ptr<scalar_t>();
-    scalar_t* ad = act.mutable_data_ptr<scalar_t>();
+    const scalar_t* ad = act.const_data_ptr<scalar_t>();
     scalar_t* yd = y.mutable_data_ptr<scalar_t>();
     const int64_t out_plane = (H / pool[0]) * (W / pool[1]);
     at::parallel_for(0, z.size(0) * z.size(1), 1, [&](int64_t p0, int64_t p1) {
       for (int64_t q = p0; q < p1; ++q) {  // q is one (n, c) plane
-        sigmoid_pool_plane(zd + q * H * W, ad + q * H * W, yd + q * out_plane, H, W, pool[0], pool[1]);
+        pool_plane(ad + q * H * W, yd + q * out_plane, H, W, pool[0], pool[1]);
       }
     });
   });
@@ -190,8 +191,10 @@ Grads fused_backward_cpu(const at::Tensor& grad, const at::Tensor& input, const 
     const scalar_t* ad = a.const_data_ptr<scalar_t>();
     scalar_t* dd = dz.mutable_data_ptr<scalar_t>();
     at::parallel_for(0, a.size(0) * a.size(1), 1, [&](int64_t p0, int64_t p1) {
+      std::vector<scalar_t> spread(W);
       for (int64_t q = p0; q < p1; ++q) {
-        sigmoid_pool_grad_plane(gd + q * out_plane, ad + q * H * W, dd + q * H * W, H, W, pool[0], pool[1]);
+        sigmoid_pool_grad_plane(gd + q * out_plane, ad + q * H * W, dd + q * H * W, spread.data(), H, W, pool[0],
+                                pool[1]);
       }
     });
   });

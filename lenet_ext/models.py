@@ -16,8 +16,11 @@ Shapes for a 1×28×28 digit::
     5 pool(2, 2)                  16×5×5      11 Linear(84, 10)        10
 """
 
+import itertools
+
 import torch
 
+from . import functional
 from . import nn as ours
 
 __all__ = ["MODELS", "LeNet", "ModernLeNet", "builtin_twin"]
@@ -46,12 +49,27 @@ class LeNet(torch.nn.Sequential):
     """The seed's LeNet-5: sigmoid activations, average pooling.
 
     ``builtin=True`` builds the same network from ``torch.nn`` layers: the twin we check ourselves against.
+    ``fused=True`` (the default for ours) runs each conv -> sigmoid -> pool block as one operator,
+    :func:`lenet_ext.functional.conv2d_sigmoid_avgpool2d`, which eager torch cannot do; the modules, their
+    parameters and the ``state_dict`` are the same either way.
     """
 
-    def __init__(self, builtin=False):
+    def __init__(self, builtin=False, fused=True):
         layers = torch.nn if builtin else ours
         super().__init__(*_lenet_layers(layers, torch.nn.Sigmoid, layers.AvgPool2d))
         self.builtin = builtin
+        self.fused = fused and not builtin
+
+    def forward(self, x):
+        if not self.fused:
+            return super().forward(x)
+        for conv in (self[0], self[3]):  # layers 1-2 and 4-5 are the sigmoid and the 2x2 pool
+            x = functional.conv2d_sigmoid_avgpool2d(
+                x, conv.weight, conv.bias, conv.stride, conv.padding, conv.dilation, conv.groups, pool_size=2
+            )
+        for layer in itertools.islice(self, 6, None):
+            x = layer(x)
+        return x
 
 
 class ModernLeNet(torch.nn.Sequential):

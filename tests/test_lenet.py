@@ -203,3 +203,17 @@ def test_checkpoint_round_trip_and_resume(tmp_path):
     twin = LeNet(builtin=True)
     twin.load_state_dict(torch.load(tmp_path / "straight.pt", weights_only=True))  # strict, as it is
     assert not list(tmp_path.glob(".*tmp*")), "the temporary file is renamed into place"
+
+
+def test_fused_and_layer_by_layer_lenet_agree():
+    torch.manual_seed(0)
+    fused = LeNet().double()
+    layered = LeNet(fused=False).double()
+    layered.load_state_dict(fused.state_dict())
+    assert fused.fused and not layered.fused and not LeNet(builtin=True).fused
+    x = torch.randn(3, 1, 28, 28, dtype=torch.float64)
+    torch.testing.assert_close(fused(x), layered(x))
+    fused(x).square().sum().backward()
+    layered(x).square().sum().backward()
+    for a, b in zip(fused.parameters(), layered.parameters()):
+        torch.testing.assert_close(a.grad, b.grad)

@@ -436,26 +436,26 @@ void direct_tile(const scalar_t* src, int64_t sw, const int64_t* taps, int64_t K
   }
 }
 
-// The rest of a row (rem < 12 pixels) as one tile of exactly rem pixels: a single tile keeps rem
-// independent accumulators in flight, where several narrow ones would wait on each other's latency.
+// A tile of exactly `pixels` (1 to 12) output pixels.
 template <int OV, typename scalar_t, int... Ps>
-void direct_rest(int64_t rem, const scalar_t* src, int64_t sw, const int64_t* taps, int64_t K, const scalar_t* wt,
-                 int64_t ldw, scalar_t* dst, int64_t ldd, std::integer_sequence<int, Ps...>) {
-  ((rem == Ps + 1 ? direct_tile<Ps + 1, OV>(src, sw, taps, K, wt, ldw, dst, ldd) : void()), ...);
+void direct_tile_of(int64_t pixels, const scalar_t* src, int64_t sw, const int64_t* taps, int64_t K,
+                    const scalar_t* wt, int64_t ldw, scalar_t* dst, int64_t ldd, std::integer_sequence<int, Ps...>) {
+  ((pixels == Ps + 1 ? direct_tile<Ps + 1, OV>(src, sw, taps, K, wt, ldw, dst, ldd) : void()), ...);
 }
 
-// One output row, OV channels: 12-pixel tiles, then one tile for the rest.
+// One output row, OV channels, cut into tiles of at most 12 pixels and nearly equal width: every tile
+// then keeps enough independent accumulators in flight (a row of 14 as 7 + 7, not 12 + 2, whose
+// 2-pixel tile would wait on its own latency for as long as the 12-pixel one computes).
 template <int OV, typename scalar_t>
 void direct_row(const scalar_t* src, int64_t sw, const int64_t* taps, int64_t K, const scalar_t* wt, int64_t ldw,
                 scalar_t* dst, int64_t ldd, int64_t OW) {
-  constexpr int kTile = 12;
-  int64_t ow = 0;
-  for (; ow + kTile <= OW; ow += kTile) {
-    direct_tile<kTile, OV>(src + ow * sw, sw, taps, K, wt, ldw, dst + ow * ldd, ldd);
-  }
-  if (ow < OW) {
-    direct_rest<OV>(OW - ow, src + ow * sw, sw, taps, K, wt, ldw, dst + ow * ldd, ldd,
-                    std::make_integer_sequence<int, kTile - 1>{});
+  constexpr int kMaxTile = 12;
+  const int64_t tiles = (OW + kMaxTile - 1) / kMaxTile;
+  for (int64_t t = 0, ow = 0; t < tiles; ++t) {
+    const int64_t width = OW / tiles + (t < OW % tiles ? 1 : 0);
+    direct_tile_of<OV>(width, src + ow * sw, sw, taps, K, wt, ldw, dst + ow * ldd, ldd,
+                       std::make_integer_sequence<int, kMaxTile>{});
+    ow += width;
   }
 }
 
@@ -695,10 +695,13 @@ at::Tensor conv2d_grad_weight_impl(const at::Tensor& go, const at::Tensor& x, co
   return gw.view({p.out_channels, g.Cg, p.win.kernel[0], p.win.kernel[1]});
 }
 
-// Sum of grad_output over batch and pixels, per output channel, accumulated in double/float.
+// Sum of grad_output over batch and pixels, per output channel. Each plane is summed in 16 interleaved
+// lanes (vectorised, in a fixed order), and the plane sums are accumulated in double/float.
 template <typename scalar_t>
 at::Tensor conv2d_grad_bias_impl(const at::Tensor& go, const Conv2dParams& p) {
   using acc_t = at::acc_type<scalar_t, /*is_cuda=*/false>;
+  constexpr int kLanes = 16;
+  using vec_t = typename Vec<scalar_t, kLanes>::type;
   const int64_t L = p.win.out[0] * p.win.out[1];
   at::Tensor gb = at::empty({p.out_channels}, go.options());
   const scalar_t* go_data = go.const_data_ptr<scalar_t>();
@@ -708,9 +711,21 @@ at::Tensor conv2d_grad_bias_impl(const at::Tensor& go, const Conv2dParams& p) {
       acc_t sum = 0;
       for (int64_t n = 0; n < p.batch; ++n) {
         const scalar_t* row = go_data + (n * p.out_channels + o) * L;  // (n, o) is one output plane
-        for (int64_t l = 0; l < L; ++l) {
-          sum += row[l];
+        vec_t lanes{};
+        int64_t l = 0;
+        for (; l + kLanes <= L; l += kLanes) {
+          vec_t v;
+          std::memcpy(&v, row + l, sizeof(vec_t));
+          lanes += v;
         }
+        acc_t plane = 0;
+        for (int i = 0; i < kLanes; ++i) {
+          plane += lanes[i];
+        }
+        for (; l < L; ++l) {
+          plane += row[l];
+        }
+        sum += plane;
       }
       gb_data[o] = static_cast<scalar_t>(sum);
     }
