@@ -25,7 +25,20 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as torch_F
 from torch.nn.parallel import DistributedDataParallel
-from tqdm import tqdm
+
+try:
+    from tqdm import tqdm
+except ImportError:  # a bare install (the GPU check installs with --no-deps): train without a progress bar
+
+    class tqdm:  # noqa: N801  (stands in for tqdm.tqdm)
+        write = staticmethod(print)
+
+        def __init__(self, iterable, **_):
+            self.iterable = iterable
+
+        def __iter__(self):
+            return iter(self.iterable)
+
 
 from .data import load_digits
 from .models import MODELS, builtin_twin

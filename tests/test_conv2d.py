@@ -4,8 +4,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 from common import LAYOUTS, assert_close, clone_leaf, grads, make_input, raises_like_torch
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 import lenet_ext
 from lenet_ext import functional as LF
@@ -282,24 +280,4 @@ def test_zero_input_channels_give_bias():
     assert torch.equal(LF.conv2d(x, w, b), b.view(1, 3, 1, 1).expand(2, 3, 3, 3))
 
 
-# ------------------------------------------------------------------------------------- property tests
-@settings(max_examples=40, deadline=None)
-@given(
-    n=st.integers(0, 3),
-    groups=st.integers(1, 3),
-    cg=st.integers(1, 3),
-    og=st.integers(1, 3),
-    h=st.integers(1, 9),
-    w=st.integers(1, 9),
-    kh=st.integers(1, 5),
-    kw=st.integers(1, 5),
-    stride=st.tuples(st.integers(1, 3), st.integers(1, 3)),
-    padding=st.tuples(st.integers(0, 3), st.integers(0, 3)),
-    dilation=st.tuples(st.integers(1, 3), st.integers(1, 3)),
-    bias=st.booleans(),
-)
-def test_random_configurations(n, groups, cg, og, h, w, kh, kw, stride, padding, dilation, bias):
-    if h + 2 * padding[0] < dilation[0] * (kh - 1) + 1 or w + 2 * padding[1] < dilation[1] * (kw - 1) + 1:
-        return  # torch rejects these too; the error tests cover them
-    kwargs = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
-    _compare((n, groups * cg, h, w), (groups * og, cg, kh, kw), kwargs, torch.float64, "cpu", "contiguous", bias)
+# Random configurations (hypothesis) live in tests/test_properties.py.
