@@ -25,6 +25,7 @@ if [ ! -e "$libasan" ] || [ "$libasan" = libasan.so ]; then
 fi
 
 WORK=${SANITIZE_DIR:-$(mktemp -d /tmp/lenet_ext_sanitize.XXXXXX)}
+mkdir -p "$WORK"
 echo "sanitize.sh: building in $WORK"
 # Tracked and untracked-but-not-ignored files: the checkout as git sees it, without build outputs.
 git ls-files -z --cached --others --exclude-standard | tar --null --ignore-failed-read -T - -cf - | tar -xf - -C "$WORK"
