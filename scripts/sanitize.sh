@@ -7,18 +7,21 @@
 #   scripts/sanitize.sh tests                # the whole suite
 #   PYTHON=/path/to/python scripts/sanitize.sh
 #
-# Needs gcc's libasan (the runtime must be loaded before Python, hence LD_PRELOAD).
+# Needs gcc's libasan. The ASan runtime must be loaded before Python, hence LD_PRELOAD; libstdc++ is
+# preloaded after it, or ASan's __cxa_throw interceptor finds no real __cxa_throw (python itself does
+# not link libstdc++) and aborts on the first C++ exception, torch's included.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 PYTHON=${PYTHON:-$(command -v python)}
 TESTS=("$@")
 if [ ${#TESTS[@]} -eq 0 ]; then
-  TESTS=(tests/test_conv2d.py tests/test_pool2d.py tests/test_bad_inputs.py tests/test_shape_math.py
-         tests/test_determinism.py)
+  TESTS=(tests/test_bad_inputs.py tests/test_shape_math.py tests/test_determinism.py tests/test_conv2d.py
+         tests/test_pool2d.py)
 fi
 
 libasan=$(gcc -print-file-name=libasan.so)
+libstdcxx=$(gcc -print-file-name=libstdc++.so)
 if [ ! -e "$libasan" ] || [ "$libasan" = libasan.so ]; then
   echo "sanitize.sh: gcc's libasan.so not found" >&2
   exit 1
@@ -39,7 +42,7 @@ start=$(date +%s)
 set +e
 # detect_leaks=0: CPython and torch keep allocations alive at exit by design.
 # halt_on_error: the first finding aborts the run, so it cannot scroll by unnoticed.
-LD_PRELOAD="$libasan" \
+LD_PRELOAD="$libasan $libstdcxx" \
   ASAN_OPTIONS=detect_leaks=0:halt_on_error=1:abort_on_error=1 \
   UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
   "$PYTHON" -m pytest -q -x -p no:cacheprovider "${TESTS[@]}" 2>&1 | tee "$log"

@@ -145,7 +145,7 @@ def wrong_rank():
     # a 3D or 5D weight makes torch read the call as conv1d or conv3d and complain about the stride;
     # we name the weight
     for w in (W[0], W[None]):
-        same_type_as_torch(lambda: F.conv2d(X, w), lambda: TF.conv2d(X, w))
+        same_type_as_torch(lambda w=w: F.conv2d(X, w), lambda w=w: TF.conv2d(X, w))
 
 
 # ------------------------------------------------------------------------- channels and groups
@@ -191,7 +191,7 @@ def bool_complex_integer_inputs():
     for name in ("max_pool2d", "avg_pool2d"):
         for x, words in [(X.bool(), "not implemented for 'Bool'"), (X.to(torch.complex64), "for 'ComplexFloat'")]:
             # torch names its kernel, we name ours
-            same_as_torch(lambda: getattr(F, name)(x, 2), lambda: getattr(TF, name)(x, 2), words)
+            same_as_torch(lambda: getattr(F, name)(x, 2), lambda: getattr(TF, name)(x, 2), words)  # noqa: B023
     pool_case("max_pool2d", (X.mul(100).long(), 2))  # torch computes integer max pooling; so do we
     pool_case("max_pool2d", (X.mul(100).int(), 3, 2, 1))
 
@@ -332,7 +332,7 @@ def autograd_with_a_hooked_wrong_grad():
                 out.sum().backward()
                 return x.grad
 
-            same_as_torch(lambda: run(fn), lambda: run(tfn))
+            same_as_torch(lambda: run(fn), lambda: run(tfn))  # noqa: B023  (called at once)
 
 
 # --------------------------------------------------------------- indices modified before backward
