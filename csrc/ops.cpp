@@ -46,6 +46,13 @@ TORCH_LIBRARY(lenet_ext, m) {
       "avg_pool2d_forward(Tensor input, int[2] kernel_size, int[2] stride, int[2] padding, bool ceil_mode, "
       "bool count_include_pad, int? divisor_override) -> Tensor");
   m.def(
+      "conv2d_sigmoid_avgpool2d(Tensor input, Tensor weight, Tensor? bias, int[2] stride, int[4] padding, "
+      "int[2] dilation, int groups, int[2] pool_size) -> (Tensor, Tensor)");
+  m.def(
+      "conv2d_sigmoid_avgpool2d_backward(Tensor grad_output, Tensor input, Tensor weight, Tensor activation, "
+      "int[2] stride, int[4] padding, int[2] dilation, int groups, int[2] pool_size, bool[3] output_mask) "
+      "-> (Tensor?, Tensor?, Tensor?)");
+  m.def(
       "avg_pool2d_backward(Tensor grad_output, Tensor input, int[2] kernel_size, int[2] stride, "
       "int[2] padding, bool ceil_mode, bool count_include_pad, int? divisor_override) -> Tensor");
 

@@ -8,6 +8,7 @@ The operators themselves are ``torch.ops.lenet_ext.*``.
 """
 
 from . import backends, functional, nn, ops
+from .nn import convert
 
-__all__ = ["backends", "functional", "nn", "ops"]
+__all__ = ["backends", "convert", "functional", "nn", "ops"]
 __version__ = "0.1.0"

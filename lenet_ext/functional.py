@@ -11,7 +11,7 @@ import torch
 from . import ops as _ops  # noqa: F401  (registers fake kernels and autograd)
 from ._shape import MAX_WINDOW_ARG, window_output_size
 
-__all__ = ["conv2d", "max_pool2d", "avg_pool2d"]
+__all__ = ["conv2d", "conv2d_sigmoid_avgpool2d", "max_pool2d", "avg_pool2d"]
 
 _INT64_MAX = (1 << 63) - 1
 
@@ -159,24 +159,50 @@ def _short_dtype(t):
     )
 
 
-def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
-    """Same as :func:`torch.nn.functional.conv2d`, computed by lenet_ext's kernels."""
-    _check_tensor("conv2d", "input", input)
-    _check_tensor("conv2d", "weight", weight)
-    _check_tensor("conv2d", "bias", bias, optional=True)
+def _conv_args(fn, input, weight, bias, stride, padding, dilation, groups):
+    """torch's normalisation and checks of conv2d's arguments: (stride, (top, bottom, left, right), dilation,
+    groups), or torch's exception."""
+    _check_tensor(fn, "input", input)
+    _check_tensor(fn, "weight", weight)
+    _check_tensor(fn, "bias", bias, optional=True)
     stride = _conv_pair("stride", stride)
     dilation = _conv_pair("dilation", dilation)
-    groups = _as_int("conv2d", "groups", groups)
-    if isinstance(padding, str):
-        pads = _conv_padding(padding, list(weight.shape[2:]) if weight.dim() == 4 else [1, 1], stride, dilation)
-    else:
-        pads = _conv_padding(padding, None, stride, dilation)
+    groups = _as_int(fn, "groups", groups)
+    kernel = list(weight.shape[2:]) if weight.dim() == 4 else [1, 1]
+    pads = _conv_padding(padding, kernel, stride, dilation)
     _check_conv_args(input, weight, bias, stride, pads, dilation, groups)
+    return stride, pads, dilation, groups
+
+
+def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    """Same as :func:`torch.nn.functional.conv2d`, computed by lenet_ext's kernels."""
+    stride, pads, dilation, groups = _conv_args("conv2d", input, weight, bias, stride, padding, dilation, groups)
 
     unbatched = input.dim() == 3
     if unbatched:
         input = input.unsqueeze(0)
     out = torch.ops.lenet_ext.conv2d_forward(input, weight, bias, stride, pads, dilation, groups)
+    return out.squeeze(0) if unbatched else out
+
+
+def conv2d_sigmoid_avgpool2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, pool_size=2):
+    """``avg_pool2d(sigmoid(conv2d(input, weight, bias, ...)), pool_size)``, LeNet's block, as one operator.
+
+    The pool has kernel = stride = ``pool_size``, no padding and floor mode. Forward and backward fuse the
+    sigmoid and the pool into one pass over the convolution's output (see csrc/fused.cpp). No double
+    backward: use the separate layers for that.
+    """
+    fn = "conv2d_sigmoid_avgpool2d"
+    stride, pads, dilation, groups = _conv_args(fn, input, weight, bias, stride, padding, dilation, groups)
+    pool = _conv_pair("pool_size", pool_size)
+    if any(k <= 0 for k in pool):
+        raise RuntimeError(f"pool_size should be greater than zero, but got {pool}")
+    check_not_huge("conv2d_sigmoid_avgpool2d", pool_size=pool)
+
+    unbatched = input.dim() == 3
+    if unbatched:
+        input = input.unsqueeze(0)
+    out, _ = torch.ops.lenet_ext.conv2d_sigmoid_avgpool2d(input, weight, bias, stride, pads, dilation, groups, pool)
     return out.squeeze(0) if unbatched else out
 
 

@@ -4,12 +4,14 @@ Each layer subclasses torch's own, so construction, parameter init, ``state_dict
 ``isinstance`` checks stay exactly torch's; only the computation is replaced.
 """
 
+import copy
+
 import torch
 import torch.nn.functional as torch_F
 
 from . import functional as F
 
-__all__ = ["Conv2d", "MaxPool2d", "AvgPool2d"]
+__all__ = ["Conv2d", "MaxPool2d", "AvgPool2d", "convert"]
 
 
 class Conv2d(torch.nn.Conv2d):
@@ -54,3 +56,30 @@ class AvgPool2d(torch.nn.AvgPool2d):
             self.count_include_pad,
             self.divisor_override,
         )
+
+
+# Exact torch types and their lenet_ext replacements. Our layers subclass these and add no state of their
+# own, so re-classing a module in place keeps everything else about it: parameters (the very tensors, so
+# an optimizer holding them stays valid), buffers, hooks, train/eval mode, device and dtype.
+_CONVERTIBLE = {
+    torch.nn.Conv2d: Conv2d,
+    torch.nn.MaxPool2d: MaxPool2d,
+    torch.nn.AvgPool2d: AvgPool2d,
+}
+
+
+def convert(model, inplace=False):
+    """``model`` with every ``torch.nn.Conv2d``, ``MaxPool2d`` and ``AvgPool2d`` computed by lenet_ext.
+
+    Only those exact types are swapped (a user's subclass of them is left alone, as its ``forward`` may
+    differ); configuration, parameter values, ``state_dict`` keys and outputs stay the same. Nested
+    modules are converted too, and ``model`` itself may be one of the swapped layers. With
+    ``inplace=False`` (the default) ``model`` is deep-copied first and left untouched.
+    """
+    if not inplace:
+        model = copy.deepcopy(model)
+    for module in model.modules():
+        ours = _CONVERTIBLE.get(type(module))
+        if ours is not None:
+            module.__class__ = ours
+    return model

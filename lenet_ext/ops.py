@@ -219,3 +219,53 @@ def _avg_pool2d_double_backward(ctx, gg_input):
 torch.library.register_autograd(
     "lenet_ext::avg_pool2d_backward", _avg_pool2d_double_backward, setup_context=_avg_pool2d_backward_setup_context
 )
+
+
+# ---------------------------------------------------------------------------- conv2d + sigmoid + avg-pool
+@torch.library.register_fake("lenet_ext::conv2d_sigmoid_avgpool2d")
+def _fused_forward_fake(input, weight, bias, stride, padding, dilation, groups, pool_size):
+    oh, ow = conv2d_output_size(input.shape[2:], weight.shape[2:], stride, padding, dilation)
+    act = input.new_empty((input.shape[0], weight.shape[0], oh, ow))
+    return act.new_empty((act.shape[0], act.shape[1], oh // pool_size[0], ow // pool_size[1])), act
+
+
+@torch.library.register_fake("lenet_ext::conv2d_sigmoid_avgpool2d_backward")
+def _fused_backward_fake(grad_output, input, weight, activation, stride, padding, dilation, groups, pool_size, mask):
+    return _conv2d_backward_fake(grad_output, input, weight, stride, padding, dilation, groups, mask)
+
+
+def _fused_setup_context(ctx, inputs, output):
+    input, weight, bias, stride, padding, dilation, groups, pool_size = inputs
+    ctx.save_for_backward(input, weight, output[1])
+    ctx.mark_non_differentiable(output[1])  # the activation is returned for the backward's sake only
+    ctx.has_bias = bias is not None
+    ctx.conf = (stride, padding, dilation, groups, pool_size)
+
+
+def _fused_backward(ctx, grad, _grad_activation):
+    input, weight, act = ctx.saved_tensors
+    needs = ctx.needs_input_grad
+    mask = [needs[0], needs[1], ctx.has_bias and needs[2]]
+    grads = _ops.conv2d_sigmoid_avgpool2d_backward(grad, input, weight, act, *ctx.conf, mask)
+    return *grads, None, None, None, None, None
+
+
+torch.library.register_autograd(
+    "lenet_ext::conv2d_sigmoid_avgpool2d", _fused_backward, setup_context=_fused_setup_context
+)
+
+
+def _fused_double_backward(ctx, *grads):
+    raise RuntimeError(
+        "double backward is not supported for lenet_ext.conv2d_sigmoid_avgpool2d; use the unfused layers "
+        "(lenet_ext.nn.Conv2d, torch.nn.Sigmoid, lenet_ext.nn.AvgPool2d), which support it"
+    )
+
+
+def _no_context(ctx, inputs, output):
+    pass
+
+
+torch.library.register_autograd(
+    "lenet_ext::conv2d_sigmoid_avgpool2d_backward", _fused_double_backward, setup_context=_no_context
+)

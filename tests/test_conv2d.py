@@ -118,11 +118,17 @@ def test_gradcheck_and_gradgradcheck(cfg):
 
 
 @pytest.mark.parametrize("mask", [(True, True, True), (True, False, False), (False, True, False), (False, False, True)])
-def test_opcheck(mask):
+@pytest.mark.parametrize("algorithm", ["direct", "im2col"])
+def test_opcheck(mask, algorithm):
     x = torch.randn(2, 4, 7, 6, requires_grad=True)
-    w = torch.randn(6, 2, 3, 2, requires_grad=True)
-    b = torch.randn(6, requires_grad=True)
+    w = torch.randn(8, 2, 3, 2, requires_grad=True)
+    b = torch.randn(8, requires_grad=True)
     conf = ([2, 1], [1, 2, 0, 1], [1, 2], 2)
+    with lenet_ext.backends.conv_algorithm(algorithm):
+        _opcheck_conv(x, w, b, conf, mask)
+
+
+def _opcheck_conv(x, w, b, conf, mask):
     torch.library.opcheck(torch.ops.lenet_ext.conv2d_forward, (x, w, b, *conf))
     grad = torch.randn(torch.ops.lenet_ext.conv2d_forward(x, w, b, *conf).shape)
     torch.library.opcheck(torch.ops.lenet_ext.conv2d_backward, (grad, x, w, *conf, list(mask)))

@@ -459,6 +459,17 @@ void direct_row(const scalar_t* src, int64_t sw, const int64_t* taps, int64_t K,
   }
 }
 
+// The offset of each tap (c, i, j), in that order, from a window's origin in a padded Hp x Wp image.
+std::vector<int64_t> tap_offsets(const Window2d& win, int64_t channels, int64_t Hp, int64_t Wp) {
+  const int64_t KH = win.kernel[0], KW = win.kernel[1];
+  std::vector<int64_t> taps(channels * KH * KW);
+  for (int64_t r = 0; r < channels * KH * KW; ++r) {
+    const int64_t c = r / (KH * KW), i = (r / KW) % KH, j = r % KW;
+    taps[r] = (c * Hp + i * win.dilation[0]) * Wp + j * win.dilation[1];
+  }
+  return taps;
+}
+
 template <int OV, typename scalar_t>
 void conv2d_forward_direct(const at::Tensor& x, const at::Tensor& weight, const at::Tensor* bias, at::Tensor& out,
                            const Conv2dParams& p) {
@@ -473,11 +484,7 @@ void conv2d_forward_direct(const at::Tensor& x, const at::Tensor& weight, const 
   // padded image.
   at::Tensor wt = at::zeros({p.groups, K, og_pad}, weight.options());
   wt.narrow(2, 0, Og).copy_(weight.view({p.groups, Og, K}).transpose(1, 2));
-  std::vector<int64_t> taps(K);
-  for (int64_t r = 0; r < K; ++r) {
-    const int64_t c = r / (KH * KW), i = (r / KW) % KH, j = r % KW;
-    taps[r] = (c * Hp + i * win.dilation[0]) * Wp + j * win.dilation[1];
-  }
+  const std::vector<int64_t> taps = tap_offsets(win, Cg, Hp, Wp);
   const scalar_t* x_data = x.const_data_ptr<scalar_t>();
   const scalar_t* wt_data = wt.const_data_ptr<scalar_t>();
   const scalar_t* b_data = bias ? bias->const_data_ptr<scalar_t>() : nullptr;
@@ -507,6 +514,103 @@ void conv2d_forward_direct(const at::Tensor& x, const at::Tensor& weight, const 
       }
     }
   });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Direct weight gradient for the same shapes as the direct forward: register tiles of T taps x OV output
+// channels, each accumulating x(tap, pixel) * grad_out(pixel, channels) over every output pixel of an
+// image. grad_output is first made pixel-major per image, so each pixel is one vector load.
+
+template <int T, int OV, typename scalar_t>
+void wgrad_tile(const scalar_t* src, const int64_t* taps, const scalar_t* gop, int64_t ldg, const Window2d& win,
+                int64_t Wp, scalar_t* dst, int64_t ldd) {
+  using vec_t = typename Vec<scalar_t, OV>::type;
+  vec_t acc[T];
+  int64_t tap[T];
+#pragma GCC unroll 16
+  for (int t = 0; t < T; ++t) {
+    acc[t] = vec_t{};
+    tap[t] = taps[t];
+  }
+  const int64_t OH = win.out[0], OW = win.out[1], sh = win.stride[0], sw = win.stride[1];
+  for (int64_t oh = 0; oh < OH; ++oh) {
+    const scalar_t* row = src + oh * sh * Wp;
+    const scalar_t* g = gop + oh * OW * ldg;
+    for (int64_t ow = 0; ow < OW; ++ow) {
+      vec_t gv;
+      std::memcpy(&gv, g + ow * ldg, sizeof(vec_t));
+      const scalar_t* px = row + ow * sw;
+#pragma GCC unroll 16
+      for (int t = 0; t < T; ++t) {
+        acc[t] += px[tap[t]] * gv;
+      }
+    }
+  }
+#pragma GCC unroll 16
+  for (int t = 0; t < T; ++t) {
+    vec_t d;
+    std::memcpy(&d, dst + t * ldd, sizeof(vec_t));
+    d += acc[t];
+    std::memcpy(dst + t * ldd, &d, sizeof(vec_t));
+  }
+}
+
+template <int OV, typename scalar_t, int... Ts>
+void wgrad_rest(int64_t rem, const scalar_t* src, const int64_t* taps, const scalar_t* gop, int64_t ldg,
+                const Window2d& win, int64_t Wp, scalar_t* dst, int64_t ldd, std::integer_sequence<int, Ts...>) {
+  ((rem == Ts + 1 ? wgrad_tile<Ts + 1, OV>(src, taps, gop, ldg, win, Wp, dst, ldd) : void()), ...);
+}
+
+template <int OV, typename scalar_t>
+at::Tensor conv2d_grad_weight_direct(const at::Tensor& go, const at::Tensor& x, const Conv2dParams& p) {
+  const Window2d& win = p.win;
+  const int64_t Cg = p.in_channels / p.groups, Og = p.out_channels / p.groups;
+  const int64_t KH = win.kernel[0], KW = win.kernel[1], K = Cg * KH * KW;
+  const int64_t L = win.out[0] * win.out[1];
+  const int64_t Hp = win.in[0] + win.pad[0] + win.pad_end[0], Wp = win.in[1] + win.pad[1] + win.pad_end[1];
+  const int64_t og_pad = (Og + OV - 1) / OV * OV, in_plane = win.in[0] * win.in[1];
+  const std::vector<int64_t> taps = tap_offsets(win, Cg, Hp, Wp);
+  const scalar_t* x_data = x.const_data_ptr<scalar_t>();
+  const scalar_t* go_data = go.const_data_ptr<scalar_t>();
+  constexpr int kTile = 12;
+
+  // One partial sum per batch slice ([groups][K][og_pad]), merged in slice order below.
+  const int64_t slices = batch_slice_count(p.batch);
+  at::Tensor partial = at::zeros({slices, p.groups, K, og_pad}, go.options());
+  for_each_batch_slice(p.batch, [&](int64_t n0, int64_t n1) {
+    std::vector<scalar_t> src(Cg * Hp * Wp);
+    std::vector<scalar_t> gop(L * og_pad, scalar_t(0));  // pixel-major grad_output: gop[l * og_pad + o]
+    scalar_t* acc = partial[batch_slice_of(n0, p.batch)].template mutable_data_ptr<scalar_t>();
+    for (int64_t n = n0; n < n1; ++n) {
+      for (int64_t grp = 0; grp < p.groups; ++grp) {
+        pad_input(x_data + (n * p.in_channels + grp * Cg) * in_plane, src.data(), Cg, win, Hp, Wp);
+        for (int64_t o = 0; o < Og; ++o) {
+          const scalar_t* plane = go_data + (n * p.out_channels + grp * Og + o) * L;
+          for (int64_t l = 0; l < L; ++l) {
+            gop[l * og_pad + o] = plane[l];
+          }
+        }
+        scalar_t* acc_g = acc + grp * K * og_pad;
+        for (int64_t o = 0; o < og_pad; o += OV) {
+          int64_t t = 0;
+          for (; t + kTile <= K; t += kTile) {
+            wgrad_tile<kTile, OV>(src.data(), taps.data() + t, gop.data() + o, og_pad, win, Wp,
+                                  acc_g + t * og_pad + o, og_pad);
+          }
+          if (t < K) {
+            wgrad_rest<OV>(K - t, src.data(), taps.data() + t, gop.data() + o, og_pad, win, Wp, acc_g + t * og_pad + o,
+                           og_pad, std::make_integer_sequence<int, kTile - 1>{});
+          }
+        }
+      }
+    }
+  });
+  at::Tensor sum = partial[0];
+  for (int64_t s = 1; s < slices; ++s) {
+    sum.add_(partial[s]);
+  }
+  // [groups][K][og_pad] -> [groups * Og][Cg][KH][KW]
+  return sum.narrow(2, 0, Og).transpose(1, 2).reshape({p.out_channels, Cg, KH, KW}).contiguous();
 }
 
 template <typename scalar_t>
@@ -633,6 +737,53 @@ ForwardAlgorithm choose_forward_algorithm(const Conv2dParams& p) {
   return Og >= 4 && Og <= 32 && K <= 1024 ? ForwardAlgorithm::kDirect : ForwardAlgorithm::kIm2col;
 }
 
+template <typename scalar_t>
+void conv2d_forward_any(const at::Tensor& x, const at::Tensor& w, const at::Tensor* bias, at::Tensor& out,
+                        const Conv2dParams& p) {
+  if (choose_forward_algorithm(p) == ForwardAlgorithm::kIm2col) {
+    conv2d_forward_impl<scalar_t>(x, w, bias, out, p);
+  } else if (p.out_channels / p.groups <= 8) {
+    conv2d_forward_direct<8, scalar_t>(x, w, bias, out, p);
+  } else {
+    conv2d_forward_direct<16, scalar_t>(x, w, bias, out, p);
+  }
+}
+
+// For a stride-1 convolution, the input gradient is itself a convolution: of grad_output, padded by
+// d*(k-1) - p on each side, with the weight flipped in space and transposed (per group) between input
+// and output channels. When that convolution suits the direct kernel, use it; returns an undefined
+// tensor otherwise (negative padding, strides, or shapes the heuristic gives to im2col).
+template <typename scalar_t>
+at::Tensor conv2d_grad_input_as_conv(const at::Tensor& go, const at::Tensor& w, const Conv2dParams& p) {
+  const Window2d& win = p.win;
+  if (win.stride[0] != 1 || win.stride[1] != 1) {
+    return {};
+  }
+  std::array<int64_t, 4> pads{};
+  for (int d = 0; d < 2; ++d) {
+    const int64_t span = win.dilation[d] * (win.kernel[d] - 1);
+    pads[2 * d] = span - win.pad[d];
+    pads[2 * d + 1] = span - win.pad_end[d];
+    if (pads[2 * d] < 0 || pads[2 * d + 1] < 0) {
+      return {};
+    }
+  }
+  const int64_t Og = p.out_channels / p.groups, Cg = p.in_channels / p.groups;
+  const at::Tensor wt = w.view({p.groups, Og, Cg, win.kernel[0], win.kernel[1]})
+                            .flip({3, 4})
+                            .transpose(1, 2)
+                            .reshape({p.in_channels, Og, win.kernel[0], win.kernel[1]})
+                            .contiguous();
+  const Conv2dParams q = make_conv2d_params(go, wt, std::nullopt, {1, 1}, pads,
+                                            {win.dilation[0], win.dilation[1]}, p.groups);
+  if (choose_forward_algorithm(q) != ForwardAlgorithm::kDirect) {
+    return {};
+  }
+  at::Tensor gx = at::empty({p.batch, p.in_channels, win.in[0], win.in[1]}, go.options());
+  conv2d_forward_any<scalar_t>(go, wt, nullptr, gx, q);
+  return gx;
+}
+
 at::Tensor conv2d_forward_cpu(const at::Tensor& input, const at::Tensor& weight,
                               const std::optional<at::Tensor>& bias, at::IntArrayRef stride,
                               at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups) {
@@ -645,19 +796,7 @@ at::Tensor conv2d_forward_cpu(const at::Tensor& input, const at::Tensor& weight,
     return out.to(input.scalar_type());
   }
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "conv2d_forward_cpu", [&] {
-    const at::Tensor* bp = b ? &*b : nullptr;
-    switch (choose_forward_algorithm(p)) {
-      case ForwardAlgorithm::kDirect:
-        if (p.out_channels / p.groups <= 8) {
-          conv2d_forward_direct<8, scalar_t>(x, w, bp, out, p);
-        } else {
-          conv2d_forward_direct<16, scalar_t>(x, w, bp, out, p);
-        }
-        break;
-      case ForwardAlgorithm::kIm2col:
-        conv2d_forward_impl<scalar_t>(x, w, bp, out, p);
-        break;
-    }
+    conv2d_forward_any<scalar_t>(x, w, b ? &*b : nullptr, out, p);
   });
   return out.to(input.scalar_type());
 }
@@ -672,11 +811,18 @@ std::tuple<std::optional<at::Tensor>, std::optional<at::Tensor>, std::optional<a
   const at::Tensor go = to_compute(grad_output);
   std::optional<at::Tensor> gx, gw, gb;
   AT_DISPATCH_FLOATING_TYPES(go.scalar_type(), "conv2d_backward_cpu", [&] {
+    const bool direct = choose_forward_algorithm(p) == ForwardAlgorithm::kDirect;
     if (output_mask[0]) {
-      gx = conv2d_grad_input_impl<scalar_t>(go, to_compute(weight), p).to(input.scalar_type());
+      const at::Tensor w = to_compute(weight);
+      at::Tensor g = direct ? conv2d_grad_input_as_conv<scalar_t>(go, w, p) : at::Tensor();
+      gx = (g.defined() ? g : conv2d_grad_input_impl<scalar_t>(go, w, p)).to(input.scalar_type());
     }
     if (output_mask[1]) {
-      gw = conv2d_grad_weight_impl<scalar_t>(go, to_compute(input), p).to(input.scalar_type());
+      const at::Tensor x = to_compute(input);
+      at::Tensor g = !direct                         ? conv2d_grad_weight_impl<scalar_t>(go, x, p)
+                     : p.out_channels / p.groups <= 8 ? conv2d_grad_weight_direct<8, scalar_t>(go, x, p)
+                                                      : conv2d_grad_weight_direct<16, scalar_t>(go, x, p);
+      gw = g.to(input.scalar_type());
     }
     if (output_mask[2]) {
       gb = conv2d_grad_bias_impl<scalar_t>(go, p).to(input.scalar_type());

@@ -35,6 +35,7 @@
 #include <algorithm>
 #include <atomic>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
 #include "cpu/common.h"
@@ -260,25 +261,34 @@ void max_pool_nhwc(const scalar_t* x, scalar_t* y, int64_t* ind, int64_t batch, 
   });
 }
 
+// Calls f(S) with S the input column stride as a compile-time constant when it is 1 or 2 (the loops
+// that vectorise), or 0 meaning "any stride, read at run time".
+template <typename F>
+void with_column_stride(int64_t stride, const F& f) {
+  if (stride == 1) {
+    f(std::integral_constant<int, 1>{});
+  } else if (stride == 2) {
+    f(std::integral_constant<int, 2>{});
+  } else {
+    f(std::integral_constant<int, 0>{});
+  }
+}
+
 template <typename scalar_t, bool kIndices>
 void max_pool_dispatch(const at::Tensor& x, at::Tensor& y, int64_t* ind, const Pool2dParams& p, bool channels_last) {
   const scalar_t* xd = x.const_data_ptr<scalar_t>();
   scalar_t* yd = y.mutable_data_ptr<scalar_t>();
   if (channels_last) {
     max_pool_nhwc<scalar_t, kIndices>(xd, yd, ind, p.batch, p.channels, p.win);
-  } else if (!kIndices && p.win.stride[1] == 2) {
-    max_pool_values_nchw<scalar_t, 2>(xd, yd, p.batch * p.channels, p.win);
-  } else if (!kIndices && p.win.stride[1] == 1) {
-    max_pool_values_nchw<scalar_t, 1>(xd, yd, p.batch * p.channels, p.win);
-  } else if (!kIndices) {
-    max_pool_values_nchw<scalar_t, 0>(xd, yd, p.batch * p.channels, p.win);
-  } else if (p.win.stride[1] == 1) {
-    max_pool_nchw<scalar_t, kIndices, 1>(xd, yd, ind, p.batch * p.channels, p.win);
-  } else if (p.win.stride[1] == 2) {
-    max_pool_nchw<scalar_t, kIndices, 2>(xd, yd, ind, p.batch * p.channels, p.win);
-  } else {
-    max_pool_nchw<scalar_t, kIndices, 0>(xd, yd, ind, p.batch * p.channels, p.win);
+    return;
   }
+  with_column_stride(p.win.stride[1], [&](auto S) {
+    if constexpr (kIndices) {
+      max_pool_nchw<scalar_t, kIndices, decltype(S)::value>(xd, yd, ind, p.batch * p.channels, p.win);
+    } else {
+      max_pool_values_nchw<scalar_t, decltype(S)::value>(xd, yd, p.batch * p.channels, p.win);
+    }
+  });
 }
 
 // Shared by both max forwards; `indices` is null for the values-only one.
@@ -535,12 +545,8 @@ at::Tensor avg_pool2d_forward_cpu(const at::Tensor& input, c10::IntArrayRef kern
       const int64_t planes = p.batch * p.channels;
       if (fmt == at::MemoryFormat::ChannelsLast) {
         avg_pool_nhwc(xd, yd, p.batch, p.channels, p.win, f);
-      } else if (p.win.stride[1] == 1) {
-        avg_pool_nchw<scalar_t, 1>(xd, yd, planes, p.win, f);
-      } else if (p.win.stride[1] == 2) {
-        avg_pool_nchw<scalar_t, 2>(xd, yd, planes, p.win, f);
       } else {
-        avg_pool_nchw<scalar_t, 0>(xd, yd, planes, p.win, f);
+        with_column_stride(p.win.stride[1], [&](auto S) { avg_pool_nchw<scalar_t, decltype(S)::value>(xd, yd, planes, p.win, f); });
       }
     });
   }
@@ -636,12 +642,9 @@ at::Tensor avg_pool2d_backward_cpu(const at::Tensor& grad_output, const at::Tens
       const int64_t planes = p.batch * p.channels;
       if (fmt == at::MemoryFormat::ChannelsLast) {
         avg_unpool_nhwc(god, gxd, p.batch, p.channels, p.win, f);
-      } else if (p.win.stride[1] == 1) {
-        avg_unpool_nchw<scalar_t, 1>(god, gxd, planes, p.win, f);
-      } else if (p.win.stride[1] == 2) {
-        avg_unpool_nchw<scalar_t, 2>(god, gxd, planes, p.win, f);
       } else {
-        avg_unpool_nchw<scalar_t, 0>(god, gxd, planes, p.win, f);
+        with_column_stride(p.win.stride[1],
+                           [&](auto S) { avg_unpool_nchw<scalar_t, decltype(S)::value>(god, gxd, planes, p.win, f); });
       }
     });
   }

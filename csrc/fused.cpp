@@ -1,0 +1,213 @@
+// LeNet's conv -> sigmoid -> avg-pool block as one operator (see csrc/ops.cpp for the schemas).
+//
+// The convolution is lenet_ext's own conv2d operator, called through the dispatcher so each device runs
+// its own kernel. What is fused is everything after it:
+//   forward   one pass over the conv output z writes the activation a = sigmoid(z) and the pooled mean
+//             of a, where eager torch reads and writes the whole map once for the sigmoid and again
+//             for the pool;
+//   backward  one pass writes dz = unpool(grad) / (k*k) * a * (1 - a), then conv2d_backward.
+// The pool is kernel = stride = pool_size, unpadded, floor mode: every window lies inside the map, and
+// rows/columns past the last whole window get no gradient.
+//
+// The CPU kernel does the fused pass by hand; every other device (CUDA) gets the same arithmetic from
+// ATen's sigmoid and lenet_ext's avg_pool2d operators (CompositeExplicitAutograd), and so does a CPU
+// dtype the fused pass does not cover (bfloat16).
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <torch/library.h>
+
+#include <cmath>
+
+#include "shape.h"
+
+namespace lenet_ext {
+namespace {
+
+using MaybeTensor = std::optional<at::Tensor>;
+using Grads = std::tuple<MaybeTensor, MaybeTensor, MaybeTensor>;
+
+at::Tensor conv2d_forward(const at::Tensor& input, const at::Tensor& weight, const MaybeTensor& bias,
+                          at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups) {
+  static const auto op = c10::Dispatcher::singleton()
+                             .findSchemaOrThrow("lenet_ext::conv2d_forward", "")
+                             .typed<at::Tensor(const at::Tensor&, const at::Tensor&, const MaybeTensor&,
+                                               at::IntArrayRef, at::IntArrayRef, at::IntArrayRef, int64_t)>();
+  return op.call(input, weight, bias, stride, padding, dilation, groups);
+}
+
+Grads conv2d_backward(const at::Tensor& grad, const at::Tensor& input, const at::Tensor& weight,
+                      at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
+                      std::array<bool, 3> mask) {
+  static const auto op =
+      c10::Dispatcher::singleton()
+          .findSchemaOrThrow("lenet_ext::conv2d_backward", "")
+          .typed<Grads(const at::Tensor&, const at::Tensor&, const at::Tensor&, at::IntArrayRef, at::IntArrayRef,
+                       at::IntArrayRef, int64_t, std::array<bool, 3>)>();
+  return op.call(grad, input, weight, stride, padding, dilation, groups, mask);
+}
+
+at::Tensor avg_pool2d_forward(const at::Tensor& x, at::IntArrayRef pool) {
+  static const auto op = c10::Dispatcher::singleton()
+                             .findSchemaOrThrow("lenet_ext::avg_pool2d_forward", "")
+                             .typed<at::Tensor(const at::Tensor&, at::IntArrayRef, at::IntArrayRef, at::IntArrayRef,
+                                               bool, bool, std::optional<int64_t>)>();
+  return op.call(x, pool, pool, {0, 0}, false, true, std::nullopt);
+}
+
+at::Tensor avg_pool2d_backward(const at::Tensor& grad, const at::Tensor& x, at::IntArrayRef pool) {
+  static const auto op =
+      c10::Dispatcher::singleton()
+          .findSchemaOrThrow("lenet_ext::avg_pool2d_backward", "")
+          .typed<at::Tensor(const at::Tensor&, const at::Tensor&, at::IntArrayRef, at::IntArrayRef, at::IntArrayRef,
+                            bool, bool, std::optional<int64_t>)>();
+  return op.call(grad, x, pool, pool, {0, 0}, false, true, std::nullopt);
+}
+
+void check_pool(at::IntArrayRef pool, const at::Tensor& z) {
+  TORCH_CHECK(pool.size() == 2 && pool[0] > 0 && pool[1] > 0 && pool[0] <= kMaxWindowArg && pool[1] <= kMaxWindowArg,
+              "lenet_ext.conv2d_sigmoid_avgpool2d: pool_size must be two positive ints, got ", pool);
+  TORCH_CHECK(z.size(2) >= pool[0] && z.size(3) >= pool[1], "lenet_ext.conv2d_sigmoid_avgpool2d: Given input size: (",
+              z.size(1), "x", z.size(2), "x", z.size(3), "). Calculated output size: (", z.size(1), "x",
+              z.size(2) / pool[0], "x", z.size(3) / pool[1], "). Output size is too small");
+}
+
+// ------------------------------------------------------------------------------------ any device
+std::tuple<at::Tensor, at::Tensor> fused_forward_composite(const at::Tensor& input, const at::Tensor& weight,
+                                                           const MaybeTensor& bias, at::IntArrayRef stride,
+                                                           at::IntArrayRef padding, at::IntArrayRef dilation,
+                                                           int64_t groups, at::IntArrayRef pool) {
+  const at::Tensor z = conv2d_forward(input, weight, bias, stride, padding, dilation, groups);
+  check_pool(pool, z);
+  at::Tensor act = at::sigmoid(z);
+  return {avg_pool2d_forward(act, pool), act};
+}
+
+Grads fused_backward_composite(const at::Tensor& grad, const at::Tensor& input, const at::Tensor& weight,
+                               const at::Tensor& act, at::IntArrayRef stride, at::IntArrayRef padding,
+                               at::IntArrayRef dilation, int64_t groups, at::IntArrayRef pool,
+                               std::array<bool, 3> mask) {
+  check_pool(pool, act);
+  const at::Tensor g_act = avg_pool2d_backward(grad, act, pool);
+  return conv2d_backward(g_act * act * (1 - act), input, weight, stride, padding, dilation, groups, mask);
+}
+
+// ------------------------------------------------------------------------------------------- CPU
+template <typename scalar_t>
+void sigmoid_pool_plane(const scalar_t* z, scalar_t* a, scalar_t* y, int64_t H, int64_t W, int64_t kh, int64_t kw) {
+  const int64_t PH = H / kh, PW = W / kw;
+  for (int64_t i = 0; i < H * W; ++i) {
+    a[i] = scalar_t(1) / (scalar_t(1) + std::exp(-z[i]));
+  }
+  const scalar_t scale = scalar_t(1) / static_cast<scalar_t>(kh * kw);
+  for (int64_t ph = 0; ph < PH; ++ph) {
+    scalar_t* yrow = y + ph * PW;
+    std::fill(yrow, yrow + PW, scalar_t(0));
+    for (int64_t i = 0; i < kh; ++i) {
+      const scalar_t* arow = a + (ph * kh + i) * W;
+      for (int64_t pw = 0; pw < PW; ++pw) {
+        for (int64_t j = 0; j < kw; ++j) {
+          yrow[pw] += arow[pw * kw + j];
+        }
+      }
+    }
+    for (int64_t pw = 0; pw < PW; ++pw) {
+      yrow[pw] *= scale;
+    }
+  }
+}
+
+template <typename scalar_t>
+void sigmoid_pool_grad_plane(const scalar_t* g, const scalar_t* a, scalar_t* dz, int64_t H, int64_t W, int64_t kh,
+                             int64_t kw) {
+  const int64_t PH = H / kh, PW = W / kw;
+  const scalar_t scale = scalar_t(1) / static_cast<scalar_t>(kh * kw);
+  for (int64_t h = 0; h < H; ++h) {
+    scalar_t* drow = dz + h * W;
+    const scalar_t* arow = a + h * W;
+    if (h >= PH * kh) {  // below the last whole window: no gradient
+      std::fill(drow, drow + W, scalar_t(0));
+      continue;
+    }
+    const scalar_t* grow = g + (h / kh) * PW;
+    for (int64_t w = 0; w < PW * kw; ++w) {
+      drow[w] = grow[w / kw] * scale * arow[w] * (scalar_t(1) - arow[w]);
+    }
+    std::fill(drow + PW * kw, drow + W, scalar_t(0));
+  }
+}
+
+bool cpu_fusable(const at::Tensor& t) {
+  return t.scalar_type() == at::kFloat || t.scalar_type() == at::kDouble;
+}
+
+std::tuple<at::Tensor, at::Tensor> fused_forward_cpu(const at::Tensor& input, const at::Tensor& weight,
+                                                     const MaybeTensor& bias, at::IntArrayRef stride,
+                                                     at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
+                                                     at::IntArrayRef pool) {
+  const at::Tensor z = conv2d_forward(input, weight, bias, stride, padding, dilation, groups);  // NCHW contiguous
+  check_pool(pool, z);
+  if (!cpu_fusable(z)) {
+    return fused_forward_composite(input, weight, bias, stride, padding, dilation, groups, pool);
+  }
+  const int64_t H = z.size(2), W = z.size(3);
+  at::Tensor act = at::empty_like(z);
+  at::Tensor y = at::empty({z.size(0), z.size(1), H / pool[0], W / pool[1]}, z.options());
+  AT_DISPATCH_FLOATING_TYPES(z.scalar_type(), "conv2d_sigmoid_avgpool2d_cpu", [&] {
+    const scalar_t* zd = z.const_data_ptr<scalar_t>();
+    scalar_t* ad = act.mutable_data_ptr<scalar_t>();
+    scalar_t* yd = y.mutable_data_ptr<scalar_t>();
+    const int64_t out_plane = (H / pool[0]) * (W / pool[1]);
+    at::parallel_for(0, z.size(0) * z.size(1), 1, [&](int64_t p0, int64_t p1) {
+      for (int64_t q = p0; q < p1; ++q) {  // q is one (n, c) plane
+        sigmoid_pool_plane(zd + q * H * W, ad + q * H * W, yd + q * out_plane, H, W, pool[0], pool[1]);
+      }
+    });
+  });
+  return {y, act};
+}
+
+Grads fused_backward_cpu(const at::Tensor& grad, const at::Tensor& input, const at::Tensor& weight,
+                         const at::Tensor& act, at::IntArrayRef stride, at::IntArrayRef padding,
+                         at::IntArrayRef dilation, int64_t groups, at::IntArrayRef pool, std::array<bool, 3> mask) {
+  check_pool(pool, act);
+  TORCH_CHECK(act.dim() == 4 && grad.dim() == 4 && grad.size(0) == act.size(0) && grad.size(1) == act.size(1) &&
+                  grad.size(2) == act.size(2) / pool[0] && grad.size(3) == act.size(3) / pool[1],
+              "lenet_ext.conv2d_sigmoid_avgpool2d_backward: grad_output of size ", grad.sizes(),
+              " does not match the activation of size ", act.sizes());
+  TORCH_CHECK(grad.scalar_type() == act.scalar_type(),
+              "lenet_ext.conv2d_sigmoid_avgpool2d_backward: expected grad_output of dtype ", act.scalar_type(),
+              ", but got ", grad.scalar_type());
+  if (!cpu_fusable(act)) {
+    return fused_backward_composite(grad, input, weight, act, stride, padding, dilation, groups, pool, mask);
+  }
+  const at::Tensor g = grad.contiguous(), a = act.contiguous();
+  at::Tensor dz = at::empty_like(a);
+  const int64_t H = a.size(2), W = a.size(3), out_plane = (H / pool[0]) * (W / pool[1]);
+  AT_DISPATCH_FLOATING_TYPES(a.scalar_type(), "conv2d_sigmoid_avgpool2d_backward_cpu", [&] {
+    const scalar_t* gd = g.const_data_ptr<scalar_t>();
+    const scalar_t* ad = a.const_data_ptr<scalar_t>();
+    scalar_t* dd = dz.mutable_data_ptr<scalar_t>();
+    at::parallel_for(0, a.size(0) * a.size(1), 1, [&](int64_t p0, int64_t p1) {
+      for (int64_t q = p0; q < p1; ++q) {
+        sigmoid_pool_grad_plane(gd + q * out_plane, ad + q * H * W, dd + q * H * W, H, W, pool[0], pool[1]);
+      }
+    });
+  });
+  return conv2d_backward(dz, input, weight, stride, padding, dilation, groups, mask);
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(lenet_ext, CompositeExplicitAutograd, m) {
+  m.impl("conv2d_sigmoid_avgpool2d", &fused_forward_composite);
+  m.impl("conv2d_sigmoid_avgpool2d_backward", &fused_backward_composite);
+}
+
+TORCH_LIBRARY_IMPL(lenet_ext, CPU, m) {
+  m.impl("conv2d_sigmoid_avgpool2d", &fused_forward_cpu);
+  m.impl("conv2d_sigmoid_avgpool2d_backward", &fused_backward_cpu);
+}
+
+}  // namespace lenet_ext

@@ -1,0 +1,82 @@
+"""conv2d_sigmoid_avgpool2d (LeNet's fused block) against torch's conv2d -> sigmoid -> avg_pool2d."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from common import assert_close, clone_leaf, grads, make_input
+
+from lenet_ext import functional as LF
+
+CONFIGS = [
+    ((4, 1, 28, 28), (6, 1, 5, 5), dict(padding=2), 2),  # LeNet's first block
+    ((4, 6, 14, 14), (16, 6, 5, 5), {}, 2),  # and its second
+    ((2, 3, 11, 9), (5, 3, 3, 2), dict(stride=(1, 2), padding=1), (2, 3)),  # leftover rows and columns
+    ((2, 4, 9, 9), (4, 2, 3, 3), dict(groups=2, dilation=2, padding="same"), 3),
+    ((0, 3, 8, 8), (4, 3, 3, 3), {}, 2),
+]
+
+
+def reference(x, w, b, kw, pool):
+    return F.avg_pool2d(torch.sigmoid(F.conv2d(x, w, b, **kw)), pool)
+
+
+@pytest.mark.parametrize("cfg", CONFIGS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_matches_unfused_torch(cfg, dtype, device):
+    x_shape, w_shape, kw, pool = cfg
+    x = make_input(x_shape, dtype, device, "channels_last", requires_grad=True)
+    w = make_input(w_shape, dtype, device, requires_grad=True)
+    b = make_input((w_shape[0],), dtype, device, requires_grad=True)
+    ours_in = [clone_leaf(t) for t in (x, w, b)]
+    expected = reference(x, w, b, kw, pool)
+    actual = LF.conv2d_sigmoid_avgpool2d(*ours_in, **kw, pool_size=pool)
+    assert_close(actual, expected)
+    g = torch.randn_like(expected)
+    for a, e in zip(grads(actual, ours_in, g), grads(expected, [x, w, b], g)):
+        assert_close(a, e)
+
+
+def test_bfloat16_against_float32():
+    x, w, b = torch.randn(2, 1, 12, 12), torch.randn(6, 1, 5, 5), torch.randn(6)
+    out = LF.conv2d_sigmoid_avgpool2d(x.bfloat16(), w.bfloat16(), b.bfloat16(), padding=2)
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out.float(), reference(x, w, b, dict(padding=2), 2), rtol=2e-2, atol=2e-2)
+
+
+def test_gradcheck_and_opcheck():
+    x = torch.randn(2, 3, 9, 8, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(4, 3, 3, 3, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(4, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda x, w, b: LF.conv2d_sigmoid_avgpool2d(x, w, b, pool_size=(2, 3)), (x, w, b))
+    conf = ([1, 1], [1, 0, 1, 0], [1, 1], 1, [2, 2])
+    torch.library.opcheck(torch.ops.lenet_ext.conv2d_sigmoid_avgpool2d, (x, w, b, *conf))
+    out, act = torch.ops.lenet_ext.conv2d_sigmoid_avgpool2d(x, w, b, *conf)
+    assert not act.requires_grad
+    grad = torch.randn_like(out)
+    for mask in ([True, True, True], [False, True, False]):
+        # plain tensors: the backward is not itself differentiable (see the next test)
+        args = (grad.detach(), x.detach(), w.detach(), act.detach(), *conf, mask)
+        torch.library.opcheck(torch.ops.lenet_ext.conv2d_sigmoid_avgpool2d_backward, args)
+
+
+def test_double_backward_is_refused_clearly():
+    x = torch.randn(1, 1, 8, 8, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(2, 1, 3, 3, dtype=torch.float64, requires_grad=True)
+    (gx,) = torch.autograd.grad(LF.conv2d_sigmoid_avgpool2d(x, w).sum(), x, create_graph=True)
+    with pytest.raises(RuntimeError, match="double backward is not supported"):
+        gx.sum().backward()
+
+
+def test_bad_arguments():
+    x, w = torch.randn(1, 1, 8, 8), torch.randn(2, 1, 3, 3)
+    with pytest.raises(RuntimeError, match="pool_size should be greater than zero"):
+        LF.conv2d_sigmoid_avgpool2d(x, w, pool_size=0)
+    with pytest.raises(RuntimeError, match="Output size is too small"):
+        LF.conv2d_sigmoid_avgpool2d(x, w, pool_size=7)
+    with pytest.raises(RuntimeError, match="expected input"):
+        LF.conv2d_sigmoid_avgpool2d(x, torch.randn(2, 3, 3, 3))
+    with pytest.raises(RuntimeError, match="does not match the activation"):
+        out, act = torch.ops.lenet_ext.conv2d_sigmoid_avgpool2d(x, w, None, [1, 1], [0] * 4, [1, 1], 1, [2, 2])
+        torch.ops.lenet_ext.conv2d_sigmoid_avgpool2d_backward(
+            torch.randn(1, 2, 2, 2), x, w, act, [1, 1], [0] * 4, [1, 1], 1, [2, 2], [True] * 3
+        )
