@@ -153,6 +153,20 @@ def test_gradcheck_and_gradgradcheck(device, op):
     assert torch.autograd.gradgradcheck(f, (xc,))
 
 
+@pytest.mark.parametrize(
+    "f",
+    [
+        lambda t: F.max_pool2d(t, (3, 2), (1, 2), (1, 0), dilation=(2, 1)),  # dilated, overlapping windows
+        lambda t: F.avg_pool2d(t, 3, 2, 1, ceil_mode=True, count_include_pad=True),
+        lambda t: F.avg_pool2d(t, (2, 3), 1, (1, 1), divisor_override=4),
+    ],
+    ids=["max-dilated", "avg-include-pad", "avg-divisor"],
+)
+def test_gradgradcheck_other_windows(f):
+    x = make_input((1, 2, 6, 7), torch.float64, "cpu", "contiguous", requires_grad=True, distinct=True)
+    assert torch.autograd.gradgradcheck(f, (x,))
+
+
 def test_values_only_forward_is_differentiable(device):
     # functional only picks it without grad, but the operator on its own still differentiates correctly
     x = make_input((1, 2, 6, 6), torch.float64, device, requires_grad=True, distinct=True)
