@@ -361,6 +361,27 @@ def pooling_indices_modified_in_place():
         out.sum().backward()
 
 
+@case
+def fused_operator_checks_its_arguments():
+    # LeNet's fused conv -> sigmoid -> avg_pool has no torch twin: every bad call must be a clear error
+    fused, backward = ops.conv2d_sigmoid_avgpool2d, ops.conv2d_sigmoid_avgpool2d_backward
+    x, w = torch.randn(1, 2, 8, 8), torch.randn(3, 2, 3, 3)
+    conf = ([1, 1], [0] * 4, [1, 1], 1)
+    for bad in ([0, 2], [-1, 2], [2**50, 2], [7, 7], [2**63 - 1, 1]):
+        with pytest.raises(RuntimeError, match="pool_size|Output size is too small"):
+            fused(x, w, None, *conf, bad)
+    with pytest.raises(RuntimeError, match="too large"):
+        fused(x, w, None, [1, 1], [2**50, 0, 0, 0], [1, 1], 1, [2, 2])
+    with pytest.raises(RuntimeError, match="scalar type"):
+        fused(x, w.double(), None, *conf, [2, 2])
+    out, act = fused(x, w, None, *conf, [2, 2])
+    for g, a in [(out[..., :2], act), (out, act[..., :3]), (out.double(), act)]:
+        with pytest.raises(RuntimeError):
+            backward(g, x, w, a, *conf, [2, 2], [True] * 3)
+    with pytest.raises(IndexError, match="Dimension out of range"):  # a 3D activation: read before checked
+        backward(out, x, w, act[0], *conf, [2, 2], [True] * 3)
+
+
 # ------------------------------------------------------------------------------ the harness
 def _child_main(names):
     """Runs the named cases in this process; one JSON line per case on stdout."""
