@@ -170,4 +170,6 @@ def test_max_pool_input_gradient_sums_to_the_grad_output_sum(n, c, window):
     out = F.max_pool2d(x, k, s, p, d, ceil)
     g = torch.randn_like(out)
     (gx,) = torch.autograd.grad(out, x, g)
-    assert_close(gx.sum(), g.sum())  # every output routes its gradient to exactly one input
+    # every output routes its gradient to exactly one input, except a dilated window that reads only
+    # padding: its -inf does not depend on the input at all
+    assert_close(gx.sum(), g[out > float("-inf")].sum())
