@@ -55,4 +55,14 @@ TORCH_LIBRARY(lenet_ext, m) {
   m.def(
       "avg_pool2d_backward(Tensor grad_output, Tensor input, int[2] kernel_size, int[2] stride, "
       "int[2] padding, bool ceil_mode, bool count_include_pad, int? divisor_override) -> Tensor");
+
+  // Private: shape.h's index math for one spatial dimension, checked exactly as every kernel's
+  // arguments are, so tests can probe it at sizes no tensor could have (past 2^31, up to 2^40).
+  // _window_output_size is the output length; _valid_outputs is [lo, hi) for kernel tap `tap_index`.
+  m.def(
+      "_window_output_size(int n, int pad_begin, int pad_end, int kernel, int stride, int dilation, "
+      "bool ceil_mode) -> int");
+  m.def(
+      "_valid_outputs(int n, int pad_begin, int pad_end, int kernel, int stride, int dilation, bool ceil_mode, "
+      "int tap_index) -> int[]");
 }

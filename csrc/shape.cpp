@@ -4,6 +4,9 @@
 #include "shape.h"
 
 #include <c10/util/irange.h>
+#include <torch/library.h>
+
+#include <vector>
 
 namespace lenet_ext {
 
@@ -119,6 +122,8 @@ Pool2dParams make_pool2d_params(
     TORCH_CHECK(padding[i] <= ((kernel[i] - 1) * dilation[i] + 1) / 2, op,
                 ": pad should be at most half of effective kernel size, but got pad=", padding,
                 ", kernel_size=", kernel, " and dilation=", dilation);
+    TORCH_CHECK(padding[i] <= kernel[i] / 2, op, ": pad should be smaller than or equal to half of kernel size, but got ",
+                "pad=", padding, " and kernel_size=", kernel);
   }
   TORCH_CHECK(p.win.out[0] > 0 && p.win.out[1] > 0, op, ": Given input size: (", p.channels, "x", p.win.in[0], "x",
               p.win.in[1], "). Calculated output size: (", p.channels, "x", p.win.out[0], "x", p.win.out[1],
@@ -132,6 +137,46 @@ void check_grad_output(const char* op, const at::Tensor& grad, c10::IntArrayRef 
               ", but got ", grad.scalar_type());
   TORCH_CHECK(grad.device() == like.device(), op, ": expected grad_output on ", like.device(), ", but got ",
               grad.device());
+}
+
+namespace {
+
+// The private operators behind tests/test_shape_math.py: one dimension, repeated for height and width
+// so that it goes through make_window2d's checks like every kernel's arguments.
+Window2d checked_window(
+    int64_t n, int64_t pad_begin, int64_t pad_end, int64_t kernel, int64_t stride, int64_t dilation, bool ceil_mode) {
+  constexpr const char* op = "lenet_ext._window_output_size";
+  TORCH_CHECK(n >= 0, op, ": input size must be non-negative, got ", n);
+  return make_window2d(op, {n, n}, {kernel, kernel}, {stride, stride}, {pad_begin, pad_begin}, {pad_end, pad_end},
+                       {dilation, dilation}, ceil_mode);
+}
+
+int64_t window_output_size_op(
+    int64_t n, int64_t pad_begin, int64_t pad_end, int64_t kernel, int64_t stride, int64_t dilation, bool ceil_mode) {
+  return checked_window(n, pad_begin, pad_end, kernel, stride, dilation, ceil_mode).out[0];
+}
+
+std::vector<int64_t> valid_outputs_op(
+    int64_t n,
+    int64_t pad_begin,
+    int64_t pad_end,
+    int64_t kernel,
+    int64_t stride,
+    int64_t dilation,
+    bool ceil_mode,
+    int64_t tap_index) {
+  const Window2d w = checked_window(n, pad_begin, pad_end, kernel, stride, dilation, ceil_mode);
+  TORCH_CHECK(tap_index >= 0 && tap_index < kernel, "lenet_ext._valid_outputs: tap_index must be in [0, ", kernel,
+              "), got ", tap_index);
+  const Range r = valid_outputs(n, pad_begin, tap_index * dilation, stride, w.out[0] > 0 ? w.out[0] : 0);
+  return {r.lo, r.hi};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(lenet_ext, CompositeExplicitAutograd, m) {
+  m.impl("_window_output_size", &window_output_size_op);
+  m.impl("_valid_outputs", &valid_outputs_op);
 }
 
 }  // namespace lenet_ext

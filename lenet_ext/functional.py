@@ -31,9 +31,11 @@ def _as_int(fn, name, value):
 
 
 def _conv_pair(name, value):
-    """torch's rule for conv arguments: one int, or a sequence of exactly two."""
+    """torch's rule for conv arguments: one int, or a sequence of one or two (one is repeated)."""
     if isinstance(value, (list, tuple)):
         values = [_as_int("conv2d", name, v) for v in value]
+        if len(values) == 1:
+            return values * 2
         if len(values) != 2:
             raise RuntimeError(
                 f"expected {name} to be a single integer value or a list of 2 values to match the "
@@ -286,6 +288,12 @@ def _check_pool_window(input, kernel, stride, padding, dilation, ceil_mode):
         raise RuntimeError(
             "Expected 3D or 4D (batch mode) tensor with optional 0 dim batch size for input, but got:"
             f"{list(input.shape)}"
+        )
+    # torch checks padding twice: against the dilated window above, and here against the kernel itself
+    if any(p > k // 2 for p, k in zip(padding, kernel)):
+        raise RuntimeError(
+            "pad should be smaller than or equal to half of kernel size, but got "
+            f"padW = {padding[1]}, padH = {padding[0]}, kW = {kernel[1]}, kH = {kernel[0]}"
         )
     if out[0] < 1 or out[1] < 1:
         c, h, w = input.shape[-3:]

@@ -153,6 +153,40 @@ def test_gradcheck_and_gradgradcheck(device, op):
     assert torch.autograd.gradgradcheck(f, (xc,))
 
 
+@pytest.mark.parametrize(
+    "f",
+    [
+        lambda t: F.max_pool2d(t, (3, 2), (1, 2), (1, 0), dilation=(2, 1)),  # dilated, overlapping windows
+        lambda t: F.avg_pool2d(t, 3, 2, 1, ceil_mode=True, count_include_pad=True),
+        lambda t: F.avg_pool2d(t, (2, 3), 1, (1, 1), divisor_override=4),
+    ],
+    ids=["max-dilated", "avg-include-pad", "avg-divisor"],
+)
+def test_gradgradcheck_other_windows(f):
+    x = make_input((1, 2, 6, 7), torch.float64, "cpu", "contiguous", requires_grad=True, distinct=True)
+    assert torch.autograd.gradgradcheck(f, (x,))
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_windows_of_only_padding_get_no_gradient(device, layout):
+    # kernel 2, dilation 2, padding 1 over a 1-row input: both row taps fall in the padding. The output
+    # is -inf and torch records an index past the plane for it (ours too); that index must not be an
+    # error in backward, and no input may receive that output's gradient.
+    x = make_input((1, 2, 1, 3), torch.float64, device, layout, requires_grad=True)
+    out, idx = F.max_pool2d(x, (2, 1), 1, (1, 0), (2, 1), return_indices=True)
+    ref, ref_idx = TF.max_pool2d(x.detach(), (2, 1), 1, (1, 0), (2, 1), return_indices=True)
+    assert torch.equal(out, ref) and torch.equal(idx, ref_idx) and bool((out == float("-inf")).all())
+    (gx,) = torch.autograd.grad(out, x, torch.randn_like(out))
+    assert torch.equal(gx, torch.zeros_like(x))
+    # mixed: only the first output row reads padding alone
+    x = make_input((1, 1, 4, 3), torch.float64, device, layout, requires_grad=True, distinct=True)
+    f = lambda t: F.max_pool2d(t, (2, 2), (3, 1), (1, 0), (5, 1))  # noqa: E731
+    out = f(x)
+    assert bool((out[0, 0, 0] == float("-inf")).all()) and bool(out[0, 0, 1:].isfinite().all())
+    (gx,) = torch.autograd.grad(out, x, torch.ones_like(out))
+    assert gx.sum() == out[0, 0, 1:].numel()
+
+
 def test_values_only_forward_is_differentiable(device):
     # functional only picks it without grad, but the operator on its own still differentiates correctly
     x = make_input((1, 2, 6, 6), torch.float64, device, requires_grad=True, distinct=True)

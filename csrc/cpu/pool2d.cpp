@@ -395,6 +395,37 @@ void max_unpool_nhwc(const scalar_t* go, const int64_t* ind, scalar_t* gx, int64
   });
 }
 
+// An (out H x out W) bool mask of the windows that read no input element, or an undefined tensor when
+// there are none. A window reads input only if one of its row taps and one of its column taps do.
+at::Tensor padding_only_windows(const Pool2dParams& p) {
+  std::vector<bool> empty[2];
+  bool any = false;
+  for (const auto dim : c10::irange(2)) {
+    const Window2d& w = p.win;
+    empty[dim].assign(w.out[dim], true);
+    for (const auto k : c10::irange(w.kernel[dim])) {
+      const Range r = valid_outputs(w.in[dim], w.pad[dim], k * w.dilation[dim], w.stride[dim], w.out[dim]);
+      for (int64_t o = r.lo; o < r.hi; ++o) {
+        empty[dim][o] = false;
+      }
+    }
+    for (const bool e : empty[dim]) {
+      any = any || e;
+    }
+  }
+  if (!any) {
+    return {};
+  }
+  at::Tensor mask = at::zeros({p.win.out[0], p.win.out[1]}, at::kBool);
+  auto m = mask.accessor<bool, 2>();
+  for (const auto oh : c10::irange(p.win.out[0])) {
+    for (const auto ow : c10::irange(p.win.out[1])) {
+      m[oh][ow] = empty[0][oh] || empty[1][ow];
+    }
+  }
+  return mask;
+}
+
 at::Tensor max_pool2d_backward_cpu(const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& indices,
                                    c10::IntArrayRef kernel_size, c10::IntArrayRef stride, c10::IntArrayRef padding,
                                    c10::IntArrayRef dilation, bool ceil_mode) {
@@ -410,8 +441,17 @@ at::Tensor max_pool2d_backward_cpu(const at::Tensor& grad_output, const at::Tens
   TORCH_CHECK(indices.device() == input.device(), op, ": expected indices on ", input.device(), ", but got ",
               indices.device());
   const auto fmt = pool_format(input);
-  const at::Tensor go = to_compute(grad_output, fmt);
-  const at::Tensor ind = indices.contiguous(fmt);
+  at::Tensor go = to_compute(grad_output, fmt);
+  at::Tensor ind = indices.contiguous(fmt);
+  // A dilated window can read only padding (e.g. a 1-row input, kernel 2, dilation 2, padding 1). Its
+  // output is -inf whatever the input, so it gets no gradient; torch's forward (and ours) still records
+  // an index past the plane for it, which must not count as invalid. Such windows are rare: mask them
+  // out only when the shape has any.
+  const at::Tensor padding_only = padding_only_windows(p);
+  if (padding_only.defined()) {
+    go = go.masked_fill(padding_only, 0).contiguous(fmt);
+    ind = ind.masked_fill(padding_only, 0).contiguous(fmt);
+  }
   at::Tensor gx = empty_grad_input(input, go, fmt);
   const int64_t plane_in = p.win.in[0] * p.win.in[1], plane_out = p.win.out[0] * p.win.out[1];
   BadIndex bad;
