@@ -92,7 +92,10 @@ def test_max_pool2d_against_torch(n, c, window, layout):
     ref, ref_idx = TF.max_pool2d(x, k, s, p, d, ceil, return_indices=True)
     assert torch.equal(out, ref) and torch.equal(idx, ref_idx)
     g = torch.randn_like(ref)
-    assert_close(grads(out, [xo], g)[0], grads(ref, [x], g)[0])
+    # A dilated window can read padding only (output -inf, the values being finite). It depends on no
+    # input, so ours gives it no gradient; torch scatters its gradient to an index outside the window.
+    reads_input = ref != float("-inf")
+    assert_close(grads(out, [xo], g)[0], grads(ref, [x], g * reads_input)[0])
 
 
 @SETTINGS
