@@ -3,6 +3,7 @@
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
+#include <c10/core/impl/LocalDispatchKeySet.h>
 #include <c10/util/Exception.h>
 
 #include <algorithm>
@@ -26,36 +27,34 @@ inline at::Tensor to_compute(const at::Tensor& t) {
 // The batch is cut into fixed slices, one per thread, when there are at least as many images as
 // threads; otherwise it is one slice and the work inside each image uses the threads. Slices depend
 // only on the batch size and thread count, so per-slice reductions merge deterministically.
-inline int64_t batch_slice_size(int64_t batch) {
-  const int64_t threads = at::get_num_threads();
-  const int64_t slices = batch >= threads && !at::in_parallel_region() ? threads : 1;
-  return std::max<int64_t>(1, (batch + slices - 1) / slices);
-}
+struct BatchSlices {
+  int64_t size;   // images per slice
+  int64_t count;  // slices
 
-inline int64_t batch_slice_count(int64_t batch) {
-  const int64_t size = batch_slice_size(batch);
-  return std::max<int64_t>(1, (batch + size - 1) / size);
-}
+  explicit BatchSlices(int64_t batch) {
+    const int64_t threads = at::get_num_threads();
+    const int64_t wanted = batch >= threads && !at::in_parallel_region() ? threads : 1;
+    size = std::max<int64_t>(1, (batch + wanted - 1) / wanted);
+    count = std::max<int64_t>(1, (batch + size - 1) / size);
+  }
+};
 
-inline int64_t batch_slice_of(int64_t first_image, int64_t batch) {
-  return first_image / batch_slice_size(batch);
-}
-
-// Calls f(n0, n1) for each slice [n0, n1) of the batch, in parallel when there is more than one.
+// Calls f(slice, n0, n1) for each slice [n0, n1) of the batch, in parallel when there is more than one.
+// The calling thread is below autograd (we are inside an operator's kernel); its worker threads start
+// without that thread-local state, so the guard restores it for the ATen calls the kernels make there.
 template <typename F>
-void for_each_batch_slice(int64_t batch, const F& f) {
-  const int64_t size = batch_slice_size(batch);
-  const int64_t slices = batch_slice_count(batch);
+void for_each_batch_slice(int64_t batch, const BatchSlices& slices, const F& f) {
   if (batch == 0) {
     return;
   }
-  if (slices == 1) {
-    f(0, batch);
+  if (slices.count == 1) {
+    f(int64_t{0}, int64_t{0}, batch);
     return;
   }
-  at::parallel_for(0, slices, 1, [&](int64_t s0, int64_t s1) {
+  at::parallel_for(0, slices.count, 1, [&](int64_t s0, int64_t s1) {
+    c10::impl::ExcludeDispatchKeyGuard below_autograd(c10::autograd_dispatch_keyset_with_ADInplaceOrView);
     for (int64_t s = s0; s < s1; ++s) {
-      f(s * size, std::min(batch, (s + 1) * size));
+      f(s, s * slices.size, std::min(batch, (s + 1) * slices.size));
     }
   });
 }

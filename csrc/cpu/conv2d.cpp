@@ -362,7 +362,7 @@ void conv2d_forward_impl(const at::Tensor& x, const at::Tensor& weight, const at
   scalar_t* out_data = out.mutable_data_ptr<scalar_t>();
   const scalar_t* b_data = bias ? bias->const_data_ptr<scalar_t>() : nullptr;
 
-  for_each_batch_slice(p.batch, [&](int64_t n0, int64_t n1) {
+  for_each_batch_slice(p.batch, BatchSlices(p.batch), [&](int64_t, int64_t n0, int64_t n1) {
     Workspace<scalar_t> ws(p, g, x.options());
     for_each_block(g, n0, n1, [&](const Block& b) {
       const BlockView v(b, g);
@@ -575,12 +575,12 @@ at::Tensor conv2d_grad_weight_direct(const at::Tensor& go, const at::Tensor& x, 
   constexpr int kTile = 12;
 
   // One partial sum per batch slice ([groups][K][og_pad]), merged in slice order below.
-  const int64_t slices = batch_slice_count(p.batch);
-  at::Tensor partial = at::zeros({slices, p.groups, K, og_pad}, go.options());
-  for_each_batch_slice(p.batch, [&](int64_t n0, int64_t n1) {
+  const BatchSlices slices(p.batch);
+  at::Tensor partial = at::zeros({slices.count, p.groups, K, og_pad}, go.options());
+  for_each_batch_slice(p.batch, slices, [&](int64_t slice, int64_t n0, int64_t n1) {
     std::vector<scalar_t> src(Cg * Hp * Wp);
     std::vector<scalar_t> gop(L * og_pad, scalar_t(0));  // pixel-major grad_output: gop[l * og_pad + o]
-    scalar_t* acc = partial[batch_slice_of(n0, p.batch)].template mutable_data_ptr<scalar_t>();
+    scalar_t* acc = partial.template mutable_data_ptr<scalar_t>() + slice * p.groups * K * og_pad;
     for (int64_t n = n0; n < n1; ++n) {
       for (int64_t grp = 0; grp < p.groups; ++grp) {
         pad_input(x_data + (n * p.in_channels + grp * Cg) * in_plane, src.data(), Cg, win, Hp, Wp);
@@ -606,7 +606,7 @@ at::Tensor conv2d_grad_weight_direct(const at::Tensor& go, const at::Tensor& x, 
     }
   });
   at::Tensor sum = partial[0];
-  for (int64_t s = 1; s < slices; ++s) {
+  for (int64_t s = 1; s < slices.count; ++s) {
     sum.add_(partial[s]);
   }
   // [groups][K][og_pad] -> [groups * Og][Cg][KH][KW]
@@ -622,7 +622,7 @@ at::Tensor conv2d_grad_input_impl(const at::Tensor& go, const at::Tensor& weight
   const scalar_t* go_data = go.const_data_ptr<scalar_t>();
   scalar_t* gx_data = gx.mutable_data_ptr<scalar_t>();
 
-  for_each_batch_slice(p.batch, [&](int64_t n0, int64_t n1) {
+  for_each_batch_slice(p.batch, BatchSlices(p.batch), [&](int64_t, int64_t n0, int64_t n1) {
     Workspace<scalar_t> ws(p, g, go.options());  // ws.padded holds the padded input gradient
     for_each_block(g, n0, n1, [&](const Block& b) {
       const BlockView v(b, g);
@@ -672,11 +672,11 @@ at::Tensor conv2d_grad_weight_impl(const at::Tensor& go, const at::Tensor& x, co
   const scalar_t* x_data = x.const_data_ptr<scalar_t>();
 
   // One partial sum per batch slice, merged in slice order below.
-  const int64_t slices = batch_slice_count(p.batch);
-  at::Tensor partial = at::zeros({slices, p.groups, g.Og, g.K}, go.options());
-  for_each_batch_slice(p.batch, [&](int64_t n0, int64_t n1) {
+  const BatchSlices slices(p.batch);
+  at::Tensor partial = at::zeros({slices.count, p.groups, g.Og, g.K}, go.options());
+  for_each_batch_slice(p.batch, slices, [&](int64_t slice, int64_t n0, int64_t n1) {
     Workspace<scalar_t> ws(p, g, x.options());
-    at::Tensor acc = partial[batch_slice_of(n0, p.batch)];
+    at::Tensor acc = partial[slice];
     for_each_block(g, n0, n1, [&](const Block& b) {
       const BlockView v(b, g);
       ws.pad_block(x_data, b);
@@ -689,7 +689,7 @@ at::Tensor conv2d_grad_weight_impl(const at::Tensor& go, const at::Tensor& x, co
     });
   });
   at::Tensor gw = partial[0];
-  for (int64_t s = 1; s < slices; ++s) {
+  for (int64_t s = 1; s < slices.count; ++s) {
     gw.add_(partial[s]);
   }
   return gw.view({p.out_channels, g.Cg, p.win.kernel[0], p.win.kernel[1]});
