@@ -149,7 +149,8 @@ torch.library.register_autograd(
 )
 
 
-def _max_pool2d_values_setup_context(ctx, inputs, output):
+def _save_input_and_conf(ctx, inputs, output):
+    """setup_context of the pooling forwards that need only their input and their arguments."""
     input, *conf = inputs
     ctx.save_for_backward(input)
     ctx.conf = conf
@@ -164,7 +165,7 @@ def _max_pool2d_values_backward(ctx, grad):
 
 
 torch.library.register_autograd(
-    "lenet_ext::max_pool2d_forward_values", _max_pool2d_values_backward, setup_context=_max_pool2d_values_setup_context
+    "lenet_ext::max_pool2d_forward_values", _max_pool2d_values_backward, setup_context=_save_input_and_conf
 )
 
 
@@ -189,19 +190,13 @@ torch.library.register_autograd(
 )
 
 
-def _avg_pool2d_setup_context(ctx, inputs, output):
-    input, *conf = inputs
-    ctx.save_for_backward(input)
-    ctx.conf = conf
-
-
 def _avg_pool2d_backward(ctx, grad):
     (input,) = ctx.saved_tensors
     return _ops.avg_pool2d_backward(grad, input, *ctx.conf), None, None, None, None, None, None
 
 
 torch.library.register_autograd(
-    "lenet_ext::avg_pool2d_forward", _avg_pool2d_backward, setup_context=_avg_pool2d_setup_context
+    "lenet_ext::avg_pool2d_forward", _avg_pool2d_backward, setup_context=_save_input_and_conf
 )
 
 

@@ -18,10 +18,11 @@ inline void check_cpu_floating(const char* kernel, const at::Tensor& t) {
                               "\" not implemented for '", c10::toString(dt), "'");
 }
 
-// A contiguous NCHW copy (or the tensor itself) in the dtype the kernels compute in.
-inline at::Tensor to_compute(const at::Tensor& t) {
-  const auto dt = t.scalar_type() == at::kBFloat16 ? at::kFloat : t.scalar_type();
-  return t.to(dt).contiguous();
+// A dense copy in `fmt` (or the tensor itself) in the dtype the kernels compute in: the 16-bit floats
+// are computed in float32.
+inline at::Tensor to_compute(const at::Tensor& t, at::MemoryFormat fmt = at::MemoryFormat::Contiguous) {
+  const auto dt = t.scalar_type();
+  return t.to(dt == at::kBFloat16 || dt == at::kHalf ? at::kFloat : dt).contiguous(fmt);
 }
 
 // The batch is cut into fixed slices, one per thread, when there are at least as many images as

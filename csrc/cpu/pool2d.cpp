@@ -54,15 +54,6 @@ at::MemoryFormat pool_format(const at::Tensor& input) {
   return is_channels_last(input) ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
 }
 
-bool is_reduced_float(at::ScalarType t) {
-  return t == at::kBFloat16 || t == at::kHalf;
-}
-
-// The tensor in the dtype the kernels compute in, dense in `fmt`.
-at::Tensor to_compute(const at::Tensor& t, at::MemoryFormat fmt) {
-  return t.to(is_reduced_float(t.scalar_type()) ? at::kFloat : t.scalar_type()).contiguous(fmt);
-}
-
 // Writes a computed result into a tensor of the caller's dtype (a no-op when they already agree).
 at::Tensor from_compute(const at::Tensor& result, at::ScalarType dtype, at::MemoryFormat fmt) {
   if (result.scalar_type() == dtype) {
