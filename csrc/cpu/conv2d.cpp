@@ -516,6 +516,87 @@ void conv2d_forward_direct(const at::Tensor& x, const at::Tensor& weight, const 
   });
 }
 
+// Pixel-vectorised variant of the direct forward, for stride 1 and at most 8 output channels per group
+// (LeNet's first layer, and the input gradient of its second, which is a 16 -> 6 convolution). Across
+// channels a vector would be mostly empty; across pixels it is full: a tile holds OB channels x 2 vectors
+// of consecutive pixels of the wide layout (pitch = padded width, see the top of this file) and, per tap,
+// loads 2 input vectors and broadcasts OB weights. The wide layout's extra columns are dropped.
+
+template <int OB, typename scalar_t>
+void wide_tile(const scalar_t* src, const int64_t* taps, int64_t K, const scalar_t* wt, int64_t ldw, scalar_t* dst,
+               int64_t ldd) {
+  constexpr int kLanes = 64 / sizeof(scalar_t);
+  using vec_t = typename Vec<scalar_t, kLanes>::type;
+  vec_t acc[OB][2];
+#pragma GCC unroll 8
+  for (int ob = 0; ob < OB; ++ob) {
+    acc[ob][0] = vec_t{};
+    acc[ob][1] = vec_t{};
+  }
+  for (int64_t t = 0; t < K; ++t) {
+    vec_t x0, x1;
+    std::memcpy(&x0, src + taps[t], sizeof(vec_t));
+    std::memcpy(&x1, src + taps[t] + kLanes, sizeof(vec_t));
+    const scalar_t* wv = wt + t * ldw;
+#pragma GCC unroll 8
+    for (int ob = 0; ob < OB; ++ob) {
+      acc[ob][0] += wv[ob] * x0;
+      acc[ob][1] += wv[ob] * x1;
+    }
+  }
+#pragma GCC unroll 8
+  for (int ob = 0; ob < OB; ++ob) {
+    std::memcpy(dst + ob * ldd, &acc[ob][0], sizeof(vec_t));
+    std::memcpy(dst + ob * ldd + kLanes, &acc[ob][1], sizeof(vec_t));
+  }
+}
+
+template <int OB, typename scalar_t>
+void conv2d_forward_wide(const at::Tensor& x, const at::Tensor& weight, const at::Tensor* bias, at::Tensor& out,
+                         const Conv2dParams& p) {
+  constexpr int64_t kTile = 2 * 64 / sizeof(scalar_t);  // pixels per tile
+  const Window2d& win = p.win;
+  const int64_t Cg = p.in_channels / p.groups, Og = p.out_channels / p.groups;
+  const int64_t K = Cg * win.kernel[0] * win.kernel[1];
+  const int64_t OH = win.out[0], OW = win.out[1];
+  const int64_t Hp = win.in[0] + win.pad[0] + win.pad_end[0], Wp = win.in[1] + win.pad[1] + win.pad_end[1];
+  const int64_t wide = (OH * Wp + kTile - 1) / kTile * kTile;
+  // A tile may run past the last output row by up to kTile pixels and the last tap sits (KW-1)*dw past
+  // the row start: zeroed slack after the padded image keeps every read inside the buffer.
+  const int64_t slack = Wp + kTile;
+  at::Tensor wt = at::zeros({p.groups, K, OB}, weight.options());
+  wt.narrow(2, 0, Og).copy_(weight.view({p.groups, Og, K}).transpose(1, 2));
+  const std::vector<int64_t> taps = tap_offsets(win, Cg, Hp, Wp);
+  const scalar_t* x_data = x.const_data_ptr<scalar_t>();
+  const scalar_t* wt_data = wt.const_data_ptr<scalar_t>();
+  const scalar_t* b_data = bias ? bias->const_data_ptr<scalar_t>() : nullptr;
+  scalar_t* out_data = out.mutable_data_ptr<scalar_t>();
+  const int64_t in_plane = win.in[0] * win.in[1];
+
+  at::parallel_for(0, p.batch * p.groups, 1, [&](int64_t q0, int64_t q1) {
+    std::vector<scalar_t> src(Cg * Hp * Wp + slack, scalar_t(0));
+    std::vector<scalar_t> res(OB * wide);
+    for (int64_t q = q0; q < q1; ++q) {
+      const int64_t n = q / p.groups, grp = q % p.groups;
+      pad_input(x_data + (n * p.in_channels + grp * Cg) * in_plane, src.data(), Cg, win, Hp, Wp);
+      for (int64_t l = 0; l < wide; l += kTile) {
+        wide_tile<OB>(src.data() + l, taps.data(), K, wt_data + grp * K * OB, OB, res.data() + l, wide);
+      }
+      for (int64_t o = 0; o < Og; ++o) {
+        const int64_t oc = grp * Og + o;
+        const scalar_t bo = b_data ? b_data[oc] : scalar_t(0);
+        for (int64_t oh = 0; oh < OH; ++oh) {
+          const scalar_t* r = res.data() + o * wide + oh * Wp;
+          scalar_t* dst = out_data + ((n * p.out_channels + oc) * OH + oh) * OW;
+          for (int64_t ow = 0; ow < OW; ++ow) {
+            dst[ow] = r[ow] + bo;
+          }
+        }
+      }
+    }
+  });
+}
+
 // ---------------------------------------------------------------------------------------------
 // Direct weight gradient for the same shapes as the direct forward: register tiles of T taps x OV output
 // channels, each accumulating x(tap, pixel) * grad_out(pixel, channels) over every output pixel of an
@@ -734,13 +815,16 @@ at::Tensor conv2d_grad_bias_impl(const at::Tensor& go, const Conv2dParams& p) {
 }
 
 // The forward algorithm (see the top of this file); lenet_ext.backends.conv_algorithm overrides it.
-//   direct: 4 to 32 output channels per group and at most 1024 taps per output, e.g. LeNet's 1->6 and
-//           6->16 layers. Such products are too thin for a matrix-product library to reach its
-//           speed, while the direct tile needs no unrolled copy of the input and wastes at most a few
-//           vector lanes on channels.
-//   im2col: everything else; wide channel counts are what matrix products are good at, and with one
-//           output channel per group (depthwise) the direct tile would leave most lanes idle.
+//   direct: at most 1024 taps per output, and either stride 1 with at most 8 output channels per group
+//           (pixel-vectorised tiles: LeNet's first layer, depthwise) or 4 to 32 output channels per
+//           group (channel-vectorised tiles: LeNet's second layer). Such products are too thin for a
+//           matrix-product library to reach its speed, and the direct tiles need no unrolled input.
+//   im2col: everything else; wide channel counts are what matrix products are good at.
 enum class ForwardAlgorithm { kDirect, kIm2col };
+
+bool pixel_tiles_fit(const Conv2dParams& p) {
+  return p.out_channels / p.groups <= 8 && p.win.stride[0] == 1 && p.win.stride[1] == 1;
+}
 
 ForwardAlgorithm choose_forward_algorithm(const Conv2dParams& p) {
   const int64_t forced = conv_algorithm_override();
@@ -749,15 +833,25 @@ ForwardAlgorithm choose_forward_algorithm(const Conv2dParams& p) {
   }
   const int64_t Og = p.out_channels / p.groups;
   const int64_t K = p.in_channels / p.groups * p.win.kernel[0] * p.win.kernel[1];
-  return Og >= 4 && Og <= 32 && K <= 1024 ? ForwardAlgorithm::kDirect : ForwardAlgorithm::kIm2col;
+  const bool direct = K <= 1024 && (pixel_tiles_fit(p) || (Og >= 4 && Og <= 32));
+  return direct ? ForwardAlgorithm::kDirect : ForwardAlgorithm::kIm2col;
 }
 
 template <typename scalar_t>
 void conv2d_forward_any(const at::Tensor& x, const at::Tensor& w, const at::Tensor* bias, at::Tensor& out,
                         const Conv2dParams& p) {
+  const int64_t Og = p.out_channels / p.groups;
   if (choose_forward_algorithm(p) == ForwardAlgorithm::kIm2col) {
     conv2d_forward_impl<scalar_t>(x, w, bias, out, p);
-  } else if (p.out_channels / p.groups <= 8) {
+  } else if (pixel_tiles_fit(p)) {
+    if (Og <= 4) {
+      conv2d_forward_wide<4, scalar_t>(x, w, bias, out, p);
+    } else if (Og <= 6) {
+      conv2d_forward_wide<6, scalar_t>(x, w, bias, out, p);
+    } else {
+      conv2d_forward_wide<8, scalar_t>(x, w, bias, out, p);
+    }
+  } else if (Og <= 8) {
     conv2d_forward_direct<8, scalar_t>(x, w, bias, out, p);
   } else {
     conv2d_forward_direct<16, scalar_t>(x, w, bias, out, p);
@@ -834,7 +928,8 @@ std::tuple<std::optional<at::Tensor>, std::optional<at::Tensor>, std::optional<a
     }
     if (output_mask[1]) {
       const at::Tensor x = to_compute(input);
-      at::Tensor g = !direct                         ? conv2d_grad_weight_impl<scalar_t>(go, x, p)
+      const bool direct_weight = direct && p.out_channels / p.groups >= 4;  // channel tiles need channels
+      at::Tensor g = !direct_weight                  ? conv2d_grad_weight_impl<scalar_t>(go, x, p)
                      : p.out_channels / p.groups <= 8 ? conv2d_grad_weight_direct<8, scalar_t>(go, x, p)
                                                       : conv2d_grad_weight_direct<16, scalar_t>(go, x, p);
       gw = g.to(input.scalar_type());
