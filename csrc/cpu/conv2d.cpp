@@ -470,6 +470,15 @@ std::vector<int64_t> tap_offsets(const Window2d& win, int64_t channels, int64_t 
   return taps;
 }
 
+// Per group, the weights as K x width, tap-major (one row of output channels per tap), with zero columns
+// past the group's Og channels: what the direct tiles load or broadcast per tap.
+at::Tensor tap_major_weights(const at::Tensor& weight, const Conv2dParams& p, int64_t width) {
+  const int64_t Og = p.out_channels / p.groups, K = weight.numel() / std::max<int64_t>(p.out_channels, 1);
+  at::Tensor wt = at::zeros({p.groups, K, width}, weight.options());
+  wt.narrow(2, 0, Og).copy_(weight.view({p.groups, Og, K}).transpose(1, 2));
+  return wt;
+}
+
 template <int OV, typename scalar_t>
 void conv2d_forward_direct(const at::Tensor& x, const at::Tensor& weight, const at::Tensor* bias, at::Tensor& out,
                            const Conv2dParams& p) {
@@ -480,10 +489,7 @@ void conv2d_forward_direct(const at::Tensor& x, const at::Tensor& weight, const 
   const int64_t Hp = win.in[0] + win.pad[0] + win.pad_end[0], Wp = win.in[1] + win.pad[1] + win.pad_end[1];
   const int64_t og_pad = (Og + OV - 1) / OV * OV;
 
-  // Per group, the weights as K x og_pad (tap-major, zero columns past Og), and each tap's offset in the
-  // padded image.
-  at::Tensor wt = at::zeros({p.groups, K, og_pad}, weight.options());
-  wt.narrow(2, 0, Og).copy_(weight.view({p.groups, Og, K}).transpose(1, 2));
+  const at::Tensor wt = tap_major_weights(weight, p, og_pad);
   const std::vector<int64_t> taps = tap_offsets(win, Cg, Hp, Wp);
   const scalar_t* x_data = x.const_data_ptr<scalar_t>();
   const scalar_t* wt_data = wt.const_data_ptr<scalar_t>();
@@ -564,8 +570,7 @@ void conv2d_forward_wide(const at::Tensor& x, const at::Tensor& weight, const at
   // A tile may run past the last output row by up to kTile pixels and the last tap sits (KW-1)*dw past
   // the row start: zeroed slack after the padded image keeps every read inside the buffer.
   const int64_t slack = Wp + kTile;
-  at::Tensor wt = at::zeros({p.groups, K, OB}, weight.options());
-  wt.narrow(2, 0, Og).copy_(weight.view({p.groups, Og, K}).transpose(1, 2));
+  const at::Tensor wt = tap_major_weights(weight, p, OB);
   const std::vector<int64_t> taps = tap_offsets(win, Cg, Hp, Wp);
   const scalar_t* x_data = x.const_data_ptr<scalar_t>();
   const scalar_t* wt_data = wt.const_data_ptr<scalar_t>();
