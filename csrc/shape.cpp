@@ -122,8 +122,9 @@ Pool2dParams make_pool2d_params(
     TORCH_CHECK(padding[i] <= ((kernel[i] - 1) * dilation[i] + 1) / 2, op,
                 ": pad should be at most half of effective kernel size, but got pad=", padding,
                 ", kernel_size=", kernel, " and dilation=", dilation);
-    TORCH_CHECK(padding[i] <= kernel[i] / 2, op, ": pad should be smaller than or equal to half of kernel size, but got ",
-                "pad=", padding, " and kernel_size=", kernel);
+    TORCH_CHECK(padding[i] <= kernel[i] / 2, op,
+                ": pad should be smaller than or equal to half of kernel size, but got pad=", padding,
+                " and kernel_size=", kernel);
   }
   TORCH_CHECK(p.win.out[0] > 0 && p.win.out[1] > 0, op, ": Given input size: (", p.channels, "x", p.win.in[0], "x",
               p.win.in[1], "). Calculated output size: (", p.channels, "x", p.win.out[0], "x", p.win.out[1],

@@ -10,12 +10,17 @@
 
 namespace lenet_ext {
 
-// float32 and float64 are computed as they are; bfloat16 is computed in float32. Anything else gets
-// the NotImplementedError that torch's own dtype dispatch raises, naming the kernel.
+// The NotImplementedError that torch's own dtype dispatch raises for a dtype a kernel does not compute,
+// naming the kernel.
+inline void check_dtype_supported(const char* kernel, const at::Tensor& t, bool supported) {
+  TORCH_CHECK_NOT_IMPLEMENTED(supported, "\"", kernel, "\" not implemented for '", c10::toString(t.scalar_type()),
+                              "'");
+}
+
+// Convolution computes float32 and float64 as they are and bfloat16 in float32.
 inline void check_cpu_floating(const char* kernel, const at::Tensor& t) {
   const auto dt = t.scalar_type();
-  TORCH_CHECK_NOT_IMPLEMENTED(dt == at::kFloat || dt == at::kDouble || dt == at::kBFloat16, "\"", kernel,
-                              "\" not implemented for '", c10::toString(dt), "'");
+  check_dtype_supported(kernel, t, dt == at::kFloat || dt == at::kDouble || dt == at::kBFloat16);
 }
 
 // A dense copy in `fmt` (or the tensor itself) in the dtype the kernels compute in: the 16-bit floats

@@ -1,7 +1,7 @@
 // conv2d on the CPU: forward, and one backward that computes any subset of (input, weight, bias)
 // gradients.
 //
-// Algorithm: im2col + matrix product, over blocks of output columns.
+// im2col + matrix product, over blocks of output columns (the general algorithm).
 //   im2col unrolls a group of input channels into a matrix `col` with one row per kernel tap (c, i, j)
 //   and one column per output pixel: the input value under that tap, or 0 where the tap falls in the
 //   padding. Then, per block of output pixels and per group g,
@@ -23,6 +23,17 @@
 //   dropped (forward) or zeroed (backward, so they contribute nothing).
 //   Strided convolutions use the general im2col with pitch OW and explicit borders.
 //   A 1x1, stride-1, unpadded convolution over one whole image needs no unrolling at all.
+//
+// Direct kernels (no unrolled copy of the input), for channel counts too thin for a matrix-product
+// library: register tiles accumulate every tap into a block of outputs held in vector registers.
+//   pixel tiles   stride 1, at most 8 output channels per group: 2 vectors of consecutive pixels of the
+//                 wide layout x OB channels (LeNet's first layer, depthwise);
+//   channel tiles 4 to 32 output channels per group: up to 12 pixels of a row x one vector of channels
+//                 (LeNet's second layer), any stride;
+//   weight grad   the same shapes: tiles of taps x a vector of channels, summed over the pixels;
+//   input grad    for stride 1, a convolution of the padded grad_output with the flipped, transposed
+//                 weight, which then runs through the direct forward.
+//   choose_forward_algorithm below is the heuristic; lenet_ext.backends.conv_algorithm overrides it.
 //
 // Layout: kernels read contiguous NCHW (inputs in any other layout are copied once) and write
 // contiguous NCHW. bfloat16 is computed in float32 and rounded once at the end.
@@ -299,8 +310,8 @@ struct Workspace {
     }
     const int64_t in_plane = p.win.in[0] * p.win.in[1];
     for (int64_t n = b.n0; n < b.n1; ++n) {
-      pad_input(x + n * p.in_channels * in_plane, padded.mutable_data_ptr<scalar_t>() + (n - b.n0) * p.groups * g.padded_image(),
-                p.in_channels, p.win, g.Hp, g.Wp);
+      scalar_t* dst = padded.mutable_data_ptr<scalar_t>() + (n - b.n0) * p.groups * g.padded_image();
+      pad_input(x + n * p.in_channels * in_plane, dst, p.in_channels, p.win, g.Hp, g.Wp);
     }
   }
 
@@ -370,7 +381,8 @@ void conv2d_forward_impl(const at::Tensor& x, const at::Tensor& weight, const at
       for (int64_t grp = 0; grp < p.groups; ++grp) {
         const int64_t o0 = grp * g.Og;
         const at::Tensor cols = ws.unroll(x, x_data, b, v, grp, /*zero_extra=*/false);
-        scalar_t* res = v.in_place ? out_data + (b.n0 * p.out_channels + o0) * g.L : ws.mat.template mutable_data_ptr<scalar_t>();
+        scalar_t* res = v.in_place ? out_data + (b.n0 * p.out_channels + o0) * g.L
+                                   : ws.mat.template mutable_data_ptr<scalar_t>();
         at::Tensor res_m = as_matrix(out, res, g.Og, v.cols);
         at::mm_out(res_m, w[grp], cols);
         // Scatter the real columns to NCHW, adding the bias on the way.

@@ -62,16 +62,14 @@ at::Tensor from_compute(const at::Tensor& result, at::ScalarType dtype, at::Memo
   return at::empty(result.sizes(), result.options().dtype(dtype).memory_format(fmt)).copy_(result);
 }
 
+// Pooling computes every floating type (16-bit ones in float32); max pooling also integers, as torch.
 void check_floating(const char* kernel, const at::Tensor& t) {
-  const auto dt = t.scalar_type();
-  TORCH_CHECK_NOT_IMPLEMENTED(at::isFloatingType(dt), "\"", kernel, "\" not implemented for '", c10::toString(dt),
-                              "'");
+  check_dtype_supported(kernel, t, at::isFloatingType(t.scalar_type()));
 }
 
 void check_max_dtype(const char* kernel, const at::Tensor& t) {
   const auto dt = t.scalar_type();
-  TORCH_CHECK_NOT_IMPLEMENTED(at::isFloatingType(dt) || (at::isIntegralType(dt, /*includeBool=*/false)), "\"",
-                              kernel, "\" not implemented for '", c10::toString(dt), "'");
+  check_dtype_supported(kernel, t, at::isFloatingType(dt) || at::isIntegralType(dt, /*includeBool=*/false));
 }
 
 // The input gradient, to be accumulated into. NCHW kernels zero each plane themselves just before
@@ -577,7 +575,8 @@ at::Tensor avg_pool2d_forward_cpu(const at::Tensor& input, c10::IntArrayRef kern
       if (fmt == at::MemoryFormat::ChannelsLast) {
         avg_pool_nhwc(xd, yd, p.batch, p.channels, p.win, f);
       } else {
-        with_column_stride(p.win.stride[1], [&](auto S) { avg_pool_nchw<scalar_t, decltype(S)::value>(xd, yd, planes, p.win, f); });
+        with_column_stride(p.win.stride[1],
+                           [&](auto S) { avg_pool_nchw<scalar_t, decltype(S)::value>(xd, yd, planes, p.win, f); });
       }
     });
   }
