@@ -4,10 +4,12 @@
     with lenet_ext.backends.conv_algorithm("im2col"):
         ...                                       # or only inside a block
 
-``"auto"`` (the default) uses the heuristic documented at the top of ``csrc/cpu/conv2d.cpp``:
-the direct kernel for stride-1 convolutions with at most 32 output channels per group and at most
-1024 taps per output (LeNet's layers, depthwise), im2col + matrix product for everything else.
-Strided convolutions always use im2col. The setting is process-wide.
+``"auto"`` (the default) uses the heuristics documented in ``csrc/cpu/conv2d.cpp``
+(``choose_forward_kernel``, ``direct_weight_grad``): direct register-tiled kernels for stride-1
+convolutions up to 1152 taps per output (pointwise ones with more than 8 output channels per group
+excepted), and for strided ones with 4 to 32 output channels per group; im2col + matrix product for
+the rest. ``"direct"`` forces the direct kernels, ``"im2col"`` the matrix product. The setting is
+process-wide.
 """
 
 import contextlib

@@ -27,6 +27,12 @@ CONFIGS = [
     # large enough that one image's unrolled matrix is cut into bands of output rows
     ((2, 16, 40, 40), (8, 16, 3, 3), dict(padding=1, stride=(1, 2))),
     ((1, 64, 48, 48), (4, 64, 1, 1), {}),
+    # pixel tiles: LeNet's two layers (compact layout, a partial last tile, two channel blocks), and the
+    # wide layout with several blocks, where some tiles start in a dropped column (found by a sweep)
+    ((2, 1, 28, 28), (6, 1, 5, 5), dict(padding=2)),
+    ((3, 6, 14, 14), (16, 6, 5, 5), {}),
+    ((1, 5, 30, 40), (12, 5, 3, 3), dict(padding=1, dilation=(1, 2))),
+    ((1, 16, 20, 20), (40, 16, 3, 3), dict(padding=1)),
 ]
 
 

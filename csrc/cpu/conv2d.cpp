@@ -24,16 +24,18 @@
 //   Strided convolutions use the general im2col with pitch OW and explicit borders.
 //   A 1x1, stride-1, unpadded convolution over one whole image needs no unrolling at all.
 //
-// Direct kernels (no unrolled copy of the input), for channel counts too thin for a matrix-product
-// library: register tiles accumulate every tap into a block of outputs held in vector registers.
-//   pixel tiles   stride 1, at most 8 output channels per group: 2 vectors of consecutive pixels of the
-//                 wide layout x OB channels (LeNet's first layer, depthwise);
-//   channel tiles 4 to 32 output channels per group: up to 12 pixels of a row x one vector of channels
-//                 (LeNet's second layer), any stride;
-//   weight grad   the same shapes: tiles of taps x a vector of channels, summed over the pixels;
+// Direct kernels (no unrolled copy of the input): register tiles accumulate every tap into a block of
+// outputs held in vector registers.
+//   pixel tiles   stride 1: OB output channels x V vectors of consecutive output positions, in the wide
+//                 layout or, when that would drop too many columns, a compact one (KW shifted copies
+//                 of the input). Several channel blocks share a tile's input (64 -> 64 3x3, LeNet).
+//   channel tiles strided, 4 to 32 output channels per group: up to 12 pixels of a row x one vector of
+//                 channels;
+//   weight grad   tiles of taps x a vector of output channels, summed over the pixels;
 //   input grad    for stride 1, a convolution of the padded grad_output with the flipped, transposed
 //                 weight, which then runs through the direct forward.
-//   choose_forward_algorithm below is the heuristic; lenet_ext.backends.conv_algorithm overrides it.
+//   choose_forward_kernel and direct_weight_grad below are the heuristics; lenet_ext.backends.conv_algorithm
+//   overrides them.
 //
 // Layout: kernels read contiguous NCHW (inputs in any other layout are copied once) and write
 // contiguous NCHW. bfloat16 is computed in float32 and rounded once at the end.
@@ -404,12 +406,12 @@ void conv2d_forward_impl(const at::Tensor& x, const at::Tensor& weight, const at
 }
 
 // ---------------------------------------------------------------------------------------------
-// Direct forward for few output channels per group (LeNet's layers). No unrolled copy of the input:
-// each register tile holds P consecutive output pixels of one row x OV output channels, and for every
-// tap (c, i, j) adds one input value per pixel (a broadcast) times the OV weights of that tap (one
-// vector load). The channel loop is what the compiler vectorises; the P x OV accumulators stay in
-// registers. Any stride and dilation: pixel p of the tile reads the padded input at p * stride.
-// Results go to a pixel-major buffer, then to NCHW with the bias.
+// Channel tiles: the direct forward for strided convolutions with 4 to 32 output channels per group.
+// No unrolled copy of the input: each register tile holds P consecutive output pixels of one row x OV
+// output channels, and for every tap (c, i, j) adds one input value per pixel (a broadcast) times the
+// OV weights of that tap (one vector load). The channel loop is what the compiler vectorises; the
+// P x OV accumulators stay in registers. Any stride and dilation: pixel p of the tile reads the padded
+// input at p * stride. Results go to a pixel-major buffer, then to NCHW with the bias.
 
 // A GCC/Clang vector of N scalars (plain scalar arrays this large are not kept in registers). The
 // attribute needs a concrete element type, hence the specialisations.
@@ -534,79 +536,195 @@ void conv2d_forward_direct(const at::Tensor& x, const at::Tensor& weight, const 
   });
 }
 
-// Pixel-vectorised variant of the direct forward, for stride 1 and at most 8 output channels per group
-// (LeNet's first layer, and the input gradient of its second, which is a 16 -> 6 convolution). Across
-// channels a vector would be mostly empty; across pixels it is full: a tile holds OB channels x 2 vectors
-// of consecutive pixels of the wide layout (pitch = padded width, see the top of this file) and, per tap,
-// loads 2 input vectors and broadcasts OB weights. The wide layout's extra columns are dropped.
+// Pixel-vectorised direct forward, for stride 1. A tile holds OB output channels x V vectors of
+// consecutive output positions: per tap it loads V input vectors and broadcasts OB weights, so V * OB
+// multiply-adds share V + OB loads. Across pixels a vector is always full, even when a group has few
+// output channels. Wider groups take several channel blocks per pixel tile, which keeps the tile's input
+// in L1 while each block's weights (contiguous, OB per tap) stream from L2.
+//
+// Positions follow one of two layouts of the source, both of which make every tap a contiguous run:
+//   wide     the zero-padded image, `pitch` = Wp; output (oh, ow) is position oh * Wp + ow, and the
+//            Wp - OW extra positions per row are computed and dropped (see the top of this file);
+//   compact  KW copies of the padded image, copy j shifted left by j * dw and cut to OW columns;
+//            `pitch` = OW, so positions are exactly the NCHW output plane and nothing is dropped. It
+//            costs KW copies of the input, and pays off when Wp - OW is a large part of OW (LeNet's
+//            10- and 28-wide outputs).
 
-template <int OB, typename scalar_t>
-void wide_tile(const scalar_t* src, const int64_t* taps, int64_t K, const scalar_t* wt, int64_t ldw, scalar_t* dst,
-               int64_t ldd) {
+// The accumulators start at the bias (`b`, OB values); rows [0, rows) of the result are stored to
+// dst + ob * ldd.
+template <int OB, int V, typename scalar_t>
+void pixel_tile(const scalar_t* src, const int64_t* taps, int64_t K, const scalar_t* wt, const scalar_t* b,
+                scalar_t* dst, int64_t ldd, int64_t rows) {
   constexpr int kLanes = 64 / sizeof(scalar_t);
   using vec_t = typename Vec<scalar_t, kLanes>::type;
-  vec_t acc[OB][2];
-#pragma GCC unroll 8
+  vec_t acc[OB][V];
+#pragma GCC unroll 16
   for (int ob = 0; ob < OB; ++ob) {
-    acc[ob][0] = vec_t{};
-    acc[ob][1] = vec_t{};
-  }
-  for (int64_t t = 0; t < K; ++t) {
-    vec_t x0, x1;
-    std::memcpy(&x0, src + taps[t], sizeof(vec_t));
-    std::memcpy(&x1, src + taps[t] + kLanes, sizeof(vec_t));
-    const scalar_t* wv = wt + t * ldw;
 #pragma GCC unroll 8
-    for (int ob = 0; ob < OB; ++ob) {
-      acc[ob][0] += wv[ob] * x0;
-      acc[ob][1] += wv[ob] * x1;
+    for (int v = 0; v < V; ++v) {
+      acc[ob][v] = b[ob] + vec_t{};
     }
   }
+  for (int64_t t = 0; t < K; ++t) {
+    vec_t xs[V];
 #pragma GCC unroll 8
+    for (int v = 0; v < V; ++v) {
+      std::memcpy(&xs[v], src + taps[t] + v * kLanes, sizeof(vec_t));
+    }
+    const scalar_t* wv = wt + t * OB;
+#pragma GCC unroll 16
+    for (int ob = 0; ob < OB; ++ob) {
+#pragma GCC unroll 8
+      for (int v = 0; v < V; ++v) {
+        acc[ob][v] += wv[ob] * xs[v];
+      }
+    }
+  }
+#pragma GCC unroll 16
   for (int ob = 0; ob < OB; ++ob) {
-    std::memcpy(dst + ob * ldd, &acc[ob][0], sizeof(vec_t));
-    std::memcpy(dst + ob * ldd + kLanes, &acc[ob][1], sizeof(vec_t));
+    if (ob < rows) {
+#pragma GCC unroll 8
+      for (int v = 0; v < V; ++v) {
+        std::memcpy(dst + ob * ldd + v * kLanes, &acc[ob][v], sizeof(vec_t));
+      }
+    }
   }
 }
 
-template <int OB, typename scalar_t>
-void conv2d_forward_wide(const at::Tensor& x, const at::Tensor& weight, const at::Tensor* bias, at::Tensor& out,
-                         const Conv2dParams& p) {
-  constexpr int64_t kTile = 2 * 64 / sizeof(scalar_t);  // pixels per tile
+// A tile of `vectors` (1 to V) vectors: the last, partial tile of a plane.
+template <int OB, typename scalar_t, int... Vs>
+void pixel_tile_of(int64_t vectors, const scalar_t* src, const int64_t* taps, int64_t K, const scalar_t* wt,
+                   const scalar_t* b, scalar_t* dst, int64_t ldd, std::integer_sequence<int, Vs...>) {
+  ((vectors == Vs + 1 ? pixel_tile<OB, Vs + 1>(src, taps, K, wt, b, dst, ldd, OB) : void()), ...);
+}
+
+// `rows` rows of `cols` elements, from src (row pitch ls) to dst (row pitch ld). Rows are moved in whole
+// vectors, which may run past a row's end: into the next row, which is written afterwards, or into the
+// slack after the destination. A read never runs past `src_end`.
+template <typename scalar_t>
+void copy_rows(const scalar_t* src, int64_t ls, const scalar_t* src_end, scalar_t* dst, int64_t ld, int64_t rows,
+               int64_t cols) {
+  constexpr int kLanes = 64 / sizeof(scalar_t);
+  using vec_t = typename Vec<scalar_t, kLanes>::type;
+  const int64_t chunks = (cols + kLanes - 1) / kLanes;
+  int64_t r = 0;
+  for (; r < rows && src_end - (src + r * ls) >= chunks * kLanes; ++r) {
+    for (int64_t k = 0; k < chunks; ++k) {
+      vec_t v;
+      std::memcpy(&v, src + r * ls + k * kLanes, sizeof(vec_t));
+      std::memcpy(dst + r * ld + k * kLanes, &v, sizeof(vec_t));
+    }
+  }
+  for (; r < rows; ++r) {
+    std::copy(src + r * ls, src + r * ls + cols, dst + r * ld);
+  }
+}
+
+// Copy j (of KW) of the compact layout: copy[j][c][h][ow] = padded[c][h][ow + j * dw] for the Hp padded
+// rows h and the OW output columns. The rows' zero borders are written after copy_rows, which may run
+// into them.
+template <typename scalar_t>
+void shifted_copies(const scalar_t* x, const scalar_t* x_end, scalar_t* dst, int64_t channels, const Window2d& w,
+                    int64_t Hp) {
+  const int64_t H = w.in[0], W = w.in[1], OW = w.out[1], top = w.pad[0];
+  for (int64_t j = 0; j < w.kernel[1]; ++j) {
+    const Range cols = valid_outputs(W, w.pad[1], j * w.dilation[1], 1, OW);
+    for (int64_t c = 0; c < channels; ++c) {
+      scalar_t* d = dst + (j * channels + c) * Hp * OW;
+      const scalar_t* plane = x + c * H * W + j * w.dilation[1] - w.pad[1];  // plane[h * W + k]: column k
+      std::fill(d, d + top * OW, scalar_t(0));
+      copy_rows(plane + cols.lo, W, x_end, d + top * OW + cols.lo, OW, H, cols.hi - cols.lo);
+      if (cols.lo > 0 || cols.hi < OW) {
+        for (int64_t h = 0; h < H; ++h) {
+          scalar_t* row = d + (top + h) * OW;
+          std::fill(row, row + cols.lo, scalar_t(0));
+          std::fill(row + cols.hi, row + OW, scalar_t(0));
+        }
+      }
+      std::fill(d + (top + H) * OW, d + Hp * OW, scalar_t(0));
+    }
+  }
+}
+
+bool compact_pixels(const Conv2dParams& p) {
+  const int64_t Wp = p.win.in[1] + p.win.pad[1] + p.win.pad_end[1], OW = p.win.out[1];
+  return (Wp - OW) * 8 > OW;  // the wide layout would drop more than 1/8 of what it computes
+}
+
+template <int OB, int V, typename scalar_t>
+void conv2d_forward_pixels(const at::Tensor& x, const at::Tensor& weight, const at::Tensor* bias, at::Tensor& out,
+                           const Conv2dParams& p) {
+  constexpr int64_t kLanes = 64 / sizeof(scalar_t), kTile = V * kLanes;
   const Window2d& win = p.win;
   const int64_t Cg = p.in_channels / p.groups, Og = p.out_channels / p.groups;
-  const int64_t K = Cg * win.kernel[0] * win.kernel[1];
-  const int64_t OH = win.out[0], OW = win.out[1];
+  const int64_t blocks = (Og + OB - 1) / OB;
+  const int64_t KH = win.kernel[0], KW = win.kernel[1], K = Cg * KH * KW;
+  const int64_t OH = win.out[0], OW = win.out[1], L = OH * OW;
   const int64_t Hp = win.in[0] + win.pad[0] + win.pad_end[0], Wp = win.in[1] + win.pad[1] + win.pad_end[1];
-  const int64_t wide = (OH * Wp + kTile - 1) / kTile * kTile;
-  // A tile may run past the last output row by up to kTile pixels and the last tap sits (KW-1)*dw past
-  // the row start: zeroed slack after the padded image keeps every read inside the buffer.
+  const bool compact = compact_pixels(p);
+  const int64_t pitch = compact ? OW : Wp, span = OH * pitch;
+  const int64_t source = compact ? KW * Cg * Hp * OW : Cg * Hp * Wp;
+  // Tiles may read up to a tile past the last position, and a wide tap sits up to (KW-1)*dw past its
+  // row: zeroed slack after the source keeps every read inside the buffer.
   const int64_t slack = Wp + kTile;
-  const at::Tensor wt = tap_major_weights(weight, p, OB);
-  const std::vector<int64_t> taps = tap_offsets(win, Cg, Hp, Wp);
+  std::vector<int64_t> taps(K);
+  for (int64_t r = 0; r < K; ++r) {
+    const int64_t c = r / (KH * KW), i = (r / KW) % KH, j = r % KW;
+    taps[r] = compact ? ((j * Cg + c) * Hp + i * win.dilation[0]) * OW
+                      : (c * Hp + i * win.dilation[0]) * Wp + j * win.dilation[1];
+  }
+  // [groups][blocks][K][OB]: each channel block's weights are contiguous, OB per tap.
+  const at::Tensor wt = tap_major_weights(weight, p, blocks * OB)
+                            .view({p.groups, K, blocks, OB})
+                            .permute({0, 2, 1, 3})
+                            .contiguous();
+  std::vector<scalar_t> b_pad(p.groups * blocks * OB, scalar_t(0));  // the bias, blocks * OB per group
+  for (int64_t oc = 0; bias && oc < p.out_channels; ++oc) {
+    b_pad[oc / Og * blocks * OB + oc % Og] = bias->const_data_ptr<scalar_t>()[oc];
+  }
   const scalar_t* x_data = x.const_data_ptr<scalar_t>();
+  const scalar_t* x_end = x_data + x.numel();
   const scalar_t* wt_data = wt.const_data_ptr<scalar_t>();
-  const scalar_t* b_data = bias ? bias->const_data_ptr<scalar_t>() : nullptr;
   scalar_t* out_data = out.mutable_data_ptr<scalar_t>();
   const int64_t in_plane = win.in[0] * win.in[1];
 
   at::parallel_for(0, p.batch * p.groups, 1, [&](int64_t q0, int64_t q1) {
-    std::vector<scalar_t> src(Cg * Hp * Wp + slack, scalar_t(0));
-    std::vector<scalar_t> res(OB * wide);
+    std::vector<scalar_t> src(source + slack, scalar_t(0));
+    alignas(64) scalar_t res[OB * kTile];  // a tile's results, OB rows of kTile positions
     for (int64_t q = q0; q < q1; ++q) {
       const int64_t n = q / p.groups, grp = q % p.groups;
-      pad_input(x_data + (n * p.in_channels + grp * Cg) * in_plane, src.data(), Cg, win, Hp, Wp);
-      for (int64_t l = 0; l < wide; l += kTile) {
-        wide_tile<OB>(src.data() + l, taps.data(), K, wt_data + grp * K * OB, OB, res.data() + l, wide);
+      const scalar_t* xg = x_data + (n * p.in_channels + grp * Cg) * in_plane;
+      if (compact) {
+        shifted_copies(xg, x_end, src.data(), Cg, win, Hp);
+      } else {
+        pad_input(xg, src.data(), Cg, win, Hp, Wp);
       }
-      for (int64_t o = 0; o < Og; ++o) {
-        const int64_t oc = grp * Og + o;
-        const scalar_t bo = b_data ? b_data[oc] : scalar_t(0);
-        for (int64_t oh = 0; oh < OH; ++oh) {
-          const scalar_t* r = res.data() + o * wide + oh * Wp;
-          scalar_t* dst = out_data + ((n * p.out_channels + oc) * OH + oh) * OW;
-          for (int64_t ow = 0; ow < OW; ++ow) {
-            dst[ow] = r[ow] + bo;
+      for (int64_t l = 0; l < span; l += kTile) {
+        const int64_t end = std::min(l + kTile, span);
+        for (int64_t blk = 0; blk < blocks; ++blk) {
+          const scalar_t* wb = wt_data + (grp * blocks + blk) * K * OB;
+          const scalar_t* bb = b_pad.data() + (grp * blocks + blk) * OB;
+          const int64_t o0 = grp * Og + blk * OB, rows = std::min<int64_t>(OB, Og - blk * OB);
+          scalar_t* plane = out_data + (n * p.out_channels + o0) * L;
+          if (compact && end - l == kTile) {  // positions are the output plane's: store in place
+            pixel_tile<OB, V>(src.data() + l, taps.data(), K, wb, bb, plane + l, L, rows);
+            continue;
+          }
+          if (end - l == kTile) {
+            pixel_tile<OB, V>(src.data() + l, taps.data(), K, wb, bb, res, kTile, OB);
+          } else {
+            pixel_tile_of<OB>((end - l + kLanes - 1) / kLanes, src.data() + l, taps.data(), K, wb, bb, res, kTile,
+                              std::make_integer_sequence<int, V>{});
+          }
+          // Store the tile's real outputs: runs of consecutive columns below OW (one run when compact).
+          for (int64_t pos = l; pos < end;) {
+            const int64_t oh = pos / pitch, ow = pos % pitch;
+            const int64_t stop = compact ? end : std::min(end, oh * pitch + OW);
+            for (int64_t ob = 0; ob < rows && pos < stop; ++ob) {  // pos >= stop: a dropped column
+              const scalar_t* r = res + ob * kTile + pos - l;
+              std::copy(r, r + (stop - pos), plane + ob * L + oh * OW + ow);
+            }
+            pos = compact ? end : (oh + 1) * pitch;
           }
         }
       }
@@ -832,41 +950,76 @@ at::Tensor conv2d_grad_bias_impl(const at::Tensor& go, const Conv2dParams& p) {
 }
 
 // The forward algorithm (see the top of this file); lenet_ext.backends.conv_algorithm overrides it.
-//   direct: at most 1024 taps per output, and either stride 1 with at most 8 output channels per group
-//           (pixel-vectorised tiles: LeNet's first layer, depthwise) or 4 to 32 output channels per
-//           group (channel-vectorised tiles: LeNet's second layer). Such products are too thin for a
-//           matrix-product library to reach its speed, and the direct tiles need no unrolled input.
-//   im2col: everything else; wide channel counts are what matrix products are good at.
-enum class ForwardAlgorithm { kDirect, kIm2col };
+//   pixel tiles    stride 1, except 1x1 convolutions with more than 8 output channels per group (the
+//                  matrix product needs no unrolling there), up to 1152 taps per output (128 channels
+//                  x 3x3). Past that, im2col's matrix product wins (256 x 3x3 measured 0.63x torch
+//                  for pixel tiles, 0.71x for im2col).
+//   channel tiles  strided, 4 to 32 output channels per group, at most 1024 taps (too thin for a
+//                  matrix-product library to reach its speed).
+//   im2col         everything else.
+// The numbers behind it come from `lenet-ext bench --conv-algorithm direct|im2col` and a sweep of
+// channel counts and image sizes (float32, this repository's 2-core AVX-512 machine).
+enum class ForwardKernel { kIm2col, kPixelTiles, kChannelTiles };
 
-bool pixel_tiles_fit(const Conv2dParams& p) {
-  return p.out_channels / p.groups <= 8 && p.win.stride[0] == 1 && p.win.stride[1] == 1;
-}
-
-ForwardAlgorithm choose_forward_algorithm(const Conv2dParams& p) {
+ForwardKernel choose_forward_kernel(const Conv2dParams& p) {
+  const bool stride1 = p.win.stride[0] == 1 && p.win.stride[1] == 1;
   const int64_t forced = conv_algorithm_override();
-  if (forced != kAlgorithmAuto) {
-    return forced == kAlgorithmDirect ? ForwardAlgorithm::kDirect : ForwardAlgorithm::kIm2col;
+  if (forced == kAlgorithmIm2col) {
+    return ForwardKernel::kIm2col;
+  }
+  if (forced == kAlgorithmDirect) {
+    return stride1 ? ForwardKernel::kPixelTiles : ForwardKernel::kChannelTiles;
   }
   const int64_t Og = p.out_channels / p.groups;
   const int64_t K = p.in_channels / p.groups * p.win.kernel[0] * p.win.kernel[1];
-  const bool direct = K <= 1024 && (pixel_tiles_fit(p) || (Og >= 4 && Og <= 32));
-  return direct ? ForwardAlgorithm::kDirect : ForwardAlgorithm::kIm2col;
+  if (stride1) {
+    const bool pointwise = p.win.kernel[0] == 1 && p.win.kernel[1] == 1;
+    return K <= 1152 && (Og <= 8 || !pointwise) ? ForwardKernel::kPixelTiles : ForwardKernel::kIm2col;
+  }
+  return K <= 1024 && Og >= 4 && Og <= 32 ? ForwardKernel::kChannelTiles : ForwardKernel::kIm2col;
+}
+
+// The weight gradient's algorithm: the direct tiles (taps x a vector of output channels) for at least 4
+// output channels per group and at most 1024 taps (64 -> 64 3x3 measured 0.91x torch direct, 0.87x
+// im2col; 128 -> 128 3x3, 1152 taps, 0.72x direct, 0.80x im2col); im2col otherwise. Forced like the
+// forward, except that the direct tiles need 4 channels.
+bool direct_weight_grad(const Conv2dParams& p) {
+  const int64_t forced = conv_algorithm_override();
+  const int64_t Og = p.out_channels / p.groups;
+  const int64_t K = p.in_channels / p.groups * p.win.kernel[0] * p.win.kernel[1];
+  if (forced != kAlgorithmAuto) {
+    return forced == kAlgorithmDirect && Og >= 4;
+  }
+  return K <= 1024 && Og >= 4;
+}
+
+// The pixel tiles' channel block: about 24 accumulators per tile, and of 8, 6 and 4 channels the block
+// that pads the group's channels the least (ties to the larger block).
+int64_t pixel_block(int64_t Og) {
+  int64_t best = 8;
+  for (const int64_t ob : {6, 4}) {
+    if ((Og + ob - 1) / ob * ob < (Og + best - 1) / best * best) {
+      best = ob;
+    }
+  }
+  return best;
 }
 
 template <typename scalar_t>
 void conv2d_forward_any(const at::Tensor& x, const at::Tensor& w, const at::Tensor* bias, at::Tensor& out,
                         const Conv2dParams& p) {
   const int64_t Og = p.out_channels / p.groups;
-  if (choose_forward_algorithm(p) == ForwardAlgorithm::kIm2col) {
+  const ForwardKernel kernel = choose_forward_kernel(p);
+  if (kernel == ForwardKernel::kIm2col) {
     conv2d_forward_impl<scalar_t>(x, w, bias, out, p);
-  } else if (pixel_tiles_fit(p)) {
-    if (Og <= 4) {
-      conv2d_forward_wide<4, scalar_t>(x, w, bias, out, p);
-    } else if (Og <= 6) {
-      conv2d_forward_wide<6, scalar_t>(x, w, bias, out, p);
+  } else if (kernel == ForwardKernel::kPixelTiles) {
+    const int64_t ob = pixel_block(Og);
+    if (ob == 4) {
+      conv2d_forward_pixels<4, 6, scalar_t>(x, w, bias, out, p);
+    } else if (ob == 6) {
+      conv2d_forward_pixels<6, 4, scalar_t>(x, w, bias, out, p);
     } else {
-      conv2d_forward_wide<8, scalar_t>(x, w, bias, out, p);
+      conv2d_forward_pixels<8, 3, scalar_t>(x, w, bias, out, p);
     }
   } else if (Og <= 8) {
     conv2d_forward_direct<8, scalar_t>(x, w, bias, out, p);
@@ -902,7 +1055,7 @@ at::Tensor conv2d_grad_input_as_conv(const at::Tensor& go, const at::Tensor& w, 
                             .contiguous();
   const Conv2dParams q = make_conv2d_params(go, wt, std::nullopt, {1, 1}, pads,
                                             {win.dilation[0], win.dilation[1]}, p.groups);
-  if (choose_forward_algorithm(q) != ForwardAlgorithm::kDirect) {
+  if (choose_forward_kernel(q) == ForwardKernel::kIm2col) {
     return {};
   }
   at::Tensor gx = at::empty({p.batch, p.in_channels, win.in[0], win.in[1]}, go.options());
@@ -937,16 +1090,14 @@ std::tuple<std::optional<at::Tensor>, std::optional<at::Tensor>, std::optional<a
   const at::Tensor go = to_compute(grad_output);
   std::optional<at::Tensor> gx, gw, gb;
   AT_DISPATCH_FLOATING_TYPES(go.scalar_type(), "conv2d_backward_cpu", [&] {
-    const bool direct = choose_forward_algorithm(p) == ForwardAlgorithm::kDirect;
     if (output_mask[0]) {
       const at::Tensor w = to_compute(weight);
-      at::Tensor g = direct ? conv2d_grad_input_as_conv<scalar_t>(go, w, p) : at::Tensor();
+      at::Tensor g = conv2d_grad_input_as_conv<scalar_t>(go, w, p);
       gx = (g.defined() ? g : conv2d_grad_input_impl<scalar_t>(go, w, p)).to(input.scalar_type());
     }
     if (output_mask[1]) {
       const at::Tensor x = to_compute(input);
-      const bool direct_weight = direct && p.out_channels / p.groups >= 4;  // channel tiles need channels
-      at::Tensor g = !direct_weight                  ? conv2d_grad_weight_impl<scalar_t>(go, x, p)
+      at::Tensor g = !direct_weight_grad(p)           ? conv2d_grad_weight_impl<scalar_t>(go, x, p)
                      : p.out_channels / p.groups <= 8 ? conv2d_grad_weight_direct<8, scalar_t>(go, x, p)
                                                       : conv2d_grad_weight_direct<16, scalar_t>(go, x, p);
       gw = g.to(input.scalar_type());
