@@ -646,9 +646,24 @@ void shifted_copies(const scalar_t* x, const scalar_t* x_end, scalar_t* dst, int
   }
 }
 
-bool compact_pixels(const Conv2dParams& p) {
-  const int64_t Wp = p.win.in[1] + p.win.pad[1] + p.win.pad_end[1], OW = p.win.out[1];
-  return (Wp - OW) * 8 > OW;  // the wide layout would drop more than 1/8 of what it computes
+// Which layout: an estimate of each one's extra work per image, in cycles of a core doing 2 x 16
+// multiply-adds a cycle. The wide layout computes (Wp - OW) * OH dropped positions of K * og_pad
+// multiply-adds each, and stores each output row of each channel through the tile buffer (about 8 cycles);
+// the compact one copies KW * Cg * Hp short rows (about 6 cycles each, measured on LeNet's layers) and
+// holds KW times the input, which must stay within kBlockBytes (64 -> 64 on 56 x 56 slowed down by 20%
+// when its 2.5 MB copies left L2). The estimate picks compact for LeNet's forwards and 3 -> 16 on 32 x 32,
+// wide for LeNet's input gradients and 64 -> 64, as measured.
+bool compact_pixels(const Conv2dParams& p, int64_t og_pad, int64_t element_size) {
+  const Window2d& w = p.win;
+  const int64_t Cg = p.in_channels / p.groups, Og = p.out_channels / p.groups;
+  const int64_t K = Cg * w.kernel[0] * w.kernel[1], OH = w.out[0], OW = w.out[1];
+  const int64_t Hp = w.in[0] + w.pad[0] + w.pad_end[0], Wp = w.in[1] + w.pad[1] + w.pad_end[1];
+  if (w.kernel[1] * Cg * Hp * OW * element_size > kBlockBytes) {
+    return false;
+  }
+  const double wide_extra = double(Wp - OW) * OH * K * og_pad / 32 + 8.0 * Og * OH;
+  const double compact_extra = 6.0 * w.kernel[1] * Cg * Hp;
+  return compact_extra < wide_extra;
 }
 
 template <int OB, int V, typename scalar_t>
@@ -661,7 +676,7 @@ void conv2d_forward_pixels(const at::Tensor& x, const at::Tensor& weight, const 
   const int64_t KH = win.kernel[0], KW = win.kernel[1], K = Cg * KH * KW;
   const int64_t OH = win.out[0], OW = win.out[1], L = OH * OW;
   const int64_t Hp = win.in[0] + win.pad[0] + win.pad_end[0], Wp = win.in[1] + win.pad[1] + win.pad_end[1];
-  const bool compact = compact_pixels(p);
+  const bool compact = compact_pixels(p, blocks * OB, sizeof(scalar_t));
   const int64_t pitch = compact ? OW : Wp, span = OH * pitch;
   const int64_t source = compact ? KW * Cg * Hp * OW : Cg * Hp * Wp;
   // Tiles may read up to a tile past the last position, and a wide tap sits up to (KW-1)*dw past its
