@@ -157,15 +157,20 @@ struct BlockView {
         in_place(b.n1 - b.n0 == 1 && b.oh1 - b.oh0 == g.OH && g.pitch == g.OW) {}
 };
 
-// Copies `channels` planes of one image into the middle of a zeroed Hp x Wp buffer.
+// Copies `channels` planes of one image into the middle of Hp x Wp planes, and zeroes their borders.
 template <typename scalar_t>
 void pad_input(const scalar_t* x, scalar_t* xp, int64_t channels, const Window2d& w, int64_t Hp, int64_t Wp) {
-  std::fill(xp, xp + channels * Hp * Wp, scalar_t(0));
+  const int64_t H = w.in[0], W = w.in[1], top = w.pad[0], left = w.pad[1], right = Wp - left - W;
   for (int64_t c = 0; c < channels; ++c) {
-    for (int64_t h = 0; h < w.in[0]; ++h) {
-      const scalar_t* src = x + (c * w.in[0] + h) * w.in[1];
-      std::copy(src, src + w.in[1], xp + (c * Hp + h + w.pad[0]) * Wp + w.pad[1]);
+    scalar_t* plane = xp + c * Hp * Wp;
+    std::fill(plane, plane + top * Wp + left, scalar_t(0));  // top rows, and the first row's left border
+    for (int64_t h = 0; h < H; ++h) {
+      scalar_t* row = plane + (top + h) * Wp + left;
+      std::copy(x + (c * H + h) * W, x + (c * H + h + 1) * W, row);
+      // this row's right border and the next row's left border (or the bottom rows after the last)
+      std::fill(row + W, row + W + right + (h + 1 < H ? left : 0), scalar_t(0));
     }
+    std::fill(plane + (top + H) * Wp, plane + Hp * Wp, scalar_t(0));
   }
 }
 
@@ -994,10 +999,11 @@ ForwardKernel choose_forward_kernel(const Conv2dParams& p) {
   return K <= 1024 && Og >= 4 && Og <= 32 ? ForwardKernel::kChannelTiles : ForwardKernel::kIm2col;
 }
 
-// The weight gradient's algorithm: the direct tiles (taps x a vector of output channels) for at least 4
-// output channels per group and at most 1024 taps (64 -> 64 3x3 measured 0.91x torch direct, 0.87x
-// im2col; 128 -> 128 3x3, 1152 taps, 0.72x direct, 0.80x im2col); im2col otherwise. Forced like the
-// forward, except that the direct tiles need 4 channels.
+// The weight gradient's algorithm: the direct tiles (taps x a vector of output channels) for 4 to 32
+// output channels per group and at most 1024 taps, im2col otherwise. Wider groups measured no better
+// direct at stride 1 (64 -> 64 3x3: 0.91x torch direct, 0.87x im2col) and far worse strided (the 7x7
+// stride-2 stem: 0.21x direct, 0.64x im2col). Forced like the forward, except that the direct tiles
+// need 4 channels.
 bool direct_weight_grad(const Conv2dParams& p) {
   const int64_t forced = conv_algorithm_override();
   const int64_t Og = p.out_channels / p.groups;
@@ -1005,7 +1011,7 @@ bool direct_weight_grad(const Conv2dParams& p) {
   if (forced != kAlgorithmAuto) {
     return forced == kAlgorithmDirect && Og >= 4;
   }
-  return K <= 1024 && Og >= 4;
+  return K <= 1024 && Og >= 4 && Og <= 32;
 }
 
 // The pixel tiles' channel block: about 24 accumulators per tile, and of 8, 6 and 4 channels the block
