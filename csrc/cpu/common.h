@@ -7,6 +7,7 @@
 #include <c10/util/Exception.h>
 
 #include <algorithm>
+#include <atomic>
 
 namespace lenet_ext {
 
@@ -63,6 +64,34 @@ void for_each_batch_slice(int64_t batch, const BatchSlices& slices, const F& f) 
       f(s, s * slices.size, std::min(batch, (s + 1) * slices.size));
     }
   });
+}
+
+// Runs worker() on each of the threads; the workers take items [0, n) one at a time from a shared counter
+// (queue.pop), so a thread that runs slower (a bigger item, or a core shared with another machine's
+// load) takes fewer, where a static split would make every thread wait for the slowest. Each worker sets
+// up its own buffers once. Only for independent items: which thread computes an item must not change
+// its result.
+class WorkQueue {
+ public:
+  explicit WorkQueue(int64_t n) : n_(n) {}
+  bool pop(int64_t& item) {
+    item = next_.fetch_add(1, std::memory_order_relaxed);
+    return item < n_;
+  }
+
+ private:
+  std::atomic<int64_t> next_{0};
+  const int64_t n_;
+};
+
+template <typename F>
+void run_workers(int64_t items, const F& worker) {
+  const int64_t workers = std::min<int64_t>(items, at::in_parallel_region() ? 1 : at::get_num_threads());
+  if (workers <= 1) {
+    worker();
+    return;
+  }
+  at::parallel_for(0, workers, 1, [&](int64_t, int64_t) { worker(); });
 }
 
 }  // namespace lenet_ext

@@ -517,10 +517,11 @@ void conv2d_forward_direct(const at::Tensor& x, const at::Tensor& weight, const 
   const int64_t in_plane = win.in[0] * win.in[1], L = OH * OW;
 
   // (image, group) pairs are independent: no reduction, so any split across threads is deterministic.
-  at::parallel_for(0, p.batch * p.groups, 1, [&](int64_t q0, int64_t q1) {
+  WorkQueue queue(p.batch * p.groups);
+  run_workers(p.batch * p.groups, [&] {
     std::vector<scalar_t> src(Cg * Hp * Wp);
     std::vector<scalar_t> res(L * og_pad);  // pixel-major: res[l * og_pad + o]
-    for (int64_t q = q0; q < q1; ++q) {
+    for (int64_t q; queue.pop(q);) {
       const int64_t n = q / p.groups, grp = q % p.groups;
       pad_input(x_data + (n * p.in_channels + grp * Cg) * in_plane, src.data(), Cg, win, Hp, Wp);
       for (int64_t o = 0; o < og_pad; o += OV) {
@@ -708,10 +709,11 @@ void conv2d_forward_pixels(const at::Tensor& x, const at::Tensor& weight, const 
   scalar_t* out_data = out.mutable_data_ptr<scalar_t>();
   const int64_t in_plane = win.in[0] * win.in[1];
 
-  at::parallel_for(0, p.batch * p.groups, 1, [&](int64_t q0, int64_t q1) {
+  WorkQueue queue(p.batch * p.groups);  // (image, group) pairs
+  run_workers(p.batch * p.groups, [&] {
     std::vector<scalar_t> src(source + slack, scalar_t(0));
     alignas(64) scalar_t res[OB * kTile];  // a tile's results, OB rows of kTile positions
-    for (int64_t q = q0; q < q1; ++q) {
+    for (int64_t q; queue.pop(q);) {
       const int64_t n = q / p.groups, grp = q % p.groups;
       const scalar_t* xg = x_data + (n * p.in_channels + grp * Cg) * in_plane;
       if (compact) {
