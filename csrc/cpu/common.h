@@ -31,41 +31,6 @@ inline at::Tensor to_compute(const at::Tensor& t, at::MemoryFormat fmt = at::Mem
   return t.to(dt == at::kBFloat16 || dt == at::kHalf ? at::kFloat : dt).contiguous(fmt);
 }
 
-// The batch is cut into fixed slices, one per thread, when there are at least as many images as
-// threads; otherwise it is one slice and the work inside each image uses the threads. Slices depend
-// only on the batch size and thread count, so per-slice reductions merge deterministically.
-struct BatchSlices {
-  int64_t size;   // images per slice
-  int64_t count;  // slices
-
-  explicit BatchSlices(int64_t batch) {
-    const int64_t threads = at::get_num_threads();
-    const int64_t wanted = batch >= threads && !at::in_parallel_region() ? threads : 1;
-    size = std::max<int64_t>(1, (batch + wanted - 1) / wanted);
-    count = std::max<int64_t>(1, (batch + size - 1) / size);
-  }
-};
-
-// Calls f(slice, n0, n1) for each slice [n0, n1) of the batch, in parallel when there is more than one.
-// The calling thread is below autograd (we are inside an operator's kernel); its worker threads start
-// without that thread-local state, so the guard restores it for the ATen calls the kernels make there.
-template <typename F>
-void for_each_batch_slice(int64_t batch, const BatchSlices& slices, const F& f) {
-  if (batch == 0) {
-    return;
-  }
-  if (slices.count == 1) {
-    f(int64_t{0}, int64_t{0}, batch);
-    return;
-  }
-  at::parallel_for(0, slices.count, 1, [&](int64_t s0, int64_t s1) {
-    c10::impl::ExcludeDispatchKeyGuard below_autograd(c10::autograd_dispatch_keyset_with_ADInplaceOrView);
-    for (int64_t s = s0; s < s1; ++s) {
-      f(s, s * slices.size, std::min(batch, (s + 1) * slices.size));
-    }
-  });
-}
-
 // Runs worker() on each of the threads; the workers take items [0, n) one at a time from a shared counter
 // (queue.pop), so a thread that runs slower (a bigger item, or a core shared with another machine's
 // load) takes fewer, where a static split would make every thread wait for the slowest. Each worker sets
@@ -92,6 +57,50 @@ void run_workers(int64_t items, const F& worker) {
     return;
   }
   at::parallel_for(0, workers, 1, [&](int64_t, int64_t) { worker(); });
+}
+
+// The batch is cut into fixed slices, about four per thread, when there are at least as many images as
+// threads; otherwise it is one slice and the work inside each image uses the threads. Threads take slices
+// from a queue (see WorkQueue), so a slower thread takes fewer. A kernel that keeps one partial sum per
+// slice passes its size, which caps the slices at 64 MiB of partials (but never below one per thread).
+// Slices depend only on the batch size and the thread count, and partials are merged in slice order, so
+// results are bitwise reproducible for a given thread count.
+struct BatchSlices {
+  int64_t size;   // images per slice
+  int64_t count;  // slices
+
+  explicit BatchSlices(int64_t batch, int64_t partial_bytes = 0) {
+    const int64_t threads = at::get_num_threads();
+    int64_t wanted = 1;
+    if (batch >= threads && threads > 1 && !at::in_parallel_region()) {
+      constexpr int64_t kPartialBudget = int64_t{64} << 20;
+      const int64_t cap = partial_bytes > 0 ? std::max(threads, kPartialBudget / partial_bytes) : 4 * threads;
+      wanted = std::min({batch, 4 * threads, cap});
+    }
+    size = std::max<int64_t>(1, (batch + wanted - 1) / wanted);
+    count = std::max<int64_t>(1, (batch + size - 1) / size);
+  }
+};
+
+// Calls f(slice, n0, n1) for each slice [n0, n1) of the batch, on the threads when there is more than one.
+// The calling thread is below autograd (we are inside an operator's kernel); its worker threads start
+// without that thread-local state, so the guard restores it for the ATen calls the kernels make there.
+template <typename F>
+void for_each_batch_slice(int64_t batch, const BatchSlices& slices, const F& f) {
+  if (batch == 0) {
+    return;
+  }
+  if (slices.count == 1) {
+    f(int64_t{0}, int64_t{0}, batch);
+    return;
+  }
+  WorkQueue queue(slices.count);
+  run_workers(slices.count, [&] {
+    c10::impl::ExcludeDispatchKeyGuard below_autograd(c10::autograd_dispatch_keyset_with_ADInplaceOrView);
+    for (int64_t s; queue.pop(s);) {
+      f(s, s * slices.size, std::min(batch, (s + 1) * slices.size));
+    }
+  });
 }
 
 }  // namespace lenet_ext

@@ -40,9 +40,10 @@
 // Layout: kernels read contiguous NCHW (inputs in any other layout are copied once) and write
 // contiguous NCHW. bfloat16 is computed in float32 and rounded once at the end.
 //
-// Threads: with at least as many images as threads, each thread takes a slice of the batch and runs
-// single-threaded products; otherwise images run one by one and im2col/col2im and the matrix product
-// use the threads. The weight gradient is reduced per batch slice, then the slices are summed in a
+// Threads: with at least as many images as threads, the batch is cut into fixed slices (about four per
+// thread) that the threads take from a queue, running single-threaded products; otherwise images run
+// one by one and im2col/col2im and the matrix product use the threads. The direct forwards queue single
+// (image, group) items. The weight gradient is reduced per batch slice, then the slices are summed in a
 // fixed order, so results are bitwise reproducible for a given thread count.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
@@ -813,7 +814,7 @@ at::Tensor conv2d_grad_weight_direct(const at::Tensor& go, const at::Tensor& x, 
   constexpr int kTile = 12;
 
   // One partial sum per batch slice ([groups][K][og_pad]), merged in slice order below.
-  const BatchSlices slices(p.batch);
+  const BatchSlices slices(p.batch, p.groups * K * og_pad * int64_t{sizeof(scalar_t)});
   at::Tensor partial = at::zeros({slices.count, p.groups, K, og_pad}, go.options());
   for_each_batch_slice(p.batch, slices, [&](int64_t slice, int64_t n0, int64_t n1) {
     std::vector<scalar_t> src(Cg * Hp * Wp);
@@ -910,7 +911,7 @@ at::Tensor conv2d_grad_weight_impl(const at::Tensor& go, const at::Tensor& x, co
   const scalar_t* x_data = x.const_data_ptr<scalar_t>();
 
   // One partial sum per batch slice, merged in slice order below.
-  const BatchSlices slices(p.batch);
+  const BatchSlices slices(p.batch, p.groups * g.Og * g.K * int64_t{sizeof(scalar_t)});
   at::Tensor partial = at::zeros({slices.count, p.groups, g.Og, g.K}, go.options());
   for_each_batch_slice(p.batch, slices, [&](int64_t slice, int64_t n0, int64_t n1) {
     Workspace<scalar_t> ws(p, g, x.options());
