@@ -31,10 +31,11 @@
 //                 of the input). Several channel blocks share a tile's input (64 -> 64 3x3, LeNet).
 //   channel tiles strided, 4 to 32 output channels per group: up to 12 pixels of a row x one vector of
 //                 channels;
-//   weight grad   tiles of taps x a vector of output channels, summed over the pixels;
+//   weight grad   tiles of taps x a vector of output channels, summed over the pixels; for stride 1 and
+//                 at most 3 output channels per group (depthwise), taps x vectors of positions instead;
 //   input grad    for stride 1, a convolution of the padded grad_output with the flipped, transposed
 //                 weight, which then runs through the direct forward.
-//   choose_forward_kernel and direct_weight_grad below are the heuristics; lenet_ext.backends.conv_algorithm
+//   choose_forward_kernel and choose_weight_grad below are the heuristics; lenet_ext.backends.conv_algorithm
 //   overrides them.
 //
 // Layout: kernels read contiguous NCHW (inputs in any other layout are copied once) and write
@@ -852,6 +853,101 @@ at::Tensor conv2d_grad_weight_direct(const at::Tensor& go, const at::Tensor& x, 
   return sum.narrow(2, 0, Og).transpose(1, 2).reshape({p.out_channels, Cg, KH, KW}).contiguous();
 }
 
+// Weight gradient for stride 1 and at most 3 output channels per group (depthwise), where the channel
+// tiles above would be mostly empty. Vectorised across positions of the wide layout instead: for each of
+// T taps and OB output channels, a vector accumulates grad_output(position) * input(position + tap) over
+// the positions of an image; grad_output is first laid out wide, with zeros in the dropped columns, so
+// they add nothing. The lanes are summed at the end of each image, in a fixed order.
+template <int OB, int T, typename scalar_t>
+void wgrad_pixel_tile(const scalar_t* src, const int64_t* taps, const scalar_t* gow, int64_t span, scalar_t* dst,
+                      int64_t K) {
+  constexpr int kLanes = 64 / sizeof(scalar_t);
+  using vec_t = typename Vec<scalar_t, kLanes>::type;
+  vec_t acc[OB][T];
+  int64_t tap[T];
+#pragma GCC unroll 32
+  for (int t = 0; t < T; ++t) {
+    tap[t] = taps[t];
+#pragma GCC unroll 4
+    for (int ob = 0; ob < OB; ++ob) {
+      acc[ob][t] = vec_t{};
+    }
+  }
+  for (int64_t pos = 0; pos < span; pos += kLanes) {
+    vec_t g[OB];
+#pragma GCC unroll 4
+    for (int ob = 0; ob < OB; ++ob) {
+      std::memcpy(&g[ob], gow + ob * span + pos, sizeof(vec_t));
+    }
+#pragma GCC unroll 32
+    for (int t = 0; t < T; ++t) {
+      vec_t v;
+      std::memcpy(&v, src + pos + tap[t], sizeof(vec_t));
+#pragma GCC unroll 4
+      for (int ob = 0; ob < OB; ++ob) {
+        acc[ob][t] += g[ob] * v;
+      }
+    }
+  }
+#pragma GCC unroll 4
+  for (int ob = 0; ob < OB; ++ob) {
+#pragma GCC unroll 32
+    for (int t = 0; t < T; ++t) {
+      scalar_t sum = 0;
+      for (int i = 0; i < kLanes; ++i) {
+        sum += acc[ob][t][i];
+      }
+      dst[ob * K + t] += sum;
+    }
+  }
+}
+
+template <int OB, typename scalar_t>
+at::Tensor conv2d_grad_weight_pixels(const at::Tensor& go, const at::Tensor& x, const Conv2dParams& p) {
+  constexpr int64_t kLanes = 64 / sizeof(scalar_t), T = 24 / OB;
+  const Window2d& win = p.win;
+  const int64_t Cg = p.in_channels / p.groups;
+  const int64_t KH = win.kernel[0], KW = win.kernel[1], K = Cg * KH * KW, k_pad = (K + T - 1) / T * T;
+  const int64_t OH = win.out[0], OW = win.out[1], L = OH * OW;
+  const int64_t Hp = win.in[0] + win.pad[0] + win.pad_end[0], Wp = win.in[1] + win.pad[1] + win.pad_end[1];
+  const int64_t span = (OH * Wp + kLanes - 1) / kLanes * kLanes, in_plane = win.in[0] * win.in[1];
+  std::vector<int64_t> taps = tap_offsets(win, Cg, Hp, Wp);
+  taps.resize(k_pad, 0);  // the last tile's extra taps read the image's start; their sums are dropped
+  const scalar_t* x_data = x.const_data_ptr<scalar_t>();
+  const scalar_t* go_data = go.const_data_ptr<scalar_t>();
+
+  // One partial sum per batch slice ([groups][OB][k_pad]), merged in slice order below.
+  const BatchSlices slices(p.batch, p.groups * OB * k_pad * int64_t{sizeof(scalar_t)});
+  at::Tensor partial = at::zeros({slices.count, p.groups, OB, k_pad}, go.options());
+  for_each_batch_slice(p.batch, slices, [&](int64_t slice, int64_t n0, int64_t n1) {
+    // A vector may run (KW-1)*dw past the last row's taps: zeroed slack keeps reads inside the buffer.
+    std::vector<scalar_t> src(Cg * Hp * Wp + Wp + kLanes, scalar_t(0));
+    std::vector<scalar_t> gow(OB * span, scalar_t(0));  // wide grad_output, zero where nothing is read
+    scalar_t* acc = partial.template mutable_data_ptr<scalar_t>() + slice * p.groups * OB * k_pad;
+    for (int64_t n = n0; n < n1; ++n) {
+      for (int64_t grp = 0; grp < p.groups; ++grp) {
+        pad_input(x_data + (n * p.in_channels + grp * Cg) * in_plane, src.data(), Cg, win, Hp, Wp);
+        for (int64_t o = 0; o < p.out_channels / p.groups; ++o) {
+          const scalar_t* plane = go_data + (n * p.out_channels + grp * (p.out_channels / p.groups) + o) * L;
+          for (int64_t oh = 0; oh < OH; ++oh) {
+            std::copy(plane + oh * OW, plane + (oh + 1) * OW, gow.data() + o * span + oh * Wp);
+          }
+        }
+        for (int64_t t = 0; t < k_pad; t += T) {
+          wgrad_pixel_tile<OB, T>(src.data(), taps.data() + t, gow.data(), span, acc + grp * OB * k_pad + t, k_pad);
+        }
+      }
+    }
+  });
+  at::Tensor sum = partial[0];
+  for (int64_t s = 1; s < slices.count; ++s) {
+    sum.add_(partial[s]);
+  }
+  // [groups][OB][k_pad] -> [groups * Og][Cg][KH][KW]
+  const int64_t Og = p.out_channels / p.groups;
+  return sum.narrow(1, 0, Og).narrow(2, 0, K).reshape({p.out_channels, Cg, KH, KW}).contiguous();
+}
+
 template <typename scalar_t>
 at::Tensor conv2d_grad_input_impl(const at::Tensor& go, const at::Tensor& weight, const Conv2dParams& p) {
   const Gemm g(p, sizeof(scalar_t));
@@ -1002,19 +1098,28 @@ ForwardKernel choose_forward_kernel(const Conv2dParams& p) {
   return K <= 1024 && Og >= 4 && Og <= 32 ? ForwardKernel::kChannelTiles : ForwardKernel::kIm2col;
 }
 
-// The weight gradient's algorithm: the direct tiles (taps x a vector of output channels) for 4 to 32
-// output channels per group and at most 1024 taps, im2col otherwise. Wider groups measured no better
-// direct at stride 1 (64 -> 64 3x3: 0.91x torch direct, 0.87x im2col) and far worse strided (the 7x7
-// stride-2 stem: 0.21x direct, 0.64x im2col). Forced like the forward, except that the direct tiles
-// need 4 channels.
-bool direct_weight_grad(const Conv2dParams& p) {
+// The weight gradient's algorithm: channel tiles (taps x a vector of output channels) for 4 to 32 output
+// channels per group and at most 1024 taps; pixel tiles (taps x positions) for stride 1 and at most 3
+// output channels per group (depthwise); im2col otherwise. Wider groups measured no better on channel
+// tiles at stride 1 (64 -> 64 3x3: 0.91x torch direct, 0.87x im2col) and far worse strided (the 7x7
+// stride-2 stem: 0.21x direct, 0.64x im2col). "direct" forces whichever direct kernel fits.
+enum class WeightGradKernel { kIm2col, kPixelTiles, kChannelTiles };
+
+WeightGradKernel choose_weight_grad(const Conv2dParams& p) {
   const int64_t forced = conv_algorithm_override();
   const int64_t Og = p.out_channels / p.groups;
   const int64_t K = p.in_channels / p.groups * p.win.kernel[0] * p.win.kernel[1];
-  if (forced != kAlgorithmAuto) {
-    return forced == kAlgorithmDirect && Og >= 4;
+  const bool stride1 = p.win.stride[0] == 1 && p.win.stride[1] == 1;
+  if (forced == kAlgorithmIm2col) {
+    return WeightGradKernel::kIm2col;
   }
-  return K <= 1024 && Og >= 4 && Og <= 32;
+  if (stride1 && Og <= 3 && (forced == kAlgorithmDirect || K <= 1024)) {
+    return WeightGradKernel::kPixelTiles;
+  }
+  if (Og >= 4 && (forced == kAlgorithmDirect || (K <= 1024 && Og <= 32))) {
+    return WeightGradKernel::kChannelTiles;
+  }
+  return WeightGradKernel::kIm2col;
 }
 
 // The pixel tiles' channel block: about 24 accumulators per tile, and of 8, 6 and 4 channels the block
@@ -1121,9 +1226,22 @@ std::tuple<std::optional<at::Tensor>, std::optional<at::Tensor>, std::optional<a
     }
     if (output_mask[1]) {
       const at::Tensor x = to_compute(input);
-      at::Tensor g = !direct_weight_grad(p)           ? conv2d_grad_weight_impl<scalar_t>(go, x, p)
-                     : p.out_channels / p.groups <= 8 ? conv2d_grad_weight_direct<8, scalar_t>(go, x, p)
-                                                      : conv2d_grad_weight_direct<16, scalar_t>(go, x, p);
+      const int64_t Og = p.out_channels / p.groups;
+      at::Tensor g;
+      switch (choose_weight_grad(p)) {
+        case WeightGradKernel::kPixelTiles:
+          g = Og == 1   ? conv2d_grad_weight_pixels<1, scalar_t>(go, x, p)
+              : Og == 2 ? conv2d_grad_weight_pixels<2, scalar_t>(go, x, p)
+                        : conv2d_grad_weight_pixels<3, scalar_t>(go, x, p);
+          break;
+        case WeightGradKernel::kChannelTiles:
+          g = Og <= 8 ? conv2d_grad_weight_direct<8, scalar_t>(go, x, p)
+                      : conv2d_grad_weight_direct<16, scalar_t>(go, x, p);
+          break;
+        case WeightGradKernel::kIm2col:
+          g = conv2d_grad_weight_impl<scalar_t>(go, x, p);
+          break;
+      }
       gw = g.to(input.scalar_type());
     }
     if (output_mask[2]) {
