@@ -5,7 +5,7 @@
         ...                                       # or only inside a block
 
 ``"auto"`` (the default) uses the heuristics documented in ``csrc/cpu/conv2d.cpp``
-(``choose_forward_kernel``, ``direct_weight_grad``): direct register-tiled kernels for stride-1
+(``choose_forward_kernel``, ``choose_weight_grad``): direct register-tiled kernels for stride-1
 convolutions up to 1152 taps per output (pointwise ones with more than 8 output channels per group
 excepted), and for strided ones with 4 to 32 output channels per group; im2col + matrix product for
 the rest. ``"direct"`` forces the direct kernels, ``"im2col"`` the matrix product. The setting is

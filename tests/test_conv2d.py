@@ -286,4 +286,34 @@ def test_zero_input_channels_give_bias():
     assert torch.equal(LF.conv2d(x, w, b), b.view(1, 3, 1, 1).expand(2, 3, 3, 3))
 
 
+@pytest.mark.parametrize("groups", [1, 4], ids=["dense", "depthwise"])
+def test_weight_gradient_with_an_infinite_input_matches_torch(groups):
+    # Column 6 is read only by taps j >= 2 of real outputs; the other taps' gradients stay finite in torch.
+    # Our depthwise kernel also multiplies positions it then drops, so it must not turn those into NaN.
+    x = torch.randn(2, 4, 7, 7, dtype=torch.float64)
+    x[0, :, 3, 6] = float("inf")
+    w = torch.randn(4, 4 // groups, 3, 3, dtype=torch.float64)
+    g = torch.randn(2, 4, 5, 5, dtype=torch.float64)
+    ours = torch.ops.lenet_ext.conv2d_backward(g, x, w, [1, 1], [0] * 4, [1, 1], groups, [False, True, False])[1]
+    torch_ = torch.ops.aten.convolution_backward(
+        g, x, w, None, [1, 1], [0, 0], [1, 1], False, [0, 0], groups, [False, True, False]
+    )[1]
+    assert_close(ours, torch_, equal_nan=True)
+    assert ours[:, :, :, :2].isfinite().all()
+
+
+def test_operator_takes_an_empty_input_plane_with_padding():
+    # torch's functional refuses empty planes; the operator takes them when the padding makes outputs,
+    # which read padding only. Found by review: padding such an input wrote past the padded buffer.
+    x, w, b = torch.randn(1, 1, 0, 4), torch.randn(4, 1, 1, 1), torch.randn(4)
+    reference = F.conv2d(F.pad(x, (1, 0, 1, 0)), w, b, stride=2)  # the same convolution, padded by hand
+    for stride in ([2, 2], [1, 1]):
+        out = torch.ops.lenet_ext.conv2d_forward(x, w, b, stride, [1, 0, 1, 0], [1, 1], 1)
+        if stride == [2, 2]:
+            assert_close(out, reference)
+        g = torch.randn_like(out)
+        gx, gw, gb = torch.ops.lenet_ext.conv2d_backward(g, x, w, stride, [1, 0, 1, 0], [1, 1], 1, [True] * 3)
+        assert gx.shape == x.shape and torch.equal(gw, torch.zeros_like(w)) and torch.allclose(gb, g.sum((0, 2, 3)))
+
+
 # Random configurations (hypothesis) live in tests/test_properties.py.

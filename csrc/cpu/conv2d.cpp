@@ -165,7 +165,8 @@ void pad_input(const scalar_t* x, scalar_t* xp, int64_t channels, const Window2d
   const int64_t H = w.in[0], W = w.in[1], top = w.pad[0], left = w.pad[1], right = Wp - left - W;
   for (int64_t c = 0; c < channels; ++c) {
     scalar_t* plane = xp + c * Hp * Wp;
-    std::fill(plane, plane + top * Wp + left, scalar_t(0));  // top rows, and the first row's left border
+    // the top rows and the first row's left border (with no rows, the plane may end first)
+    std::fill(plane, plane + std::min(top * Wp + left, Hp * Wp), scalar_t(0));
     for (int64_t h = 0; h < H; ++h) {
       scalar_t* row = plane + (top + h) * Wp + left;
       std::copy(x + (c * H + h) * W, x + (c * H + h + 1) * W, row);
@@ -639,9 +640,11 @@ void shifted_copies(const scalar_t* x, const scalar_t* x_end, scalar_t* dst, int
     const Range cols = valid_outputs(W, w.pad[1], j * w.dilation[1], 1, OW);
     for (int64_t c = 0; c < channels; ++c) {
       scalar_t* d = dst + (j * channels + c) * Hp * OW;
-      const scalar_t* plane = x + c * H * W + j * w.dilation[1] - w.pad[1];  // plane[h * W + k]: column k
       std::fill(d, d + top * OW, scalar_t(0));
-      copy_rows(plane + cols.lo, W, x_end, d + top * OW + cols.lo, OW, H, cols.hi - cols.lo);
+      if (cols.lo < cols.hi) {  // output column cols.lo reads input column cols.lo + j * dw - pad >= 0
+        const scalar_t* first = x + c * H * W + cols.lo + j * w.dilation[1] - w.pad[1];
+        copy_rows(first, W, x_end, d + top * OW + cols.lo, OW, H, cols.hi - cols.lo);
+      }
       if (cols.lo > 0 || cols.hi < OW) {
         for (int64_t h = 0; h < H; ++h) {
           scalar_t* row = d + (top + h) * OW;
@@ -688,7 +691,8 @@ void conv2d_forward_pixels(const at::Tensor& x, const at::Tensor& weight, const 
   const int64_t pitch = compact ? OW : Wp, span = OH * pitch;
   const int64_t source = compact ? KW * Cg * Hp * OW : Cg * Hp * Wp;
   // Tiles may read up to a tile past the last position, and a wide tap sits up to (KW-1)*dw past its
-  // row: zeroed slack after the source keeps every read inside the buffer.
+  // row: slack after the source keeps every read inside the buffer. Only dropped lanes read it (zeros,
+  // or what the compact copies' whole-vector rows ran into).
   const int64_t slack = Wp + kTile;
   std::vector<int64_t> taps(K);
   for (int64_t r = 0; r < K; ++r) {
@@ -757,8 +761,8 @@ void conv2d_forward_pixels(const at::Tensor& x, const at::Tensor& weight, const 
 }
 
 // ---------------------------------------------------------------------------------------------
-// Direct weight gradient for the same shapes as the direct forward: register tiles of T taps x OV output
-// channels, each accumulating x(tap, pixel) * grad_out(pixel, channels) over every output pixel of an
+// Direct weight gradient with channel tiles, for 4 to 32 output channels per group (choose_weight_grad):
+// register tiles of T taps x OV output channels, each accumulating x(tap, pixel) * grad_out(pixel, channels) over every output pixel of an
 // image. grad_output is first made pixel-major per image, so each pixel is one vector load.
 
 template <int T, int OV, typename scalar_t>
@@ -1164,8 +1168,8 @@ void conv2d_forward_any(const at::Tensor& x, const at::Tensor& w, const at::Tens
 template <typename scalar_t>
 at::Tensor conv2d_grad_input_as_conv(const at::Tensor& go, const at::Tensor& w, const Conv2dParams& p) {
   const Window2d& win = p.win;
-  if (win.stride[0] != 1 || win.stride[1] != 1) {
-    return {};
+  if (win.stride[0] != 1 || win.stride[1] != 1 || win.in[0] == 0 || win.in[1] == 0) {
+    return {};  // (an empty input plane would be an invalid convolution's output)
   }
   std::array<int64_t, 4> pads{};
   for (int d = 0; d < 2; ++d) {
@@ -1233,6 +1237,11 @@ std::tuple<std::optional<at::Tensor>, std::optional<at::Tensor>, std::optional<a
           g = Og == 1   ? conv2d_grad_weight_pixels<1, scalar_t>(go, x, p)
               : Og == 2 ? conv2d_grad_weight_pixels<2, scalar_t>(go, x, p)
                         : conv2d_grad_weight_pixels<3, scalar_t>(go, x, p);
+          // Its dropped positions multiply a zero gradient by real inputs: an inf or NaN there makes NaN
+          // where torch, which never reads them, is finite. Such a result is computed again by im2col.
+          if (!g.isfinite().all().item<bool>()) {
+            g = conv2d_grad_weight_impl<scalar_t>(go, x, p);
+          }
           break;
         case WeightGradKernel::kChannelTiles:
           g = Og <= 8 ? conv2d_grad_weight_direct<8, scalar_t>(go, x, p)
