@@ -589,10 +589,37 @@ void avg_unpool_nchw(const scalar_t* go, scalar_t* gx, int64_t planes, const Win
   const int64_t KH = w.kernel[0], KW = w.kernel[1], sh = w.stride[0], pw = w.pad[1];
   const int64_t sw = S != 0 ? S : w.stride[1];
   const std::vector<Range> cols = column_ranges(w);
+  // Windows that tile the input (kernel = stride, no padding; LeNet's 2x2 pools) give each input element
+  // at most one share: it is written once, with no zero-fill and no read-modify-write.
+  const bool tiling = S != 0 && KW == S && KH == sh && w.pad[0] == 0 && pw == 0;
   at::parallel_for(0, planes, grain_for(OH * OW * KH * KW), [&](int64_t c0, int64_t c1) {
     std::vector<scalar_t> share(OW);  // each output's gradient divided by its divisor
     const double* __restrict__ col_factor = f.cols.data();
-    for (int64_t c = c0; c < c1; ++c) {
+    for (int64_t c = c0; c < c1 && tiling; ++c) {
+      scalar_t* gp = gx + c * H * W;
+      for (int64_t oh = 0; oh < OH; ++oh) {
+        const double row_factor = f.rows[oh];
+        const scalar_t* __restrict__ grow = go + (c * OH + oh) * OW;
+        for (int64_t ow = 0; ow < OW; ++ow) {
+          share[ow] = grow[ow] / scalar_t(row_factor * col_factor[ow]);
+        }
+        for (int64_t i = 0; i < KH && oh * KH + i < H; ++i) {
+          scalar_t* __restrict__ gxrow = gp + (oh * KH + i) * W;
+          const int64_t full = std::min(OW, W / KW);  // windows wholly inside the row (ceil_mode may cut one)
+          for (int64_t ow = 0; ow < full; ++ow) {
+#pragma GCC unroll 8
+            for (int64_t j = 0; j < (S != 0 ? S : 1); ++j) {
+              gxrow[ow * S + j] = share[ow];
+            }
+          }
+          for (int64_t iw = full * KW; iw < W; ++iw) {  // a cut window's columns, then any not pooled
+            gxrow[iw] = iw / KW < OW ? share[iw / KW] : scalar_t(0);
+          }
+        }
+      }
+      std::fill(gp + std::min(H, OH * KH) * W, gp + H * W, scalar_t(0));  // rows no window covers
+    }
+    for (int64_t c = c0; c < c1 && !tiling; ++c) {
       scalar_t* gp = gx + c * H * W;
       std::fill(gp, gp + H * W, scalar_t(0));  // zeroed here, while the plane is about to be in cache
       for (int64_t oh = 0; oh < OH; ++oh) {
