@@ -481,13 +481,24 @@ void direct_row(const scalar_t* src, int64_t sw, const int64_t* taps, int64_t K,
   }
 }
 
-// The offset of each tap (c, i, j), in that order, from a window's origin in a padded Hp x Wp image.
-std::vector<int64_t> tap_offsets(const Window2d& win, int64_t channels, int64_t Hp, int64_t Wp) {
+// The per-slice partial sums ([slices][...]) added up in slice order, which keeps results reproducible.
+at::Tensor sum_slices(const at::Tensor& partial) {
+  at::Tensor sum = partial[0];
+  for (int64_t s = 1; s < partial.size(0); ++s) {
+    sum.add_(partial[s]);
+  }
+  return sum;
+}
+
+// The offset of each tap (c, i, j), in that order, from a window's origin in `channels` planes of Hp rows
+// of `pitch` elements, where kernel column j adds j * j_step: in a padded image (pitch Wp) j_step is the
+// column dilation; in the compact layout's shifted copies (pitch OW) it is one copy's size.
+std::vector<int64_t> tap_offsets(const Window2d& win, int64_t channels, int64_t Hp, int64_t pitch, int64_t j_step) {
   const int64_t KH = win.kernel[0], KW = win.kernel[1];
   std::vector<int64_t> taps(channels * KH * KW);
   for (int64_t r = 0; r < channels * KH * KW; ++r) {
     const int64_t c = r / (KH * KW), i = (r / KW) % KH, j = r % KW;
-    taps[r] = (c * Hp + i * win.dilation[0]) * Wp + j * win.dilation[1];
+    taps[r] = (c * Hp + i * win.dilation[0]) * pitch + j * j_step;
   }
   return taps;
 }
@@ -512,7 +523,7 @@ void conv2d_forward_direct(const at::Tensor& x, const at::Tensor& weight, const 
   const int64_t og_pad = (Og + OV - 1) / OV * OV;
 
   const at::Tensor wt = tap_major_weights(weight, p, og_pad);
-  const std::vector<int64_t> taps = tap_offsets(win, Cg, Hp, Wp);
+  const std::vector<int64_t> taps = tap_offsets(win, Cg, Hp, Wp, win.dilation[1]);
   const scalar_t* x_data = x.const_data_ptr<scalar_t>();
   const scalar_t* wt_data = wt.const_data_ptr<scalar_t>();
   const scalar_t* b_data = bias ? bias->const_data_ptr<scalar_t>() : nullptr;
@@ -694,12 +705,7 @@ void conv2d_forward_pixels(const at::Tensor& x, const at::Tensor& weight, const 
   // row: slack after the source keeps every read inside the buffer. Only dropped lanes read it (zeros,
   // or what the compact copies' whole-vector rows ran into).
   const int64_t slack = Wp + kTile;
-  std::vector<int64_t> taps(K);
-  for (int64_t r = 0; r < K; ++r) {
-    const int64_t c = r / (KH * KW), i = (r / KW) % KH, j = r % KW;
-    taps[r] = compact ? ((j * Cg + c) * Hp + i * win.dilation[0]) * OW
-                      : (c * Hp + i * win.dilation[0]) * Wp + j * win.dilation[1];
-  }
+  const std::vector<int64_t> taps = tap_offsets(win, Cg, Hp, pitch, compact ? Cg * Hp * OW : win.dilation[1]);
   // [groups][blocks][K][OB]: each channel block's weights are contiguous, OB per tap.
   const at::Tensor wt = tap_major_weights(weight, p, blocks * OB)
                             .view({p.groups, K, blocks, OB})
@@ -813,7 +819,7 @@ at::Tensor conv2d_grad_weight_direct(const at::Tensor& go, const at::Tensor& x, 
   const int64_t L = win.out[0] * win.out[1];
   const int64_t Hp = win.in[0] + win.pad[0] + win.pad_end[0], Wp = win.in[1] + win.pad[1] + win.pad_end[1];
   const int64_t og_pad = (Og + OV - 1) / OV * OV, in_plane = win.in[0] * win.in[1];
-  const std::vector<int64_t> taps = tap_offsets(win, Cg, Hp, Wp);
+  const std::vector<int64_t> taps = tap_offsets(win, Cg, Hp, Wp, win.dilation[1]);
   const scalar_t* x_data = x.const_data_ptr<scalar_t>();
   const scalar_t* go_data = go.const_data_ptr<scalar_t>();
   constexpr int kTile = 12;
@@ -849,10 +855,7 @@ at::Tensor conv2d_grad_weight_direct(const at::Tensor& go, const at::Tensor& x, 
       }
     }
   });
-  at::Tensor sum = partial[0];
-  for (int64_t s = 1; s < slices.count; ++s) {
-    sum.add_(partial[s]);
-  }
+  const at::Tensor sum = sum_slices(partial);
   // [groups][K][og_pad] -> [groups * Og][Cg][KH][KW]
   return sum.narrow(2, 0, Og).transpose(1, 2).reshape({p.out_channels, Cg, KH, KW}).contiguous();
 }
@@ -915,7 +918,7 @@ at::Tensor conv2d_grad_weight_pixels(const at::Tensor& go, const at::Tensor& x, 
   const int64_t OH = win.out[0], OW = win.out[1], L = OH * OW;
   const int64_t Hp = win.in[0] + win.pad[0] + win.pad_end[0], Wp = win.in[1] + win.pad[1] + win.pad_end[1];
   const int64_t span = (OH * Wp + kLanes - 1) / kLanes * kLanes, in_plane = win.in[0] * win.in[1];
-  std::vector<int64_t> taps = tap_offsets(win, Cg, Hp, Wp);
+  std::vector<int64_t> taps = tap_offsets(win, Cg, Hp, Wp, win.dilation[1]);
   taps.resize(k_pad, 0);  // the last tile's extra taps read the image's start; their sums are dropped
   const scalar_t* x_data = x.const_data_ptr<scalar_t>();
   const scalar_t* go_data = go.const_data_ptr<scalar_t>();
@@ -943,10 +946,7 @@ at::Tensor conv2d_grad_weight_pixels(const at::Tensor& go, const at::Tensor& x, 
       }
     }
   });
-  at::Tensor sum = partial[0];
-  for (int64_t s = 1; s < slices.count; ++s) {
-    sum.add_(partial[s]);
-  }
+  const at::Tensor sum = sum_slices(partial);
   // [groups][OB][k_pad] -> [groups * Og][Cg][KH][KW]
   const int64_t Og = p.out_channels / p.groups;
   return sum.narrow(1, 0, Og).narrow(2, 0, K).reshape({p.out_channels, Cg, KH, KW}).contiguous();
@@ -1027,11 +1027,7 @@ at::Tensor conv2d_grad_weight_impl(const at::Tensor& go, const at::Tensor& x, co
       }
     });
   });
-  at::Tensor gw = partial[0];
-  for (int64_t s = 1; s < slices.count; ++s) {
-    gw.add_(partial[s]);
-  }
-  return gw.view({p.out_channels, g.Cg, p.win.kernel[0], p.win.kernel[1]});
+  return sum_slices(partial).view({p.out_channels, g.Cg, p.win.kernel[0], p.win.kernel[1]});
 }
 
 // Sum of grad_output over batch and pixels, per output channel. Each plane is summed in 16 interleaved

@@ -591,37 +591,17 @@ void avg_unpool_nchw(const scalar_t* go, scalar_t* gx, int64_t planes, const Win
   const std::vector<Range> cols = column_ranges(w);
   // Windows that tile the input (kernel = stride, no padding; LeNet's 2x2 pools) give each input element
   // at most one share: it is written once, with no zero-fill and no read-modify-write.
+  constexpr int64_t kS = S != 0 ? S : 1;
   const bool tiling = S != 0 && KW == S && KH == sh && w.pad[0] == 0 && pw == 0;
+  const int64_t full = std::min(OW, W / KW);  // tiling: windows wholly inside a row (ceil_mode may cut one)
   at::parallel_for(0, planes, grain_for(OH * OW * KH * KW), [&](int64_t c0, int64_t c1) {
     std::vector<scalar_t> share(OW);  // each output's gradient divided by its divisor
     const double* __restrict__ col_factor = f.cols.data();
-    for (int64_t c = c0; c < c1 && tiling; ++c) {
+    for (int64_t c = c0; c < c1; ++c) {
       scalar_t* gp = gx + c * H * W;
-      for (int64_t oh = 0; oh < OH; ++oh) {
-        const double row_factor = f.rows[oh];
-        const scalar_t* __restrict__ grow = go + (c * OH + oh) * OW;
-        for (int64_t ow = 0; ow < OW; ++ow) {
-          share[ow] = grow[ow] / scalar_t(row_factor * col_factor[ow]);
-        }
-        for (int64_t i = 0; i < KH && oh * KH + i < H; ++i) {
-          scalar_t* __restrict__ gxrow = gp + (oh * KH + i) * W;
-          const int64_t full = std::min(OW, W / KW);  // windows wholly inside the row (ceil_mode may cut one)
-          for (int64_t ow = 0; ow < full; ++ow) {
-#pragma GCC unroll 8
-            for (int64_t j = 0; j < (S != 0 ? S : 1); ++j) {
-              gxrow[ow * S + j] = share[ow];
-            }
-          }
-          for (int64_t iw = full * KW; iw < W; ++iw) {  // a cut window's columns, then any not pooled
-            gxrow[iw] = iw / KW < OW ? share[iw / KW] : scalar_t(0);
-          }
-        }
+      if (!tiling) {
+        std::fill(gp, gp + H * W, scalar_t(0));  // zeroed here, while the plane is about to be in cache
       }
-      std::fill(gp + std::min(H, OH * KH) * W, gp + H * W, scalar_t(0));  // rows no window covers
-    }
-    for (int64_t c = c0; c < c1 && !tiling; ++c) {
-      scalar_t* gp = gx + c * H * W;
-      std::fill(gp, gp + H * W, scalar_t(0));  // zeroed here, while the plane is about to be in cache
       for (int64_t oh = 0; oh < OH; ++oh) {
         const double row_factor = f.rows[oh];
         const scalar_t* __restrict__ grow = go + (c * OH + oh) * OW;
@@ -633,6 +613,18 @@ void avg_unpool_nchw(const scalar_t* go, scalar_t* gx, int64_t planes, const Win
         for (int64_t i = rows.lo; i < rows.hi; ++i) {
           scalar_t* __restrict__ gxrow = gp + (hstart + i) * W;
           const scalar_t* __restrict__ sh_row = share.data();
+          if (tiling) {
+            for (int64_t ow = 0; ow < full; ++ow) {
+#pragma GCC unroll 8
+              for (int64_t j = 0; j < kS; ++j) {
+                gxrow[ow * kS + j] = sh_row[ow];
+              }
+            }
+            for (int64_t iw = full * KW; iw < W; ++iw) {  // a cut window's columns, then any not pooled
+              gxrow[iw] = iw / KW < OW ? sh_row[iw / KW] : scalar_t(0);
+            }
+            continue;
+          }
           for (int64_t j = 0; j < KW; ++j) {
             const int64_t off = j - pw;
             for (int64_t ow = cols[j].lo; ow < cols[j].hi; ++ow) {
@@ -640,6 +632,9 @@ void avg_unpool_nchw(const scalar_t* go, scalar_t* gx, int64_t planes, const Win
             }
           }
         }
+      }
+      if (tiling) {
+        std::fill(gp + std::min(H, OH * KH) * W, gp + H * W, scalar_t(0));  // rows no window covers
       }
     }
   });
