@@ -9,6 +9,11 @@ The build decides once, prints what it decided, and never hand-lists sources:
 ``0`` never builds CUDA, ``1`` requires it and fails loudly when it cannot.
 ``TORCH_CUDA_ARCH_LIST`` defaults to ``8.0;9.0`` when no GPU is visible. ``MAX_JOBS`` is honoured by
 ninja through torch's BuildExtension. ``LENET_EXT_SANITIZE=1`` adds ASan/UBSan to the host code.
+
+The host code is built for the architecture's baseline, so a wheel runs on every CPU torch runs on; the CPU
+tile kernels (``csrc/cpu/level_*.cpp``) are built once per instruction-set level and chosen at run time.
+``LENET_EXT_NATIVE=1`` builds everything for the build machine's own level instead (such a build runs only
+on CPUs of that level).
 """
 
 import glob
@@ -84,13 +89,15 @@ def build_extension():
         link_flags += ["-fsanitize=address,undefined"]
         _say("sanitizer build (ASan + UBSan)")
     else:
-        level = _cpu_level()
+        level = _native_level()
         if level:
             cxx_flags.append(f"-march={level}")
-            if level == "x86-64-v4":
-                cxx_flags.append("-mprefer-vector-width=512")
-            _say(f"host code tuned for {level} (this machine's vector level); LENET_EXT_PORTABLE=1 turns this off")
-
+            _say(f"LENET_EXT_NATIVE=1: all host code built for {level}; the extension runs only on CPUs of that level")
+        else:
+            _say(
+                "host code built for the baseline of this architecture; the tile kernels are also built for "
+                "AVX2 and AVX-512 (x86-64) and chosen when the process runs (LENET_EXT_CPU_ISA forces one)"
+            )
     if with_cuda:
         sources += _sources("csrc/cuda/*.cu")
         define_macros.append(("LENET_EXT_WITH_CUDA", None))
@@ -114,12 +121,13 @@ def build_extension():
     )
 
 
-def _cpu_level():
-    """The x86-64 micro-architecture level of the build machine: v4 (AVX-512), v3 (AVX2 + FMA) or None.
+def _native_level():
+    """With LENET_EXT_NATIVE=1, the build machine's x86-64 level (x86-64-v4, v3 or v2) for all host code.
 
-    Wheels built this way run only on machines of that level; LENET_EXT_PORTABLE=1 builds for any x86-64.
+    Off by default: the default build runs on every CPU of its architecture and picks the tile kernels'
+    level at run time (csrc/cpu/dispatch.cpp). A native build runs only on CPUs of the build machine's level.
     """
-    if os.environ.get("LENET_EXT_PORTABLE") == "1":
+    if os.environ.get("LENET_EXT_NATIVE") != "1":
         return None
     try:
         with open("/proc/cpuinfo") as f:

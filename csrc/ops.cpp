@@ -26,6 +26,14 @@ TORCH_LIBRARY(lenet_ext, m) {
   // Selects the CPU conv2d forward algorithm: 0 auto (the documented heuristic), 1 direct, 2 im2col;
   // -1 only reads it. Returns the previous setting. Used by lenet_ext.backends.conv_algorithm.
   m.def("_set_conv_algorithm(int algorithm) -> int");
+  // The CPU instruction-set level of the tile kernels: 0 default, 1 avx2, 2 avx512; -1 only reads it.
+  // Returns the previous level; a level this CPU lacks is an error. Used by lenet_ext.backends.cpu_isa.
+  m.def("_set_cpu_isa(int level) -> int");
+  // Whether this CPU (and this build) runs a level.
+  m.def("_cpu_isa_supported(int level) -> bool");
+  // When true, each new CPU conv2d shape times its candidate algorithms once and keeps the fastest for
+  // the process (lenet_ext.backends.benchmark); -1 only reads it. Returns the previous setting.
+  m.def("_set_conv_benchmark(int enabled) -> int");
   m.def(
       "conv2d_backward(Tensor grad_output, Tensor input, Tensor weight, int[2] stride, int[4] padding, "
       "int[2] dilation, int groups, bool[3] output_mask) -> (Tensor?, Tensor?, Tensor?)");

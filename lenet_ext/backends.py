@@ -1,41 +1,118 @@
-"""Algorithm selection for the CPU conv2d kernels.
+"""Settings of the CPU conv2d kernels: algorithm, instruction-set level, autotuning.
 
     lenet_ext.backends.conv_algorithm("direct")   # force one algorithm
     with lenet_ext.backends.conv_algorithm("im2col"):
         ...                                       # or only inside a block
 
-``"auto"`` (the default) uses the heuristics documented in ``csrc/cpu/conv2d.cpp``
-(``choose_forward_kernel``, ``choose_weight_grad``): direct register-tiled kernels for stride-1
-convolutions up to 1152 taps per output (pointwise ones with more than 8 output channels per group
-excepted), and for strided ones with 4 to 32 output channels per group; im2col + matrix product for
-the rest. ``"direct"`` forces the direct kernels, ``"im2col"`` the matrix product. The setting is
-process-wide.
+    lenet_ext.backends.cpu_isa()                  # the level in use: "default", "avx2" or "avx512"
+    with lenet_ext.backends.cpu_isa("avx2"):      # force a level this CPU supports
+        ...
+    lenet_ext.backends.available_cpu_isas()       # the levels this CPU supports
+
+    lenet_ext.backends.benchmark = True           # time the candidates of each new shape once
+
+``conv_algorithm``: ``"auto"`` (the default) uses the heuristics documented in ``csrc/cpu/conv2d.cpp``:
+direct register-tiled kernels for stride-1 convolutions up to 1152 taps per output (pointwise ones with
+more than 8 output channels per group excepted), and for strided ones with 4 to 32 output channels per
+group; im2col + matrix product for the rest. ``"direct"`` forces the direct kernels, ``"im2col"`` the
+matrix product.
+
+``cpu_isa``: the register tiles are compiled once per instruction-set level and the best one the CPU
+runs is picked at import (``csrc/cpu/dispatch.cpp``). The environment variable ``LENET_EXT_CPU_ISA``
+(``default``, ``avx2`` or ``avx512``) picks another one at start-up; a level the CPU lacks raises
+``RuntimeError`` instead of running instructions the CPU does not have.
+
+``benchmark``: off by default, like ``torch.backends.cudnn.benchmark``. When on, the first call of each
+pass (forward, input gradient, weight gradient) for a new shape, dtype, level and thread count times the
+candidate algorithms and keeps the fastest for the rest of the process; ``conv_algorithm`` other than
+``"auto"`` still wins.
+
+All settings are process-wide.
 """
 
 import contextlib
+import sys
+import types
 
 import torch
 
 from . import _C  # noqa: F401
 
 ALGORITHMS = ("auto", "direct", "im2col")
+CPU_ISAS = ("default", "avx2", "avx512")
+
+_ops = torch.ops.lenet_ext
 
 
 class conv_algorithm(contextlib.ContextDecorator):
-    """Sets the CPU conv2d forward algorithm; also a context manager that restores the previous one."""
+    """Sets the CPU conv2d algorithm; also a context manager that restores the previous one."""
 
     def __init__(self, name):
         if name not in ALGORITHMS:
             raise ValueError(f"conv_algorithm must be one of {ALGORITHMS}, got {name!r}")
-        self.previous = ALGORITHMS[torch.ops.lenet_ext._set_conv_algorithm(ALGORITHMS.index(name))]
+        self.previous = ALGORITHMS[_ops._set_conv_algorithm(ALGORITHMS.index(name))]
 
     def __enter__(self):
         return self
 
     def __exit__(self, *exc):
-        torch.ops.lenet_ext._set_conv_algorithm(ALGORITHMS.index(self.previous))
+        _ops._set_conv_algorithm(ALGORITHMS.index(self.previous))
         return False
 
 
 def current_conv_algorithm():
-    return ALGORITHMS[torch.ops.lenet_ext._set_conv_algorithm(-1)]
+    return ALGORITHMS[_ops._set_conv_algorithm(-1)]
+
+
+class _IsaSetting(str):
+    """The level now in use, as a string; as a context manager it restores the level that was in use
+    before it was set."""
+
+    def __new__(cls, name, previous=None):
+        setting = super().__new__(cls, name)
+        setting.previous = previous
+        return setting
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        if self.previous is not None:
+            _ops._set_cpu_isa(CPU_ISAS.index(self.previous))
+        return False
+
+
+def cpu_isa(level=None):
+    """The CPU instruction-set level in use; with ``level``, switches to it (it must be one this CPU
+    supports) and returns it, usable as a context manager that switches back."""
+    if level is None:
+        return _IsaSetting(CPU_ISAS[_ops._set_cpu_isa(-1)])
+    if level not in CPU_ISAS:
+        raise ValueError(f"cpu_isa must be one of {CPU_ISAS}, got {level!r}")
+    if level not in available_cpu_isas():
+        raise RuntimeError(
+            f"lenet_ext: this CPU does not support the {level!r} instruction-set level; "
+            f"it supports: {', '.join(available_cpu_isas())}"
+        )
+    previous = CPU_ISAS[_ops._set_cpu_isa(CPU_ISAS.index(level))]
+    return _IsaSetting(level, previous)
+
+
+def available_cpu_isas():
+    """The levels this CPU (and this build) can run, lowest first."""
+    return tuple(name for code, name in enumerate(CPU_ISAS) if _ops._cpu_isa_supported(code))
+
+
+class _BackendsModule(types.ModuleType):
+    @property
+    def benchmark(self):
+        return bool(_ops._set_conv_benchmark(-1))
+
+    @benchmark.setter
+    def benchmark(self, enabled):
+        _ops._set_conv_benchmark(int(bool(enabled)))
+
+
+# Reading the level now makes a bad LENET_EXT_CPU_ISA fail at import, with its message.
+cpu_isa()
+sys.modules[__name__].__class__ = _BackendsModule

@@ -1,0 +1,115 @@
+// conv2d on the CPU by channel tiles: the direct forward for strided convolutions, and the weight
+// gradient, for 4 to 32 output channels per group (cpu/conv2d.cpp chooses).
+//
+// Forward: no unrolled copy of the input. Each register tile (cpu/tiles.h) holds P consecutive output
+// pixels of one row x OV output channels, and for every tap (c, i, j) adds one input value per pixel (a
+// broadcast) times the OV weights of that tap (one vector load). Any stride and dilation: pixel p of the
+// tile reads the padded input at p * stride. Results go to a pixel-major buffer, then to NCHW with the
+// bias.
+//
+// Weight gradient: register tiles of T taps x OV output channels, each accumulating
+// input(tap, pixel) * grad_output(pixel, channels) over every output pixel of an image. grad_output is
+// first made pixel-major per image, so each pixel is one vector load.
+//
+// OV is 8 or 16 channels (the group's channels, padded); P and T follow the level's registers.
+#include <ATen/ATen.h>
+
+#include <algorithm>
+#include <vector>
+
+#include "cpu/conv2d_common.h"
+
+namespace lenet_ext {
+namespace {
+
+int channel_width(int64_t Og) {
+  return Og <= 8 ? 8 : 16;
+}
+
+}  // namespace
+
+template <typename scalar_t>
+void conv2d_forward_channels(const at::Tensor& x, const at::Tensor& weight, const at::Tensor* bias, at::Tensor& out,
+                             const Conv2dParams& p, const cpu::LevelKernels& level) {
+  const ConvDims d(p);
+  const Window2d& win = p.win;
+  const int OV = channel_width(d.Og);
+  const int64_t og_pad = (d.Og + OV - 1) / OV * OV;
+  const at::Tensor wt = tap_major_weights(weight, p, og_pad);
+  const std::vector<int64_t> taps = tap_offsets(win, d.Cg, d.Hp, d.Wp, win.dilation[1]);
+  const scalar_t* x_data = x.const_data_ptr<scalar_t>();
+  const scalar_t* wt_data = wt.const_data_ptr<scalar_t>();
+  const scalar_t* b_data = bias ? bias->const_data_ptr<scalar_t>() : nullptr;
+  scalar_t* out_data = out.mutable_data_ptr<scalar_t>();
+  const auto kernel = level.of<scalar_t>().channel_tiles;
+
+  // (image, group) pairs are independent: no reduction, so any split across threads is deterministic.
+  WorkQueue queue(p.batch * p.groups);
+  run_workers(p.batch * p.groups, [&] {
+    std::vector<scalar_t> src(d.Cg * d.Hp * d.Wp);
+    std::vector<scalar_t> res(d.L * og_pad);  // pixel-major: res[l * og_pad + o]
+    for (int64_t q; queue.pop(q);) {
+      const int64_t n = q / p.groups, grp = q % p.groups;
+      pad_input(x_data + (n * p.in_channels + grp * d.Cg) * d.in_plane, src.data(), d.Cg, win, d.Hp, d.Wp);
+      kernel({src.data(), taps.data(), d.K, wt_data + grp * d.K * og_pad, res.data(), OV, og_pad, d.OH, d.OW, d.Wp,
+              win.stride[0], win.stride[1]});
+      for (int64_t o = 0; o < d.Og; ++o) {
+        const int64_t oc = grp * d.Og + o;
+        const scalar_t bo = b_data ? b_data[oc] : scalar_t(0);
+        scalar_t* dst = out_data + (n * p.out_channels + oc) * d.L;
+        for (int64_t l = 0; l < d.L; ++l) {
+          dst[l] = res[l * og_pad + o] + bo;
+        }
+      }
+    }
+  });
+}
+
+template <typename scalar_t>
+at::Tensor conv2d_grad_weight_channels(const at::Tensor& go, const at::Tensor& x, const Conv2dParams& p,
+                                       const cpu::LevelKernels& level) {
+  const ConvDims d(p);
+  const Window2d& win = p.win;
+  const int OV = channel_width(d.Og);
+  const int64_t og_pad = (d.Og + OV - 1) / OV * OV;
+  const std::vector<int64_t> taps = tap_offsets(win, d.Cg, d.Hp, d.Wp, win.dilation[1]);
+  const scalar_t* x_data = x.const_data_ptr<scalar_t>();
+  const scalar_t* go_data = go.const_data_ptr<scalar_t>();
+  const auto kernel = level.of<scalar_t>().grad_channel_tiles;
+
+  // One partial sum per batch slice ([groups][K][og_pad]), merged in slice order below.
+  const BatchSlices slices(p.batch, p.groups * d.K * og_pad * int64_t{sizeof(scalar_t)});
+  at::Tensor partial = at::zeros({slices.count, p.groups, d.K, og_pad}, go.options());
+  for_each_batch_slice(p.batch, slices, [&](int64_t slice, int64_t n0, int64_t n1) {
+    std::vector<scalar_t> src(d.Cg * d.Hp * d.Wp);
+    std::vector<scalar_t> gop(d.L * og_pad, scalar_t(0));  // pixel-major grad_output: gop[l * og_pad + o]
+    scalar_t* acc = partial.mutable_data_ptr<scalar_t>() + slice * p.groups * d.K * og_pad;
+    for (int64_t n = n0; n < n1; ++n) {
+      for (int64_t grp = 0; grp < p.groups; ++grp) {
+        pad_input(x_data + (n * p.in_channels + grp * d.Cg) * d.in_plane, src.data(), d.Cg, win, d.Hp, d.Wp);
+        for (int64_t o = 0; o < d.Og; ++o) {
+          const scalar_t* plane = go_data + (n * p.out_channels + grp * d.Og + o) * d.L;
+          for (int64_t l = 0; l < d.L; ++l) {
+            gop[l * og_pad + o] = plane[l];
+          }
+        }
+        kernel({src.data(), taps.data(), d.K, gop.data(), acc + grp * d.K * og_pad, OV, og_pad, d.OH, d.OW, d.Wp,
+                win.stride[0], win.stride[1]});
+      }
+    }
+  });
+  const at::Tensor sum = sum_slices(partial);
+  // [groups][K][og_pad] -> [groups * Og][Cg][KH][KW]
+  return sum.narrow(2, 0, d.Og).transpose(1, 2).reshape({p.out_channels, d.Cg, d.KH, d.KW}).contiguous();
+}
+
+#define LENET_EXT_INSTANTIATE(T)                                                                             \
+  template void conv2d_forward_channels<T>(const at::Tensor&, const at::Tensor&, const at::Tensor*, at::Tensor&, \
+                                           const Conv2dParams&, const cpu::LevelKernels&);                   \
+  template at::Tensor conv2d_grad_weight_channels<T>(const at::Tensor&, const at::Tensor&, const Conv2dParams&, \
+                                                     const cpu::LevelKernels&);
+LENET_EXT_INSTANTIATE(float)
+LENET_EXT_INSTANTIATE(double)
+#undef LENET_EXT_INSTANTIATE
+
+}  // namespace lenet_ext

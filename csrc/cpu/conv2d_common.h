@@ -1,0 +1,106 @@
+// What the CPU conv2d algorithms share: the derived sizes of a convolution, the padded copy of an
+// image, tap offsets, tap-major weights, and the in-order merge of per-slice partial sums; and the
+// entry point of each algorithm, which cpu/conv2d.cpp chooses between.
+//
+// Algorithms, one file each:
+//   cpu/conv2d_im2col.cpp    im2col + matrix product (forward, input gradient, weight gradient): any shape
+//   cpu/conv2d_pixels.cpp    pixel tiles, stride 1 (forward; weight gradient of <= 3 channels per group)
+//   cpu/conv2d_channels.cpp  channel tiles, 4 to 32 output channels per group (forward; weight gradient)
+// The register tiles themselves are in cpu/tiles.h, compiled once per instruction-set level.
+//
+// Layout: every algorithm reads contiguous NCHW and writes contiguous NCHW, in float or double.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <vector>
+
+#include "cpu/common.h"
+#include "cpu/kernels.h"
+#include "shape.h"
+
+namespace lenet_ext {
+
+// The sizes every algorithm derives from Conv2dParams, named once.
+struct ConvDims {
+  int64_t Cg, Og;      // input and output channels per group
+  int64_t KH, KW, K;   // kernel, and taps per output: K = Cg * KH * KW
+  int64_t OH, OW, L;   // output plane, L = OH * OW
+  int64_t H, W, in_plane;
+  int64_t Hp, Wp;      // the zero-padded input plane
+
+  explicit ConvDims(const Conv2dParams& p)
+      : Cg(p.in_channels / p.groups),
+        Og(p.out_channels / p.groups),
+        KH(p.win.kernel[0]),
+        KW(p.win.kernel[1]),
+        K(Cg * KH * KW),
+        OH(p.win.out[0]),
+        OW(p.win.out[1]),
+        L(OH * OW),
+        H(p.win.in[0]),
+        W(p.win.in[1]),
+        in_plane(H * W),
+        Hp(H + p.win.pad[0] + p.win.pad_end[0]),
+        Wp(W + p.win.pad[1] + p.win.pad_end[1]) {}
+};
+
+inline bool is_stride1(const Window2d& w) {
+  return w.stride[0] == 1 && w.stride[1] == 1;
+}
+
+// Copies `channels` planes of one image into the middle of Hp x Wp planes, and zeroes their borders.
+template <typename scalar_t>
+void pad_input(const scalar_t* x, scalar_t* xp, int64_t channels, const Window2d& w, int64_t Hp, int64_t Wp) {
+  const int64_t H = w.in[0], W = w.in[1], top = w.pad[0], left = w.pad[1], right = Wp - left - W;
+  for (int64_t c = 0; c < channels; ++c) {
+    scalar_t* plane = xp + c * Hp * Wp;
+    // the top rows and the first row's left border (with no rows, the plane may end first)
+    std::fill(plane, plane + std::min(top * Wp + left, Hp * Wp), scalar_t(0));
+    for (int64_t h = 0; h < H; ++h) {
+      scalar_t* row = plane + (top + h) * Wp + left;
+      std::copy(x + (c * H + h) * W, x + (c * H + h + 1) * W, row);
+      // this row's right border and the next row's left border (or the bottom rows after the last)
+      std::fill(row + W, row + W + right + (h + 1 < H ? left : 0), scalar_t(0));
+    }
+    std::fill(plane + (top + H) * Wp, plane + Hp * Wp, scalar_t(0));
+  }
+}
+
+// The offset of each tap (c, i, j), in that order, from a window's origin in `channels` planes of Hp rows
+// of `pitch` elements, where kernel column j adds j * j_step: in a padded image (pitch Wp) j_step is the
+// column dilation; in the pixel tiles' compact layout (pitch OW) it is one shifted copy's size.
+std::vector<int64_t> tap_offsets(const Window2d& win, int64_t channels, int64_t Hp, int64_t pitch, int64_t j_step);
+
+// Per group, the weights as K x width, tap-major (one row of output channels per tap), with zero columns
+// past the group's Og channels: what the direct tiles load or broadcast per tap.
+at::Tensor tap_major_weights(const at::Tensor& weight, const Conv2dParams& p, int64_t width);
+
+// The per-slice partial sums ([slices][...]) added up in slice order, which keeps results reproducible.
+at::Tensor sum_slices(const at::Tensor& partial);
+
+// The algorithms (scalar_t is float or double). Forwards write `out` (N x O x OH x OW, contiguous);
+// gradients return a new tensor.
+template <typename scalar_t>
+void conv2d_forward_im2col(const at::Tensor& x, const at::Tensor& w, const at::Tensor* bias, at::Tensor& out,
+                           const Conv2dParams& p);
+template <typename scalar_t>
+at::Tensor conv2d_grad_input_im2col(const at::Tensor& go, const at::Tensor& w, const Conv2dParams& p);
+template <typename scalar_t>
+at::Tensor conv2d_grad_weight_im2col(const at::Tensor& go, const at::Tensor& x, const Conv2dParams& p);
+
+template <typename scalar_t>
+void conv2d_forward_pixels(const at::Tensor& x, const at::Tensor& w, const at::Tensor* bias, at::Tensor& out,
+                           const Conv2dParams& p, const cpu::LevelKernels& level);
+template <typename scalar_t>
+at::Tensor conv2d_grad_weight_pixels(const at::Tensor& go, const at::Tensor& x, const Conv2dParams& p,
+                                     const cpu::LevelKernels& level);
+
+template <typename scalar_t>
+void conv2d_forward_channels(const at::Tensor& x, const at::Tensor& w, const at::Tensor* bias, at::Tensor& out,
+                             const Conv2dParams& p, const cpu::LevelKernels& level);
+template <typename scalar_t>
+at::Tensor conv2d_grad_weight_channels(const at::Tensor& go, const at::Tensor& x, const Conv2dParams& p,
+                                       const cpu::LevelKernels& level);
+
+}  // namespace lenet_ext

@@ -1,0 +1,359 @@
+// The register-tile loops of the CPU convolution, written once and compiled once per instruction-set
+// level. Only cpu/level_*.cpp include this file, each after setting its target and defining
+//   LENET_CPU_LEVEL   the namespace of this level's copy (default, avx2, avx512)
+//   kLevel, kShape    via LENET_CPU_LEVEL_ENUM and LENET_CPU_LEVEL_SHAPE
+// Every tile shape comes from the level's registers and vector width (cpu/vec.h).
+//
+// Nothing here includes ATen or the C++ library beyond <cstdint> and <cstring>, and every function
+// lives in the level's own namespace: an inline function compiled for AVX-512 must never be the copy
+// that baseline code calls.
+//
+// Vectors are GCC/Clang vector extensions (`vector_size`): portable C++ that each target lowers to its
+// own registers (xmm, ymm, zmm, or NEON q registers), with no intrinsics.
+#include <cstdint>
+#include <cstring>
+#include <utility>
+
+#include "cpu/kernels.h"
+
+// Vectors wider than the baseline's registers are passed between these functions; they all live in this
+// file's anonymous namespace and are inlined, so the calling convention GCC warns about never meets code
+// compiled elsewhere.
+#pragma GCC diagnostic ignored "-Wpsabi"
+
+namespace lenet_ext {
+namespace cpu {
+namespace LENET_CPU_LEVEL {
+namespace {
+
+constexpr Level kLevel = LENET_CPU_LEVEL_ENUM;
+constexpr LevelShape kShape = LENET_CPU_LEVEL_SHAPE;
+
+inline int64_t min_of(int64_t a, int64_t b) {
+  return a < b ? a : b;
+}
+
+// A vector of N scalars. The attribute needs a concrete element type, hence the specialisations.
+template <typename T, int N>
+struct VecOf;
+template <int N>
+struct VecOf<float, N> {
+  typedef float type __attribute__((vector_size(N * sizeof(float))));
+};
+template <int N>
+struct VecOf<double, N> {
+  typedef double type __attribute__((vector_size(N * sizeof(double))));
+};
+
+// One register of this level.
+template <typename T>
+constexpr int kLanes = kShape.vec_bytes / static_cast<int>(sizeof(T));
+template <typename T>
+using Vec = typename VecOf<T, kLanes<T>>::type;
+
+template <typename V, typename T>
+inline V load(const T* p) {
+  V v;
+  std::memcpy(&v, p, sizeof(V));
+  return v;
+}
+
+template <typename V, typename T>
+inline void store(T* p, const V& v) {
+  std::memcpy(p, &v, sizeof(V));
+}
+
+// Calls f(std::integral_constant<int, N>) for the N in [1, Max] that equals n (1 <= n <= Max): how a
+// run-time count picks a tile compiled for exactly that many pixels, vectors or taps.
+template <int Max, typename F, int... Ns>
+inline void with_count_impl(int64_t n, const F& f, std::integer_sequence<int, Ns...>) {
+  ((n == Ns + 1 ? f(std::integral_constant<int, Ns + 1>{}) : void()), ...);
+}
+template <int Max, typename F>
+inline void with_count(int64_t n, const F& f) {
+  with_count_impl<Max>(n, f, std::make_integer_sequence<int, Max>{});
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Pixel tiles: OB output channels x V vectors of consecutive positions. Per tap: V vector loads of the
+// source, OB broadcast weights, OB * V multiply-adds. The accumulators start at the bias; rows [0, rows)
+// of the result go to dst + ob * ldd.
+template <int OB, int V, typename T>
+void pixel_tile(const T* src, const int64_t* taps, int64_t K, const T* wt, const T* b, T* dst, int64_t ldd,
+                int64_t rows) {
+  using vec_t = Vec<T>;
+  constexpr int L = kLanes<T>;
+  vec_t acc[OB][V];
+#pragma GCC unroll 16
+  for (int ob = 0; ob < OB; ++ob) {
+#pragma GCC unroll 16
+    for (int v = 0; v < V; ++v) {
+      acc[ob][v] = b[ob] + vec_t{};
+    }
+  }
+  for (int64_t t = 0; t < K; ++t) {
+    vec_t xs[V];
+#pragma GCC unroll 16
+    for (int v = 0; v < V; ++v) {
+      xs[v] = load<vec_t>(src + taps[t] + v * L);
+    }
+    const T* wv = wt + t * OB;
+#pragma GCC unroll 16
+    for (int ob = 0; ob < OB; ++ob) {
+#pragma GCC unroll 16
+      for (int v = 0; v < V; ++v) {
+        acc[ob][v] += wv[ob] * xs[v];
+      }
+    }
+  }
+#pragma GCC unroll 16
+  for (int ob = 0; ob < OB; ++ob) {
+    if (ob < rows) {
+#pragma GCC unroll 16
+      for (int v = 0; v < V; ++v) {
+        store(dst + ob * ldd + v * L, acc[ob][v]);
+      }
+    }
+  }
+}
+
+// One (image, group) for channel blocks of OB: tiles of V vectors walk the positions; each tile runs
+// every channel block, so its source stays in L1 while the blocks' weights stream from L2.
+template <int OB, typename T>
+void pixel_tiles_of(const PixelTileJob<T>& j) {
+  constexpr int V = pixel_vectors(kShape, OB), L = kLanes<T>, kTile = V * L;
+  alignas(64) T res[OB * kTile];  // a tile's results, OB rows of kTile positions
+  const int64_t blocks = (j.channels + OB - 1) / OB;
+  for (int64_t l = 0; l < j.span; l += kTile) {
+    const int64_t end = min_of(l + kTile, j.span);
+    for (int64_t blk = 0; blk < blocks; ++blk) {
+      const T* wb = j.weights + blk * j.K * OB;
+      const T* bb = j.bias + blk * OB;
+      const int64_t rows = min_of(OB, j.channels - blk * OB);
+      T* plane = j.out + blk * OB * j.L;
+      if (end - l == kTile) {
+        if (j.compact) {  // positions are the output plane's: store in place
+          pixel_tile<OB, V>(j.src + l, j.taps, j.K, wb, bb, plane + l, j.L, rows);
+          continue;
+        }
+        pixel_tile<OB, V>(j.src + l, j.taps, j.K, wb, bb, res, kTile, OB);
+      } else {
+        with_count<V>((end - l + L - 1) / L, [&](auto vectors) {
+          pixel_tile<OB, decltype(vectors)::value>(j.src + l, j.taps, j.K, wb, bb, res, kTile, OB);
+        });
+      }
+      // Store the tile's real outputs: runs of consecutive columns below OW (one run when compact).
+      for (int64_t pos = l; pos < end;) {
+        const int64_t oh = pos / j.pitch, ow = pos % j.pitch;
+        const int64_t stop = j.compact ? end : min_of(end, oh * j.pitch + j.OW);
+        for (int64_t ob = 0; ob < rows && pos < stop; ++ob) {  // pos >= stop: a dropped column
+          std::memcpy(plane + ob * j.L + oh * j.OW + ow, res + ob * kTile + pos - l, (stop - pos) * sizeof(T));
+        }
+        pos = j.compact ? end : (oh + 1) * j.pitch;
+      }
+    }
+  }
+}
+
+template <typename T>
+void pixel_tiles(const PixelTileJob<T>& j) {
+  switch (j.OB) {
+    case 1: return pixel_tiles_of<1>(j);
+    case 2: return pixel_tiles_of<2>(j);
+    case 4: return pixel_tiles_of<4>(j);
+    case 6: return pixel_tiles_of<6>(j);
+    default: return pixel_tiles_of<8>(j);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Channel tiles: P consecutive output pixels of one row x OV output channels. Per tap: one load of the
+// tap's OV weights, then each pixel's input value (a broadcast) times them. Any stride and dilation.
+template <int P, int OV, typename T>
+void channel_tile(const T* src, int64_t sw, const int64_t* taps, int64_t K, const T* wt, int64_t ldw, T* dst,
+                  int64_t ldd) {
+  using vec_t = typename VecOf<T, OV>::type;
+  vec_t acc[P];
+#pragma GCC unroll 16
+  for (int p = 0; p < P; ++p) {
+    acc[p] = vec_t{};
+  }
+  for (int64_t t = 0; t < K; ++t) {
+    const T* s = src + taps[t];
+    const vec_t wv = load<vec_t>(wt + t * ldw);
+#pragma GCC unroll 16
+    for (int p = 0; p < P; ++p) {
+      acc[p] += s[p * sw] * wv;
+    }
+  }
+#pragma GCC unroll 16
+  for (int p = 0; p < P; ++p) {
+    store(dst + p * ldd, acc[p]);
+  }
+}
+
+// Each output row is cut into tiles of nearly equal width, at most the level's row tile: every tile then
+// keeps enough independent accumulators in flight (a row of 14 as 7 + 7, not 12 + 2, whose 2-pixel tile
+// would wait on its own latency as long as the 12-pixel one computes).
+template <int OV, typename T>
+void channel_tiles_of(const ChannelTileJob<T>& j) {
+  constexpr int kTile = row_tile(kShape, OV * sizeof(T));
+  const int64_t tiles = (j.OW + kTile - 1) / kTile;
+  for (int64_t o = 0; o < j.og_pad; o += OV) {
+    for (int64_t oh = 0; oh < j.OH; ++oh) {
+      const T* row = j.src + oh * j.stride_h * j.Wp;
+      T* dst = j.res + oh * j.OW * j.og_pad + o;
+      for (int64_t t = 0, ow = 0; t < tiles; ++t) {
+        const int64_t width = j.OW / tiles + (t < j.OW % tiles ? 1 : 0);
+        with_count<kTile>(width, [&](auto pixels) {
+          channel_tile<decltype(pixels)::value, OV>(row + ow * j.stride_w, j.stride_w, j.taps, j.K, j.weights + o,
+                                                    j.og_pad, dst + ow * j.og_pad, j.og_pad);
+        });
+        ow += width;
+      }
+    }
+  }
+}
+
+template <typename T>
+void channel_tiles(const ChannelTileJob<T>& j) {
+  j.OV == 8 ? channel_tiles_of<8>(j) : channel_tiles_of<16>(j);
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Channel-tile weight gradient: NT taps x OV output channels, each accumulating
+// input(tap, pixel) * grad_output(pixel, channels) over every output pixel of the image.
+template <int NT, int OV, typename T>
+void grad_channel_tile(const GradChannelTileJob<T>& j, const int64_t* taps, const T* gop, T* dst) {
+  using vec_t = typename VecOf<T, OV>::type;
+  vec_t acc[NT];
+  int64_t tap[NT];
+#pragma GCC unroll 16
+  for (int t = 0; t < NT; ++t) {
+    acc[t] = vec_t{};
+    tap[t] = taps[t];
+  }
+  for (int64_t oh = 0; oh < j.OH; ++oh) {
+    const T* row = j.src + oh * j.stride_h * j.Wp;
+    const T* g = gop + oh * j.OW * j.og_pad;
+    for (int64_t ow = 0; ow < j.OW; ++ow) {
+      const vec_t gv = load<vec_t>(g + ow * j.og_pad);
+      const T* px = row + ow * j.stride_w;
+#pragma GCC unroll 16
+      for (int t = 0; t < NT; ++t) {
+        acc[t] += px[tap[t]] * gv;
+      }
+    }
+  }
+#pragma GCC unroll 16
+  for (int t = 0; t < NT; ++t) {
+    store(dst + t * j.og_pad, load<vec_t>(dst + t * j.og_pad) + acc[t]);
+  }
+}
+
+template <int OV, typename T>
+void grad_channel_tiles_of(const GradChannelTileJob<T>& j) {
+  constexpr int kTile = row_tile(kShape, OV * sizeof(T));
+  for (int64_t o = 0; o < j.og_pad; o += OV) {
+    for (int64_t t = 0; t < j.K; t += kTile) {
+      with_count<kTile>(min_of(kTile, j.K - t), [&](auto taps) {
+        grad_channel_tile<decltype(taps)::value, OV>(j, j.taps + t, j.gop + o, j.acc + t * j.og_pad + o);
+      });
+    }
+  }
+}
+
+template <typename T>
+void grad_channel_tiles(const GradChannelTileJob<T>& j) {
+  j.OV == 8 ? grad_channel_tiles_of<8>(j) : grad_channel_tiles_of<16>(j);
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Pixel-tile weight gradient: for each of NT taps and OB output channels, a vector accumulates
+// grad_output(position) * input(position + tap) over the wide positions of the image; the lanes are
+// summed at the end, in a fixed order.
+template <int OB, int NT, typename T>
+void grad_pixel_tile(const T* src, const int64_t* taps, const T* gow, int64_t span, T* dst, int64_t ldd) {
+  using vec_t = Vec<T>;
+  constexpr int L = kLanes<T>;
+  vec_t acc[OB][NT];
+  int64_t tap[NT];
+#pragma GCC unroll 32
+  for (int t = 0; t < NT; ++t) {
+    tap[t] = taps[t];
+#pragma GCC unroll 4
+    for (int ob = 0; ob < OB; ++ob) {
+      acc[ob][t] = vec_t{};
+    }
+  }
+  for (int64_t pos = 0; pos < span; pos += L) {
+    vec_t g[OB];
+#pragma GCC unroll 4
+    for (int ob = 0; ob < OB; ++ob) {
+      g[ob] = load<vec_t>(gow + ob * span + pos);
+    }
+#pragma GCC unroll 32
+    for (int t = 0; t < NT; ++t) {
+      const vec_t v = load<vec_t>(src + pos + tap[t]);
+#pragma GCC unroll 4
+      for (int ob = 0; ob < OB; ++ob) {
+        acc[ob][t] += g[ob] * v;
+      }
+    }
+  }
+#pragma GCC unroll 4
+  for (int ob = 0; ob < OB; ++ob) {
+#pragma GCC unroll 32
+    for (int t = 0; t < NT; ++t) {
+      T sum = 0;
+      for (int i = 0; i < L; ++i) {
+        sum += acc[ob][t][i];
+      }
+      dst[ob * ldd + t] += sum;
+    }
+  }
+}
+
+template <int OB, typename T>
+void grad_pixel_tiles_of(const GradPixelTileJob<T>& j) {
+  constexpr int NT = grad_pixel_taps(kShape, OB);
+  for (int64_t t = 0; t < j.k_pad; t += NT) {
+    grad_pixel_tile<OB, NT>(j.src, j.taps + t, j.gow, j.span, j.acc + t, j.k_pad);
+  }
+}
+
+template <typename T>
+void grad_pixel_tiles(const GradPixelTileJob<T>& j) {
+  j.OB == 1 ? grad_pixel_tiles_of<1>(j) : j.OB == 2 ? grad_pixel_tiles_of<2>(j) : grad_pixel_tiles_of<3>(j);
+}
+
+// ---------------------------------------------------------------------------------------------------
+// The sum of n values: 16 interleaved lanes (whatever the level, so that every level adds in the same
+// order and gives the same bits), then the lanes and the tail in double.
+template <typename T>
+double plane_sum(const T* row, int64_t n) {
+  using vec_t = typename VecOf<T, 16>::type;
+  vec_t lanes{};
+  int64_t l = 0;
+  for (; l + 16 <= n; l += 16) {
+    lanes += load<vec_t>(row + l);
+  }
+  double sum = 0;
+  for (int i = 0; i < 16; ++i) {
+    sum += lanes[i];
+  }
+  for (; l < n; ++l) {
+    sum += row[l];
+  }
+  return sum;
+}
+
+template <typename T>
+constexpr TileKernels<T> table() {
+  return {&pixel_tiles<T>, &channel_tiles<T>, &grad_channel_tiles<T>, &grad_pixel_tiles<T>, &plane_sum<T>};
+}
+
+}  // namespace
+}  // namespace LENET_CPU_LEVEL
+}  // namespace cpu
+}  // namespace lenet_ext
