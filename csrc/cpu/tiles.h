@@ -169,26 +169,48 @@ void pixel_tiles(const PixelTileJob<T>& j) {
 // ---------------------------------------------------------------------------------------------------
 // Channel tiles: P consecutive output pixels of one row x OV output channels. Per tap: one load of the
 // tap's OV weights, then each pixel's input value (a broadcast) times them. Any stride and dilation.
+// OV channels are NV vectors of U lanes, U at most the level's lanes: a vector wider than the registers
+// would live in memory (GCC keeps such vectors on the stack), so wide channel groups take several.
+template <typename T, int OV>
+constexpr int kUnit = OV < kLanes<T> ? OV : kLanes<T>;
+template <typename T, int OV>
+using Unit = typename VecOf<T, kUnit<T, OV>>::type;
+
 template <int P, int OV, typename T>
 void channel_tile(const T* src, int64_t sw, const int64_t* taps, int64_t K, const T* wt, int64_t ldw, T* dst,
                   int64_t ldd) {
-  using vec_t = typename VecOf<T, OV>::type;
-  vec_t acc[P];
+  using vec_t = Unit<T, OV>;
+  constexpr int U = kUnit<T, OV>, NV = OV / U;
+  vec_t acc[P][NV];
 #pragma GCC unroll 16
   for (int p = 0; p < P; ++p) {
-    acc[p] = vec_t{};
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) {
+      acc[p][v] = vec_t{};
+    }
   }
   for (int64_t t = 0; t < K; ++t) {
     const T* s = src + taps[t];
-    const vec_t wv = load<vec_t>(wt + t * ldw);
+    vec_t wv[NV];
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) {
+      wv[v] = load<vec_t>(wt + t * ldw + v * U);
+    }
 #pragma GCC unroll 16
     for (int p = 0; p < P; ++p) {
-      acc[p] += s[p * sw] * wv;
+      const T x = s[p * sw];
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v) {
+        acc[p][v] += x * wv[v];
+      }
     }
   }
 #pragma GCC unroll 16
   for (int p = 0; p < P; ++p) {
-    store(dst + p * ldd, acc[p]);
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) {
+      store(dst + p * ldd + v * U, acc[p][v]);
+    }
   }
 }
 
@@ -221,33 +243,49 @@ void channel_tiles(const ChannelTileJob<T>& j) {
 }
 
 // ---------------------------------------------------------------------------------------------------
-// Channel-tile weight gradient: NT taps x OV output channels, each accumulating
+// Channel-tile weight gradient: NT taps x OV output channels (NV vectors, as above), each accumulating
 // input(tap, pixel) * grad_output(pixel, channels) over every output pixel of the image.
 template <int NT, int OV, typename T>
 void grad_channel_tile(const GradChannelTileJob<T>& j, const int64_t* taps, const T* gop, T* dst) {
-  using vec_t = typename VecOf<T, OV>::type;
-  vec_t acc[NT];
+  using vec_t = Unit<T, OV>;
+  constexpr int U = kUnit<T, OV>, NV = OV / U;
+  vec_t acc[NT][NV];
   int64_t tap[NT];
 #pragma GCC unroll 16
   for (int t = 0; t < NT; ++t) {
-    acc[t] = vec_t{};
     tap[t] = taps[t];
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) {
+      acc[t][v] = vec_t{};
+    }
   }
   for (int64_t oh = 0; oh < j.OH; ++oh) {
     const T* row = j.src + oh * j.stride_h * j.Wp;
     const T* g = gop + oh * j.OW * j.og_pad;
     for (int64_t ow = 0; ow < j.OW; ++ow) {
-      const vec_t gv = load<vec_t>(g + ow * j.og_pad);
+      vec_t gv[NV];
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v) {
+        gv[v] = load<vec_t>(g + ow * j.og_pad + v * U);
+      }
       const T* px = row + ow * j.stride_w;
 #pragma GCC unroll 16
       for (int t = 0; t < NT; ++t) {
-        acc[t] += px[tap[t]] * gv;
+        const T x = px[tap[t]];
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; ++v) {
+          acc[t][v] += x * gv[v];
+        }
       }
     }
   }
 #pragma GCC unroll 16
   for (int t = 0; t < NT; ++t) {
-    store(dst + t * j.og_pad, load<vec_t>(dst + t * j.og_pad) + acc[t]);
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) {
+      T* d = dst + t * j.og_pad + v * U;
+      store(d, load<vec_t>(d) + acc[t][v]);
+    }
   }
 }
 
@@ -329,18 +367,28 @@ void grad_pixel_tiles(const GradPixelTileJob<T>& j) {
 
 // ---------------------------------------------------------------------------------------------------
 // The sum of n values: 16 interleaved lanes (whatever the level, so that every level adds in the same
-// order and gives the same bits), then the lanes and the tail in double.
+// order and gives the same bits; as 16 / U vectors of U lanes), then the lanes and the tail in double.
 template <typename T>
 double plane_sum(const T* row, int64_t n) {
-  using vec_t = typename VecOf<T, 16>::type;
-  vec_t lanes{};
+  using vec_t = Unit<T, 16>;
+  constexpr int U = kUnit<T, 16>, NV = 16 / U;
+  vec_t lanes[NV];
+#pragma GCC unroll 16
+  for (int v = 0; v < NV; ++v) {
+    lanes[v] = vec_t{};
+  }
   int64_t l = 0;
   for (; l + 16 <= n; l += 16) {
-    lanes += load<vec_t>(row + l);
+#pragma GCC unroll 16
+    for (int v = 0; v < NV; ++v) {
+      lanes[v] += load<vec_t>(row + l + v * U);
+    }
   }
   double sum = 0;
-  for (int i = 0; i < 16; ++i) {
-    sum += lanes[i];
+  for (int v = 0; v < NV; ++v) {
+    for (int i = 0; i < U; ++i) {
+      sum += lanes[v][i];
+    }
   }
   for (; l < n; ++l) {
     sum += row[l];
