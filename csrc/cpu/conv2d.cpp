@@ -85,20 +85,23 @@ enum class ForwardKernel { kIm2col, kPixelTiles, kChannelTiles };
 enum class WeightGradKernel { kIm2col, kPixelTiles, kChannelTiles };
 
 // Forward:
-//   pixel tiles    stride 1, except 1x1 convolutions with more than 8 output channels per group (the
-//                  matrix product needs no unrolling there), up to 1152 taps per output (128 channels
-//                  x 3x3). Past that, im2col's matrix product wins (on AVX-512, 256 x 3x3 measured 0.63x
-//                  torch for pixel tiles, 0.71x for im2col).
-//   channel tiles  strided, 4 to 32 output channels per group, at most 1024 taps (too thin for a
-//                  matrix-product library to reach its speed).
-//   im2col         everything else.
+//   pixel tiles    every stride-1 convolution, pointwise and deep ones included;
+//   channel tiles  strided, at least 4 output channels per group, not 1x1;
+//   im2col         the rest: strided 1x1 (a gather, then one matrix product), and strided convolutions
+//                  with 1 to 3 channels per group (a channel tile would be mostly padding).
+// Measured (single-thread CPU time against torch, AMD EPYC Zen 5, at AVX-512 and at AVX2 with torch's
+// oneDNN and MKL held to AVX2 too): the direct kernels beat im2col on every stride-1 row, by 1.3-2.8x
+// on 1x1 layers (24 -> 144 on 56x56, 96 -> 576 on 14x14) and 1.2-2x on 512 -> 512 on 7x7; channel tiles
+// beat it on the strided 7x7 stem (1.3-1.7x) and 128 -> 256 stride 2 (1.0-1.3x), and lose on a strided
+// 1x1 (0.8-0.9x). On an Intel Xeon with AVX-512, whose MKL is faster than on AMD, im2col won 256 -> 256
+// 3x3 by about 10%; lenet_ext.backends.benchmark finds such shapes.
 ForwardKernel heuristic_forward(const Conv2dParams& p) {
   const ConvDims d(p);
   if (is_stride1(p.win)) {
-    const bool pointwise = d.KH == 1 && d.KW == 1;
-    return d.K <= 1152 && (d.Og <= 8 || !pointwise) ? ForwardKernel::kPixelTiles : ForwardKernel::kIm2col;
+    return ForwardKernel::kPixelTiles;
   }
-  return d.K <= 1024 && d.Og >= 4 && d.Og <= 32 ? ForwardKernel::kChannelTiles : ForwardKernel::kIm2col;
+  const bool pointwise = d.KH == 1 && d.KW == 1;
+  return d.Og >= 4 && !pointwise ? ForwardKernel::kChannelTiles : ForwardKernel::kIm2col;
 }
 
 // What "direct" means for a forward: the direct kernel that fits the stride.
@@ -106,17 +109,18 @@ ForwardKernel direct_forward(const Conv2dParams& p) {
   return is_stride1(p.win) ? ForwardKernel::kPixelTiles : ForwardKernel::kChannelTiles;
 }
 
-// Weight gradient: channel tiles (taps x a vector of output channels) for 4 to 32 output channels per
-// group and at most 1024 taps; pixel tiles (taps x positions) for stride 1 and at most 3 output channels
-// per group (depthwise); im2col otherwise. Wider groups measured no better on channel tiles at stride 1
-// (64 -> 64 3x3 on AVX-512: 0.91x torch direct, 0.87x im2col) and far worse strided (the 7x7 stride-2
-// stem: 0.21x direct, 0.64x im2col).
+// Weight gradient: pixel tiles (taps x positions) for stride 1 and at most 3 output channels per group
+// (depthwise); channel tiles (taps x vectors of output channels) for 4 or more, except 1x1 convolutions,
+// whose weight gradient is one matrix product (im2col reads them in place); im2col otherwise. Measured as
+// above: channel tiles beat im2col on 64 -> 64 and 128 -> 128 3x3 (1.3-2x), the stem (1.3-1.7x) and
+// 512 -> 512 on 7x7, and lose on 1x1 layers (0.55-0.75x).
 WeightGradKernel heuristic_weight_grad(const Conv2dParams& p) {
   const ConvDims d(p);
-  if (is_stride1(p.win) && d.Og <= 3 && d.K <= 1024) {
+  const bool pointwise = d.KH == 1 && d.KW == 1;
+  if (is_stride1(p.win) && d.Og <= 3) {
     return WeightGradKernel::kPixelTiles;
   }
-  return d.Og >= 4 && d.K <= 1024 && d.Og <= 32 ? WeightGradKernel::kChannelTiles : WeightGradKernel::kIm2col;
+  return d.Og >= 4 && !pointwise ? WeightGradKernel::kChannelTiles : WeightGradKernel::kIm2col;
 }
 
 // "direct" forces whichever direct kernel fits; with 4 or more channels that is channel tiles.
@@ -312,8 +316,8 @@ at::Tensor flipped_transposed(const at::Tensor& w, const Conv2dParams& p) {
       .contiguous();
 }
 
-// The input gradient: as a convolution by pixel tiles when that convolution exists and the forward's
-// heuristic would give it to the pixel tiles; by im2col + col2im otherwise.
+// The input gradient: for stride 1, as a convolution by pixel tiles (whenever that convolution exists);
+// by im2col + col2im otherwise.
 enum class GradInputKernel { kIm2col, kPixelTiles };
 
 template <typename scalar_t>

@@ -21,8 +21,7 @@
 //   no border logic, at the price of Wp - OW extra columns per output row, which are computed and
 //   dropped (forward) or zeroed (backward, so they contribute nothing).
 //   Strided convolutions use the general im2col with pitch OW and explicit borders.
-// A 1x1, stride-1, unpadded convolution of images that fill a block is a plain matrix product per image:
-// no unrolling at all.
+// A 1x1, stride-1, unpadded convolution is a plain matrix product per image: no unrolling at all.
 //
 // Threads: with at least as many images as threads, the batch is cut into fixed slices (about four per
 // thread) that the threads take from a queue, running single-threaded products; otherwise images run
@@ -39,8 +38,10 @@
 namespace lenet_ext {
 namespace {
 
-// A block's unrolled columns: 1 MiB, about half of a core's L2 on the machines we measured.
+// A block's unrolled columns: 1 MiB, about half of a core's L2 on the machines we measured, and at least
+// 256 columns, below which a matrix product runs well under its speed.
 constexpr int64_t kBlockBytes = int64_t{1} << 20;
+constexpr int64_t kMinColumns = 256;
 
 bool is_pointwise(const Window2d& w) {
   return w.kernel[0] == 1 && w.kernel[1] == 1 && w.stride[0] == 1 && w.stride[1] == 1 && w.pad[0] == 0 &&
@@ -65,12 +66,14 @@ struct Gemm : ConvDims {
     wide = is_stride1(w);
     padded = wide && (w.pad[0] + w.pad[1] + w.pad_end[0] + w.pad_end[1]) > 0;
     pitch = wide ? Wp : OW;
-    const int64_t target_cols = std::max<int64_t>(1, kBlockBytes / (std::max<int64_t>(K, 1) * elem_size));
+    // A block keeps its unrolled columns near kBlockBytes, but never below kMinColumns: a deep
+    // convolution (512 channels x 3x3 has 4608 taps) would otherwise cut its blocks so thin that the
+    // matrix product, not the copy, became the cost.
+    const int64_t target_cols =
+        std::max<int64_t>(kMinColumns, kBlockBytes / (std::max<int64_t>(K, 1) * elem_size));
     const int64_t image_cols = std::max<int64_t>(OH * pitch, 1);
-    if (is_pointwise(w) && image_cols >= target_cols) {
-      // An image as large as a block is its own matrix: no unrolling, and no bands. (Smaller images
-      // are copied into one block: a copy of 1/Og of the product's work buys one product many times
-      // the size.)
+    if (is_pointwise(w)) {
+      // Each image is its own matrix, read and written in place: no unrolling, no bands.
       images_per_block = 1;
       rows_per_block = OH;
     } else if (image_cols <= target_cols) {
