@@ -10,19 +10,9 @@
 #define LENET_CPU_LEVEL isa_avx2
 #define LENET_CPU_LEVEL_ENUM Level::kAvx2
 #define LENET_CPU_LEVEL_SHAPE kAvx2Shape
+#define LENET_CPU_LEVEL_NAME "avx2"
+#define LENET_CPU_LEVEL_TABLE kernels_avx2
 #include "cpu/tiles.h"
-
-namespace lenet_ext {
-namespace cpu {
-
-const LevelKernels& kernels_avx2() {
-  static constexpr LevelKernels k{Level::kAvx2, "avx2", kAvx2Shape, isa_avx2::table<float>(),
-                                  isa_avx2::table<double>()};
-  return k;
-}
-
-}  // namespace cpu
-}  // namespace lenet_ext
 
 #if defined(__clang__)
 #pragma clang attribute pop

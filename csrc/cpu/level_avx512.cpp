@@ -2,8 +2,7 @@
 // before any header, so nothing compiled here runs unless cpu/dispatch.cpp found AVX-512 F/BW/DQ/VL.
 #if defined(__x86_64__) || defined(_M_X64)
 #if defined(__clang__)
-#pragma clang attribute push(__attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx2,fma"))), \
-                             apply_to = function)
+#pragma clang attribute push(__attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx2,fma"))), apply_to = function)
 #else
 #pragma GCC target("avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")
 #endif
@@ -11,19 +10,9 @@
 #define LENET_CPU_LEVEL isa_avx512
 #define LENET_CPU_LEVEL_ENUM Level::kAvx512
 #define LENET_CPU_LEVEL_SHAPE kAvx512Shape
+#define LENET_CPU_LEVEL_NAME "avx512"
+#define LENET_CPU_LEVEL_TABLE kernels_avx512
 #include "cpu/tiles.h"
-
-namespace lenet_ext {
-namespace cpu {
-
-const LevelKernels& kernels_avx512() {
-  static constexpr LevelKernels k{Level::kAvx512, "avx512", kAvx512Shape, isa_avx512::table<float>(),
-                                  isa_avx512::table<double>()};
-  return k;
-}
-
-}  // namespace cpu
-}  // namespace lenet_ext
 
 #if defined(__clang__)
 #pragma clang attribute pop

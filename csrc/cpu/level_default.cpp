@@ -3,16 +3,6 @@
 #define LENET_CPU_LEVEL isa_default
 #define LENET_CPU_LEVEL_ENUM Level::kDefault
 #define LENET_CPU_LEVEL_SHAPE kDefaultShape
+#define LENET_CPU_LEVEL_NAME "default"
+#define LENET_CPU_LEVEL_TABLE kernels_default
 #include "cpu/tiles.h"
-
-namespace lenet_ext {
-namespace cpu {
-
-const LevelKernels& kernels_default() {
-  static constexpr LevelKernels k{Level::kDefault, "default", kDefaultShape, isa_default::table<float>(),
-                                  isa_default::table<double>()};
-  return k;
-}
-
-}  // namespace cpu
-}  // namespace lenet_ext

@@ -1,7 +1,9 @@
 // The register-tile loops of the CPU convolution, written once and compiled once per instruction-set
 // level. Only cpu/level_*.cpp include this file, each after setting its target and defining
-//   LENET_CPU_LEVEL   the namespace of this level's copy (default, avx2, avx512)
-//   kLevel, kShape    via LENET_CPU_LEVEL_ENUM and LENET_CPU_LEVEL_SHAPE
+//   LENET_CPU_LEVEL        the namespace of this level's copy (isa_default, isa_avx2, isa_avx512)
+//   LENET_CPU_LEVEL_ENUM   its cpu::Level, LENET_CPU_LEVEL_SHAPE its LevelShape (cpu/vec.h)
+//   LENET_CPU_LEVEL_NAME   its name for lenet_ext.backends.cpu_isa()
+//   LENET_CPU_LEVEL_TABLE  the function that returns its LevelKernels (declared in cpu/kernels.h)
 // Every tile shape comes from the level's registers and vector width (cpu/vec.h).
 //
 // Nothing here includes ATen or the C++ library beyond <cstdint> and <cstring>, and every function
@@ -176,6 +178,15 @@ constexpr int kUnit = OV < kLanes<T> ? OV : kLanes<T>;
 template <typename T, int OV>
 using Unit = typename VecOf<T, kUnit<T, OV>>::type;
 
+// acc[v] += x * w[v] over the NV vectors of a channel group: one broadcast value times a group.
+template <int NV, typename V, typename T>
+inline void add_scaled(V (&acc)[NV], T x, const V (&w)[NV]) {
+#pragma GCC unroll 4
+  for (int v = 0; v < NV; ++v) {
+    acc[v] += x * w[v];
+  }
+}
+
 template <int P, int OV, typename T>
 void channel_tile(const T* src, int64_t sw, const int64_t* taps, int64_t K, const T* wt, int64_t ldw, T* dst,
                   int64_t ldd) {
@@ -198,11 +209,7 @@ void channel_tile(const T* src, int64_t sw, const int64_t* taps, int64_t K, cons
     }
 #pragma GCC unroll 16
     for (int p = 0; p < P; ++p) {
-      const T x = s[p * sw];
-#pragma GCC unroll 4
-      for (int v = 0; v < NV; ++v) {
-        acc[p][v] += x * wv[v];
-      }
+      add_scaled(acc[p], s[p * sw], wv);
     }
   }
 #pragma GCC unroll 16
@@ -271,11 +278,7 @@ void grad_channel_tile(const GradChannelTileJob<T>& j, const int64_t* taps, cons
       const T* px = row + ow * j.stride_w;
 #pragma GCC unroll 16
       for (int t = 0; t < NT; ++t) {
-        const T x = px[tap[t]];
-#pragma GCC unroll 4
-        for (int v = 0; v < NV; ++v) {
-          acc[t][v] += x * gv[v];
-        }
+        add_scaled(acc[t], px[tap[t]], gv);
       }
     }
   }
@@ -403,5 +406,12 @@ constexpr TileKernels<T> table() {
 
 }  // namespace
 }  // namespace LENET_CPU_LEVEL
+
+const LevelKernels& LENET_CPU_LEVEL_TABLE() {
+  static constexpr LevelKernels k{LENET_CPU_LEVEL::kLevel, LENET_CPU_LEVEL_NAME, LENET_CPU_LEVEL::kShape,
+                                  LENET_CPU_LEVEL::table<float>(), LENET_CPU_LEVEL::table<double>()};
+  return k;
+}
+
 }  // namespace cpu
 }  // namespace lenet_ext
