@@ -39,3 +39,21 @@ class conv_algorithm(contextlib.ContextDecorator):
 
 def current_conv_algorithm():
     return ALGORITHMS[torch.ops.lenet_ext._set_conv_algorithm(-1)]
+
+
+# ---------------------------------------------------------------------------------------------------
+# PLACEHOLDER (bench branch only): the real cpu_isa comes with the per-level CPU kernels, on the lead's
+# branch, and replaces everything below on merge. Until then this build has one level, "default", so
+# this reports it and refuses the others rather than pretend to switch.
+CPU_ISAS = ("default", "avx2", "avx512")
+
+
+def cpu_isa(level=None):
+    """The instruction-set level of the CPU kernels in use; ``cpu_isa(level)`` would force one."""
+    if level is None:
+        return "default"
+    if level not in CPU_ISAS:
+        raise ValueError(f"cpu_isa must be one of {CPU_ISAS}, got {level!r}")
+    if level != "default":
+        raise RuntimeError(f"cpu_isa {level!r}: this build of lenet_ext has only the 'default' CPU kernels")
+    return contextlib.nullcontext()

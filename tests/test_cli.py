@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from lenet_ext import cli
+from lenet_ext import backends, cli
 from lenet_ext.models import LeNet
 
 REPO = Path(__file__).resolve().parent.parent
@@ -37,6 +37,9 @@ def test_train_smoke_run_writes_json_plot_and_checkpoint(tmp_path):
     assert 0 <= metrics["test_accuracy"] <= 1 and metrics["images_per_second"] > 0
     assert metrics["max_loss_gap"] < 1e-3
     assert len(metrics["history"]) == 1 and metrics["config"]["limit"] == 320 and metrics["threads"] == 1
+    # a speed names the instruction-set level of the CPU kernels that made it, from the first line on
+    assert metrics["cpu_isa"] == backends.cpu_isa()
+    assert f"CPU level {metrics['cpu_isa']}" in out.stdout.splitlines()[0]
     assert (tmp_path / "c.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     LeNet(builtin=True).load_state_dict(torch.load(tmp_path / "ck.pt", weights_only=True))
     # The final accuracies of both are printed; no progress bar when stdout is not a terminal.
