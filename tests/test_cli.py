@@ -89,6 +89,17 @@ def test_bench_forwards_its_arguments(monkeypatch):
     assert seen == [["--quick", "--json", "x.json"]]
 
 
+def test_bench_header_and_json_name_the_cpu_and_its_level(tmp_path):
+    path = tmp_path / "r.json"
+    argv = ["--quick", "--threads", "1", "--filter", "SqueezeNet", "--cpu-isa", "auto", "--json", str(path)]
+    out = run_cli("bench", *argv)
+    assert out.returncode == 0, out.stderr
+    machine = json.loads(path.read_text())["machine"]
+    assert machine["cpu_isa"] == backends.cpu_isa() and machine["cpu"]
+    header = out.stdout.splitlines()[0]
+    assert header.startswith(machine["cpu"]) and f"CPU level {machine['cpu_isa']}" in header
+
+
 def test_bench_without_the_harness_exits_2(monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "lenet_ext.benchmark", None)  # makes the import fail as if absent
     assert cli.main(["bench"]) == 2
