@@ -439,8 +439,9 @@ def _converted_case(shape, device, train):
     from this batch (fresh ones, 0 and 1, would leave activations at whatever scale the initialisation
     gives). A training step, in training mode, is forward, cross-entropy against random labels, and the
     gradients of every parameter by ``torch.autograd.grad`` (no optimizer, so each call starts from the
-    same weights). Its check compares the loss and the logits in float32, and every gradient in float64
-    (``_float64_gradients_check`` says why).
+    same weights). Its check compares the loss and the logits in float32; every gradient in float32
+    only norm-wise and loosely (GRADIENT_NORM_TOLERANCE), which catches a gross error in the timed kernels;
+    and every gradient closely in float64 (``_float64_gradients_check`` says why).
     """
     zoo = importlib.import_module("lenet_ext.zoo")
     theirs_net = zoo.MODELS[shape.model]().to(device)
@@ -459,7 +460,9 @@ def _converted_case(shape, device, train):
     ours, theirs = _train_step(lenet_ext.convert(theirs_net), x, labels), _train_step(theirs_net, x, labels)
 
     def check():
-        return max(check_close(ours()[:2], theirs()[:2]), _float64_gradients_check(theirs_net, x, labels))
+        ours_result, theirs_result = ours(), theirs()
+        _check_norm_close(ours_result[2:], theirs_result[2:], GRADIENT_NORM_TOLERANCE)
+        return max(check_close(ours_result[:2], theirs_result[:2]), _float64_gradients_check(theirs_net, x, labels))
 
     return Case(ours, theirs, work=shape.batch, unit="image", check=check)
 
@@ -476,16 +479,30 @@ def _train_step(net, x, labels):
     return step
 
 
+# float32 gradients of a ReLU network differ by a few percent norm-wise for reasons no kernel can fix (see
+# _float64_gradients_check: 2% in ResNet-18 at batch 4); a wrong kernel is off by the gradient's own size.
+GRADIENT_NORM_TOLERANCE = 0.25
+
+
+def _check_norm_close(ours, theirs, tolerance):
+    """Each of ``ours`` within ``tolerance`` of the matching tensor of ``theirs``, as ||a - b|| / ||b||."""
+    for i, (a, b) in enumerate(zip(ours, theirs, strict=True)):
+        difference = (a.double() - b.double()).norm().item() / max(b.double().norm().item(), 1e-30)
+        if not difference <= tolerance:  # also NaN
+            raise AssertionError(f"tensor {i} is not close: ||ours - torch|| / ||torch|| = {difference:.2e}")
+
+
 def _float64_gradients_check(net, x, labels):
     """Every gradient of a training step of ``lenet_ext.convert(net)`` against ``net``'s, both in float64.
 
     float32 gradients of a deep ReLU network cannot be compared element by element: a rounding-sized
-    change in the forward moves a few pre-activations across zero, which switches their ReLU's gradient
-    on or off, and batch norm spreads that over the channel; a weight gradient made of a few hundred terms
-    then moves by several percent of its largest value (up to 20% in ResNet-18 at batch 4). torch's own
-    float32 step moves that much when one stem weight changes by 1e-7, where in float64 the same change
-    moves it by 1e-6. So the gradients are compared where rounding cannot cross a kink: float64 copies of
-    both networks (same weights, images and labels), run by the float64 instances of the same kernels.
+    change in the forward moves a few pre-activations across zero (5 of ResNet-18's at batch 4, all within
+    7e-6 of it), which switches their ReLU's gradient on or off, and batch norm spreads that over the
+    channel; a weight gradient made of a few hundred terms then moves by several percent of its largest
+    value (up to 20% in ResNet-18 at batch 4). torch's own float32 step moves that much when one stem
+    weight changes by 1e-7, where in float64 the same change moves it by 1e-6. So the gradients are
+    compared where rounding cannot cross a kink: float64 copies of both networks (same weights, images and
+    labels), run by the float64 instances of the same kernels.
     """
     net64 = copy.deepcopy(net).double()
     x64 = x.double()

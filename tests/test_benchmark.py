@@ -24,10 +24,10 @@ def quick_run(request, tmp_path_factory):
     # one thread keeps the smoke run quick on a shared machine; the thread count must come back after
     threads = torch.get_num_threads()
     argv = ["--quick", "--device", request.param, "--threads", "1", "--json", str(json_path), "--plot", str(plot_path)]
-    with contextlib.redirect_stdout(io.StringIO()) as out:
+    with contextlib.redirect_stdout(io.StringIO()) as printed:
         code = benchmark.main(argv)
     assert torch.get_num_threads() == threads
-    return code, json.loads(json_path.read_text()), plot_path, out.getvalue()
+    return code, json.loads(json_path.read_text()), plot_path, printed.getvalue()
 
 
 def test_quick_run_writes_complete_json(quick_run):
@@ -66,7 +66,7 @@ def test_every_row_is_checked_before_timing(quick_run):
         else:
             assert r["reason"] and "ours" not in r, r
     assert "FAILED" not in by_status, by_status.get("FAILED")
-    # conv2d is on main from the start, and the converted networks need nothing else: their rows must run
+    # conv2d and max pooling are on main from the start, and the converted networks need nothing else
     must_run = [r.name for r in benchmark.ROWS if r.op.startswith(("conv2d", "converted."))]
     assert set(must_run) <= set(by_status.get("ok", [])), set(must_run) - set(by_status.get("ok", []))
 
@@ -178,17 +178,20 @@ def test_converted_row_fails_when_a_weight_is_off(monkeypatch, row):
     assert "not close" in record["reason"]
 
 
-def test_train_step_row_checks_the_last_gradient_computed(monkeypatch):
-    """A forward that is right and one gradient, the stem's (the last backward reaches), 0.1% off; the
-    same row passes in the quick run."""
+@pytest.mark.parametrize(
+    "wrong, caught_by",
+    [(lambda grad: grad * 1.001, "Tensor-likes are not close"),
+     (lambda grad: -grad if grad.dtype == torch.float32 else grad, "||ours - torch|| / ||torch||")],
+    ids=["0.1% off", "float32 only, sign flipped"],
+)  # fmt: skip
+def test_train_step_row_checks_the_last_gradient_computed(monkeypatch, wrong, caught_by):
+    """A forward that is right and one gradient wrong, the stem's (the last one backward reaches): a little
+    in both dtypes (the float64 check's to catch), or grossly in float32 only (the norm-wise check's, as a
+    float32-only kernel bug would be). The same row passes in the quick run."""
     row = next(r for r in CONVERTED_ROWS if r.op == "converted.train_step")
-
-    def off_gradient(convs):
-        convs[0].weight.register_hook(lambda grad: grad * 1.001)
-
-    _convert_then(monkeypatch, off_gradient)
+    _convert_then(monkeypatch, lambda convs: convs[0].weight.register_hook(wrong))
     record = _run_quick(row)
-    assert record["status"] == "FAILED" and "not close" in record["reason"], record
+    assert record["status"] == "FAILED" and caught_by in record["reason"], record
 
 
 @pytest.mark.parametrize("level", ["default", "avx2", "avx512"])
