@@ -21,6 +21,7 @@ tensor copy, counting bytes read plus written) and a large float32 matrix produc
 
 import argparse
 import contextlib
+import copy
 import dataclasses
 import datetime
 import importlib
@@ -127,6 +128,24 @@ class Net:
         return f"{self.model}, batch {self.batch}"
 
 
+@dataclass(frozen=True)
+class Vision:
+    """A network of lenet_ext.zoo (torchvision's layer shapes) on a batch of 3 x S x S images."""
+
+    model: str  # a key of lenet_ext.zoo.MODELS
+    batch: int = 4
+    size: int = 224
+
+    def shrink(self):
+        """The --quick version: two 64 x 64 images. Not fewer: batch norm's statistics over the last 2 x 2
+        maps are then means of 8 values; of 2 values (two 32 x 32 images), a channel's variance can be
+        nearly 0, and dividing by it turns float32 rounding into differences no tolerance should accept."""
+        return dataclasses.replace(self, batch=min(self.batch, 2), size=min(self.size, 64))
+
+    def label(self):
+        return f"{self.model}, batch {self.batch}, {self.size}x{self.size}"
+
+
 # ---------------------------------------------------------------------------------------------- rows
 @dataclass(frozen=True)
 class Row:
@@ -193,6 +212,12 @@ _ROW_SPECS = (
     + [("2x2 s2 112x112", "avg_pool2d.forward+backward", POOL2)]
     + [(what, op, shape) for op in BLOCK_OPS for what, shape in CONV_SHAPES[:2]]
     + [(net, op, Net(net, 256)) for net in ("LeNet", "ModernLeNet") for op in ("model.train_step", "model.inference")]
+    + [
+        ("ResNet-18", "converted.inference", Vision("resnet18")),
+        ("ResNet-18", "converted.train_step", Vision("resnet18")),
+        ("MobileNetV2", "converted.inference", Vision("mobilenet_v2")),
+        ("SqueezeNet 1.1", "converted.inference", Vision("squeezenet1_1")),
+    ]
 )
 ROWS = [Row(what, op, shape, GOALS.get((op, what))) for what, op, shape in _ROW_SPECS]
 
@@ -203,13 +228,15 @@ class Case:
     """What a builder returns: two callables doing the same work, and how much work that is.
 
     ``ours()`` and ``theirs()`` return tensors (or tuples of them) that must agree; ``work`` is counted in
-    ``unit`` ("flop", "byte" or "image") per call.
+    ``unit`` ("flop", "byte" or "image") per call. ``check``, where given, replaces comparing their first
+    results: it raises AssertionError on a mismatch and returns the largest difference, as check_close.
     """
 
     ours: Callable[[], Any]
     theirs: Callable[[], Any]
     work: float
     unit: str
+    check: Callable[[], float] | None = None
 
 
 # Each operation names what it needs from lenet_ext, so a row is skipped (not faked) until it is there:
@@ -233,6 +260,14 @@ REQUIRES = {
     ],
     "model.train_step": [("models", "builtin_twin")],
     "model.inference": [("models", "builtin_twin")],
+    "converted.inference": [("nn", "convert"), ("op", "conv2d_forward"), ("op", "max_pool2d_forward_values")],
+    "converted.train_step": [
+        ("nn", "convert"),
+        ("op", "conv2d_forward"),
+        ("op", "conv2d_backward"),
+        ("op", "max_pool2d_forward"),
+        ("op", "max_pool2d_backward"),
+    ],
 }
 
 
@@ -397,6 +432,96 @@ def _model_case(shape, device, train):
     return Case(stepper(ours_net), stepper(theirs_net), work=shape.batch, unit="image")
 
 
+def _converted_case(shape, device, train):
+    """A zoo network in torch.nn layers against ``lenet_ext.convert()`` of it: same weights, same images.
+
+    Inference runs in eval mode, after one pass in training mode has set batch norm's running statistics
+    from this batch (fresh ones, 0 and 1, would leave activations at whatever scale the initialisation
+    gives). A training step, in training mode, is forward, cross-entropy against random labels, and the
+    gradients of every parameter by ``torch.autograd.grad`` (no optimizer, so each call starts from the
+    same weights). Its check compares the loss and the logits in float32; every gradient in float32
+    only norm-wise and loosely (GRADIENT_NORM_TOLERANCE), which catches a gross error in the timed kernels;
+    and every gradient closely in float64 (``_float64_gradients_check`` says why).
+    """
+    zoo = importlib.import_module("lenet_ext.zoo")
+    theirs_net = zoo.MODELS[shape.model]().to(device)
+    x = torch.randn(shape.batch, 3, shape.size, shape.size, device=device)
+    if not train:
+        _calibrate_batch_norm(theirs_net, x)
+        ours_net = lenet_ext.convert(theirs_net)
+
+        def infer(net):
+            with torch.no_grad():
+                return net(x)
+
+        return Case(lambda: infer(ours_net), lambda: infer(theirs_net), work=shape.batch, unit="image")
+
+    labels = torch.randint(0, 1000, (shape.batch,), device=device)
+    ours, theirs = _train_step(lenet_ext.convert(theirs_net), x, labels), _train_step(theirs_net, x, labels)
+
+    def check():
+        ours_result, theirs_result = ours(), theirs()
+        _check_norm_close(ours_result[2:], theirs_result[2:], GRADIENT_NORM_TOLERANCE)
+        return max(check_close(ours_result[:2], theirs_result[:2]), _float64_gradients_check(theirs_net, x, labels))
+
+    return Case(ours, theirs, work=shape.batch, unit="image", check=check)
+
+
+def _train_step(net, x, labels):
+    """A callable returning the loss, the logits and the gradient of every parameter of one step."""
+    params = list(net.parameters())
+
+    def step():
+        logits = net(x)
+        loss = torch_F.cross_entropy(logits, labels)
+        return (loss.detach(), logits.detach(), *torch.autograd.grad(loss, params))
+
+    return step
+
+
+# float32 gradients of a ReLU network differ by a few percent norm-wise for reasons no kernel can fix (see
+# _float64_gradients_check: 2% in ResNet-18 at batch 4); a wrong kernel is off by the gradient's own size.
+GRADIENT_NORM_TOLERANCE = 0.25
+
+
+def _check_norm_close(ours, theirs, tolerance):
+    """Each of ``ours`` within ``tolerance`` of the matching tensor of ``theirs``, as ||a - b|| / ||b||."""
+    for i, (a, b) in enumerate(zip(ours, theirs, strict=True)):
+        difference = (a.double() - b.double()).norm().item() / max(b.double().norm().item(), 1e-30)
+        if not difference <= tolerance:  # also NaN
+            raise AssertionError(f"tensor {i} is not close: ||ours - torch|| / ||torch|| = {difference:.2e}")
+
+
+def _float64_gradients_check(net, x, labels):
+    """Every gradient of a training step of ``lenet_ext.convert(net)`` against ``net``'s, both in float64.
+
+    float32 gradients of a deep ReLU network cannot be compared element by element: a rounding-sized
+    change in the forward moves a few pre-activations across zero (5 of ResNet-18's at batch 4, all within
+    7e-6 of it), which switches their ReLU's gradient on or off, and batch norm spreads that over the
+    channel; a weight gradient made of a few hundred terms then moves by several percent of its largest
+    value (up to 20% in ResNet-18 at batch 4). torch's own float32 step moves that much when one stem
+    weight changes by 1e-7, where in float64 the same change moves it by 1e-6. So the gradients are
+    compared where rounding cannot cross a kink: float64 copies of both networks (same weights, images and
+    labels), run by the float64 instances of the same kernels.
+    """
+    net64 = copy.deepcopy(net).double()
+    x64 = x.double()
+    return check_close(_train_step(lenet_ext.convert(net64), x64, labels)(), _train_step(net64, x64, labels)())
+
+
+def _calibrate_batch_norm(net, x):
+    """Running statistics of batch norm from one pass over ``x`` (momentum None: a plain average), then
+    eval mode."""
+    for m in net.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.reset_running_stats()
+            m.momentum = None
+    net.train()
+    with torch.no_grad():
+        net(x)
+    net.eval()
+
+
 BUILDERS = {
     "conv2d.forward": lambda s, dev: _conv_case(s, dev),
     "conv2d.backward_input": lambda s, dev: _conv_case(s, dev, [True, False, False]),
@@ -411,6 +536,8 @@ BUILDERS = {
     "lenet_block.forward+backward_weight_bias": lambda s, dev: _block_case(s, dev, backward=True),
     "model.train_step": lambda s, dev: _model_case(s, dev, train=True),
     "model.inference": lambda s, dev: _model_case(s, dev, train=False),
+    "converted.inference": lambda s, dev: _converted_case(s, dev, train=False),
+    "converted.train_step": lambda s, dev: _converted_case(s, dev, train=True),
 }
 assert set(BUILDERS) == set(REQUIRES) and all(r.op in BUILDERS for r in ROWS)
 
@@ -496,7 +623,7 @@ def run_row(row, device, ceilings, rounds, min_run_time, quick=False):
     torch.manual_seed(0)
     try:
         case = BUILDERS[row.op](shape, device)
-        worst = check_close(case.ours(), case.theirs())
+        worst = case.check() if case.check else check_close(case.ours(), case.theirs())
     except Exception as e:  # noqa: BLE001  (a wrong or crashing kernel is a result to report)
         return {**record, "status": "FAILED", "reason": f"{type(e).__name__}: {str(e).splitlines()[0]}"}
     record["check"] = {"passed": True, "max_abs_diff": worst}
@@ -572,6 +699,11 @@ def machine_info(device):
         "platform": platform.platform(),
         "python": platform.python_version(),
         "cpu": cpu,
+        "cpu_isa": lenet_ext.backends.cpu_isa(),  # the instruction-set level of our CPU kernels in this run
+        # torch's own levels: ATen's CPU capability, and oneDNN's and MKL's limits when set (bench/run.sh
+        # LEVEL=avx2 holds both sides to AVX2 on a machine that has more)
+        "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "torch_isa_limits": {k: os.environ[k] for k in ("ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS") if k in os.environ},
         "logical_cpus": os.cpu_count(),
         "device": device.type,
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu,
@@ -581,6 +713,14 @@ def machine_info(device):
         "lenet_ext": lenet_ext.__version__,
     }
     return info
+
+
+def describe_machine(info):
+    """One line naming where the figures come from: the device, the CPU with the level of our CPU
+    kernels, the thread count and torch's version."""
+    cpu = f"{info['cpu']}, CPU level {info['cpu_isa']}"
+    where = cpu if info["device"] == "cpu" else f"{info['device_name']}, host {cpu}"
+    return f"{where}, {info['threads']} threads, torch {info['torch']}"
 
 
 # ------------------------------------------------------------------------------------------- output
@@ -672,6 +812,13 @@ def parse_args(argv):
         choices=["auto", "direct", "im2col"],
         help="force lenet_ext.backends.conv_algorithm for the run (CPU conv2d), to back the heuristic with numbers",
     )
+    p.add_argument(
+        "--cpu-isa",
+        choices=["auto", "default", "avx2", "avx512"],
+        default="auto",
+        help="force the instruction-set level of lenet_ext's CPU kernels (lenet_ext.backends.cpu_isa) for the "
+        "run, to measure each level on one machine; auto keeps the one chosen for this CPU",
+    )
     p.add_argument("--list", action="store_true", help="print the row names and exit")
     return p.parse_args(argv)
 
@@ -694,22 +841,25 @@ def main(argv=None) -> int:
     # Our kernels compute in full float32, so torch's must too: cuDNN convolutions may use TF32 by default,
     # which would be both faster and outside float32 tolerances.
     previous = torch.get_num_threads(), torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
-    algorithm = contextlib.nullcontext()
-    if args.conv_algorithm:
+    # Called in-process (tests, notebooks): leave lenet_ext and torch as we found them, even when one of
+    # the settings is refused after another was made.
+    with contextlib.ExitStack() as settings:
+        if args.conv_algorithm:
+            settings.enter_context(lenet_ext.backends.conv_algorithm(args.conv_algorithm))
+        if args.cpu_isa != "auto":
+            try:  # a level this CPU or this build lacks is refused
+                settings.enter_context(lenet_ext.backends.cpu_isa(args.cpu_isa))
+            except (ValueError, RuntimeError) as e:
+                print(f"--cpu-isa {args.cpu_isa}: {e}", file=sys.stderr)
+                return 2
         try:
-            algorithm = importlib.import_module("lenet_ext.backends").conv_algorithm(args.conv_algorithm)
-        except (ImportError, AttributeError):
-            print("--conv-algorithm: lenet_ext.backends.conv_algorithm is not there", file=sys.stderr)
-            return 2
-    try:
-        if args.threads is not None:
-            torch.set_num_threads(args.threads)
-        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
-        with algorithm:
+            if args.threads is not None:
+                torch.set_num_threads(args.threads)
+            torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
             return run(args, rows)
-    finally:  # called in-process (tests, notebooks): leave torch as we found it
-        torch.set_num_threads(previous[0])
-        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = previous[1:]
+        finally:
+            torch.set_num_threads(previous[0])
+            torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = previous[1:]
 
 
 def run(args, rows):
@@ -719,7 +869,7 @@ def run(args, rows):
     min_time = args.min_time or (None if args.quick else 0.05 if device.type == "cuda" else 0.15)
 
     info = machine_info(device)
-    print(f"{info['device_name']}, {info['threads']} threads, torch {info['torch']}", flush=True)
+    print(describe_machine(info), flush=True)
     ceilings = measure_ceilings(device, quick=args.quick, min_run_time=0.01 if args.quick else 0.2)
     records = []
     for row in rows:
@@ -738,6 +888,7 @@ def run(args, rows):
         "min_run_time_s": min_time,
         "tf32": False,
         "conv_algorithm": _conv_algorithm(),
+        "cpu_isa_requested": args.cpu_isa,
         "ceilings": ceilings,
         "load_average_at_end": _load_average(),
         "rows": records,
@@ -749,10 +900,7 @@ def run(args, rows):
             f.write("\n")
     if args.plot:
         os.makedirs(os.path.dirname(os.path.abspath(args.plot)), exist_ok=True)
-        title = (
-            f"lenet_ext vs torch {info['torch']}: {info['device_name']}, {info['threads']} threads, "
-            f"{result['date'][:10]}"
-        )
+        title = f"lenet_ext vs torch: {describe_machine(info)}, {result['date'][:10]}"
         plot_ratios(records, args.plot, title)
     failed = [r["name"] for r in records if r["status"] == "FAILED"]
     if failed:

@@ -40,6 +40,7 @@ except ImportError:  # a bare install (the GPU check installs with --no-deps): t
             return iter(self.iterable)
 
 
+from . import backends
 from .data import load_digits
 from .models import MODELS, builtin_twin
 
@@ -236,7 +237,7 @@ def _train(config, rank, world, device, log):
     log(
         f"training {config.model} ({'with' if config.compare_builtin else 'without'} its torch.nn twin) on "
         f"{len(train_set)} digits, {config.optimizer} lr {config.lr}, batch {config.batch_size}"
-        f"{f' x {world} processes' if world > 1 else ''}, {device.type}, "
+        f"{f' x {world} processes' if world > 1 else ''}, {device.type}, CPU level {backends.cpu_isa()}, "
         f"epochs {first_epoch + 1}..{config.epochs}"
     )
     epochs = tqdm(range(first_epoch, config.epochs), desc="epochs", disable=not show_progress, leave=False)
@@ -297,6 +298,7 @@ def _summary(config, history, sides, seconds, device, world):
         "device": device.type,
         "world_size": world,
         "threads": torch.get_num_threads(),
+        "cpu_isa": backends.cpu_isa(),
         "torch_version": torch.__version__,
         "config": asdict(config),
         "history": history,

@@ -3,13 +3,18 @@
 No timing is asserted: only that the checks ran, the records are complete, and the files are written.
 """
 
+import contextlib
+import io
 import json
 
 import pytest
 import torch
 from conftest import needs_cuda
 
-from lenet_ext import benchmark
+import lenet_ext
+from lenet_ext import benchmark, zoo
+
+CONVERTED_ROWS = [r for r in benchmark.ROWS if r.op.startswith("converted.")]
 
 
 @pytest.fixture(scope="module", params=["cpu", pytest.param("cuda", marks=needs_cuda)])
@@ -19,25 +24,35 @@ def quick_run(request, tmp_path_factory):
     # one thread keeps the smoke run quick on a shared machine; the thread count must come back after
     threads = torch.get_num_threads()
     argv = ["--quick", "--device", request.param, "--threads", "1", "--json", str(json_path), "--plot", str(plot_path)]
-    code = benchmark.main(argv)
+    with contextlib.redirect_stdout(io.StringIO()) as printed:
+        code = benchmark.main(argv)
     assert torch.get_num_threads() == threads
-    return code, json.loads(json_path.read_text()), plot_path
+    return code, json.loads(json_path.read_text()), plot_path, printed.getvalue()
 
 
 def test_quick_run_writes_complete_json(quick_run):
-    code, result, _ = quick_run
+    code, result, *_ = quick_run
     assert code == 0
     assert result["quick"] is True
     machine = result["machine"]
-    for key in ("hostname", "platform", "cpu", "threads", "torch", "device", "lenet_ext"):
+    for key in ("hostname", "platform", "cpu", "cpu_isa", "threads", "torch", "device", "lenet_ext"):
         assert machine[key] not in (None, ""), key
     assert machine["torch"] == torch.__version__ and machine["device"] in ("cpu", "cuda")
+    assert machine["cpu_isa"] == lenet_ext.backends.cpu_isa() and result["cpu_isa_requested"] == "auto"
     assert result["ceilings"]["copy_gbps"] > 0 and result["ceilings"]["matmul_gflops"] > 0
     assert [r["name"] for r in result["rows"]] == [r.name for r in benchmark.ROWS]
 
 
+def test_the_header_names_the_cpu_and_its_level(quick_run):
+    _, result, _, stdout = quick_run
+    machine = result["machine"]
+    header = stdout.splitlines()[0]
+    assert machine["cpu"] in header and f"CPU level {machine['cpu_isa']}" in header
+    assert f"{machine['threads']} threads" in header
+
+
 def test_every_row_is_checked_before_timing(quick_run):
-    _, result, _ = quick_run
+    _, result, *_ = quick_run
     by_status = {}
     for r in result["rows"]:
         by_status.setdefault(r["status"], []).append(r["name"])
@@ -51,12 +66,13 @@ def test_every_row_is_checked_before_timing(quick_run):
         else:
             assert r["reason"] and "ours" not in r, r
     assert "FAILED" not in by_status, by_status.get("FAILED")
-    # conv2d is on main from the start: its rows must run, not be skipped
-    assert all(n in by_status.get("ok", []) for n in (r.name for r in benchmark.ROWS if r.op.startswith("conv2d")))
+    # conv2d and max pooling are on main from the start, and the converted networks need nothing else
+    must_run = [r.name for r in benchmark.ROWS if r.op.startswith(("conv2d", "converted."))]
+    assert set(must_run) <= set(by_status.get("ok", [])), set(must_run) - set(by_status.get("ok", []))
 
 
 def test_plot_is_a_small_png(quick_run):
-    _, _, plot_path = quick_run
+    _, _, plot_path, _ = quick_run
     data = plot_path.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
     assert len(data) < 200_000
@@ -104,3 +120,96 @@ def test_conv_algorithm_is_forced_for_the_run_and_restored(tmp_path, algorithm):
     assert result["conv_algorithm"] == algorithm
     assert {r["status"] for r in result["rows"]} == {"ok"}
     assert backends.current_conv_algorithm() == before
+
+
+# torchvision's published sizes (the num_params of each model's weights): the zoo must have its shapes
+@pytest.mark.parametrize(
+    "name, params, features",
+    [("resnet18", 11_689_512, (512, 7, 7)), ("mobilenet_v2", 3_504_872, (1280, 7, 7)),
+     ("squeezenet1_1", 1_235_496, (1000, 13, 13))],
+)  # fmt: skip
+def test_zoo_has_torchvisions_shapes(name, params, features):
+    net = zoo.MODELS[name]().eval()
+    assert sum(p.numel() for p in net.parameters()) == params
+    pooled = [i for i, m in enumerate(net) if isinstance(m, torch.nn.AdaptiveAvgPool2d)]
+    assert len(pooled) == 1
+    with torch.no_grad():
+        maps = net[: pooled[0]](torch.randn(1, 3, 224, 224))
+        assert maps.shape == (1, *features) and net[pooled[0] :](maps).shape == (1, 1000)
+        assert zoo.MODELS[name](num_classes=10).eval()(torch.randn(2, 3, 64, 64)).shape == (2, 10)
+
+
+def test_convert_swaps_every_conv_and_pool_of_the_zoo():
+    for build in zoo.MODELS.values():
+        net = build()
+        ours = lenet_ext.convert(net)
+        kinds = {torch.nn.Conv2d: lenet_ext.nn.Conv2d, torch.nn.MaxPool2d: lenet_ext.nn.MaxPool2d}
+        theirs_layers = [type(m) for m in net.modules() if type(m) in kinds]
+        ours_layers = [type(m) for m in ours.modules() if isinstance(m, tuple(kinds))]
+        assert theirs_layers and ours_layers == [kinds[t] for t in theirs_layers]
+
+
+def _convert_then(monkeypatch, change):
+    """Makes the harness's lenet_ext.convert hand back a network that ``change`` has altered (it gets the
+    list of the converted network's convolutions): a stand-in for a kernel that computes the wrong thing."""
+    real = lenet_ext.convert
+
+    def convert(model, inplace=False):
+        ours = real(model, inplace)
+        change([m for m in ours.modules() if isinstance(m, lenet_ext.nn.Conv2d)])
+        return ours
+
+    monkeypatch.setattr(lenet_ext, "convert", convert)
+
+
+def _run_quick(row):
+    return benchmark.run_row(row, torch.device("cpu"), {}, rounds=1, min_run_time=None, quick=True)
+
+
+@pytest.mark.parametrize("row", CONVERTED_ROWS, ids=lambda r: r.name)
+def test_converted_row_fails_when_a_weight_is_off(monkeypatch, row):
+    def scale_a_middle_conv(convs):
+        with torch.no_grad():
+            convs[len(convs) // 2].weight.mul_(1.01)
+
+    _convert_then(monkeypatch, scale_a_middle_conv)
+    record = _run_quick(row)
+    assert record["status"] == "FAILED" and "ours" not in record and "ratio" not in record, record
+    assert "not close" in record["reason"]
+
+
+@pytest.mark.parametrize(
+    "wrong, caught_by",
+    [(lambda grad: grad * 1.001, "Tensor-likes are not close"),
+     (lambda grad: -grad if grad.dtype == torch.float32 else grad, "||ours - torch|| / ||torch||")],
+    ids=["0.1% off", "float32 only, sign flipped"],
+)  # fmt: skip
+def test_train_step_row_checks_the_last_gradient_computed(monkeypatch, wrong, caught_by):
+    """A forward that is right and one gradient wrong, the stem's (the last one backward reaches): a little
+    in both dtypes (the float64 check's to catch), or grossly in float32 only (the norm-wise check's, as a
+    float32-only kernel bug would be). The same row passes in the quick run."""
+    row = next(r for r in CONVERTED_ROWS if r.op == "converted.train_step")
+    _convert_then(monkeypatch, lambda convs: convs[0].weight.register_hook(wrong))
+    record = _run_quick(row)
+    assert record["status"] == "FAILED" and caught_by in record["reason"], record
+
+
+@pytest.mark.parametrize("level", ["default", "avx2", "avx512"])
+def test_cpu_isa_is_forced_for_the_run_and_restored(tmp_path, capsys, level):
+    """A level this build and CPU offer is used and recorded; one they lack is refused (exit 2, no
+    traceback); either way the level in force before comes back."""
+    backends = lenet_ext.backends
+    before = backends.cpu_isa()
+    path = tmp_path / "r.json"
+    argv = ["--quick", "--threads", "1", "--filter", "converted.inference | SqueezeNet", "--cpu-isa", level]
+    code = benchmark.main([*argv, "--json", str(path)])
+    out = capsys.readouterr()
+    assert backends.cpu_isa() == before
+    if level not in backends.available_cpu_isas():
+        assert code == 2 and f"--cpu-isa {level}" in out.err and not path.exists()
+        return
+    assert code == 0
+    result = json.loads(path.read_text())
+    assert result["machine"]["cpu_isa"] == level and result["cpu_isa_requested"] == level
+    assert f"CPU level {level}" in out.out.splitlines()[0]
+    assert {r["status"] for r in result["rows"]} == {"ok"}

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from lenet_ext import cli
+from lenet_ext import backends, cli
 from lenet_ext.models import LeNet
 
 REPO = Path(__file__).resolve().parent.parent
@@ -37,6 +37,9 @@ def test_train_smoke_run_writes_json_plot_and_checkpoint(tmp_path):
     assert 0 <= metrics["test_accuracy"] <= 1 and metrics["images_per_second"] > 0
     assert metrics["max_loss_gap"] < 1e-3
     assert len(metrics["history"]) == 1 and metrics["config"]["limit"] == 320 and metrics["threads"] == 1
+    # a speed names the instruction-set level of the CPU kernels that made it, from the first line on
+    assert metrics["cpu_isa"] == backends.cpu_isa()
+    assert f"CPU level {metrics['cpu_isa']}" in out.stdout.splitlines()[0]
     assert (tmp_path / "c.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     LeNet(builtin=True).load_state_dict(torch.load(tmp_path / "ck.pt", weights_only=True))
     # The final accuracies of both are printed; no progress bar when stdout is not a terminal.
@@ -84,6 +87,17 @@ def test_bench_forwards_its_arguments(monkeypatch):
     monkeypatch.setitem(sys.modules, "lenet_ext.benchmark", fake)
     assert cli.main(["bench", "--quick", "--json", "x.json"]) == 0
     assert seen == [["--quick", "--json", "x.json"]]
+
+
+def test_bench_header_and_json_name_the_cpu_and_its_level(tmp_path):
+    path = tmp_path / "r.json"
+    argv = ["--quick", "--threads", "1", "--filter", "SqueezeNet", "--cpu-isa", "auto", "--json", str(path)]
+    out = run_cli("bench", *argv)
+    assert out.returncode == 0, out.stderr
+    machine = json.loads(path.read_text())["machine"]
+    assert machine["cpu_isa"] == backends.cpu_isa() and machine["cpu"]
+    header = out.stdout.splitlines()[0]
+    assert header.startswith(machine["cpu"]) and f"CPU level {machine['cpu_isa']}" in header
 
 
 def test_bench_without_the_harness_exits_2(monkeypatch, capsys):
