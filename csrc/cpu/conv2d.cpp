@@ -1200,13 +1200,14 @@ at::Tensor conv2d_forward_cpu(const at::Tensor& input, const at::Tensor& weight,
   const at::Tensor x = to_compute(input), w = to_compute(weight);
   const std::optional<at::Tensor> b = bias ? std::optional<at::Tensor>(to_compute(*bias)) : std::nullopt;
   at::Tensor out = at::empty({p.batch, p.out_channels, p.win.out[0], p.win.out[1]}, x.options());
+  const at::MemoryFormat fmt = conv2d_memory_format(input, weight);
   if (out.numel() == 0) {
-    return out.to(input.scalar_type());
+    return out.to(input.scalar_type(), false, false, fmt);
   }
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "conv2d_forward_cpu", [&] {
     conv2d_forward_any<scalar_t>(x, w, b ? &*b : nullptr, out, p);
   });
-  return out.to(input.scalar_type());
+  return out.to(input.scalar_type(), false, false, fmt);
 }
 
 std::tuple<std::optional<at::Tensor>, std::optional<at::Tensor>, std::optional<at::Tensor>> conv2d_backward_cpu(
@@ -1217,12 +1218,13 @@ std::tuple<std::optional<at::Tensor>, std::optional<at::Tensor>, std::optional<a
   check_grad_output("lenet_ext.conv2d_backward", grad_output,
                     {p.batch, p.out_channels, p.win.out[0], p.win.out[1]}, input);
   const at::Tensor go = to_compute(grad_output);
+  const at::MemoryFormat fmt = conv2d_memory_format(input, weight);
   std::optional<at::Tensor> gx, gw, gb;
   AT_DISPATCH_FLOATING_TYPES(go.scalar_type(), "conv2d_backward_cpu", [&] {
     if (output_mask[0]) {
       const at::Tensor w = to_compute(weight);
       at::Tensor g = conv2d_grad_input_as_conv<scalar_t>(go, w, p);
-      gx = (g.defined() ? g : conv2d_grad_input_impl<scalar_t>(go, w, p)).to(input.scalar_type());
+      gx = (g.defined() ? g : conv2d_grad_input_impl<scalar_t>(go, w, p)).to(input.scalar_type(), false, false, fmt);
     }
     if (output_mask[1]) {
       const at::Tensor x = to_compute(input);
@@ -1247,7 +1249,7 @@ std::tuple<std::optional<at::Tensor>, std::optional<at::Tensor>, std::optional<a
           g = conv2d_grad_weight_impl<scalar_t>(go, x, p);
           break;
       }
-      gw = g.to(input.scalar_type());
+      gw = g.to(input.scalar_type(), false, false, fmt);
     }
     if (output_mask[2]) {
       gb = conv2d_grad_bias_impl<scalar_t>(go, p).to(input.scalar_type());
