@@ -247,18 +247,18 @@ def test_max_pool_input_gradient_sums_to_the_grad_output_sum(n, c, window):
 
 
 # ------------------------------------------------------------------------- a reference that crashes
-def _torch_conv(x, w, kw):
-    return TF.conv2d(x, w, **kw)
+def _torch_conv(x, w, b, kw):
+    return TF.conv2d(x, w, b, **kw)
 
 
 def test_a_crashing_torch_reference_fails_one_call(child):
     # torch 2.13's own float32 channels_last CPU convolution segfaults on this shape (ours is right):
     # the child dies, the call says so, and the next call gets a fresh child
     x = torch.randn(2, 18, 14, 2).contiguous(memory_format=torch.channels_last)
-    w = torch.randn(99, 6, 4, 1)
+    w, b = torch.randn(99, 6, 4, 1), torch.randn(99)
     kw = dict(stride=(2, 3), padding=(3, 1), dilation=(1, 3), groups=3)
     try:
-        ref = child.call(_torch_conv, x, w, kw)
+        ref = child.call(_torch_conv, x, w, b, kw)
     except ChildCrashed:
-        ref = child.call(_torch_conv, x.contiguous(), w, kw)  # the same convolution, another torch path
-    assert_close(F.conv2d(x, w, **kw), ref, dtype=torch.float32)
+        ref = child.call(_torch_conv, x.contiguous(), w, b, kw)  # the same convolution, another torch path
+    assert_close(F.conv2d(x, w, b, **kw), ref, dtype=torch.float32)
