@@ -247,6 +247,40 @@ def special_input():
     return x
 
 
+def gradients_of(fn, tensors, g=None):
+    """fn's output and the gradients of <output, g> for fresh leaves with the given values."""
+    leaves = [t.detach().clone().requires_grad_() for t in tensors]
+    out = fn(*leaves)
+    g = torch.randn_like(out) if g is None else g
+    return out, g, torch.autograd.grad(out, leaves, g)
+
+
+def same_nonfinite_pattern(actual, expected):
+    """NaN and +-inf exactly where torch has them, the finite rest close (their sums' order may differ)."""
+    assert torch.equal(actual.isnan(), expected.isnan())
+    assert torch.equal(actual.isposinf(), expected.isposinf()) and torch.equal(actual.isneginf(), expected.isneginf())
+    finite = expected.isfinite()
+    torch.testing.assert_close(actual[finite], expected[finite], rtol=1e-5, atol=1e-5)
+
+
+@case
+def special_values_pool_gradients():
+    # windows holding NaN, +-inf or only -inf: the gradient goes where torch's goes (max pooling follows
+    # the index, NaN winning), and avg pooling's does not depend on the values at all
+    x = special_input()
+    for name, kwargs in [
+        ("max_pool2d", dict(kernel_size=2)),
+        ("max_pool2d", dict(kernel_size=3, stride=2, padding=1, ceil_mode=True)),
+        ("max_pool2d", dict(kernel_size=3, stride=1, dilation=2)),
+        ("avg_pool2d", dict(kernel_size=3, stride=2, padding=1, count_include_pad=False)),
+    ]:
+        for t in (x, x.contiguous(memory_format=torch.channels_last)):
+            ref, g, (expected,) = gradients_of(lambda t: getattr(TF, name)(t, **kwargs), [t])  # noqa: B023
+            out, _, (actual,) = gradients_of(lambda t: getattr(F, name)(t, **kwargs), [t], g)  # noqa: B023
+            torch.testing.assert_close(out, ref, equal_nan=True)
+            torch.testing.assert_close(actual, expected, equal_nan=True)
+
+
 @case
 def special_values_max_pool():
     x = special_input()
@@ -290,6 +324,12 @@ def special_values_conv():
     same_as_torch(lambda: F.conv2d(one, w1[:, :1]), lambda: TF.conv2d(one, w1[:, :1]))
     w64 = W.double()
     torch.testing.assert_close(F.conv2d(big.double(), w64, padding=1), TF.conv2d(big.double(), w64, padding=1))
+    # gradients: a NaN or +-inf input makes the weight gradient NaN or +-inf exactly where torch's is
+    # (a non-finite weight: test_conv2d.py's test_input_gradient_with_a_nonfinite_weight_matches_torch)
+    ref, g, expected = gradients_of(lambda x, w: TF.conv2d(x, w, padding=1), [nonfinite, W])
+    _, _, actual = gradients_of(lambda x, w: F.conv2d(x, w, padding=1), [nonfinite, W], g)
+    for a, e in zip(actual, expected):
+        same_nonfinite_pattern(a, e)
 
 
 # -------------------------------------------------------------------- backward: bad grad_output
