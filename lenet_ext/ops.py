@@ -87,7 +87,7 @@ def autocast_args(device_type, args):
     """``args`` as torch.autocast gives them to an operator that runs in lower precision, such as
     torch's convolution, when autocast is on for ``device_type``: floating-point tensors on that
     device in the autocast dtype, except float64 ones (torch's rule). Unchanged when it is off."""
-    if not torch.is_autocast_enabled(device_type):
+    if not (torch.amp.is_autocast_available(device_type) and torch.is_autocast_enabled(device_type)):
         return args
     dtype = torch.get_autocast_dtype(device_type)
 
