@@ -1,20 +1,16 @@
 """The bad-input catalogue: every case raises torch's exception type (and torch's first message line
 where torch has one), or gives exactly torch's result where torch accepts the input.
 
-Any of these could crash a careless kernel, so they all run in one child process (one torch import,
-so it stays fast): the parent reads back one line per case, and a crash fails only the case that was
-running, after which the child is restarted for the remaining cases.
+Any of these could crash a careless kernel, so they all run in one child process (tests/isolation.py;
+one torch import, so it stays fast): a crash fails only the case that was running, and the next case
+gets a fresh child.
 """
-
-import json
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
 import torch.nn.functional as TF
 from common import raises_like_torch
+from isolation import Child, ChildCrashed
 
 import lenet_ext.functional as F
 
@@ -423,55 +419,30 @@ def fused_operator_checks_its_arguments():
 
 
 # ------------------------------------------------------------------------------ the harness
-def _child_main(names):
-    """Runs the named cases in this process; one JSON line per case on stdout."""
-    for name in names:
-        print(json.dumps({"begin": name}), flush=True)
-        torch.manual_seed(0)
-        try:
-            CASES[name]()
-            result = "ok"
-        except BaseException as e:  # noqa: BLE001  (the parent reports it)
-            result = f"{type(e).__name__}: {e}"
-        print(json.dumps({"name": name, "result": result}), flush=True)
+def run_case(name):
+    """Runs in the child: one case, "ok" or its exception on one line."""
+    torch.manual_seed(0)
+    try:
+        CASES[name]()
+    except BaseException as e:  # noqa: BLE001  (reported by the parent)
+        return f"{type(e).__name__}: {e}"
+    return "ok"
 
 
-_RESULTS = {}
-
-
-def _run_children():
-    here = os.path.dirname(os.path.abspath(__file__))
-    root = os.path.dirname(here)
-    pending = list(CASES)
-    while pending:
-        code = (
-            f"import sys; sys.path[:0] = [{here!r}, {root!r}]; import test_bad_inputs as t; t._child_main(sys.argv[1:])"
-        )
-        proc = subprocess.run(
-            [sys.executable, "-c", code, *pending], capture_output=True, text=True, timeout=600, cwd=root
-        )
-        running = None
-        for line in proc.stdout.splitlines():
-            if not line.startswith("{"):
-                continue
-            msg = json.loads(line)
-            if "begin" in msg:
-                running = msg["begin"]
-            else:
-                _RESULTS[msg["name"]] = msg["result"]
-                running = None
-        if running is None and proc.returncode != 0 and not any(n in _RESULTS for n in pending):
-            raise RuntimeError(f"the child process failed before any case ran:\n{proc.stderr[-3000:]}")
-        if running is not None:  # it crashed in the middle of this case
-            _RESULTS[running] = f"crashed (exit {proc.returncode}):\n{proc.stderr[-3000:]}"
-        pending = [n for n in pending if n not in _RESULTS]
+@pytest.fixture(scope="module")
+def child():
+    c = Child()
+    yield c
+    c.close()
 
 
 @pytest.mark.parametrize("name", list(CASES))
-def test_bad_input(name):
-    if name not in _RESULTS:
-        _run_children()
-    assert _RESULTS[name] == "ok", _RESULTS[name]
+def test_bad_input(child, name):
+    try:
+        result = child.call(run_case, name)
+    except ChildCrashed as e:  # the child's stderr, in the captured output, says where
+        result = str(e)
+    assert result == "ok", result
 
 
 def test_catalogue_is_large_enough():
