@@ -33,8 +33,12 @@ _modes = threading.local()
 
 def _register_autograd(name, function):
     base_apply = super(torch.autograd.Function, function).apply  # autograd's own, as ATen's kernels use
+    op = getattr(_ops, name).default
 
     def autograd_kernel(*args):
+        if not _may_differentiate(args):  # inference: skip the autograd.Function's cost
+            with torch._C._AutoDispatchBelowAutograd():
+                return op(*args)
         # autograd.Function runs its forward with grad and forward-grad modes off. A C++ operator
         # re-dispatches with the caller's modes, and torch.func's levels below this one need them
         # (a jvp level under a grad level would otherwise see no tangents): the forward restores them.
@@ -44,6 +48,16 @@ def _register_autograd(name, function):
             return base_apply(*args)
 
     _lib.impl(name, autograd_kernel, "Autograd")
+
+
+def _may_differentiate(args):
+    """Whether a call may need autograd: reverse mode (an input requires grad), forward mode (a dual
+    level is open, so an input may carry a tangent) or a torch.func transform."""
+    return (
+        (torch.is_grad_enabled() and torch._C._any_requires_grad(*args))
+        or torch.autograd.forward_ad._current_level >= 0
+        or torch._C._are_functorch_transforms_active()
+    )
 
 
 def _forward_below_autograd(op):
