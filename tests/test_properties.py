@@ -144,7 +144,7 @@ def test_conv2d_against_torch(child, variant, n, groups, cg, og, hw, k, stride, 
     window=pool_window(),
     layout=layouts,
     dtype=dtypes,
-    values=st.sampled_from(["distinct", "ties", "relu"]),
+    values=st.sampled_from(["distinct", "ties", "relu", "constant"]),
 )
 def test_max_pool2d_against_torch(child, n, c, window, layout, dtype, values):
     hw, k, s, p, d, ceil = window
@@ -153,8 +153,10 @@ def test_max_pool2d_against_torch(child, n, c, window, layout, dtype, values):
         x.data.copy_(torch.randperm(x.numel()).view(x.shape).to(dtype))
     elif values == "ties":  # a few levels: most windows hold their maximum more than once
         x.data.copy_(torch.randint(0, 3, x.shape, generator=torch.Generator().manual_seed(1)).to(dtype))
-    else:  # after a ReLU: runs of zeros, including whole windows
+    elif values == "relu":  # after a ReLU: runs of zeros, including whole windows
         x.data.clamp_(min=0)
+    else:  # every window a tie
+        x.data.fill_(0.5)
     # A dilated window can read padding only (output -inf, the values being finite). It depends on no
     # input, so ours gives it no gradient; torch scatters its gradient to an index outside the window.
     (ref, ref_idx), g, _ = _in_child(child, "max_pool2d", [x.detach(), k, s, p, d, ceil], dict(return_indices=True))
