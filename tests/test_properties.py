@@ -168,6 +168,21 @@ def test_max_pool2d_against_torch(child, n, c, window, layout, dtype, values):
     assert_close(grads(out, [xo], g)[0], expected)
 
 
+@pytest.mark.parametrize("values", ["constant", "relu"])
+@pytest.mark.parametrize(
+    "kw", [dict(kernel_size=2), dict(kernel_size=3, stride=2, padding=1, ceil_mode=True), dict(kernel_size=2, dilation=2)]
+)
+def test_max_pool2d_gradient_at_ties_matches_torch(child, values, kw):
+    # the same ties in every run, whatever hypothesis draws above: the whole input one value, or ReLU zeros
+    x = torch.randn(2, 3, 9, 8, dtype=D, generator=torch.Generator().manual_seed(3))
+    x = torch.full_like(x, 0.5) if values == "constant" else x.clamp(min=0)
+    ref, g, (expected,) = _in_child(child, "max_pool2d", [x.requires_grad_()], kw)
+    xo = _leaf(x)
+    out = F.max_pool2d(xo, **kw)
+    assert torch.equal(out, ref)
+    assert_close(grads(out, [xo], g)[0], expected)
+
+
 @SETTINGS
 @given(
     n=st.integers(0, 2),
