@@ -37,7 +37,9 @@ def test_matches_unfused_torch(cfg, dtype, device):
 
 
 def test_bfloat16_forward_and_gradients_against_float64():
-    x, w, b = (t.bfloat16().requires_grad_() for t in (torch.randn(2, 1, 12, 12), torch.randn(6, 1, 5, 5), torch.randn(6)))
+    x, w, b = (
+        t.bfloat16().requires_grad_() for t in (torch.randn(2, 1, 12, 12), torch.randn(6, 1, 5, 5), torch.randn(6))
+    )
     ours_in, exact_in = [clone_leaf(t) for t in (x, w, b)], [clone_leaf(t.double()) for t in (x, w, b)]
     out = LF.conv2d_sigmoid_avgpool2d(*ours_in, padding=2)
     ref, exact = reference(x, w, b, dict(padding=2), 2), reference(*exact_in, dict(padding=2), 2)

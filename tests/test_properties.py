@@ -44,7 +44,9 @@ dtypes = st.sampled_from([torch.float64, torch.float32])
 
 # Each CPU kernel variant the comparisons force in turn. An instruction-set level (a future
 # lenet_ext.backends.cpu_isa) is one more entry: a context manager factory and its id.
-CPU_VARIANTS = [pytest.param(lambda a=a: lenet_ext.backends.conv_algorithm(a), id=a) for a in lenet_ext.backends.ALGORITHMS]
+CPU_VARIANTS = [
+    pytest.param(lambda a=a: lenet_ext.backends.conv_algorithm(a), id=a) for a in lenet_ext.backends.ALGORITHMS
+]
 
 
 @pytest.fixture(scope="module")
@@ -170,7 +172,8 @@ def test_max_pool2d_against_torch(child, n, c, window, layout, dtype, values):
 
 @pytest.mark.parametrize("values", ["constant", "relu"])
 @pytest.mark.parametrize(
-    "kw", [dict(kernel_size=2), dict(kernel_size=3, stride=2, padding=1, ceil_mode=True), dict(kernel_size=2, dilation=2)]
+    "kw",
+    [dict(kernel_size=2), dict(kernel_size=3, stride=2, padding=1, ceil_mode=True), dict(kernel_size=2, dilation=2)],
 )
 def test_max_pool2d_gradient_at_ties_matches_torch(child, values, kw):
     # the same ties in every run, whatever hypothesis draws above: the whole input one value, or ReLU zeros

@@ -23,14 +23,29 @@ def _fused_reference(x, w, b, padding=1, **kw):
 
 # (name, ours, torch's): functions of (input, weight, bias); pooling ignores the weight and bias
 FUNCTIONS = [
-    ("conv", lambda x, w, b: F.conv2d(x, w, b, padding=1, stride=(1, 2)), lambda x, w, b: TF.conv2d(x, w, b, padding=1, stride=(1, 2))),
-    ("conv_grouped_dilated", lambda x, w, b: F.conv2d(x, w[:, :1], b, groups=3, dilation=2, padding="same"),
-     lambda x, w, b: TF.conv2d(x, w[:, :1], b, groups=3, dilation=2, padding="same")),
-    ("max_pool", lambda x, w, b: F.max_pool2d(x, 3, 2, 1, ceil_mode=True), lambda x, w, b: TF.max_pool2d(x, 3, 2, 1, ceil_mode=True)),
+    (
+        "conv",
+        lambda x, w, b: F.conv2d(x, w, b, padding=1, stride=(1, 2)),
+        lambda x, w, b: TF.conv2d(x, w, b, padding=1, stride=(1, 2)),
+    ),
+    (
+        "conv_grouped_dilated",
+        lambda x, w, b: F.conv2d(x, w[:, :1], b, groups=3, dilation=2, padding="same"),
+        lambda x, w, b: TF.conv2d(x, w[:, :1], b, groups=3, dilation=2, padding="same"),
+    ),
+    (
+        "max_pool",
+        lambda x, w, b: F.max_pool2d(x, 3, 2, 1, ceil_mode=True),
+        lambda x, w, b: TF.max_pool2d(x, 3, 2, 1, ceil_mode=True),
+    ),
     ("max_pool_dilated", lambda x, w, b: F.max_pool2d(x, 2, 1, 0, 2), lambda x, w, b: TF.max_pool2d(x, 2, 1, 0, 2)),
-    ("avg_pool", lambda x, w, b: F.avg_pool2d(x, 3, 2, 1, count_include_pad=False), lambda x, w, b: TF.avg_pool2d(x, 3, 2, 1, count_include_pad=False)),
+    (
+        "avg_pool",
+        lambda x, w, b: F.avg_pool2d(x, 3, 2, 1, count_include_pad=False),
+        lambda x, w, b: TF.avg_pool2d(x, 3, 2, 1, count_include_pad=False),
+    ),
     ("fused", lambda x, w, b: F.conv2d_sigmoid_avgpool2d(x, w, b, padding=1), _fused_reference),
-]  # fmt: skip
+]
 IDS = [f[0] for f in FUNCTIONS]
 
 
@@ -62,8 +77,10 @@ def test_jvp_of_conv_in_each_argument_alone(which):
         return lambda t: f(*(t if i == which else p for i, p in enumerate(primals)))
 
     tangent = torch.randn_like(primals[which])
-    assert_close(torch.func.jvp(only(ours), (primals[which],), (tangent,))[1],
-                 torch.func.jvp(only(theirs), (primals[which],), (tangent,))[1])  # fmt: skip
+    assert_close(
+        torch.func.jvp(only(ours), (primals[which],), (tangent,))[1],
+        torch.func.jvp(only(theirs), (primals[which],), (tangent,))[1],
+    )
 
 
 @pytest.mark.parametrize("fn", FUNCTIONS, ids=IDS)
@@ -83,8 +100,10 @@ def test_max_pool_jvp_with_ties_follows_torchs_indices():
     x[0, 1, ::2, ::2] = 1.0
     t = torch.randn_like(x)
     for kw in (dict(kernel_size=2), dict(kernel_size=3, stride=2, padding=1)):
-        assert_close(torch.func.jvp(lambda x: F.max_pool2d(x, **kw), (x,), (t,))[1],
-                     torch.func.jvp(lambda x: TF.max_pool2d(x, **kw), (x,), (t,))[1])  # fmt: skip
+        assert_close(
+            torch.func.jvp(lambda x, kw=kw: F.max_pool2d(x, **kw), (x,), (t,))[1],
+            torch.func.jvp(lambda x, kw=kw: TF.max_pool2d(x, **kw), (x,), (t,))[1],
+        )
 
 
 def _small_net(conv, pool):
@@ -153,8 +172,10 @@ def test_vmap_of_per_sample_gradients_matches_torch():
 
 def test_vmap_over_weights_matches_torch():
     x, ws = torch.randn(2, 3, 7, 7, dtype=D), torch.randn(4, 5, 3, 3, 3, dtype=D)
-    assert_close(torch.func.vmap(lambda w: F.conv2d(x, w, stride=2))(ws),
-                 torch.func.vmap(lambda w: TF.conv2d(x, w, stride=2))(ws))  # fmt: skip
+    assert_close(
+        torch.func.vmap(lambda w: F.conv2d(x, w, stride=2))(ws),
+        torch.func.vmap(lambda w: TF.conv2d(x, w, stride=2))(ws),
+    )
 
 
 # -------------------------------------------------------------------------------------------- autocast
@@ -189,9 +210,14 @@ def test_autocast_conv_runs_in_the_autocast_dtype(device):
 def test_autocast_converted_model_after_a_linear_layer(device):
     torch.manual_seed(0)
     model = torch.nn.Sequential(
-        torch.nn.Linear(16, 2 * 36), torch.nn.Unflatten(1, (2, 6, 6)), torch.nn.Conv2d(2, 4, 3, padding=1),
-        torch.nn.ReLU(), torch.nn.MaxPool2d(2), torch.nn.Conv2d(4, 3, 2), torch.nn.AvgPool2d(2),
-    ).to(device)  # fmt: skip
+        torch.nn.Linear(16, 2 * 36),
+        torch.nn.Unflatten(1, (2, 6, 6)),
+        torch.nn.Conv2d(2, 4, 3, padding=1),
+        torch.nn.ReLU(),
+        torch.nn.MaxPool2d(2),
+        torch.nn.Conv2d(4, 3, 2),
+        torch.nn.AvgPool2d(2),
+    ).to(device)
     ours = lenet_ext.nn.convert(model)
     x = torch.randn(5, 16, device=device)
     with torch.autocast(device, dtype=AUTOCAST_DTYPE[device]):
@@ -213,8 +239,13 @@ def _same_layout(actual, expected):
         assert size <= 1 or a == e, f"strides {actual.stride()}, torch's {expected.stride()}"
 
 
-LAYOUT_PAIRS = [("contiguous", "contiguous"), ("channels_last", "contiguous"), ("contiguous", "channels_last"),
-                ("channels_last", "channels_last"), ("permuted", "contiguous")]  # fmt: skip
+LAYOUT_PAIRS = [
+    ("contiguous", "contiguous"),
+    ("channels_last", "contiguous"),
+    ("contiguous", "channels_last"),
+    ("channels_last", "channels_last"),
+    ("permuted", "contiguous"),
+]
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
@@ -259,8 +290,16 @@ def test_fake_kernels_give_the_real_strides(x_layout, w_layout, device):
 
 # ------------------------------------------------------------------------------- TorchScript, trace, export
 def _lenet_style(nn):
-    return torch.nn.Sequential(nn.Conv2d(1, 4, 5, padding=2), torch.nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(4, 6, 3),
-                               torch.nn.Sigmoid(), nn.AvgPool2d(2), torch.nn.Flatten(), torch.nn.Linear(6 * 4 * 4, 10))  # fmt: skip
+    return torch.nn.Sequential(
+        nn.Conv2d(1, 4, 5, padding=2),
+        torch.nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(4, 6, 3),
+        torch.nn.Sigmoid(),
+        nn.AvgPool2d(2),
+        torch.nn.Flatten(),
+        torch.nn.Linear(6 * 4 * 4, 10),
+    )
 
 
 def test_torchscript_is_refused_clearly():
@@ -329,4 +368,3 @@ def test_convert_parametrized_conv_computes_with_our_kernel():
     assert "lenet_ext::conv2d_forward" in names and "aten::convolution" not in names
     torch.nn.utils.parametrize.remove_parametrizations(conv, "weight")
     assert type(conv) is lenet_ext.nn.Conv2d  # back to our plain layer
-
