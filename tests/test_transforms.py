@@ -231,6 +231,19 @@ def test_autocast_converted_model_after_a_linear_layer(device):
     assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in ours.parameters())
 
 
+def test_autocast_under_torch_compile_matches_eager():
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(16, 72), torch.nn.Unflatten(1, (2, 6, 6)), torch.nn.Conv2d(2, 4, 3))
+    ours = lenet_ext.nn.convert(model)
+    compiled = torch.compile(ours, backend="aot_eager", fullgraph=True)
+    x = torch.randn(3, 16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out, eager = compiled(x), ours(x)
+    assert out.dtype == eager.dtype == torch.bfloat16
+    assert torch.equal(out, eager)
+
+
 # --------------------------------------------------------------------------------------- memory format
 def _same_layout(actual, expected):
     """Equal strides in every dimension longer than 1 (the stride of a size-1 dimension means nothing)."""
