@@ -79,21 +79,41 @@ def _sum(terms):
     return sum(terms[1:], terms[0]) if terms else None
 
 
-def _vmap_by_slices(op):
-    """A vmap rule that calls the operator once per slice of the vmapped dimension. Each backward
-    returns optional tensors, which torch's generic vmap fallback cannot handle."""
+def _register_vmap(name, per_sample=()):
+    """A vmap rule. When only the arguments at positions ``per_sample`` (tensors whose dim 0 is the
+    batch, each element computed on its own) are vmapped, the vmapped dimension folds into the batch and
+    the operator runs once. Otherwise it runs once per slice of the vmapped dimension (torch's generic
+    fallback would too, but it cannot return the backwards' optional tensors)."""
+    op = getattr(_ops, name).default
 
     def rule(info, in_dims, *args):
-        def slice_of(arg, dim, i):
-            return arg.select(dim, i) if isinstance(arg, torch.Tensor) and dim is not None else arg
-
-        results = [op(*(slice_of(a, d, i) for a, d in zip(args, in_dims))) for i in range(info.batch_size)]
+        tensors = [i for i, a in enumerate(args) if isinstance(a, torch.Tensor)]
+        if per_sample and all(in_dims[i] is None for i in tensors if i not in per_sample):
+            return _folded(op, info.batch_size, per_sample, in_dims, args)
+        results = [op(*(_slice(a, d, i) for a, d in zip(args, in_dims))) for i in range(info.batch_size)]
         if not isinstance(results[0], tuple):
             return torch.stack(results), 0
         stacked = tuple(None if r[0] is None else torch.stack(r) for r in zip(*results))
         return stacked, tuple(None if s is None else 0 for s in stacked)
 
     torch.library.register_vmap(op, rule, lib=_lib)
+
+
+def _slice(arg, dim, i):
+    return arg.select(dim, i) if isinstance(arg, torch.Tensor) and dim is not None else arg
+
+
+def _folded(op, vmapped, per_sample, in_dims, args):
+    args = list(args)
+    for i in per_sample:
+        a, dim = args[i], in_dims[i]
+        a = a.expand(vmapped, *a.shape) if dim is None else a.movedim(dim, 0)
+        batch = a.shape[1]
+        args[i] = a.flatten(0, 1)
+    results = op(*args)
+    if not isinstance(results, tuple):
+        return results.unflatten(0, (vmapped, batch)), 0
+    return tuple(r.unflatten(0, (vmapped, batch)) for r in results), (0,) * len(results)
 
 
 # ------------------------------------------------------------------------------------ autocast kernels
@@ -529,11 +549,15 @@ _register_autograd("conv2d_sigmoid_avgpool2d_backward", _FusedBackward)
 
 
 # ----------------------------------------------------------------------------- vmap and autocast
-for _name in (
-    "conv2d_forward", "conv2d_backward", "max_pool2d_forward", "max_pool2d_forward_values", "max_pool2d_backward",
-    "avg_pool2d_forward", "avg_pool2d_backward", "conv2d_sigmoid_avgpool2d", "conv2d_sigmoid_avgpool2d_backward",
-):  # fmt: skip
-    _vmap_by_slices(getattr(_ops, _name).default)
+_register_vmap("conv2d_forward", per_sample=(0,))
+_register_vmap("conv2d_backward")  # the weight gradient sums over the batch: it cannot fold
+_register_vmap("max_pool2d_forward", per_sample=(0,))
+_register_vmap("max_pool2d_forward_values", per_sample=(0,))
+_register_vmap("max_pool2d_backward", per_sample=(0, 1, 2))
+_register_vmap("avg_pool2d_forward", per_sample=(0,))
+_register_vmap("avg_pool2d_backward", per_sample=(0, 1))
+_register_vmap("conv2d_sigmoid_avgpool2d", per_sample=(0,))
+_register_vmap("conv2d_sigmoid_avgpool2d_backward")
 
 # Pooling needs no autocast kernel: it runs in its input's dtype, as torch's does.
 _register_autocast("conv2d_forward")

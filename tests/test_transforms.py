@@ -170,6 +170,16 @@ def test_vmap_of_per_sample_gradients_matches_torch():
         assert_close(a, e)
 
 
+@pytest.mark.parametrize("in_dim", [0, 2])
+@pytest.mark.parametrize("fn", FUNCTIONS, ids=IDS)
+def test_vmap_over_inputs_matches_torch(fn, in_dim):
+    _, ours, theirs = fn
+    x, w, b = _primals()
+    xs = torch.stack([x, 2 * x, -x], in_dim)  # the vmapped dimension anywhere, not only first
+    out = torch.func.vmap(lambda x: ours(x, w, b), in_dims=in_dim)(xs)
+    assert_close(out, torch.func.vmap(lambda x: theirs(x, w, b), in_dims=in_dim)(xs))
+
+
 def test_vmap_over_weights_matches_torch():
     x, ws = torch.randn(2, 3, 7, 7, dtype=D), torch.randn(4, 5, 3, 3, 3, dtype=D)
     assert_close(
