@@ -180,6 +180,21 @@ def test_vmap_over_inputs_matches_torch(fn, in_dim):
     assert_close(out, torch.func.vmap(lambda x: theirs(x, w, b), in_dims=in_dim)(xs))
 
 
+@pytest.mark.parametrize("groups", [1, 3])
+def test_vmap_of_gradients_over_inputs_and_weights_matches_torch(groups):
+    # both vmapped: the forward and the backward each run once, as one convolution with groups * 4
+    xs, ws = torch.randn(4, 2, 6, 7, 7, dtype=D), torch.randn(4, 3, 6 // groups, 3, 3, dtype=D)
+    b = torch.randn(3, dtype=D)
+
+    def loss(conv):
+        return lambda x, w, b: conv(x, w, b, padding=1, stride=(1, 2), groups=groups).sin().sum()
+
+    ours = torch.func.vmap(torch.func.grad(loss(F.conv2d), argnums=(0, 1, 2)), in_dims=(0, 0, None))(xs, ws, b)
+    theirs = torch.func.vmap(torch.func.grad(loss(TF.conv2d), argnums=(0, 1, 2)), in_dims=(0, 0, None))(xs, ws, b)
+    for a, e in zip(ours, theirs):
+        assert_close(a, e)
+
+
 def test_vmap_over_weights_matches_torch():
     x, ws = torch.randn(2, 3, 7, 7, dtype=D), torch.randn(4, 5, 3, 3, 3, dtype=D)
     assert_close(
