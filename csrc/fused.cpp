@@ -148,7 +148,8 @@ std::tuple<at::Tensor, at::Tensor> fused_forward_cpu(const at::Tensor& input, co
                                                      const MaybeTensor& bias, at::IntArrayRef stride,
                                                      at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
                                                      at::IntArrayRef pool) {
-  const at::Tensor z = conv2d_forward(input, weight, bias, stride, padding, dilation, groups);  // NCHW contiguous
+  // the fused pass reads NCHW planes; the results go back in the conv's memory format
+  const at::Tensor z = conv2d_forward(input, weight, bias, stride, padding, dilation, groups).contiguous();
   check_pool(pool, z);
   if (!cpu_fusable(z)) {
     return fused_forward_composite(input, weight, bias, stride, padding, dilation, groups, pool);
@@ -166,7 +167,8 @@ std::tuple<at::Tensor, at::Tensor> fused_forward_cpu(const at::Tensor& input, co
       }
     });
   });
-  return {y, act};
+  const at::MemoryFormat fmt = conv2d_memory_format(input, weight);
+  return {y.contiguous(fmt), act.contiguous(fmt)};
 }
 
 Grads fused_backward_cpu(const at::Tensor& grad, const at::Tensor& input, const at::Tensor& weight,

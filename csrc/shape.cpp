@@ -140,6 +140,15 @@ void check_grad_output(const char* op, const at::Tensor& grad, c10::IntArrayRef 
               grad.device());
 }
 
+at::MemoryFormat conv2d_memory_format(const at::Tensor& input, const at::Tensor& weight) {
+  if (input.is_cuda() && input.scalar_type() == at::kDouble) {
+    return at::MemoryFormat::Contiguous;
+  }
+  const bool channels_last = input.suggest_memory_format() == at::MemoryFormat::ChannelsLast ||
+                             weight.suggest_memory_format() == at::MemoryFormat::ChannelsLast;
+  return channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+}
+
 namespace {
 
 // The private operators behind tests/test_shape_math.py: one dimension, repeated for height and width

@@ -130,4 +130,11 @@ Pool2dParams make_pool2d_params(
 // Checks that `grad` has the given sizes (the forward's output) and `like`'s dtype and device.
 void check_grad_output(const char* op, const at::Tensor& grad, c10::IntArrayRef sizes, const at::Tensor& like);
 
+// The memory format torch's own convolution gives its output and its input and weight gradients:
+// channels_last when the input or the weight suggests it (at::native's thnn_conv_use_channels_last and
+// mkldnn_conv_use_channels_last on the CPU), except float64 on CUDA (cudnn_conv_suggest_memory_format).
+// The kernels compute in their own layout; the operators return their results in this one.
+// lenet_ext/ops.py's _conv_memory_format mirrors it for the fake kernels.
+at::MemoryFormat conv2d_memory_format(const at::Tensor& input, const at::Tensor& weight);
+
 }  // namespace lenet_ext

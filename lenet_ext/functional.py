@@ -160,23 +160,27 @@ def _short_dtype(t):
 
 
 def _conv_args(fn, input, weight, bias, stride, padding, dilation, groups):
-    """torch's normalisation and checks of conv2d's arguments: (stride, (top, bottom, left, right), dilation,
-    groups), or torch's exception."""
+    """torch's normalisation and checks of conv2d's arguments: (input, weight, bias, stride, (top, bottom,
+    left, right), dilation, groups), or torch's exception. Under torch.autocast the tensors are cast to
+    the autocast dtype first (as the operator's autocast kernel would), so the checks see what torch's see."""
     _check_tensor(fn, "input", input)
     _check_tensor(fn, "weight", weight)
     _check_tensor(fn, "bias", bias, optional=True)
+    input, weight, bias = _ops.autocast_args(input.device.type, [input, weight, bias])
     stride = _conv_pair("stride", stride)
     dilation = _conv_pair("dilation", dilation)
     groups = _as_int(fn, "groups", groups)
     kernel = list(weight.shape[2:]) if weight.dim() == 4 else [1, 1]
     pads = _conv_padding(padding, kernel, stride, dilation)
     _check_conv_args(input, weight, bias, stride, pads, dilation, groups)
-    return stride, pads, dilation, groups
+    return input, weight, bias, stride, pads, dilation, groups
 
 
 def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     """Same as :func:`torch.nn.functional.conv2d`, computed by lenet_ext's kernels."""
-    stride, pads, dilation, groups = _conv_args("conv2d", input, weight, bias, stride, padding, dilation, groups)
+    input, weight, bias, stride, pads, dilation, groups = _conv_args(
+        "conv2d", input, weight, bias, stride, padding, dilation, groups
+    )
 
     unbatched = input.dim() == 3
     if unbatched:
@@ -193,7 +197,9 @@ def conv2d_sigmoid_avgpool2d(input, weight, bias=None, stride=1, padding=0, dila
     backward: use the separate layers for that.
     """
     fn = "conv2d_sigmoid_avgpool2d"
-    stride, pads, dilation, groups = _conv_args(fn, input, weight, bias, stride, padding, dilation, groups)
+    input, weight, bias, stride, pads, dilation, groups = _conv_args(
+        fn, input, weight, bias, stride, padding, dilation, groups
+    )
     pool = _conv_pair("pool_size", pool_size)
     if any(k <= 0 for k in pool):
         raise RuntimeError(f"pool_size should be greater than zero, but got {pool}")

@@ -48,6 +48,15 @@ def assert_close(actual, expected, dtype=None, **kw):
     torch.testing.assert_close(actual, expected, **tol)
 
 
+def assert_no_worse_than_torch(ours, theirs, exact):
+    """A half-precision result against float64: ours may be off by at most twice torch's own error in
+    the same dtype, plus one rounding step of the result (both round to the same few bits)."""
+    assert ours.dtype == theirs.dtype
+    torch_error = (theirs.double() - exact).abs().max()
+    rounding = torch.finfo(theirs.dtype).eps * exact.abs().max()
+    assert (ours.double() - exact).abs().max() <= 2 * torch_error + rounding
+
+
 def grads(out, inputs, grad_out):
     """Gradients of <out, grad_out> for each input that requires grad (None for the others)."""
     wanted = [t for t in inputs if t is not None and t.requires_grad]

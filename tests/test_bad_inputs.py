@@ -1,20 +1,16 @@
 """The bad-input catalogue: every case raises torch's exception type (and torch's first message line
 where torch has one), or gives exactly torch's result where torch accepts the input.
 
-Any of these could crash a careless kernel, so they all run in one child process (one torch import,
-so it stays fast): the parent reads back one line per case, and a crash fails only the case that was
-running, after which the child is restarted for the remaining cases.
+Any of these could crash a careless kernel, so they all run in one child process (tests/isolation.py;
+one torch import, so it stays fast): a crash fails only the case that was running, and the next case
+gets a fresh child.
 """
-
-import json
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
 import torch.nn.functional as TF
 from common import raises_like_torch
+from isolation import Child, ChildCrashed
 
 import lenet_ext.functional as F
 
@@ -247,6 +243,40 @@ def special_input():
     return x
 
 
+def gradients_of(fn, tensors, g=None):
+    """fn's output and the gradients of <output, g> for fresh leaves with the given values."""
+    leaves = [t.detach().clone().requires_grad_() for t in tensors]
+    out = fn(*leaves)
+    g = torch.randn_like(out) if g is None else g
+    return out, g, torch.autograd.grad(out, leaves, g)
+
+
+def same_nonfinite_pattern(actual, expected):
+    """NaN and +-inf exactly where torch has them, the finite rest close (their sums' order may differ)."""
+    assert torch.equal(actual.isnan(), expected.isnan())
+    assert torch.equal(actual.isposinf(), expected.isposinf()) and torch.equal(actual.isneginf(), expected.isneginf())
+    finite = expected.isfinite()
+    torch.testing.assert_close(actual[finite], expected[finite], rtol=1e-5, atol=1e-5)
+
+
+@case
+def special_values_pool_gradients():
+    # windows holding NaN, +-inf or only -inf: the gradient goes where torch's goes (max pooling follows
+    # the index, NaN winning), and avg pooling's does not depend on the values at all
+    x = special_input()
+    for name, kwargs in [
+        ("max_pool2d", dict(kernel_size=2)),
+        ("max_pool2d", dict(kernel_size=3, stride=2, padding=1, ceil_mode=True)),
+        ("max_pool2d", dict(kernel_size=3, stride=1, dilation=2)),
+        ("avg_pool2d", dict(kernel_size=3, stride=2, padding=1, count_include_pad=False)),
+    ]:
+        for t in (x, x.contiguous(memory_format=torch.channels_last)):
+            ref, g, (expected,) = gradients_of(lambda t: getattr(TF, name)(t, **kwargs), [t])  # noqa: B023
+            out, _, (actual,) = gradients_of(lambda t: getattr(F, name)(t, **kwargs), [t], g)  # noqa: B023
+            torch.testing.assert_close(out, ref, equal_nan=True)
+            torch.testing.assert_close(actual, expected, equal_nan=True)
+
+
 @case
 def special_values_max_pool():
     x = special_input()
@@ -290,6 +320,12 @@ def special_values_conv():
     same_as_torch(lambda: F.conv2d(one, w1[:, :1]), lambda: TF.conv2d(one, w1[:, :1]))
     w64 = W.double()
     torch.testing.assert_close(F.conv2d(big.double(), w64, padding=1), TF.conv2d(big.double(), w64, padding=1))
+    # gradients: a NaN or +-inf input makes the weight gradient NaN or +-inf exactly where torch's is
+    # (a non-finite weight: test_conv2d.py's test_input_gradient_with_a_nonfinite_weight_matches_torch)
+    ref, g, expected = gradients_of(lambda x, w: TF.conv2d(x, w, padding=1), [nonfinite, W])
+    _, _, actual = gradients_of(lambda x, w: F.conv2d(x, w, padding=1), [nonfinite, W], g)
+    for a, e in zip(actual, expected):
+        same_nonfinite_pattern(a, e)
 
 
 # -------------------------------------------------------------------- backward: bad grad_output
@@ -383,55 +419,30 @@ def fused_operator_checks_its_arguments():
 
 
 # ------------------------------------------------------------------------------ the harness
-def _child_main(names):
-    """Runs the named cases in this process; one JSON line per case on stdout."""
-    for name in names:
-        print(json.dumps({"begin": name}), flush=True)
-        torch.manual_seed(0)
-        try:
-            CASES[name]()
-            result = "ok"
-        except BaseException as e:  # noqa: BLE001  (the parent reports it)
-            result = f"{type(e).__name__}: {e}"
-        print(json.dumps({"name": name, "result": result}), flush=True)
+def run_case(name):
+    """Runs in the child: one case, "ok" or its exception on one line."""
+    torch.manual_seed(0)
+    try:
+        CASES[name]()
+    except BaseException as e:  # noqa: BLE001  (reported by the parent)
+        return f"{type(e).__name__}: {e}"
+    return "ok"
 
 
-_RESULTS = {}
-
-
-def _run_children():
-    here = os.path.dirname(os.path.abspath(__file__))
-    root = os.path.dirname(here)
-    pending = list(CASES)
-    while pending:
-        code = (
-            f"import sys; sys.path[:0] = [{here!r}, {root!r}]; import test_bad_inputs as t; t._child_main(sys.argv[1:])"
-        )
-        proc = subprocess.run(
-            [sys.executable, "-c", code, *pending], capture_output=True, text=True, timeout=600, cwd=root
-        )
-        running = None
-        for line in proc.stdout.splitlines():
-            if not line.startswith("{"):
-                continue
-            msg = json.loads(line)
-            if "begin" in msg:
-                running = msg["begin"]
-            else:
-                _RESULTS[msg["name"]] = msg["result"]
-                running = None
-        if running is None and proc.returncode != 0 and not any(n in _RESULTS for n in pending):
-            raise RuntimeError(f"the child process failed before any case ran:\n{proc.stderr[-3000:]}")
-        if running is not None:  # it crashed in the middle of this case
-            _RESULTS[running] = f"crashed (exit {proc.returncode}):\n{proc.stderr[-3000:]}"
-        pending = [n for n in pending if n not in _RESULTS]
+@pytest.fixture(scope="module")
+def child():
+    c = Child()
+    yield c
+    c.close()
 
 
 @pytest.mark.parametrize("name", list(CASES))
-def test_bad_input(name):
-    if name not in _RESULTS:
-        _run_children()
-    assert _RESULTS[name] == "ok", _RESULTS[name]
+def test_bad_input(child, name):
+    try:
+        result = child.call(run_case, name)
+    except ChildCrashed as e:  # the child's stderr, in the captured output, says where
+        result = str(e)
+    assert result == "ok", result
 
 
 def test_catalogue_is_large_enough():

@@ -3,7 +3,7 @@
 import pytest
 import torch
 import torch.nn.functional as F
-from common import assert_close, clone_leaf, grads, make_input
+from common import assert_close, assert_no_worse_than_torch, clone_leaf, grads, make_input
 
 from lenet_ext import functional as LF
 
@@ -36,11 +36,18 @@ def test_matches_unfused_torch(cfg, dtype, device):
         assert_close(a, e)
 
 
-def test_bfloat16_against_float32():
-    x, w, b = torch.randn(2, 1, 12, 12), torch.randn(6, 1, 5, 5), torch.randn(6)
-    out = LF.conv2d_sigmoid_avgpool2d(x.bfloat16(), w.bfloat16(), b.bfloat16(), padding=2)
+def test_bfloat16_forward_and_gradients_against_float64():
+    x, w, b = (
+        t.bfloat16().requires_grad_() for t in (torch.randn(2, 1, 12, 12), torch.randn(6, 1, 5, 5), torch.randn(6))
+    )
+    ours_in, exact_in = [clone_leaf(t) for t in (x, w, b)], [clone_leaf(t.double()) for t in (x, w, b)]
+    out = LF.conv2d_sigmoid_avgpool2d(*ours_in, padding=2)
+    ref, exact = reference(x, w, b, dict(padding=2), 2), reference(*exact_in, dict(padding=2), 2)
     assert out.dtype == torch.bfloat16
-    torch.testing.assert_close(out.float(), reference(x, w, b, dict(padding=2), 2), rtol=2e-2, atol=2e-2)
+    assert_no_worse_than_torch(out, ref, exact)
+    g = torch.randn_like(ref)
+    for a, e, x64 in zip(grads(out, ours_in, g), grads(ref, [x, w, b], g), grads(exact, exact_in, g.double())):
+        assert_no_worse_than_torch(a, e, x64)
 
 
 def test_gradcheck_and_opcheck():

@@ -317,12 +317,15 @@ at::Tensor flipped_transposed(const at::Tensor& w, const Conv2dParams& p) {
 }
 
 // The input gradient: for stride 1, as a convolution by pixel tiles (whenever that convolution exists);
-// by im2col + col2im otherwise.
+// by im2col + col2im otherwise. That convolution also multiplies the zero padding of grad_output by the
+// weight: with an inf or NaN weight the products are NaN where torch, which never forms them, is finite,
+// so such weights take im2col, whose col2im adds only real contributions.
 enum class GradInputKernel { kIm2col, kPixelTiles };
 
 template <typename scalar_t>
 at::Tensor conv2d_grad_input_any(const at::Tensor& go, const at::Tensor& w, const Conv2dParams& p) {
-  const at::Tensor wt = is_stride1(p.win) ? flipped_transposed(w, p) : at::Tensor();
+  const bool as_conv_exact = is_stride1(p.win) && w.isfinite().all().item<bool>();
+  const at::Tensor wt = as_conv_exact ? flipped_transposed(w, p) : at::Tensor();
   const std::optional<Conv2dParams> q = wt.defined() ? grad_input_as_conv_params(go, wt, p) : std::nullopt;
   const auto run = [&](GradInputKernel k) {
     if (k == GradInputKernel::kIm2col) {
@@ -370,13 +373,14 @@ at::Tensor conv2d_forward_cpu(const at::Tensor& input, const at::Tensor& weight,
   const at::Tensor x = to_compute(input), w = to_compute(weight);
   const std::optional<at::Tensor> b = bias ? std::optional<at::Tensor>(to_compute(*bias)) : std::nullopt;
   at::Tensor out = at::empty({p.batch, p.out_channels, p.win.out[0], p.win.out[1]}, x.options());
+  const at::MemoryFormat fmt = conv2d_memory_format(input, weight);
   if (out.numel() == 0) {
-    return out.to(input.scalar_type());
+    return out.to(input.scalar_type(), false, false, fmt);
   }
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "conv2d_forward_cpu", [&] {
     conv2d_forward_any<scalar_t>(x, w, b ? &*b : nullptr, out, p);
   });
-  return out.to(input.scalar_type());
+  return out.to(input.scalar_type(), false, false, fmt);
 }
 
 std::tuple<std::optional<at::Tensor>, std::optional<at::Tensor>, std::optional<at::Tensor>> conv2d_backward_cpu(
@@ -387,13 +391,14 @@ std::tuple<std::optional<at::Tensor>, std::optional<at::Tensor>, std::optional<a
   check_grad_output("lenet_ext.conv2d_backward", grad_output,
                     {p.batch, p.out_channels, p.win.out[0], p.win.out[1]}, input);
   const at::Tensor go = to_compute(grad_output);
+  const at::MemoryFormat fmt = conv2d_memory_format(input, weight);
   std::optional<at::Tensor> gx, gw, gb;
   AT_DISPATCH_FLOATING_TYPES(go.scalar_type(), "conv2d_backward_cpu", [&] {
     if (output_mask[0]) {
-      gx = conv2d_grad_input_any<scalar_t>(go, to_compute(weight), p).to(input.scalar_type());
+      gx = conv2d_grad_input_any<scalar_t>(go, to_compute(weight), p).to(input.scalar_type(), false, false, fmt);
     }
     if (output_mask[1]) {
-      gw = conv2d_grad_weight_any<scalar_t>(go, to_compute(input), p).to(input.scalar_type());
+      gw = conv2d_grad_weight_any<scalar_t>(go, to_compute(input), p).to(input.scalar_type(), false, false, fmt);
     }
     if (output_mask[2]) {
       gb = conv2d_grad_bias<scalar_t>(go, p).to(input.scalar_type());

@@ -583,8 +583,9 @@ at::Tensor conv2d_forward_cuda(const at::Tensor& input, const at::Tensor& weight
   cuda::check_cuda(op, "weight", weight, input);
   const c10::cuda::CUDAGuard guard(input.device());
   at::Tensor out = at::empty({p.batch, p.out_channels, p.win.out[0], p.win.out[1]}, input.options());
+  const at::MemoryFormat fmt = conv2d_memory_format(input, weight);
   if (out.numel() == 0) {
-    return out;
+    return out.contiguous(fmt);
   }
   const at::Tensor x = input.contiguous(), w = weight.contiguous();
   const std::optional<at::Tensor> b = bias ? std::optional<at::Tensor>(bias->contiguous()) : std::nullopt;
@@ -593,7 +594,7 @@ at::Tensor conv2d_forward_cuda(const at::Tensor& input, const at::Tensor& weight
       conv2d_forward_impl<scalar_t, decltype(index_zero)>(x, w, b ? &*b : nullptr, out, p);
     });
   });
-  return out;
+  return out.contiguous(fmt);
 }
 
 std::tuple<std::optional<at::Tensor>, std::optional<at::Tensor>, std::optional<at::Tensor>> conv2d_backward_cuda(
@@ -633,7 +634,8 @@ std::tuple<std::optional<at::Tensor>, std::optional<at::Tensor>, std::optional<a
       }
     });
   });
-  return {gx, gw, gb};
+  const at::MemoryFormat fmt = conv2d_memory_format(input, weight);
+  return {gx ? gx->contiguous(fmt) : gx, gw ? gw->contiguous(fmt) : gw, gb};
 }
 
 }  // namespace
