@@ -44,8 +44,13 @@ dtypes = st.sampled_from([torch.float64, torch.float32])
 
 # Each CPU kernel variant the comparisons force in turn. An instruction-set level (a future
 # lenet_ext.backends.cpu_isa) is one more entry: a context manager factory and its id.
+# Each CPU algorithm at the best level, and each lower instruction-set level this machine runs (a
+# separately compiled copy of the tile kernels) under the automatic choice.
 CPU_VARIANTS = [
     pytest.param(lambda a=a: lenet_ext.backends.conv_algorithm(a), id=a) for a in lenet_ext.backends.ALGORITHMS
+] + [
+    pytest.param(lambda level=level: lenet_ext.backends.cpu_isa(level), id=level)
+    for level in lenet_ext.backends.available_cpu_isas()[:-1]
 ]
 
 
