@@ -85,23 +85,32 @@ enum class ForwardKernel { kIm2col, kPixelTiles, kChannelTiles };
 enum class WeightGradKernel { kIm2col, kPixelTiles, kChannelTiles };
 
 // Forward:
-//   pixel tiles    every stride-1 convolution, pointwise and deep ones included;
-//   channel tiles  strided, at least 4 output channels per group, not 1x1;
-//   im2col         the rest: strided 1x1 (a gather, then one matrix product), and strided convolutions
-//                  with 1 to 3 channels per group (a channel tile would be mostly padding).
+//   pixel tiles    stride-1 convolutions up to kDeepTaps taps per output, 1x1 ones included;
+//   channel tiles  strided, at least 4 output channels per group, not 1x1, up to kDeepTaps taps, and at
+//                  most 64 channels per group on a level with 16 registers (there a group of 16 output
+//                  channels takes two or four registers, and the tile holds few pixels);
+//   im2col         the rest: deep convolutions (512 -> 512 3x3 has 4608 taps), strided 1x1 (a gather,
+//                  then one matrix product), strided ones with 1 to 3 channels per group (a channel
+//                  tile would be mostly padding), wide strided ones at 16 registers.
 // Measured (single-thread CPU time against torch, AMD EPYC Zen 5, at AVX-512 and at AVX2 with torch's
-// oneDNN and MKL held to AVX2 too): the direct kernels beat im2col on every stride-1 row, by 1.3-2.8x
-// on 1x1 layers (24 -> 144 on 56x56, 96 -> 576 on 14x14) and 1.2-2x on 512 -> 512 on 7x7; channel tiles
-// beat it on the strided 7x7 stem (1.3-1.7x) and 128 -> 256 stride 2 (1.0-1.3x), and lose on a strided
-// 1x1 (0.8-0.9x). On an Intel Xeon with AVX-512, whose MKL is faster than on AMD, im2col won 256 -> 256
-// 3x3 by about 10%; lenet_ext.backends.benchmark finds such shapes.
+// oneDNN and MKL held to AVX2 too): the direct kernels beat im2col by 1.3-2.3x on 1x1 layers (24 -> 144
+// on 56x56, 96 -> 576 on 14x14) and 64 -> 64 / 128 -> 128 3x3; channel tiles beat it on the strided 7x7
+// stem (1.5-1.8x) and on 128 -> 256 stride 2 at AVX-512 (1.3x), but not at AVX2 (0.9x); im2col wins
+// 512 -> 512 on 7x7 at AVX2 (2x) and ties at AVX-512. On an Intel Xeon with AVX-512, whose MKL is faster
+// than on AMD, im2col won 256 -> 256 3x3 by about 10%; lenet_ext.backends.benchmark finds such shapes.
+constexpr int64_t kDeepTaps = 1152;  // 128 channels x 3x3
+
 ForwardKernel heuristic_forward(const Conv2dParams& p) {
   const ConvDims d(p);
+  if (d.K > kDeepTaps) {
+    return ForwardKernel::kIm2col;
+  }
   if (is_stride1(p.win)) {
     return ForwardKernel::kPixelTiles;
   }
   const bool pointwise = d.KH == 1 && d.KW == 1;
-  return d.Og >= 4 && !pointwise ? ForwardKernel::kChannelTiles : ForwardKernel::kIm2col;
+  const bool narrow_enough = d.Og <= 64 || cpu::active_kernels().shape.registers >= 32;
+  return d.Og >= 4 && !pointwise && narrow_enough ? ForwardKernel::kChannelTiles : ForwardKernel::kIm2col;
 }
 
 // What "direct" means for a forward: the direct kernel that fits the stride.
@@ -110,17 +119,17 @@ ForwardKernel direct_forward(const Conv2dParams& p) {
 }
 
 // Weight gradient: pixel tiles (taps x positions) for stride 1 and at most 3 output channels per group
-// (depthwise); channel tiles (taps x vectors of output channels) for 4 or more, except 1x1 convolutions,
-// whose weight gradient is one matrix product (im2col reads them in place); im2col otherwise. Measured as
-// above: channel tiles beat im2col on 64 -> 64 and 128 -> 128 3x3 (1.3-2x), the stem (1.3-1.7x) and
-// 512 -> 512 on 7x7, and lose on 1x1 layers (0.55-0.75x).
+// (depthwise); channel tiles (taps x vectors of output channels) for 4 or more, up to kDeepTaps taps,
+// except 1x1 convolutions, whose weight gradient is one matrix product (im2col reads them in place);
+// im2col otherwise. Measured as above: channel tiles beat im2col on 64 -> 64 and 128 -> 128 3x3
+// (1.3-2.3x) and the stem (1.3-1.7x), and lose on 1x1 layers and 512 -> 512 on 7x7.
 WeightGradKernel heuristic_weight_grad(const Conv2dParams& p) {
   const ConvDims d(p);
   const bool pointwise = d.KH == 1 && d.KW == 1;
-  if (is_stride1(p.win) && d.Og <= 3) {
+  if (is_stride1(p.win) && d.Og <= 3 && d.K <= kDeepTaps) {
     return WeightGradKernel::kPixelTiles;
   }
-  return d.Og >= 4 && !pointwise ? WeightGradKernel::kChannelTiles : WeightGradKernel::kIm2col;
+  return d.Og >= 4 && !pointwise && d.K <= kDeepTaps ? WeightGradKernel::kChannelTiles : WeightGradKernel::kIm2col;
 }
 
 // "direct" forces whichever direct kernel fits; with 4 or more channels that is channel tiles.
@@ -316,8 +325,8 @@ at::Tensor flipped_transposed(const at::Tensor& w, const Conv2dParams& p) {
       .contiguous();
 }
 
-// The input gradient: for stride 1, as a convolution by pixel tiles (whenever that convolution exists);
-// by im2col + col2im otherwise. That convolution also multiplies the zero padding of grad_output by the
+// The input gradient: for stride 1, as a convolution by pixel tiles when that convolution exists and the
+// forward's heuristic gives it to the pixel tiles; by im2col + col2im otherwise. That convolution also multiplies the zero padding of grad_output by the
 // weight: with an inf or NaN weight the products are NaN where torch, which never forms them, is finite,
 // so such weights take im2col, whose col2im adds only real contributions.
 enum class GradInputKernel { kIm2col, kPixelTiles };
