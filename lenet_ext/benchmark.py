@@ -719,7 +719,8 @@ def run(args, rows):
     min_time = args.min_time or (None if args.quick else 0.05 if device.type == "cuda" else 0.15)
 
     info = machine_info(device)
-    print(f"{info['device_name']}, {info['threads']} threads, torch {info['torch']}", flush=True)
+    tf32 = ", TF32 off (both sides full float32)" if device.type == "cuda" else ""
+    print(f"{info['device_name']}, {info['threads']} threads, torch {info['torch']}{tf32}", flush=True)
     ceilings = measure_ceilings(device, quick=args.quick, min_run_time=0.01 if args.quick else 0.2)
     records = []
     for row in rows:
