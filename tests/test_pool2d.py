@@ -171,7 +171,8 @@ def _op_conf(cfg):
     return _pair(k), _pair(s if s is not None else k), _pair(p), ceil, include_pad, divisor
 
 
-@pytest.mark.parametrize("native", [False, True], ids=["planar", "native"])
+# ids without "native": scripts/gpu_check.sh counts the tests named so as GPU runs of the native kernels
+@pytest.mark.parametrize("native", [False, True], ids=["planar", "nhwc"])
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last", "sliced"])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16])
 def test_cuda_kernels_on_host_match_torch(native, layout, dtype):
