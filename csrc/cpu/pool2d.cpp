@@ -540,7 +540,7 @@ at::Tensor avg_pool2d_forward_cpu(const at::Tensor& input, c10::IntArrayRef kern
                                   std::optional<int64_t> divisor_override) {
   constexpr const char* op = "avg_pool2d_forward";
   check_pool_input(PoolOp::AvgForward, input);
-  pool_divisor(op, divisor_override);
+  pool_divisor(op, divisor_override);  // rejects an explicit 0 (the kernels below read the optional)
   const Pool2dParams p = make_pool2d_params(op, input, kernel_size, stride, padding, {1, 1}, ceil_mode);
   const auto fmt = pool_format(input);
   const at::Tensor x = to_compute(input, fmt);
@@ -659,7 +659,7 @@ at::Tensor avg_pool2d_backward_cpu(const at::Tensor& grad_output, const at::Tens
                                    bool ceil_mode, bool count_include_pad, std::optional<int64_t> divisor_override) {
   constexpr const char* op = "avg_pool2d_backward";
   check_pool_input(PoolOp::AvgBackward, input);
-  pool_divisor(op, divisor_override);
+  pool_divisor(op, divisor_override);  // rejects an explicit 0 (the kernels below read the optional)
   const Pool2dParams p = make_pool2d_params(op, input, kernel_size, stride, padding, {1, 1}, ceil_mode);
   check_grad_output(op, grad_output, {p.batch, p.channels, p.win.out[0], p.win.out[1]}, input);
   const auto fmt = pool_format(input);
