@@ -64,6 +64,7 @@ step() {
 # counts NAME LOG: pass/fail counts of a pytest -v log, from its per-test lines (so a run cut short by
 # its time limit still reports what finished), into summary.txt and counts.json.
 counts() {
+  [ -f "$2" ] || return 0
   "$python" - "$1" "$2" "$out/counts.json" <<'EOF' | tee -a "$summary"
 import json, re, sys
 name, log, path = sys.argv[1:]
@@ -140,7 +141,7 @@ for candidate in "${CUDA_HOME:-/usr/local/cuda}/bin/compute-sanitizer" \
 done
 if [ -n "$sanitizer" ]; then
   step memcheck 90 "$out/memcheck.log" "$sanitizer" --tool memcheck --error-exitcode 1 "$python" scripts/cuda_smoke.py
-  grep -E "ERROR SUMMARY|cuda_smoke" "$out/memcheck.log" >>"$summary"
+  [ -f "$out/memcheck.log" ] && grep -E "ERROR SUMMARY|cuda_smoke" "$out/memcheck.log" >>"$summary"
 else
   note "FAIL  memcheck: compute-sanitizer not found"
   failed=1
@@ -152,7 +153,7 @@ step bench 90 "$out/bench.log" "$python" -m lenet_ext bench --device cuda --json
 
 # 5. training
 step train 60 "$out/train.log" "$python" -m lenet_ext train --device cuda --epochs 3 --json "$out/train.json"
-grep -E "TF32|loss gap|twin" "$out/train.log" | tail -3 >>"$summary"
+[ -f "$out/train.log" ] && grep -E "TF32|loss gap|twin" "$out/train.log" | tail -3 >>"$summary"
 
 # 6. the rest of the suite
 OMP_NUM_THREADS=$threads step pytest-rest 150 "$out/pytest-rest.log" \
