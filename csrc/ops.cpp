@@ -73,9 +73,10 @@ TORCH_LIBRARY(lenet_ext, m) {
   // channels_last; -1 only reads it. Returns the previous setting. Used by lenet_ext.backends.cuda_pool_layout.
   m.def("_set_cuda_pool_layout(int layout) -> int");
   // Private: the CUDA pooling operator `op` computed on CPU tensors by the CUDA kernels' own work items,
-  // so tests check their index arithmetic without a GPU. Returns (result, indices of max_pool2d_forward).
+  // so tests check their index arithmetic without a GPU; int64_index forces the int64 work items.
+  // Returns (result, indices of max_pool2d_forward).
   m.def(
       "_cuda_pool2d_on_host(str op, Tensor input, Tensor? grad_output, Tensor? indices, int[2] kernel_size, "
       "int[2] stride, int[2] padding, int[2] dilation, bool ceil_mode, bool count_include_pad, "
-      "int? divisor_override, bool native_nhwc) -> (Tensor, Tensor?)");
+      "int? divisor_override, bool native_nhwc, bool int64_index=False) -> (Tensor, Tensor?)");
 }

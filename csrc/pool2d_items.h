@@ -527,7 +527,8 @@ struct AvgBackwardNhwc {
 
 // ----------------------------------------------------------------------------------------- host side
 // The operators' bodies, shared by the CUDA entry points and the host emulation. `run(op, n)` runs the
-// work item op on items [0, n): cuda/pool2d.cu launches a grid-stride kernel, shape.cpp loops.
+// work item op on items [0, n): cuda/pool2d.cu launches a grid-stride kernel, shape.cpp loops. A runner
+// whose `int64_index` is set gets int64 work items even for small tensors (the host tests use it).
 //
 // Layout: a channels_last input gives channels_last results (pool_output_format). The planar kernels,
 // the default, read it through one copy to NCHW and write the results back through another; with
@@ -629,7 +630,7 @@ std::tuple<at::Tensor, at::Tensor> max_pool2d_forward_impl(const Runner& run, bo
       with_indices ? at::empty(output_sizes(p), x.options().dtype(at::kLong).memory_format(l.compute)) : at::Tensor();
   if (out.numel() > 0) {
     AT_DISPATCH_V2(x.scalar_type(), "max_pool2d_forward", AT_WRAP([&] {
-                     with_index_type(small_indices(p), [&](auto index_zero) {
+                     with_index_type(!run.int64_index && small_indices(p), [&](auto index_zero) {
                        using index_t = decltype(index_zero);
                        const scalar_t* xp = x.const_data_ptr<scalar_t>();
                        scalar_t* yp = out.mutable_data_ptr<scalar_t>();
@@ -666,7 +667,7 @@ at::Tensor max_pool2d_backward_impl(const Runner& run, const at::Tensor& grad_ou
   at::Tensor grad_in = at::empty(input.sizes(), input.options().memory_format(l.compute));
   if (grad_in.numel() > 0) {
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "max_pool2d_backward", [&] {
-      with_index_type(small_indices(p), [&](auto index_zero) {
+      with_index_type(!run.int64_index && small_indices(p), [&](auto index_zero) {
         using index_t = decltype(index_zero);
         const scalar_t* gop = go.const_data_ptr<scalar_t>();
         const int64_t* ip = idx.const_data_ptr<int64_t>();
@@ -697,7 +698,7 @@ at::Tensor avg_pool2d_forward_impl(const Runner& run, const at::Tensor& input, c
   at::Tensor out = at::empty(output_sizes(p), x.options().memory_format(l.compute));
   if (out.numel() > 0) {
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "avg_pool2d_forward", [&] {
-      with_index_type(small_indices(p, rule.divisor_override), [&](auto index_zero) {
+      with_index_type(!run.int64_index && small_indices(p, rule.divisor_override), [&](auto index_zero) {
         using index_t = decltype(index_zero);
         const scalar_t* xp = x.const_data_ptr<scalar_t>();
         scalar_t* yp = out.mutable_data_ptr<scalar_t>();
@@ -728,7 +729,7 @@ at::Tensor avg_pool2d_backward_impl(const Runner& run, const at::Tensor& grad_ou
   at::Tensor grad_in = at::empty(input.sizes(), input.options().memory_format(l.compute));
   if (grad_in.numel() > 0) {
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "avg_pool2d_backward", [&] {
-      with_index_type(small_indices(p, rule.divisor_override), [&](auto index_zero) {
+      with_index_type(!run.int64_index && small_indices(p, rule.divisor_override), [&](auto index_zero) {
         using index_t = decltype(index_zero);
         const scalar_t* gop = go.const_data_ptr<scalar_t>();
         scalar_t* gip = grad_in.mutable_data_ptr<scalar_t>();

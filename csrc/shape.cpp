@@ -235,6 +235,8 @@ bool pool2d_accepts(c10::string_view op, at::ScalarType dtype) {
 // Runs a CUDA pooling kernel's work items one after another on the host: the same code the GPU runs,
 // minus the launch.
 struct HostRunner {
+  bool int64_index;
+
   template <typename Op>
   void operator()(const Op& op, int64_t n) const {
     using index_t = typename Op::index_type;
@@ -258,10 +260,11 @@ std::tuple<at::Tensor, std::optional<at::Tensor>> cuda_pool2d_on_host(
     bool ceil_mode,
     bool count_include_pad,
     std::optional<int64_t> divisor_override,
-    bool native_nhwc) {
+    bool native_nhwc,
+    bool int64_index) {
   constexpr const char* name = "lenet_ext._cuda_pool2d_on_host";
   TORCH_CHECK(input.device().is_cpu(), name, ": expected CPU tensors");
-  const HostRunner run;
+  const HostRunner run{int64_index};
   auto needs = [&](const std::optional<at::Tensor>& t, const char* what) -> const at::Tensor& {
     TORCH_CHECK(t.has_value(), name, ": ", op, " needs ", what);
     return *t;

@@ -1,5 +1,7 @@
 """max_pool2d / avg_pool2d against torch.nn.functional: values, indices, gradients, layouts, errors."""
 
+import functools
+
 import pytest
 import torch
 import torch.nn.functional as TF
@@ -148,14 +150,14 @@ def test_integer_max_pool2d_matches_torch(device, dtype, layout):
 # _cuda_pool2d_on_host runs the CUDA operators' bodies and work items (csrc/pool2d_items.h) with a plain
 # host loop in place of the kernel launch, so every machine checks their index arithmetic, both kernel
 # families for channels_last, every vector width and both index types' code.
-def _host(op, x, *conf, native, grad=None, indices=None, avg=False):
+def _host(op, x, *conf, native, grad=None, indices=None, avg=False, int64_index=False):
     if avg:
         k, s, p, ceil, include_pad, divisor = conf
         args = (k, s, p, [1, 1], ceil, include_pad, divisor)
     else:
         k, s, p, d, ceil = conf
         args = (k, s, p, d, ceil, True, None)
-    return ops._cuda_pool2d_on_host(op, x, grad, indices, *args, native)
+    return ops._cuda_pool2d_on_host(op, x, grad, indices, *args, native, int64_index)
 
 
 def _pair(v):
@@ -174,23 +176,28 @@ def _op_conf(cfg):
 # ids without "native": scripts/gpu_check.sh counts the tests named so as GPU runs of the native kernels
 @pytest.mark.parametrize("native", [False, True], ids=["planar", "nhwc"])
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last", "sliced"])
-@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16])
-def test_cuda_kernels_on_host_match_torch(native, layout, dtype):
+@pytest.mark.parametrize(
+    "dtype,int64_index",
+    [(torch.float64, False), (torch.float32, False), (torch.float16, False), (torch.float32, True)],
+    ids=["float64", "float32", "float16", "float32-int64-index"],
+)
+def test_cuda_kernels_on_host_match_torch(native, layout, dtype, int64_index):
     channels = 8  # with float16, float32, float64: vector widths 8, 4, 2 on the native path
+    host = functools.partial(_host, native=native, int64_index=int64_index)
     for cfg in [c for c in MAX_CONFIGS if len(c[0]) == 4]:
         shape = (cfg[0][0], channels, *cfg[0][2:])
         x = make_input(shape, dtype, "cpu", layout, distinct=True)
         conf = _op_conf(cfg)
-        out, idx = _host("max_pool2d_forward", x, *conf, native=native)
+        out, idx = host("max_pool2d_forward", x, *conf)
         ref, ref_idx = TF.max_pool2d(x.float(), *cfg[1:], return_indices=True)
         assert torch.equal(out.float(), ref) and torch.equal(idx, ref_idx), cfg
-        assert torch.equal(_host("max_pool2d_forward_values", x, *conf, native=native)[0].float(), ref)
+        assert torch.equal(host("max_pool2d_forward_values", x, *conf)[0].float(), ref)
         if layout == "channels_last" and shape[0] > 0:
             assert out.is_contiguous(memory_format=torch.channels_last)
         g = torch.randn(ref.shape, dtype=dtype)
         xd = x.double().requires_grad_()
         (want,) = torch.autograd.grad(TF.max_pool2d(xd, *cfg[1:]), xd, g.double())
-        got, _ = _host("max_pool2d_backward", x, *conf, native=native, grad=g, indices=idx)
+        got, _ = host("max_pool2d_backward", x, *conf, grad=g, indices=idx)
         assert_close(got.double(), want, dtype=dtype)
     for cfg in [c for c in AVG_CONFIGS if len(c[0]) == 4]:
         shape = (cfg[0][0], channels, *cfg[0][2:])
@@ -198,11 +205,11 @@ def test_cuda_kernels_on_host_match_torch(native, layout, dtype):
         conf = _op_conf(cfg)
         xd = x.double().requires_grad_()
         ref = TF.avg_pool2d(xd, *cfg[1:])
-        out, _ = _host("avg_pool2d_forward", x, *conf, native=native, avg=True)
+        out, _ = host("avg_pool2d_forward", x, *conf, avg=True)
         assert_close(out.double(), ref.detach(), dtype=dtype)
         g = torch.randn(ref.shape, dtype=dtype)
         (want,) = torch.autograd.grad(ref, xd, g.double())
-        got, _ = _host("avg_pool2d_backward", x, *conf, native=native, grad=g, avg=True)
+        got, _ = host("avg_pool2d_backward", x, *conf, grad=g, avg=True)
         assert_close(got.double(), want, dtype=dtype)
 
 

@@ -42,6 +42,8 @@ __global__ void run_items_kernel(Op op, index_t n) {
 }
 
 struct CudaRunner {
+  bool int64_index = false;  // int64 only where int32 could overflow
+
   template <typename Op>
   void operator()(const Op& op, int64_t n) const {
     using index_t = typename Op::index_type;
