@@ -73,4 +73,18 @@ TORCH_LIBRARY(lenet_ext, m) {
   m.def(
       "_valid_outputs(int n, int pad_begin, int pad_end, int kernel, int stride, int dilation, bool ceil_mode, "
       "int tap_index) -> int[]");
+
+  // Private: the pooling operators' accepted-input table (shape.h), read by the fake kernels in ops.py;
+  // true when operator `op` (a schema name above) takes dtype `dtype`.
+  m.def("_pool2d_accepts(str op, ScalarType dtype) -> bool");
+  // Selects the CUDA pooling kernels for channels_last inputs: 0 planar (copy to NCHW and back), 1 native
+  // channels_last; -1 only reads it. Returns the previous setting. Used by lenet_ext.backends.cuda_pool_layout.
+  m.def("_set_cuda_pool_layout(int layout) -> int");
+  // Private: the CUDA pooling operator `op` computed on CPU tensors by the CUDA kernels' own work items,
+  // so tests check their index arithmetic without a GPU; int64_index forces the int64 work items.
+  // Returns (result, indices of max_pool2d_forward).
+  m.def(
+      "_cuda_pool2d_on_host(str op, Tensor input, Tensor? grad_output, Tensor? indices, int[2] kernel_size, "
+      "int[2] stride, int[2] padding, int[2] dilation, bool ceil_mode, bool count_include_pad, "
+      "int? divisor_override, bool native_nhwc, bool int64_index=False) -> (Tensor, Tensor?)");
 }

@@ -6,7 +6,11 @@
 #include <c10/util/irange.h>
 #include <torch/library.h>
 
+#include <atomic>
+#include <string>
 #include <vector>
+
+#include "pool2d_items.h"
 
 namespace lenet_ext {
 
@@ -149,6 +153,155 @@ at::MemoryFormat conv2d_memory_format(const at::Tensor& input, const at::Tensor&
   return channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
 }
 
+const char* pool_op_name(PoolOp op) {
+  switch (op) {
+    case PoolOp::MaxForward:
+      return "max_pool2d_forward";
+    case PoolOp::MaxForwardValues:
+      return "max_pool2d_forward_values";
+    case PoolOp::MaxBackward:
+      return "max_pool2d_backward";
+    case PoolOp::AvgForward:
+      return "avg_pool2d_forward";
+    case PoolOp::AvgBackward:
+      return "avg_pool2d_backward";
+  }
+  TORCH_CHECK(false, "lenet_ext: unknown pooling operator");
+}
+
+bool pool_accepts_dtype(PoolOp op, at::ScalarType dtype) {
+  switch (dtype) {
+    case at::kFloat:
+    case at::kDouble:
+    case at::kHalf:
+    case at::kBFloat16:
+      return true;
+    case at::kByte:
+    case at::kChar:
+    case at::kShort:
+    case at::kInt:
+    case at::kLong:
+      return op == PoolOp::MaxForward || op == PoolOp::MaxForwardValues;
+    default:
+      return false;
+  }
+}
+
+void check_pool_input(PoolOp op, const at::Tensor& input) {
+  const char* name = pool_op_name(op);
+  TORCH_CHECK(input.dim() == 4, name, ": expected a 4D input (N, C, H, W), but got input of size: ", input.sizes());
+  TORCH_CHECK_NOT_IMPLEMENTED(pool_accepts_dtype(op, input.scalar_type()), "\"", name, "\" not implemented for '",
+                              c10::toString(input.scalar_type()), "'");
+}
+
+at::MemoryFormat pool_output_format(const at::Tensor& input) {
+  const bool channels_last =
+      input.dim() == 4 && !input.is_contiguous() && input.is_contiguous(at::MemoryFormat::ChannelsLast);
+  return channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+}
+
+void check_max_indices(const char* op, const at::Tensor& indices, c10::IntArrayRef sizes, const at::Tensor& input) {
+  TORCH_CHECK(indices.scalar_type() == at::kLong, op, ": expected indices of dtype Long, but got ",
+              indices.scalar_type());
+  TORCH_CHECK(indices.sizes() == sizes, op, ": expected indices of size ", sizes, ", but got ", indices.sizes());
+  TORCH_CHECK(indices.device() == input.device(), op, ": expected indices on ", input.device(), ", but got ",
+              indices.device());
+}
+
+int64_t pool_divisor(const char* op, const std::optional<int64_t>& divisor_override) {
+  TORCH_CHECK(!divisor_override.has_value() || *divisor_override != 0, op, ": divisor must be not zero");
+  return divisor_override.value_or(0);
+}
+
+namespace {
+
+// 0: planar kernels (the default), 1: native channels_last kernels.
+std::atomic<int> g_cuda_pool_layout{0};
+
+int64_t set_cuda_pool_layout(int64_t layout) {
+  TORCH_CHECK(layout >= -1 && layout <= 1, "lenet_ext._set_cuda_pool_layout: expected -1, 0 or 1, got ", layout);
+  return layout < 0 ? g_cuda_pool_layout.load() : g_cuda_pool_layout.exchange(static_cast<int>(layout));
+}
+
+}  // namespace
+
+bool cuda_pool_native_nhwc() {
+  return g_cuda_pool_layout.load() == 1;
+}
+
+namespace {
+
+bool pool2d_accepts(c10::string_view op, at::ScalarType dtype) {
+  for (const PoolOp p : {PoolOp::MaxForward, PoolOp::MaxForwardValues, PoolOp::MaxBackward, PoolOp::AvgForward,
+                         PoolOp::AvgBackward}) {
+    if (op == pool_op_name(p)) {
+      return pool_accepts_dtype(p, dtype);
+    }
+  }
+  TORCH_CHECK(false, "lenet_ext._pool2d_accepts: unknown pooling operator '", op, "'");
+}
+
+// Runs a CUDA pooling kernel's work items one after another on the host: the same code the GPU runs,
+// minus the launch.
+struct HostRunner {
+  bool int64_index;
+
+  template <typename Op>
+  void operator()(const Op& op, int64_t n) const {
+    using index_t = typename Op::index_type;
+    for (int64_t i = 0; i < n; ++i) {
+      op(static_cast<index_t>(i));
+    }
+  }
+};
+
+// The CUDA pooling operator named `op`, computed on CPU tensors by its own work items (pool2d_items.h).
+// Returns (output or input gradient, indices for max_pool2d_forward).
+std::tuple<at::Tensor, std::optional<at::Tensor>> cuda_pool2d_on_host(
+    c10::string_view op,
+    const at::Tensor& input,
+    const std::optional<at::Tensor>& grad_output,
+    const std::optional<at::Tensor>& indices,
+    c10::IntArrayRef kernel_size,
+    c10::IntArrayRef stride,
+    c10::IntArrayRef padding,
+    c10::IntArrayRef dilation,
+    bool ceil_mode,
+    bool count_include_pad,
+    std::optional<int64_t> divisor_override,
+    bool native_nhwc,
+    bool int64_index) {
+  constexpr const char* name = "lenet_ext._cuda_pool2d_on_host";
+  TORCH_CHECK(input.device().is_cpu(), name, ": expected CPU tensors");
+  const HostRunner run{int64_index};
+  auto needs = [&](const std::optional<at::Tensor>& t, const char* what) -> const at::Tensor& {
+    TORCH_CHECK(t.has_value(), name, ": ", op, " needs ", what);
+    return *t;
+  };
+  if (op == "max_pool2d_forward" || op == "max_pool2d_forward_values") {
+    const bool with_indices = op == "max_pool2d_forward";
+    auto [out, ind] = pool::max_pool2d_forward_impl(run, with_indices, input, kernel_size, stride, padding,
+                                                    dilation, ceil_mode, native_nhwc);
+    return {out, with_indices ? std::optional<at::Tensor>(ind) : std::nullopt};
+  }
+  if (op == "max_pool2d_backward") {
+    return {pool::max_pool2d_backward_impl(run, needs(grad_output, "grad_output"), input, needs(indices, "indices"),
+                                           kernel_size, stride, padding, dilation, ceil_mode, native_nhwc),
+            std::nullopt};
+  }
+  if (op == "avg_pool2d_forward") {
+    return {pool::avg_pool2d_forward_impl(run, input, kernel_size, stride, padding, ceil_mode, count_include_pad,
+                                          divisor_override, native_nhwc),
+            std::nullopt};
+  }
+  TORCH_CHECK(op == "avg_pool2d_backward", name, ": unknown pooling operator '", op, "'");
+  return {pool::avg_pool2d_backward_impl(run, needs(grad_output, "grad_output"), input, kernel_size, stride, padding,
+                                         ceil_mode, count_include_pad, divisor_override, native_nhwc),
+          std::nullopt};
+}
+
+}  // namespace
+
 namespace {
 
 // The private operators behind tests/test_shape_math.py: one dimension, repeated for height and width
@@ -187,6 +340,9 @@ std::vector<int64_t> valid_outputs_op(
 TORCH_LIBRARY_IMPL(lenet_ext, CompositeExplicitAutograd, m) {
   m.impl("_window_output_size", &window_output_size_op);
   m.impl("_valid_outputs", &valid_outputs_op);
+  m.impl("_pool2d_accepts", &pool2d_accepts);
+  m.impl("_set_cuda_pool_layout", &set_cuda_pool_layout);
+  m.impl("_cuda_pool2d_on_host", &cuda_pool2d_on_host);
 }
 
 }  // namespace lenet_ext

@@ -137,4 +137,37 @@ void check_grad_output(const char* op, const at::Tensor& grad, c10::IntArrayRef 
 // lenet_ext/ops.py's _conv_memory_format mirrors it for the fake kernels.
 at::MemoryFormat conv2d_memory_format(const at::Tensor& input, const at::Tensor& weight);
 
+// ------------------------------------------------------------- what the pooling operators accept
+// One table for the CPU kernels, the CUDA kernels and the fake kernels (ops.py reads it through the
+// private operator _pool2d_accepts), so that every path accepts the same inputs:
+//   rank    4 (N, C, H, W) for every tensor argument; functional.py adds the batch dimension of a 3D input;
+//   layout  any strides; a channels_last input that is not also contiguous gives channels_last results,
+//           every other input gives contiguous ones (pool_output_format);
+//   dtype   float32, float64, float16, bfloat16; the max forwards also the integer types torch's
+//           max_pool2d takes (uint8, int8, int16, int32, int64); no backward takes integers.
+// Anything else is rejected before any memory is touched: a rank with a RuntimeError, a dtype with
+// torch's NotImplementedError wording ("<op>" not implemented for '<dtype>').
+enum class PoolOp { MaxForward, MaxForwardValues, MaxBackward, AvgForward, AvgBackward };
+
+// The operator's schema name, which the messages use on every device.
+const char* pool_op_name(PoolOp op);
+
+bool pool_accepts_dtype(PoolOp op, at::ScalarType dtype);
+
+// Rank, then dtype.
+void check_pool_input(PoolOp op, const at::Tensor& input);
+
+at::MemoryFormat pool_output_format(const at::Tensor& input);
+
+// max_pool2d_backward's indices: int64, the output's sizes, the input's device.
+void check_max_indices(const char* op, const at::Tensor& indices, c10::IntArrayRef sizes, const at::Tensor& input);
+
+// avg_pool2d's divisor_override as the kernels take it: 0 for none; an explicit 0 is torch's error.
+int64_t pool_divisor(const char* op, const std::optional<int64_t>& divisor_override);
+
+// Which CUDA kernels pool a channels_last input (lenet_ext.backends.cuda_pool_layout): false, the
+// default, copies it to NCHW for the planar kernels and the result back; true runs the channels_last
+// kernels on it as it is. Process-wide; read once per call.
+bool cuda_pool_native_nhwc();
+
 }  // namespace lenet_ext

@@ -1,4 +1,4 @@
-"""Settings of the CPU conv2d kernels: algorithm, instruction-set level, autotuning.
+"""Settings of the kernels: CPU conv2d algorithm, CPU instruction-set level, autotuning, CUDA pooling layout.
 
     lenet_ext.backends.conv_algorithm("direct")   # force one algorithm
     with lenet_ext.backends.conv_algorithm("im2col"):
@@ -25,6 +25,9 @@ runs is picked at import (``csrc/cpu/dispatch.cpp``). The environment variable `
 pass (forward, input gradient, weight gradient) for a new shape, dtype, level and thread count times the
 candidate algorithms and keeps the fastest for the rest of the process; ``conv_algorithm`` other than
 ``"auto"`` still wins.
+
+``cuda_pool_layout``: which CUDA kernels pool a channels_last input (see the class); ``tf32_disabled``:
+full float32 in torch's own CUDA convolutions inside a block, for fair comparisons.
 
 All settings are process-wide.
 """
@@ -100,6 +103,54 @@ def cpu_isa(level=None):
 def available_cpu_isas():
     """The levels this CPU (and this build) can run, lowest first."""
     return tuple(name for code, name in enumerate(CPU_ISAS) if _ops._cpu_isa_supported(code))
+
+
+# ------------------------------------------------------------------------------- CUDA pooling layout
+CUDA_POOL_LAYOUTS = ("planar", "native")
+
+
+class cuda_pool_layout(contextlib.ContextDecorator):
+    """Chooses the CUDA pooling kernels for channels_last inputs; also a context manager.
+
+    ``"planar"`` (the default) copies a channels_last input to NCHW, runs the planar kernels and copies
+    the result back to channels_last. ``"native"`` runs kernels that read and write channels_last as it is,
+    a vector of channels per access: no copies, but not yet verified on a GPU (see the table at the top
+    of ``csrc/cuda/pool2d.cu``), so opt-in. Either way the result is channels_last. Process-wide; no effect
+    on the CPU kernels.
+    """
+
+    def __init__(self, name):
+        if name not in CUDA_POOL_LAYOUTS:
+            raise ValueError(f"cuda_pool_layout must be one of {CUDA_POOL_LAYOUTS}, got {name!r}")
+        self.previous = CUDA_POOL_LAYOUTS[_ops._set_cuda_pool_layout(CUDA_POOL_LAYOUTS.index(name))]
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        _ops._set_cuda_pool_layout(CUDA_POOL_LAYOUTS.index(self.previous))
+        return False
+
+
+def current_cuda_pool_layout():
+    return CUDA_POOL_LAYOUTS[_ops._set_cuda_pool_layout(-1)]
+
+
+@contextlib.contextmanager
+def tf32_disabled():
+    """Full float32 in torch's own CUDA convolutions and matrix products inside the block.
+
+    On Ampere and later GPUs cuDNN may use TF32 (10-bit mantissa) for float32 convolutions by default.
+    Our kernels compute in full float32, so a torch reference, a twin in training or a benchmark rival
+    must too, or the comparison measures TF32's rounding instead of our kernels. Restores the previous
+    settings on exit.
+    """
+    previous = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = previous
 
 
 class _BackendsModule(types.ModuleType):

@@ -869,7 +869,8 @@ def run(args, rows):
     min_time = args.min_time or (None if args.quick else 0.05 if device.type == "cuda" else 0.15)
 
     info = machine_info(device)
-    print(describe_machine(info), flush=True)
+    tf32 = ", TF32 off (both sides full float32)" if device.type == "cuda" else ""
+    print(describe_machine(info) + tf32, flush=True)
     ceilings = measure_ceilings(device, quick=args.quick, min_run_time=0.01 if args.quick else 0.2)
     records = []
     for row in rows:

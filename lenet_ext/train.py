@@ -41,6 +41,7 @@ except ImportError:  # a bare install (the GPU check installs with --no-deps): t
 
 
 from . import backends
+from .backends import tf32_disabled
 from .data import load_digits
 from .models import MODELS, builtin_twin
 
@@ -189,6 +190,13 @@ def train(config, log=tqdm.write):
     device = torch.device(config.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("--device cuda was asked for, but torch sees no CUDA device")
+    # Our kernels compute float32 in full; the twin's cuDNN convolutions would use TF32 by default, and
+    # the loss gap would then measure TF32's rounding instead of our kernels.
+    with tf32_disabled():
+        return _train_here_or_distributed(config, device, log)
+
+
+def _train_here_or_distributed(config, device, log):
     if int(os.environ.get("WORLD_SIZE", "1")) == 1:
         return _train(config, 0, 1, device, log)
 
@@ -240,6 +248,8 @@ def _train(config, rank, world, device, log):
         f"{f' x {world} processes' if world > 1 else ''}, {device.type}, CPU level {backends.cpu_isa()}, "
         f"epochs {first_epoch + 1}..{config.epochs}"
     )
+    if device.type == "cuda":
+        log("TF32 off for torch's convolutions and matmuls: ours and the twin both compute full float32")
     epochs = tqdm(range(first_epoch, config.epochs), desc="epochs", disable=not show_progress, leave=False)
     for epoch in epochs:
         order = _epoch_order(len(train_set), config.seed, epoch, rank, world)
@@ -299,6 +309,7 @@ def _summary(config, history, sides, seconds, device, world):
         "world_size": world,
         "threads": torch.get_num_threads(),
         "cpu_isa": backends.cpu_isa(),
+        "tf32": torch.backends.cudnn.allow_tf32 if device.type == "cuda" else None,
         "torch_version": torch.__version__,
         "config": asdict(config),
         "history": history,

@@ -1,7 +1,9 @@
 """Calls every lenet_ext CUDA operator once on small inputs: the workload compute-sanitizer checks.
 
 Covers both conv forward algorithms (direct, implicit GEMM with and without vector loads), both index
-widths' host paths are the same code, every backward, and every dtype; exits non-zero on a mismatch.
+widths' host paths are the same code, every backward, and every dtype; pooling in NCHW and channels_last
+through both kernel families (lenet_ext.backends.cuda_pool_layout), with vector widths 1 to 8, and
+integer max pooling. Exits non-zero on a mismatch.
 """
 
 import sys
@@ -9,7 +11,7 @@ import sys
 import torch
 import torch.nn.functional as F
 
-import lenet_ext  # noqa: F401
+from lenet_ext.backends import CUDA_POOL_LAYOUTS, cuda_pool_layout
 
 ops = torch.ops.lenet_ext
 
@@ -25,19 +27,41 @@ def conv_case(x_shape, w_shape, dtype, stride=(1, 1), pad=(1, 1, 1, 1), dil=(1, 
     return (out.double() - ref).abs().max().item() / max(ref.abs().max().item(), 1.0)
 
 
+MAX_CONF = ([3, 3], [2, 2], [1, 1], [1, 1], True)
+AVG_CONF = ([3, 3], [2, 2], [1, 1], True, False, None)
+
+
+def pool_case(x):
+    """Every pooling operator on x, through both kernel families; the largest max-value error."""
+    worst = 0.0
+    for layout in CUDA_POOL_LAYOUTS:
+        with cuda_pool_layout(layout):
+            out, idx = ops.max_pool2d_forward(x, *MAX_CONF)
+            ops.max_pool2d_forward_values(x, *MAX_CONF)
+            ops.max_pool2d_backward(torch.ones_like(out), x, idx, *MAX_CONF)
+            avg = ops.avg_pool2d_forward(x, *AVG_CONF)
+            ops.avg_pool2d_backward(torch.ones_like(avg), x, *AVG_CONF)
+            want = F.max_pool2d(x.float(), 3, 2, 1, ceil_mode=True)
+            worst = max(worst, (out.float() - want).abs().max().item())
+    return worst
+
+
 def main():
     worst = 0.0
     for dtype in (torch.float32, torch.float64, torch.float16, torch.bfloat16):
         worst = max(worst, conv_case((2, 3, 12, 12), (6, 3, 5, 5), dtype))  # direct
         worst = max(worst, conv_case((2, 8, 10, 9), (40, 8, 3, 3), dtype, stride=(2, 1), dil=(1, 2)))  # GEMM
         worst = max(worst, conv_case((2, 7, 9, 9), (36, 7, 3, 3), dtype, groups=1))  # K % 4 != 0
-        x = torch.randn(2, 3, 11, 10, device="cuda", dtype=dtype)
-        out, idx = ops.max_pool2d_forward(x, [3, 3], [2, 2], [1, 1], [1, 1], True)
-        ops.max_pool2d_forward_values(x, [3, 3], [2, 2], [1, 1], [1, 1], True)
-        ops.max_pool2d_backward(torch.ones_like(out), x, idx, [3, 3], [2, 2], [1, 1], [1, 1], True)
-        avg = ops.avg_pool2d_forward(x, [3, 3], [2, 2], [1, 1], True, False, None)
-        ops.avg_pool2d_backward(torch.ones_like(avg), x, [3, 3], [2, 2], [1, 1], True, False, None)
-        worst = max(worst, (out.float() - F.max_pool2d(x.float(), 3, 2, 1, ceil_mode=True)).abs().max().item())
+        for channels in (3, 8):  # 8 channels: the widest vectors in channels_last
+            x = torch.randn(2, channels, 11, 10, device="cuda", dtype=dtype)
+            for layout in (torch.contiguous_format, torch.channels_last):
+                worst = max(worst, pool_case(x.contiguous(memory_format=layout)))
+    for dtype in (torch.uint8, torch.int32, torch.int64):
+        x = torch.randint(0, 100, (2, 8, 11, 10), device="cuda", dtype=dtype)
+        for layout in CUDA_POOL_LAYOUTS:
+            with cuda_pool_layout(layout):
+                out = ops.max_pool2d_forward(x.contiguous(memory_format=torch.channels_last), *MAX_CONF)[0]
+                worst = max(worst, (out.float() - F.max_pool2d(x.float(), 3, 2, 1, ceil_mode=True)).abs().max().item())
     torch.cuda.synchronize()
     print(f"cuda_smoke: every operator ran; worst relative conv error {worst:.3g}")
     return 0 if worst < 5e-2 else 1

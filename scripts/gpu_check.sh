@@ -1,50 +1,110 @@
 #!/usr/bin/env bash
 # One command for a CUDA machine (torch with CUDA, nvcc, ninja, pytest; no network needed):
 #   1. build in place: pip install --no-build-isolation --no-deps -e .  (TORCH_CUDA_ARCH_LIST=9.0)
-#   2. the whole test suite, CUDA tests included
-#   3. compute-sanitizer memcheck over scripts/cuda_smoke.py (every operator once)
-#   4. speed beside torch/cuDNN (bench/gpu_speed.py), then the lead's benchmark harness if it exists
-#   5. LeNet training on CUDA for 3 epochs, if the `train` command exists
-# Logs and JSON go to $OUT if set, else ./gpu-check-out/ (8 files, flat). Every step has a time limit so
-# the whole run stays under 8 minutes on an H100; a failing step is recorded, the rest still run, and
-# the exit status is non-zero if any step failed. summary.txt lists each step's status and time.
+#   2. the CUDA tests (pytest -k cuda: both CUDA pooling kernel families, TF32 off)
+#   3. compute-sanitizer memcheck over scripts/cuda_smoke.py (every operator once, both pooling families)
+#   4. speed beside torch/cuDNN (bench/gpu_speed.py), the benchmark harness, and the two CUDA pooling
+#      kernel families for channels_last side by side (scripts/cuda_pool_layouts.py)
+#   5. LeNet training on CUDA for 3 epochs beside its torch.nn twin
+#   6. the rest of the test suite (the CPU tests), if time is left
+# Everything it writes goes to $OUT (default ./gpu-check-out/), flat: one log per step, summary.txt
+# (each step's status and time, the pytest pass/fail counts) and counts.json (the same counts, for tools).
+#
+# Time: the whole run fits BUDGET seconds (default 660: a 12-minute device slot less start-up). Each step
+# has its own limit, cut to what is left of the budget; a step that cannot get 20 s is recorded as
+# skipped. A failing or timed-out step is recorded and the rest still run; the exit status is non-zero
+# if any step failed or was skipped for time. Only a failed build stops the run.
+#
+# CPU: pytest runs WORKERS processes (default: cores / 2, at most 8) with OMP_NUM_THREADS=THREADS
+# (default 2) each, so the workers' CPU kernels do not oversubscribe the cores.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
 out="${OUT:-./gpu-check-out}"
 mkdir -p "$out"
 summary="$out/summary.txt"
-harness="$out/harness.log"
 : >"$summary"
-: >"$harness"
 python="${PYTHON:-python}"
+budget="${BUDGET:-660}"
+cores=$(nproc)
+workers="${WORKERS:-$((cores / 2 < 8 ? (cores / 2 > 1 ? cores / 2 : 1) : 8))}"
+threads="${THREADS:-2}"
 failed=0
 
 note() { echo "$*" | tee -a "$summary"; }
 
-# step NAME SECONDS LOG COMMAND...: runs COMMAND under `timeout`, appending its output to LOG.
+# step NAME SECONDS LOG COMMAND...: runs COMMAND under `timeout`, appending its output to LOG. The limit
+# is cut to the budget that is left; with less than 20 s left the step is skipped (and counts as failed).
 step() {
   local name=$1 limit=$2 log=$3
   shift 3
+  local left=$((budget - SECONDS))
+  if [ "$left" -lt 20 ]; then
+    note "SKIP  $name: only ${left}s of the ${budget}s budget left"
+    failed=1
+    return 124
+  fi
+  [ "$limit" -gt "$left" ] && limit=$left
   local start=$SECONDS
-  echo "=== $name: $*" >>"$log"
+  echo "=== $name (limit ${limit}s): $*" >>"$log"
   timeout --kill-after=10 "$limit" "$@" >>"$log" 2>&1
   local rc=$?
   local took=$((SECONDS - start))
   if [ $rc -eq 0 ]; then
     note "PASS  $name (${took}s)"
+  elif [ $rc -eq 124 ] || [ $rc -eq 137 ]; then
+    note "FAIL  $name: timed out after ${limit}s (log: $(basename "$log"))"
+    failed=1
   else
-    [ $rc -eq 124 ] && note "FAIL  $name: timed out after ${limit}s (log: $(basename "$log"))" ||
-      note "FAIL  $name: exit $rc after ${took}s (log: $(basename "$log"))"
+    note "FAIL  $name: exit $rc after ${took}s (log: $(basename "$log"))"
     failed=1
   fi
   return $rc
+}
+
+# counts NAME LOG: pass/fail counts of a pytest -v log, from its per-test lines (so a run cut short by
+# its time limit still reports what finished), into summary.txt and counts.json.
+counts() {
+  [ -f "$2" ] || return 0
+  "$python" - "$1" "$2" "$out/counts.json" <<'EOF' | tee -a "$summary"
+import json, re, sys
+name, log, path = sys.argv[1:]
+outcomes = ("PASSED", "FAILED", "ERROR", "SKIPPED", "XFAIL", "XPASS")
+counts = {k.lower(): 0 for k in outcomes}
+native = {k.lower(): 0 for k in outcomes}
+failed = []
+pattern = re.compile(r"(?:^|\s)(" + "|".join(outcomes) + r")(?:\s|$)")
+for line in open(log, errors="replace"):
+    if "::" not in line:
+        continue
+    m = pattern.search(line)
+    if not m:
+        continue
+    k = m.group(1).lower()
+    counts[k] += 1
+    test = next((w for w in line.split() if "::" in w), "?")
+    if "native" in test:
+        native[k] += 1
+    if k in ("failed", "error"):
+        failed.append(test)
+try:
+    data = json.load(open(path))
+except (OSError, ValueError):
+    data = {}
+data[name] = {"counts": counts, "native_pool_kernels": native, "failed": failed}
+json.dump(data, open(path, "w"), indent=1)
+print(f"      {name}: " + ", ".join(f"{v} {k}" for k, v in counts.items() if v))
+print(f"      {name}, native channels_last pooling tests: " + ", ".join(f"{v} {k}" for k, v in native.items() if v))
+for t in failed[:40]:
+    print(f"      failed: {t}")
+EOF
 }
 
 has_module() { "$python" -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('$1') is None)" 2>/dev/null; }
 
 {
   echo "gpu_check $(date -u +%Y-%m-%dT%H:%M:%SZ) commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
+  echo "budget ${budget}s, ${cores} cores, pytest ${workers} workers x OMP_NUM_THREADS=${threads}"
   nvidia-smi 2>&1 || echo "nvidia-smi not available"
   "$python" -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'cudnn', torch.backends.cudnn.version())"
   command -v nvcc >/dev/null && nvcc --version | tail -1
@@ -56,15 +116,23 @@ has_module() { "$python" -c "import importlib.util, sys; sys.exit(importlib.util
 if [ -z "${CUDA_HOME:-}" ] && [ -x /usr/local/cuda/bin/nvcc ]; then
   export CUDA_HOME=/usr/local/cuda
 fi
-export TORCH_CUDA_ARCH_LIST="${TORCH_CUDA_ARCH_LIST:-9.0}" LENET_EXT_CUDA=1 MAX_JOBS="${MAX_JOBS:-$(nproc)}"
-step build 170 "$out/build.log" "$python" -m pip install --no-build-isolation --no-deps -e . || {
+export TORCH_CUDA_ARCH_LIST="${TORCH_CUDA_ARCH_LIST:-9.0}" LENET_EXT_CUDA=1 MAX_JOBS="${MAX_JOBS:-$cores}"
+step build 180 "$out/build.log" "$python" -m pip install --no-build-isolation --no-deps -e . || {
   note "build failed: the remaining steps would test a stale or missing extension; stopping"
   exit 1
 }
 
-# 2. tests
-step pytest 140 "$out/pytest.log" "$python" -m pytest -q -p no:cacheprovider tests
-tail -3 "$out/pytest.log" >>"$summary"
+pytest_args=(-v -p no:cacheprovider --durations=15)
+if has_module xdist; then
+  pytest_args+=(-n "$workers")
+else
+  note "note: pytest-xdist is not installed, the tests run in one process"
+fi
+
+# 2. the CUDA tests, first: they are what this machine is for
+OMP_NUM_THREADS=$threads step pytest-cuda 180 "$out/pytest-cuda.log" \
+  "$python" -m pytest "${pytest_args[@]}" -k cuda tests
+counts pytest-cuda "$out/pytest-cuda.log"
 
 # 3. memcheck
 sanitizer=$(command -v compute-sanitizer)
@@ -73,27 +141,26 @@ for candidate in "${CUDA_HOME:-/usr/local/cuda}/bin/compute-sanitizer" \
   [ -z "$sanitizer" ] && [ -x "$candidate" ] && sanitizer=$candidate
 done
 if [ -n "$sanitizer" ]; then
-  step memcheck 60 "$out/sanitizer.log" "$sanitizer" --tool memcheck --error-exitcode 1 "$python" scripts/cuda_smoke.py
-  grep -E "ERROR SUMMARY|cuda_smoke" "$out/sanitizer.log" >>"$summary"
+  step memcheck 90 "$out/memcheck.log" "$sanitizer" --tool memcheck --error-exitcode 1 "$python" scripts/cuda_smoke.py
+  [ -f "$out/memcheck.log" ] && grep -E "ERROR SUMMARY|cuda_smoke" "$out/memcheck.log" >>"$summary"
 else
   note "FAIL  memcheck: compute-sanitizer not found"
   failed=1
 fi
 
-# 4. speed
-step gpu_speed 40 "$harness" "$python" bench/gpu_speed.py --json "$out/speed.json"
-if has_module lenet_ext.benchmark && has_module lenet_ext.__main__; then
-  step bench 30 "$harness" "$python" -m lenet_ext bench --device cuda --json "$out/bench.json"
-else
-  note "SKIP  bench: lenet_ext.benchmark is not there yet"
-fi
+# 4. speed (TF32 off in both: they say so in their output)
+step gpu_speed 60 "$out/gpu_speed.log" "$python" bench/gpu_speed.py --json "$out/gpu_speed.json"
+step bench 90 "$out/bench.log" "$python" -m lenet_ext bench --device cuda --json "$out/bench.json"
+step pool_layouts 45 "$out/pool_layouts.log" "$python" scripts/cuda_pool_layouts.py --json "$out/pool_layouts.json"
 
 # 5. training
-if has_module lenet_ext.train && has_module lenet_ext.__main__; then
-  step train 30 "$harness" "$python" -m lenet_ext train --device cuda --epochs 3 --json "$out/train.json"
-else
-  note "SKIP  train: the train command is not there yet"
-fi
+step train 60 "$out/train.log" "$python" -m lenet_ext train --device cuda --epochs 3 --json "$out/train.json"
+[ -f "$out/train.log" ] && grep -E "TF32|loss gap|twin" "$out/train.log" | tail -3 >>"$summary"
 
-note "total ${SECONDS}s; $([ $failed -eq 0 ] && echo 'all steps passed' || echo 'some steps FAILED')"
+# 6. the rest of the suite
+OMP_NUM_THREADS=$threads step pytest-rest 150 "$out/pytest-rest.log" \
+  "$python" -m pytest "${pytest_args[@]}" -k "not cuda" tests
+counts pytest-rest "$out/pytest-rest.log"
+
+note "total ${SECONDS}s of ${budget}s; $([ $failed -eq 0 ] && echo 'all steps passed' || echo 'some steps FAILED')"
 exit $failed

@@ -15,7 +15,9 @@ import torch
 import torch.nn.functional as F
 from common import LAYOUTS, assert_close, make_input, to_layout
 
-import lenet_ext  # noqa: F401  (registers the operators)
+import lenet_ext
+import lenet_ext.functional
+from lenet_ext.backends import CUDA_POOL_LAYOUTS, cuda_pool_layout
 
 OPS = sorted(n for n in torch._C._dispatch_get_all_op_names() if n.startswith("lenet_ext::"))
 _ops = torch.ops.lenet_ext
@@ -59,16 +61,7 @@ def test_every_operator_has_a_cuda_kernel():
 
 
 # --------------------------------------------------------------------------------------------- helpers
-@pytest.fixture(autouse=True)
-def _no_tf32():
-    """Our float32 kernels are full float32; so must the reference be."""
-    if not torch.cuda.is_available():
-        yield
-        return
-    old = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
-    yield
-    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = old
+# TF32 is off for every test (conftest.py): F.conv2d on CUDA is then a full float32 reference.
 
 
 def _conv(x, w, b, stride, padding4, dilation, groups):
@@ -133,6 +126,25 @@ def test_conv2d_matches_torch_and_cpu(name, dtype):
     cpu = _conv_all(x.cpu(), w.cpu(), b.cpu(), go.cpu(), conf)
     for got, want in zip(ours, cpu):
         assert_close(got.cpu(), want)
+
+
+@gpu
+@pytest.mark.parametrize("name", ["lenet-conv1", "gemm-3x3", "pointwise", "big-kernel"])
+def test_conv2d_float32_no_less_accurate_than_torch(name):
+    """Against float64 on the same inputs, our float32 error is at most torch's own float32 error (with TF32
+    off) plus a few units in the last place: float32 results are float32-accurate, whatever the algorithm."""
+    x, w, b, go, conf = _conv_case(name, torch.float32, "cuda")
+    ref = _torch_conv_all(x.double(), w.double(), b.double(), go.double(), conf)
+    eps = torch.finfo(torch.float32).eps
+    for got, tgot, r in zip(_conv_all(x, w, b, go, conf), _torch_conv_all(x, w, b, go, conf), ref):
+        scale = r.abs().max().item()
+        ours_err = (got.double() - r).abs().max().item()
+        torch_err = (tgot.double() - r).abs().max().item()
+        assert ours_err <= 2 * torch_err + 4 * eps * scale, (ours_err, torch_err)
+
+
+def test_tf32_is_off_in_every_test():
+    assert not torch.backends.cudnn.allow_tf32 and not torch.backends.cuda.matmul.allow_tf32
 
 
 @gpu
@@ -255,8 +267,12 @@ def _max_ours(x, go, kernel, stride, padding, dilation, ceil_mode):
     return out, idx, values, gx
 
 
+# torch's own CUDA kernels are the reference, on NCHW copies: its channels_last kernels disagree with its
+# NCHW and CPU ones in two places, and ours follow the latter. Its avg_pool2d backward with padding gives
+# wrong gradients (pytorch/pytorch#188344, in torch 2.11); its max_pool2d records index 0 instead of the
+# first tap for a window of only padding. Layouts are checked separately.
 def _max_torch(x, go, kernel, stride, padding, dilation, ceil_mode):
-    x = x.detach().requires_grad_()
+    x, go = x.detach().contiguous().requires_grad_(), go.contiguous()
     out, idx = F.max_pool2d(x, kernel, stride, padding, dilation, ceil_mode=ceil_mode, return_indices=True)
     (gx,) = torch.autograd.grad(out, x, go)
     return out.detach(), idx, out.detach(), gx
@@ -268,7 +284,7 @@ def _avg_ours(x, go, kernel, stride, padding, ceil_mode, include_pad, divisor):
 
 
 def _avg_torch(x, go, kernel, stride, padding, ceil_mode, include_pad, divisor):
-    x = x.detach().requires_grad_()
+    x, go = x.detach().contiguous().requires_grad_(), go.contiguous()
     out = F.avg_pool2d(x, kernel, stride, padding, ceil_mode, include_pad, divisor)
     (gx,) = torch.autograd.grad(out, x, go)
     return out.detach(), gx
@@ -276,17 +292,31 @@ def _avg_torch(x, go, kernel, stride, padding, ceil_mode, include_pad, divisor):
 
 def _pool_case(shape, dtype, layout, out_fn, distinct=True):
     x = make_input(shape, dtype, "cuda", layout, distinct=distinct)
-    go = torch.randn(out_fn(x.float()).shape, dtype=dtype, device="cuda")
+    go = to_layout(torch.randn(out_fn(x.float()).shape, dtype=dtype, device="cuda"), layout)
     return x, go
+
+
+@pytest.fixture(params=CUDA_POOL_LAYOUTS)
+def pool_kernels(request):
+    """Both CUDA pooling kernel families for channels_last inputs (planar and native)."""
+    with cuda_pool_layout(request.param):
+        yield request.param
+
+
+def _assert_layout_kept(results, x):
+    if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+        assert all(t.is_contiguous(memory_format=torch.channels_last) for t in results)
 
 
 @gpu
 @pytest.mark.parametrize("cfg", MAX_CONFIGS)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
-def test_max_pool2d_matches_torch_and_cpu(cfg, dtype):
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_max_pool2d_matches_torch_and_cpu(cfg, dtype, layout, pool_kernels):
     kernel, stride, padding, dilation, ceil_mode = cfg
+    channels = 8 if layout == "channels_last" else 3  # 8: every vector width of the native kernels
     x, go = _pool_case(
-        (2, 3, 11, 10), dtype, "contiguous", lambda t: F.max_pool2d(t, kernel, stride, padding, dilation, ceil_mode)
+        (2, channels, 11, 10), dtype, layout, lambda t: F.max_pool2d(t, kernel, stride, padding, dilation, ceil_mode)
     )
     ours = _max_ours(x, go, *cfg)
     theirs = _max_torch(x, go, *cfg)
@@ -294,6 +324,7 @@ def test_max_pool2d_matches_torch_and_cpu(cfg, dtype):
     for got, want in zip(ours[:3], theirs[:3]):
         assert torch.equal(got, want)
     assert_close(ours[3], theirs[3])
+    _assert_layout_kept(ours, x)
     if _has_cpu_kernel("lenet_ext::max_pool2d_forward") and dtype != torch.float16:
         cpu = _max_ours(x.cpu(), go.cpu(), *cfg)
         for got, want in zip(ours, cpu):
@@ -303,18 +334,20 @@ def test_max_pool2d_matches_torch_and_cpu(cfg, dtype):
 @gpu
 @pytest.mark.parametrize("cfg", AVG_CONFIGS)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
-def test_avg_pool2d_matches_torch_and_cpu(cfg, dtype):
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_avg_pool2d_matches_torch_and_cpu(cfg, dtype, layout, pool_kernels):
     kernel, stride, padding, ceil_mode, include_pad, divisor = cfg
     x, go = _pool_case(
-        (2, 3, 11, 10),
+        (2, 8 if layout == "channels_last" else 3, 11, 10),
         dtype,
-        "contiguous",
+        layout,
         lambda t: F.avg_pool2d(t, kernel, stride, padding, ceil_mode, include_pad, divisor),
         distinct=False,
     )
     ours = _avg_ours(x, go, *cfg)
     for got, want in zip(ours, _avg_torch(x, go, *cfg)):
         assert_close(got, want)
+    _assert_layout_kept(ours, x)
     if _has_cpu_kernel("lenet_ext::avg_pool2d_forward") and dtype != torch.float16:
         for got, want in zip(ours, _avg_ours(x.cpu(), go.cpu(), *cfg)):
             assert_close(got.cpu(), want)
@@ -322,7 +355,7 @@ def test_avg_pool2d_matches_torch_and_cpu(cfg, dtype):
 
 @gpu
 @pytest.mark.parametrize("layout", LAYOUTS)
-def test_pooling_any_layout(layout):
+def test_pooling_any_layout(layout, pool_kernels):
     cfg = MAX_CONFIGS[1]
     x, go = _pool_case((2, 3, 11, 10), torch.float32, layout, lambda t: F.max_pool2d(t, 3, 2, 1, ceil_mode=True))
     ours, theirs = _max_ours(x, go, *cfg), _max_torch(x, go, *cfg)
@@ -336,6 +369,45 @@ def test_pooling_any_layout(layout):
         assert_close(got, want)
     if layout == "channels_last":  # same layout rule as the CPU kernels and the fake kernels
         assert ours[0].is_contiguous(memory_format=torch.channels_last)
+
+
+@gpu
+@pytest.mark.parametrize("channels", [1, 2, 3, 4, 8, 16, 24])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.float64, torch.uint8, torch.int64])
+def test_native_channels_last_every_vector_width(channels, dtype, pool_kernels):
+    """Channel counts that pick each vector width, and an input whose storage starts one element in
+    (so no vector access is aligned): values, indices and gradients equal the planar kernels' and torch's."""
+    base = (torch.randn(2 * channels * 9 * 10 + 1, device="cuda") * 50).to(dtype)
+    x = base[1:].view(2, 9, 10, channels).permute(0, 3, 1, 2)  # channels_last, misaligned
+    cfg = ((3, 3), (2, 2), (1, 1), (1, 1), True)
+    out, idx = _ops.max_pool2d_forward(x, *cfg)
+    want, want_idx = F.max_pool2d(x.contiguous(), 3, 2, 1, ceil_mode=True, return_indices=True)
+    assert torch.equal(out, want) and torch.equal(idx, want_idx)
+    _assert_layout_kept([out, idx], x)
+    if dtype.is_floating_point:
+        go = torch.randn_like(out)
+        assert_close(_ops.max_pool2d_backward(go, x, idx, *cfg), _max_torch(x, go, *cfg)[3], dtype=dtype)
+        acfg = ((3, 3), (2, 2), (1, 1), True, False, None)
+        ours = _avg_ours(x, go, *acfg)
+        for got, ref in zip(ours, _avg_torch(x, go, *acfg)):
+            assert_close(got, ref, dtype=dtype)
+        _assert_layout_kept(ours, x)
+
+
+@gpu
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64])
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_integer_max_pool2d(dtype, layout, pool_kernels):
+    """torch's CPU kernel is the reference (its CUDA one may not take every integer type); the minimum of
+    the type fills windows of only padding, as -inf does for floats."""
+    info = torch.iinfo(dtype)
+    x = to_layout(torch.randint(info.min, info.max, (2, 8, 9, 10), dtype=dtype), layout)
+    for cfg in MAX_CONFIGS:
+        kernel, stride, padding, dilation, ceil_mode = cfg
+        out, idx = _ops.max_pool2d_forward(x.cuda(), *cfg)
+        want, want_idx = F.max_pool2d(x, kernel, stride, padding, dilation, ceil_mode, return_indices=True)
+        assert torch.equal(out.cpu(), want) and torch.equal(idx.cpu(), want_idx)
+        assert torch.equal(_ops.max_pool2d_forward_values(x.cuda(), *cfg).cpu(), want)
 
 
 @gpu
@@ -353,8 +425,11 @@ def test_max_pool2d_nan_and_minus_inf_windows():
 
 @gpu
 def test_pooling_3d_input_and_empty_batch():
+    # the operators take 4D only, on every device; lenet_ext.functional adds the batch dimension
     x = torch.randn(3, 9, 8, device="cuda")
-    out, idx = _ops.max_pool2d_forward(x, [2, 2], [2, 2], [0, 0], [1, 1], False)
+    with pytest.raises(RuntimeError, match="expected a 4D input"):
+        _ops.max_pool2d_forward(x, [2, 2], [2, 2], [0, 0], [1, 1], False)
+    out, idx = lenet_ext.functional.max_pool2d(x, 2, return_indices=True)
     want, want_idx = F.max_pool2d(x, 2, return_indices=True)
     assert torch.equal(out, want) and torch.equal(idx, want_idx)
     e = torch.randn(0, 3, 8, 8, device="cuda")
@@ -366,11 +441,13 @@ def test_pooling_3d_input_and_empty_batch():
 
 
 @gpu
-def test_pooling_backward_is_deterministic():
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_pooling_backward_is_deterministic(layout, pool_kernels):
     cfg = ((3, 3), (1, 1), (1, 1), (1, 1), False)  # overlapping windows: several outputs per input
     x = torch.randn(4, 8, 32, 32, device="cuda")
     x[:, :, ::3, ::3] = 5.0  # ties: one input is the maximum of many windows
-    go = torch.randn(4, 8, 32, 32, device="cuda")
+    x = to_layout(x, layout)
+    go = to_layout(torch.randn(4, 8, 32, 32, device="cuda"), layout)
     torch.use_deterministic_algorithms(True)
     try:
         runs = [_max_ours(x, go, *cfg)[3] for _ in range(2)]
@@ -402,5 +479,7 @@ def test_cuda_rejects_mixed_devices_and_bad_dtypes():
     x = torch.randn(1, 1, 8, 8, device="cuda")
     with pytest.raises(RuntimeError, match="same device"):
         _conv(x, torch.randn(1, 1, 3, 3), None, (1, 1), (0, 0, 0, 0), (1, 1), 1)
+    with pytest.raises(NotImplementedError, match="not implemented for 'Bool'"):
+        _ops.max_pool2d_forward(x.bool(), [2, 2], [2, 2], [0, 0], [1, 1], False)
     with pytest.raises(NotImplementedError, match="not implemented for 'Int'"):
-        _ops.max_pool2d_forward(x.int(), [2, 2], [2, 2], [0, 0], [1, 1], False)
+        _ops.avg_pool2d_forward(x.int(), [2, 2], [2, 2], [0, 0], False, True, None)

@@ -1,14 +1,32 @@
 """max_pool2d / avg_pool2d against torch.nn.functional: values, indices, gradients, layouts, errors."""
 
+import functools
+
 import pytest
 import torch
 import torch.nn.functional as TF
-from common import LAYOUTS, assert_close, clone_leaf, grads, make_input, raises_like_torch
+from common import LAYOUTS, assert_close, clone_leaf, grads, make_input, raises_like_torch, to_layout
+from conftest import HAS_CUDA
 
 import lenet_ext
 import lenet_ext.functional as F
+from lenet_ext.ops import POOL_DTYPES
 
 ops = torch.ops.lenet_ext
+
+
+@pytest.fixture
+def device(pool_device):
+    """Every device; on CUDA, once with each kernel family for channels_last inputs (see conftest.py)."""
+    return pool_device
+
+
+def _reference_input(t):
+    """What torch's pooling computes the reference from. torch's channels_last CUDA kernels disagree with
+    its NCHW and CPU ones in two places, and ours follow the latter: its avg_pool2d backward with padding
+    is wrong (pytorch/pytorch#188344, in torch 2.11), and its max_pool2d records index 0 instead of the
+    first tap for a window of only padding. So on CUDA the reference reads an NCHW copy."""
+    return t.contiguous() if t.is_cuda else t
 
 # (input shape, kernel, stride, padding, dilation, ceil_mode): each line exercises something different
 MAX_CONFIGS = [
@@ -75,11 +93,35 @@ def test_avg_pool2d_matches_torch(device, cfg, dtype, layout):
     x = make_input(cfg[0], dtype, device, layout, requires_grad=True)
     y = clone_leaf(x)
     out = F.avg_pool2d(x, *cfg[1:])
-    ref = TF.avg_pool2d(y, *cfg[1:])
+    ref = TF.avg_pool2d(_reference_input(y), *cfg[1:])
     assert out.shape == ref.shape
     assert_close(out, ref)
     g = torch.randn_like(ref)
-    assert_close(grads(out, [x], g)[0], grads(ref, [y], g)[0])
+    gx = grads(out, [x], g)[0]
+    assert_close(gx, grads(ref, [y], g)[0])
+    if layout == "channels_last" and x.dim() == 4 and not x.is_contiguous():
+        assert out.is_contiguous(memory_format=torch.channels_last)
+        assert gx.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_avg_pool2d_channels_last_gradient_by_hand(device):
+    # A fixed case whose gradient is known without torch: kernel 2, stride 1, padding 1, count_include_pad,
+    # all-ones grad_output on a 1 x 2 x 2 x 2 input. Each input element is covered by 4 of the 3 x 3
+    # windows, each dividing by 4, so every gradient is 1; a gradient shifted by one window row or column
+    # (as from torch's channels_last kernel in 2.11) would not be uniform.
+    for layout in ("contiguous", "channels_last"):
+        x = make_input((1, 2, 2, 2), torch.float64, device, layout, requires_grad=True)
+        out = F.avg_pool2d(x, 2, 1, 1)
+        (gx,) = torch.autograd.grad(out, x, torch.ones_like(out))
+        assert torch.equal(gx, torch.ones_like(x))
+        x = make_input((1, 3, 3, 4), torch.float64, device, layout, requires_grad=True)
+        out = F.avg_pool2d(x, 3, 2, 1, count_include_pad=False)
+        (gx,) = torch.autograd.grad(out, x, torch.ones_like(out))
+        # row windows [-1, 1] and [1, 3] clip to 2 rows each, column windows [-1, 1] and [1, 3] to 2 and 3
+        # columns; the divisor is rows x columns, so the gradient factors into a row and a column part
+        rows = torch.tensor([1 / 2, 1 / 2 + 1 / 2, 1 / 2], dtype=torch.float64)
+        cols = torch.tensor([1 / 2, 1 / 2 + 1 / 3, 1 / 3, 1 / 3], dtype=torch.float64)
+        torch.testing.assert_close(gx.cpu(), torch.outer(rows, cols).expand(1, 3, 3, 4))
 
 
 def test_bfloat16_matches_torch(device):
@@ -88,11 +130,188 @@ def test_bfloat16_matches_torch(device):
     assert_close(F.avg_pool2d(x, 3, 2, 1), TF.avg_pool2d(x, 3, 2, 1))
 
 
-def test_integer_max_pool2d_matches_torch(device):
-    x = torch.randint(-100, 100, (2, 3, 7, 7), device=device)
-    out, idx = F.max_pool2d(x, 3, 2, 1, return_indices=True)
-    ref, ref_idx = TF.max_pool2d(x, 3, 2, 1, return_indices=True)
-    assert torch.equal(out, ref) and torch.equal(idx, ref_idx)
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64])
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_integer_max_pool2d_matches_torch(device, dtype, layout):
+    # torch's CPU kernel is the reference (its CUDA one need not take every integer type)
+    info = torch.iinfo(dtype)
+    x = to_layout(torch.randint(info.min, info.max, (2, 8, 7, 7), dtype=dtype), layout)
+    for cfg in MAX_CONFIGS[:5]:
+        out, idx = F.max_pool2d(x.to(device), *cfg[1:], return_indices=True)
+        ref, ref_idx = TF.max_pool2d(x, *cfg[1:], return_indices=True)
+        assert out.dtype == dtype and torch.equal(out.cpu(), ref) and torch.equal(idx.cpu(), ref_idx)
+        assert torch.equal(F.max_pool2d(x.to(device), *cfg[1:]).cpu(), ref)
+    # a window of only padding gives the type's minimum, as -inf for floats
+    x = torch.randint(0, 9, (1, 1, 1, 3), dtype=dtype, device=device)
+    assert torch.equal(F.max_pool2d(x, (2, 1), 1, (1, 0), (2, 1)), torch.full_like(x, info.min))
+
+
+# ------------------------------------------------------------------- the CUDA kernels' arithmetic, on the CPU
+# _cuda_pool2d_on_host runs the CUDA operators' bodies and work items (csrc/pool2d_items.h) with a plain
+# host loop in place of the kernel launch, so every machine checks their index arithmetic, both kernel
+# families for channels_last, every vector width and both index types' code.
+def _host(op, x, *conf, native, grad=None, indices=None, avg=False, int64_index=False):
+    if avg:
+        k, s, p, ceil, include_pad, divisor = conf
+        args = (k, s, p, [1, 1], ceil, include_pad, divisor)
+    else:
+        k, s, p, d, ceil = conf
+        args = (k, s, p, d, ceil, True, None)
+    return ops._cuda_pool2d_on_host(op, x, grad, indices, *args, native, int64_index)
+
+
+def _pair(v):
+    return list(v) if isinstance(v, (tuple, list)) else [v, v]
+
+
+def _op_conf(cfg):
+    """A MAX_CONFIGS / AVG_CONFIGS line as the operators take it."""
+    if len(cfg) == 6:
+        _, k, s, p, d, ceil = cfg
+        return _pair(k), _pair(s if s is not None else k), _pair(p), _pair(d), ceil
+    _, k, s, p, ceil, include_pad, divisor = cfg
+    return _pair(k), _pair(s if s is not None else k), _pair(p), ceil, include_pad, divisor
+
+
+# ids without "native": scripts/gpu_check.sh counts the tests named so as GPU runs of the native kernels
+@pytest.mark.parametrize("native", [False, True], ids=["planar", "nhwc"])
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last", "sliced"])
+@pytest.mark.parametrize(
+    "dtype,int64_index",
+    [(torch.float64, False), (torch.float32, False), (torch.float16, False), (torch.float32, True)],
+    ids=["float64", "float32", "float16", "float32-int64-index"],
+)
+def test_cuda_kernels_on_host_match_torch(native, layout, dtype, int64_index):
+    channels = 8  # with float16, float32, float64: vector widths 8, 4, 2 on the native path
+    host = functools.partial(_host, native=native, int64_index=int64_index)
+    for cfg in [c for c in MAX_CONFIGS if len(c[0]) == 4]:
+        shape = (cfg[0][0], channels, *cfg[0][2:])
+        x = make_input(shape, dtype, "cpu", layout, distinct=True)
+        conf = _op_conf(cfg)
+        out, idx = host("max_pool2d_forward", x, *conf)
+        ref, ref_idx = TF.max_pool2d(x.float(), *cfg[1:], return_indices=True)
+        assert torch.equal(out.float(), ref) and torch.equal(idx, ref_idx), cfg
+        assert torch.equal(host("max_pool2d_forward_values", x, *conf)[0].float(), ref)
+        if layout == "channels_last" and shape[0] > 0:
+            assert out.is_contiguous(memory_format=torch.channels_last)
+        g = torch.randn(ref.shape, dtype=dtype)
+        xd = x.double().requires_grad_()
+        (want,) = torch.autograd.grad(TF.max_pool2d(xd, *cfg[1:]), xd, g.double())
+        got, _ = host("max_pool2d_backward", x, *conf, grad=g, indices=idx)
+        assert_close(got.double(), want, dtype=dtype)
+    for cfg in [c for c in AVG_CONFIGS if len(c[0]) == 4]:
+        shape = (cfg[0][0], channels, *cfg[0][2:])
+        x = make_input(shape, dtype, "cpu", layout)
+        conf = _op_conf(cfg)
+        xd = x.double().requires_grad_()
+        ref = TF.avg_pool2d(xd, *cfg[1:])
+        out, _ = host("avg_pool2d_forward", x, *conf, avg=True)
+        assert_close(out.double(), ref.detach(), dtype=dtype)
+        g = torch.randn(ref.shape, dtype=dtype)
+        (want,) = torch.autograd.grad(ref, xd, g.double())
+        got, _ = host("avg_pool2d_backward", x, *conf, grad=g, avg=True)
+        assert_close(got.double(), want, dtype=dtype)
+
+
+@pytest.mark.parametrize("channels", [1, 2, 3, 4, 6, 8, 16])
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.int16, torch.int32, torch.int64, torch.bfloat16])
+def test_cuda_kernels_on_host_every_vector_width(channels, dtype):
+    # channel counts that allow each vector width; storage starting one element in, so no vector access
+    # can be aligned and the native kernels must fall back to one channel at a time
+    for offset in (0, 1):
+        base = torch.randint(-100, 100, (offset + 2 * 9 * 10 * channels,)).to(dtype)
+        x = base[offset:].view(2, 9, 10, channels).permute(0, 3, 1, 2)
+        conf = ([3, 2], [2, 1], [1, 1], [1, 2], True)
+        ref, ref_idx = TF.max_pool2d(x.contiguous().float(), *conf, return_indices=True)
+        for native in (False, True):
+            out, idx = _host("max_pool2d_forward", x, *conf, native=native)
+            assert torch.equal(out.float(), ref) and torch.equal(idx, ref_idx)
+            assert out.is_contiguous(memory_format=torch.channels_last) or channels == 1
+
+
+def test_cuda_kernels_on_host_windows_of_only_padding():
+    # the index recorded for a window of only padding is the first tap's, in both kernel families
+    x = make_input((1, 4, 1, 3), torch.float64, "cpu", "channels_last")
+    conf = ([2, 1], [1, 1], [1, 0], [2, 1], False)
+    for native in (False, True):
+        out, idx = _host("max_pool2d_forward", x, *conf, native=native)
+        assert bool((out == float("-inf")).all()) and torch.equal(idx[0, 0, 0], torch.tensor([3, 4, 5]))
+        g, _ = _host("max_pool2d_backward", x, *conf, native=native, grad=torch.ones_like(out), indices=idx)
+        assert torch.equal(g, torch.zeros_like(x))
+
+
+# ------------------------------------------------------------------------- what the operators accept
+# The accepted-input table (csrc/shape.h): rank 4 and these dtypes, for every operator, on every device
+# and under the fake kernels (torch.compile). torch's max_pool2d takes the integer types; nothing else does.
+FLOATS = {torch.float16, torch.bfloat16, torch.float32, torch.float64}
+INTS = {torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64}
+EXPECTED_DTYPES = {
+    "max_pool2d_forward": FLOATS | INTS,
+    "max_pool2d_forward_values": FLOATS | INTS,
+    "max_pool2d_backward": FLOATS,
+    "avg_pool2d_forward": FLOATS,
+    "avg_pool2d_backward": FLOATS,
+}
+ALL_DTYPES = sorted(FLOATS | INTS | {torch.bool, torch.complex64}, key=str)
+MAX_CONF = ([2, 2], [2, 2], [0, 0], [1, 1], False)
+AVG_CONF = ([2, 2], [2, 2], [0, 0], False, True, None)
+
+
+def test_accepted_input_table():
+    assert POOL_DTYPES == EXPECTED_DTYPES
+
+
+def _call(name, x):
+    """Operator `name` on input x (any rank and dtype), with well-formed other arguments."""
+    out_shape = (*x.shape[:-2], x.shape[-2] // 2, x.shape[-1] // 2)
+    grad = torch.zeros(out_shape, dtype=x.dtype, device=x.device)
+    idx = torch.zeros(out_shape, dtype=torch.int64, device=x.device)
+    calls = {
+        "max_pool2d_forward": lambda: ops.max_pool2d_forward(x, *MAX_CONF),
+        "max_pool2d_forward_values": lambda: ops.max_pool2d_forward_values(x, *MAX_CONF),
+        "max_pool2d_backward": lambda: ops.max_pool2d_backward(grad, x, idx, *MAX_CONF),
+        "avg_pool2d_forward": lambda: ops.avg_pool2d_forward(x, *AVG_CONF),
+        "avg_pool2d_backward": lambda: ops.avg_pool2d_backward(grad, x, *AVG_CONF),
+    }
+    result = calls[name]()
+    return result[0] if isinstance(result, tuple) else result
+
+
+PATHS = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not HAS_CUDA, reason="no CUDA device")), "fake"]
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("name", sorted(EXPECTED_DTYPES))
+def test_every_path_accepts_the_same_inputs(path, name):
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    mode = FakeTensorMode() if path == "fake" else None
+    device = "cpu" if path == "fake" else path
+    for dtype in ALL_DTYPES:
+        for shape in [(2, 6, 6), (1, 2, 6, 6), (1, 1, 2, 6, 6)]:
+            for layout in ("contiguous", "channels_last"):
+                x = to_layout(torch.zeros(shape, device=device).to(dtype), layout)
+                accepted = len(shape) == 4 and dtype in EXPECTED_DTYPES[name]
+                with mode or torch.no_grad():
+                    arg = mode.from_tensor(x) if mode else x
+                    if accepted:
+                        out = _call(name, arg)
+                        assert out.dtype == dtype
+                        assert out.is_contiguous(
+                            memory_format=torch.channels_last if layout == "channels_last" else torch.contiguous_format
+                        )
+                        continue
+                    error = RuntimeError if len(shape) != 4 else NotImplementedError
+                    words = "expected a 4D input" if len(shape) != 4 else f'"{name}" not implemented for'
+                    with pytest.raises(error, match=words):
+                        _call(name, arg)
+
+
+def test_opcheck_integer_max_pooling():
+    for layout in ("contiguous", "channels_last"):
+        x = to_layout(torch.randint(-50, 50, (2, 3, 7, 8), dtype=torch.int16), layout)
+        for op in (ops.max_pool2d_forward, ops.max_pool2d_forward_values):
+            torch.library.opcheck(op, (x, [3, 3], [2, 2], [1, 1], [1, 1], True))
 
 
 def test_seed_examples():
@@ -174,7 +393,7 @@ def test_windows_of_only_padding_get_no_gradient(device, layout):
     # error in backward, and no input may receive that output's gradient.
     x = make_input((1, 2, 1, 3), torch.float64, device, layout, requires_grad=True)
     out, idx = F.max_pool2d(x, (2, 1), 1, (1, 0), (2, 1), return_indices=True)
-    ref, ref_idx = TF.max_pool2d(x.detach(), (2, 1), 1, (1, 0), (2, 1), return_indices=True)
+    ref, ref_idx = TF.max_pool2d(_reference_input(x.detach()), (2, 1), 1, (1, 0), (2, 1), return_indices=True)
     assert torch.equal(out, ref) and torch.equal(idx, ref_idx) and bool((out == float("-inf")).all())
     (gx,) = torch.autograd.grad(out, x, torch.randn_like(out))
     assert torch.equal(gx, torch.zeros_like(x))

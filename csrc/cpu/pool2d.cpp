@@ -46,12 +46,9 @@ namespace {
 
 // ----------------------------------------------------------------------------------------- plumbing
 
-bool is_channels_last(const at::Tensor& t) {
-  return t.dim() == 4 && !t.is_contiguous() && t.is_contiguous(at::MemoryFormat::ChannelsLast);
-}
-
+// The layout rule every pooling path shares: channels_last in, channels_last out.
 at::MemoryFormat pool_format(const at::Tensor& input) {
-  return is_channels_last(input) ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+  return pool_output_format(input);
 }
 
 // Writes a computed result into a tensor of the caller's dtype (a no-op when they already agree).
@@ -60,16 +57,6 @@ at::Tensor from_compute(const at::Tensor& result, at::ScalarType dtype, at::Memo
     return result;
   }
   return at::empty(result.sizes(), result.options().dtype(dtype).memory_format(fmt)).copy_(result);
-}
-
-// Pooling computes every floating type (16-bit ones in float32); max pooling also integers, as torch.
-void check_floating(const char* kernel, const at::Tensor& t) {
-  check_dtype_supported(kernel, t, at::isFloatingType(t.scalar_type()));
-}
-
-void check_max_dtype(const char* kernel, const at::Tensor& t) {
-  const auto dt = t.scalar_type();
-  check_dtype_supported(kernel, t, at::isFloatingType(dt) || at::isIntegralType(dt, /*includeBool=*/false));
 }
 
 // The input gradient, to be accumulated into. NCHW kernels zero each plane themselves just before
@@ -281,10 +268,11 @@ void max_pool_dispatch(const at::Tensor& x, at::Tensor& y, int64_t* ind, const P
 }
 
 // Shared by both max forwards; `indices` is null for the values-only one.
-at::Tensor max_pool2d_run(const char* op, const at::Tensor& input, c10::IntArrayRef kernel_size,
+at::Tensor max_pool2d_run(PoolOp pool_op, const at::Tensor& input, c10::IntArrayRef kernel_size,
                           c10::IntArrayRef stride, c10::IntArrayRef padding, c10::IntArrayRef dilation,
                           bool ceil_mode, at::Tensor* indices) {
-  check_max_dtype(op, input);
+  const char* op = pool_op_name(pool_op);
+  check_pool_input(pool_op, input);
   const Pool2dParams p = make_pool2d_params(op, input, kernel_size, stride, padding, dilation, ceil_mode);
   const auto fmt = pool_format(input);
   const at::Tensor x = to_compute(input, fmt);
@@ -314,7 +302,7 @@ std::tuple<at::Tensor, at::Tensor> max_pool2d_forward_cpu(const at::Tensor& inpu
                                                           c10::IntArrayRef stride, c10::IntArrayRef padding,
                                                           c10::IntArrayRef dilation, bool ceil_mode) {
   at::Tensor indices;
-  at::Tensor out = max_pool2d_run("max_pool2d_forward", input, kernel_size, stride, padding, dilation, ceil_mode,
+  at::Tensor out = max_pool2d_run(PoolOp::MaxForward, input, kernel_size, stride, padding, dilation, ceil_mode,
                                   &indices);
   return {out, indices};
 }
@@ -322,7 +310,7 @@ std::tuple<at::Tensor, at::Tensor> max_pool2d_forward_cpu(const at::Tensor& inpu
 at::Tensor max_pool2d_forward_values_cpu(const at::Tensor& input, c10::IntArrayRef kernel_size,
                                          c10::IntArrayRef stride, c10::IntArrayRef padding,
                                          c10::IntArrayRef dilation, bool ceil_mode) {
-  return max_pool2d_run("max_pool2d_forward_values", input, kernel_size, stride, padding, dilation, ceil_mode,
+  return max_pool2d_run(PoolOp::MaxForwardValues, input, kernel_size, stride, padding, dilation, ceil_mode,
                         nullptr);
 }
 
@@ -419,16 +407,11 @@ at::Tensor max_pool2d_backward_cpu(const at::Tensor& grad_output, const at::Tens
                                    c10::IntArrayRef kernel_size, c10::IntArrayRef stride, c10::IntArrayRef padding,
                                    c10::IntArrayRef dilation, bool ceil_mode) {
   constexpr const char* op = "max_pool2d_backward";
-  check_floating(op, input);
+  check_pool_input(PoolOp::MaxBackward, input);
   const Pool2dParams p = make_pool2d_params(op, input, kernel_size, stride, padding, dilation, ceil_mode);
   const std::vector<int64_t> out_sizes{p.batch, p.channels, p.win.out[0], p.win.out[1]};
   check_grad_output(op, grad_output, out_sizes, input);
-  TORCH_CHECK(indices.scalar_type() == at::kLong, op, ": expected indices of dtype Long, but got ",
-              indices.scalar_type());
-  TORCH_CHECK(indices.sizes() == c10::IntArrayRef(out_sizes), op, ": expected indices of size ", out_sizes,
-              ", but got ", indices.sizes());
-  TORCH_CHECK(indices.device() == input.device(), op, ": expected indices on ", input.device(), ", but got ",
-              indices.device());
+  check_max_indices(op, indices, out_sizes, input);
   const auto fmt = pool_format(input);
   at::Tensor go = to_compute(grad_output, fmt);
   at::Tensor ind = indices.contiguous(fmt);
@@ -552,16 +535,12 @@ void avg_pool_nhwc(const scalar_t* x, scalar_t* y, int64_t batch, int64_t C, con
   });
 }
 
-void check_divisor(const char* op, std::optional<int64_t> divisor_override) {
-  TORCH_CHECK(!divisor_override.has_value() || *divisor_override != 0, op, ": divisor must be not zero");
-}
-
 at::Tensor avg_pool2d_forward_cpu(const at::Tensor& input, c10::IntArrayRef kernel_size, c10::IntArrayRef stride,
                                   c10::IntArrayRef padding, bool ceil_mode, bool count_include_pad,
                                   std::optional<int64_t> divisor_override) {
   constexpr const char* op = "avg_pool2d_forward";
-  check_floating(op, input);
-  check_divisor(op, divisor_override);
+  check_pool_input(PoolOp::AvgForward, input);
+  pool_divisor(op, divisor_override);  // rejects an explicit 0 (the kernels below read the optional)
   const Pool2dParams p = make_pool2d_params(op, input, kernel_size, stride, padding, {1, 1}, ceil_mode);
   const auto fmt = pool_format(input);
   const at::Tensor x = to_compute(input, fmt);
@@ -679,8 +658,8 @@ at::Tensor avg_pool2d_backward_cpu(const at::Tensor& grad_output, const at::Tens
                                    c10::IntArrayRef kernel_size, c10::IntArrayRef stride, c10::IntArrayRef padding,
                                    bool ceil_mode, bool count_include_pad, std::optional<int64_t> divisor_override) {
   constexpr const char* op = "avg_pool2d_backward";
-  check_floating(op, input);
-  check_divisor(op, divisor_override);
+  check_pool_input(PoolOp::AvgBackward, input);
+  pool_divisor(op, divisor_override);  // rejects an explicit 0 (the kernels below read the optional)
   const Pool2dParams p = make_pool2d_params(op, input, kernel_size, stride, padding, {1, 1}, ceil_mode);
   check_grad_output(op, grad_output, {p.batch, p.channels, p.win.out[0], p.win.out[1]}, input);
   const auto fmt = pool_format(input);

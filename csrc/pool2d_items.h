@@ -1,0 +1,748 @@
+// The CUDA pooling operators, less their kernel launches: the work items (one output or input element,
+// or one run of channels, per call), written for host and device alike, and the host-side bodies that
+// check arguments, lay out tensors and pick the work item.
+//
+// csrc/cuda/pool2d.cu runs the bodies with a runner that launches grid-stride kernels over the work
+// items. The private operator _cuda_pool2d_on_host (shape.cpp) runs the very same bodies with a runner
+// that loops on the CPU, so the tests check this code, both kernel families and every vector width, on
+// machines without a GPU. What only a GPU can check is the launch itself (grid, stream, device memory).
+//
+// Semantics are torch's, exactly:
+//   * max: a NaN in the window wins (the comparison is `v > best || isnan(v)`, so the last NaN's index
+//     is kept); a window of only -inf (or only the integer minimum) gives that value and the index of
+//     its first tap at or after 0, even when that tap is already past the input's end (a window of only
+//     padding): torch's NCHW kernels and its CPU kernels record that index, and so do ours in every
+//     layout (torch's channels_last CUDA kernel records 0 instead);
+//   * avg: the divisor is divisor_override if given, else the window size clipped to the padded input
+//     (count_include_pad) or to the input itself; a window with no input element gives 0.
+//
+// Two families of work items:
+//   * planar (NCHW): one item is one output element (forwards) or one input element (backwards) of a
+//     contiguous (N*C, H, W) tensor;
+//   * channels_last (NHWC): one item is one pixel's run of V consecutive channels, read and written as
+//     one aligned V-lane vector. Consecutive items are consecutive channel runs, so a warp reads one
+//     contiguous stretch of memory per tap.
+// The backwards are gathers (each input element sums, in a fixed order, the gradients of the outputs
+// whose window covers it; for max, those whose index points at it): no atomics, deterministic.
+#pragma once
+
+#include <ATen/Dispatch.h>
+#include <ATen/Dispatch_v2.h>
+#include <ATen/NumericUtils.h>
+#include <ATen/ops/empty.h>
+#include <c10/macros/Macros.h>
+#include <c10/util/BFloat16.h>
+#include <c10/util/Half.h>
+
+#include <cstdint>
+#include <initializer_list>
+#include <limits>
+#include <optional>
+#include <tuple>
+#include <type_traits>
+#include <vector>
+
+#include "shape.h"
+
+namespace lenet_ext {
+namespace pool {
+
+template <typename T>
+C10_HOST_DEVICE inline T lmin(T a, T b) {
+  return a < b ? a : b;
+}
+template <typename T>
+C10_HOST_DEVICE inline T lmax(T a, T b) {
+  return a > b ? a : b;
+}
+
+// The window geometry a kernel needs, narrowed to its index type. Planar kernels see batch = N * C
+// planes of one channel each.
+template <typename index_t>
+struct Geom {
+  index_t batch, channels;
+  index_t H, W, OH, OW;
+  index_t kh, kw, sh, sw, ph, pw, dh, dw;
+};
+
+template <typename index_t>
+Geom<index_t> geom_of(const Pool2dParams& p, bool planar) {
+  const Window2d& w = p.win;
+  auto n = [](int64_t v) { return static_cast<index_t>(v); };
+  return {n(planar ? p.batch * p.channels : p.batch),
+          n(planar ? 1 : p.channels),
+          n(w.in[0]),
+          n(w.in[1]),
+          n(w.out[0]),
+          n(w.out[1]),
+          n(w.kernel[0]),
+          n(w.kernel[1]),
+          n(w.stride[0]),
+          n(w.stride[1]),
+          n(w.pad[0]),
+          n(w.pad[1]),
+          n(w.dilation[0]),
+          n(w.dilation[1])};
+}
+
+// True when every index a pooling kernel computes fits in int32 with headroom (64-bit division is
+// several times slower on the GPU): tensor sizes, and the reach of a window in each dimension.
+inline bool fits_int32(const Pool2dParams& p) {
+  constexpr int64_t limit = int64_t{1} << 30;
+  const int64_t planes = p.batch * p.channels;
+  bool ok = planes * p.win.in[0] * p.win.in[1] < limit && planes * p.win.out[0] * p.win.out[1] < limit;
+  for (int i = 0; i < 2; ++i) {
+    const Window2d& w = p.win;
+    ok = ok && w.in[i] + 2 * w.pad[i] + (w.kernel[i] - 1) * w.dilation[i] + w.stride[i] + w.out[i] < limit;
+  }
+  return ok;
+}
+
+// Half types are computed in float; every other type (integers included) in itself.
+template <typename scalar_t>
+struct Acc {
+  using type = scalar_t;
+};
+template <>
+struct Acc<c10::Half> {
+  using type = float;
+};
+template <>
+struct Acc<c10::BFloat16> {
+  using type = float;
+};
+template <typename scalar_t>
+using acc_t = typename Acc<scalar_t>::type;
+
+// The identity of max: -inf where the type has it, its lowest value otherwise (as torch).
+template <typename acc>
+C10_HOST_DEVICE inline acc lowest() {
+  if constexpr (std::numeric_limits<acc>::has_infinity) {
+    return -std::numeric_limits<acc>::infinity();
+  } else {
+    return std::numeric_limits<acc>::lowest();
+  }
+}
+
+// V consecutive channels, loaded and stored as one aligned access (V * sizeof(T) <= 16 bytes).
+template <typename T, int V>
+struct alignas(sizeof(T) * V) Lanes {
+  T v[V];
+};
+
+template <typename T, int V>
+C10_HOST_DEVICE inline Lanes<T, V> load(const T* p) {
+  return *reinterpret_cast<const Lanes<T, V>*>(p);
+}
+
+template <typename T, int V>
+C10_HOST_DEVICE inline void store(T* p, const Lanes<T, V>& lanes) {
+  *reinterpret_cast<Lanes<T, V>*>(p) = lanes;
+}
+
+// The widest V (8, 4, 2 or 1) with V * sizeof(T) <= 16 bytes that divides the channel count and keeps
+// every given pointer aligned to V elements.
+template <typename T>
+int vector_width(int64_t channels, std::initializer_list<const void*> pointers) {
+  for (int v = 8; v > 1; v /= 2) {
+    if (v * sizeof(T) > 16 || channels % v != 0) {
+      continue;
+    }
+    bool aligned = true;
+    for (const void* p : pointers) {
+      aligned = aligned && reinterpret_cast<uintptr_t>(p) % (v * sizeof(T)) == 0;
+    }
+    if (aligned) {
+      return v;
+    }
+  }
+  return 1;
+}
+
+// --------------------------------------------------------------------------------- window geometry
+
+// The first tap of a dilated window at or after 0: torch starts the max window there (and takes its
+// index as the all -inf answer), even when that tap is already past the input's end.
+template <typename index_t>
+C10_HOST_DEVICE inline index_t first_tap(index_t start, index_t d) {
+  return start >= 0 ? start : start + ((-start + d - 1) / d) * d;
+}
+
+// One max window's taps in one dimension: [first, end) in steps of the dilation.
+template <typename index_t>
+struct Taps {
+  index_t first, end;
+};
+
+template <typename index_t>
+C10_HOST_DEVICE inline Taps<index_t> max_taps(index_t o, index_t s, index_t p, index_t k, index_t d, index_t n) {
+  const index_t start = o * s - p;
+  return {first_tap<index_t>(start, d), lmin<index_t>(start + (k - 1) * d + 1, n)};
+}
+
+// Outputs whose (undilated-span) window can cover input position `i` along one dimension:
+// o * s - p <= i <= o * s - p + span, clipped to [0, out).
+template <typename index_t>
+struct Covering {
+  index_t lo, hi;
+};
+
+template <typename index_t>
+C10_HOST_DEVICE inline Covering<index_t> covering_outputs(index_t i, index_t p, index_t span, index_t s,
+                                                          index_t out) {
+  const index_t top = i + p;  // o * s <= top
+  return {top < span ? index_t{0} : (top - span + s - 1) / s, lmin<index_t>(top / s + 1, out)};
+}
+
+// torch's avg_pool2d window: [start, start + k) clipped to the padded input gives the count_include_pad
+// size, clipped to the input gives the summed range.
+template <typename index_t>
+struct AvgWindow {
+  index_t h0, h1, w0, w1;
+  index_t padded_size;
+  C10_HOST_DEVICE bool empty() const {
+    return h0 >= h1 || w0 >= w1;
+  }
+};
+
+template <typename index_t>
+C10_HOST_DEVICE inline AvgWindow<index_t> avg_window(index_t oh, index_t ow, const Geom<index_t>& g) {
+  index_t h0 = oh * g.sh - g.ph, w0 = ow * g.sw - g.pw;
+  index_t h1 = lmin<index_t>(h0 + g.kh, g.H + g.ph), w1 = lmin<index_t>(w0 + g.kw, g.W + g.pw);
+  const index_t padded = (h1 - h0) * (w1 - w0);
+  return {lmax<index_t>(h0, 0), lmin<index_t>(h1, g.H), lmax<index_t>(w0, 0), lmin<index_t>(w1, g.W), padded};
+}
+
+// divisor_override == 0 means "none" (the host rejects a zero override before any kernel runs).
+template <typename index_t>
+C10_HOST_DEVICE inline index_t avg_divisor(const AvgWindow<index_t>& win, bool count_include_pad,
+                                           int64_t divisor_override) {
+  if (divisor_override != 0) {
+    return static_cast<index_t>(divisor_override);
+  }
+  return count_include_pad ? win.padded_size : (win.h1 - win.h0) * (win.w1 - win.w0);
+}
+
+// Arguments every avg item needs besides the geometry.
+struct AvgRule {
+  bool count_include_pad;
+  int64_t divisor_override;
+};
+
+// ------------------------------------------------------------------------------------ planar items
+// Item i of the forwards is output (plane, oh, ow) = i; of the backwards, input (plane, h, w) = i.
+
+template <typename scalar_t, typename index_t, bool kWithIndices>
+struct MaxForwardPlanar {
+  using index_type = index_t;
+  const scalar_t* x;
+  scalar_t* out;
+  int64_t* indices;
+  Geom<index_t> g;
+
+  C10_HOST_DEVICE void operator()(index_t i) const {
+    using acc = acc_t<scalar_t>;
+    const index_t ow = i % g.OW, oh = (i / g.OW) % g.OH, plane = i / (g.OW * g.OH);
+    const Taps<index_t> th = max_taps<index_t>(oh, g.sh, g.ph, g.kh, g.dh, g.H);
+    const Taps<index_t> tw = max_taps<index_t>(ow, g.sw, g.pw, g.kw, g.dw, g.W);
+    const scalar_t* src = x + plane * g.H * g.W;
+    acc best = lowest<acc>();
+    index_t best_at = th.first * g.W + tw.first;
+    for (index_t h = th.first; h < th.end; h += g.dh) {
+      for (index_t w = tw.first; w < tw.end; w += g.dw) {
+        const acc v = static_cast<acc>(src[h * g.W + w]);
+        if (v > best || at::_isnan(v)) {
+          best = v;
+          best_at = h * g.W + w;
+        }
+      }
+    }
+    out[i] = static_cast<scalar_t>(best);
+    if constexpr (kWithIndices) {
+      indices[i] = best_at;
+    }
+  }
+};
+
+template <typename scalar_t, typename index_t>
+struct MaxBackwardPlanar {
+  using index_type = index_t;
+  const scalar_t* grad_out;
+  const int64_t* indices;
+  scalar_t* grad_in;
+  Geom<index_t> g;
+
+  C10_HOST_DEVICE void operator()(index_t i) const {
+    using acc = acc_t<scalar_t>;
+    // `at` is i's flat index within its plane, as the forward recorded it
+    const index_t at = i % (g.H * g.W), plane = i / (g.H * g.W);
+    const Covering<index_t> ch = covering_outputs<index_t>(at / g.W, g.ph, (g.kh - 1) * g.dh, g.sh, g.OH);
+    const Covering<index_t> cw = covering_outputs<index_t>(at % g.W, g.pw, (g.kw - 1) * g.dw, g.sw, g.OW);
+    const index_t base = plane * g.OH * g.OW;
+    acc sum = 0;
+    for (index_t oh = ch.lo; oh < ch.hi; ++oh) {
+      for (index_t ow = cw.lo; ow < cw.hi; ++ow) {
+        const index_t o = base + oh * g.OW + ow;
+        if (indices[o] == static_cast<int64_t>(at)) {
+          sum += static_cast<acc>(grad_out[o]);
+        }
+      }
+    }
+    grad_in[i] = static_cast<scalar_t>(sum);
+  }
+};
+
+template <typename scalar_t, typename index_t>
+struct AvgForwardPlanar {
+  using index_type = index_t;
+  const scalar_t* x;
+  scalar_t* out;
+  Geom<index_t> g;
+  AvgRule rule;
+
+  C10_HOST_DEVICE void operator()(index_t i) const {
+    using acc = acc_t<scalar_t>;
+    const index_t ow = i % g.OW, oh = (i / g.OW) % g.OH, plane = i / (g.OW * g.OH);
+    const AvgWindow<index_t> win = avg_window<index_t>(oh, ow, g);
+    if (win.empty()) {
+      out[i] = scalar_t(0);
+      return;
+    }
+    const scalar_t* src = x + plane * g.H * g.W;
+    acc sum = 0;
+    for (index_t h = win.h0; h < win.h1; ++h) {
+      for (index_t w = win.w0; w < win.w1; ++w) {
+        sum += static_cast<acc>(src[h * g.W + w]);
+      }
+    }
+    const index_t divisor = avg_divisor<index_t>(win, rule.count_include_pad, rule.divisor_override);
+    out[i] = static_cast<scalar_t>(sum / static_cast<acc>(divisor));
+  }
+};
+
+template <typename scalar_t, typename index_t>
+struct AvgBackwardPlanar {
+  using index_type = index_t;
+  const scalar_t* grad_out;
+  scalar_t* grad_in;
+  Geom<index_t> g;
+  AvgRule rule;
+
+  C10_HOST_DEVICE void operator()(index_t i) const {
+    using acc = acc_t<scalar_t>;
+    const index_t w = i % g.W, h = (i / g.W) % g.H, plane = i / (g.W * g.H);
+    const Covering<index_t> ch = covering_outputs<index_t>(h, g.ph, g.kh - 1, g.sh, g.OH);
+    const Covering<index_t> cw = covering_outputs<index_t>(w, g.pw, g.kw - 1, g.sw, g.OW);
+    const scalar_t* src = grad_out + plane * g.OH * g.OW;
+    acc sum = 0;
+    for (index_t oh = ch.lo; oh < ch.hi; ++oh) {
+      for (index_t ow = cw.lo; ow < cw.hi; ++ow) {
+        const AvgWindow<index_t> win = avg_window<index_t>(oh, ow, g);
+        if (win.empty()) {
+          continue;
+        }
+        sum += static_cast<acc>(src[oh * g.OW + ow]) /
+        static_cast<acc>(avg_divisor<index_t>(win, rule.count_include_pad, rule.divisor_override));
+      }
+    }
+    grad_in[i] = static_cast<scalar_t>(sum);
+  }
+};
+
+// ---------------------------------------------------------------------------- channels_last items
+// Item i is the run of channels [c, c + V) at one pixel, c = (i % (C / V)) * V. The forwards' pixel is
+// output (n, oh, ow), the backwards' input (n, h, w); either way element (pixel, c) sits at i * V.
+
+template <typename index_t>
+struct Pixel {
+  index_t n, y, x, c;  // image, row, column, first channel
+};
+
+template <typename index_t, int V>
+C10_HOST_DEVICE inline Pixel<index_t> pixel_of(index_t i, index_t channels, index_t rows, index_t cols) {
+  const index_t runs = channels / V;
+  const index_t c = (i % runs) * V;
+  index_t rest = i / runs;
+  const index_t x = rest % cols;
+  rest /= cols;
+  return {rest / rows, rest % rows, x, c};
+}
+
+template <typename scalar_t, typename index_t, int V, bool kWithIndices>
+struct MaxForwardNhwc {
+  using index_type = index_t;
+  const scalar_t* x;
+  scalar_t* out;
+  int64_t* indices;
+  Geom<index_t> g;
+
+  C10_HOST_DEVICE void operator()(index_t i) const {
+    using acc = acc_t<scalar_t>;
+    const Pixel<index_t> px = pixel_of<index_t, V>(i, g.channels, g.OH, g.OW);
+    const Taps<index_t> th = max_taps<index_t>(px.y, g.sh, g.ph, g.kh, g.dh, g.H);
+    const Taps<index_t> tw = max_taps<index_t>(px.x, g.sw, g.pw, g.kw, g.dw, g.W);
+    const scalar_t* img = x + px.n * g.H * g.W * g.channels + px.c;
+    acc best[V];
+    index_t best_at[V];
+    for (int v = 0; v < V; ++v) {
+      best[v] = lowest<acc>();
+      best_at[v] = th.first * g.W + tw.first;
+    }
+    for (index_t h = th.first; h < th.end; h += g.dh) {
+      for (index_t w = tw.first; w < tw.end; w += g.dw) {
+        const Lanes<scalar_t, V> in = load<scalar_t, V>(img + (h * g.W + w) * g.channels);
+        for (int v = 0; v < V; ++v) {
+          const acc val = static_cast<acc>(in.v[v]);
+          if (val > best[v] || at::_isnan(val)) {
+            best[v] = val;
+            best_at[v] = h * g.W + w;
+          }
+        }
+      }
+    }
+    Lanes<scalar_t, V> result;
+    for (int v = 0; v < V; ++v) {
+      result.v[v] = static_cast<scalar_t>(best[v]);
+    }
+    store<scalar_t, V>(out + i * V, result);
+    if constexpr (kWithIndices) {
+      for (int v = 0; v < V; ++v) {
+        indices[i * V + v] = best_at[v];
+      }
+    }
+  }
+};
+
+template <typename scalar_t, typename index_t, int V>
+struct MaxBackwardNhwc {
+  using index_type = index_t;
+  const scalar_t* grad_out;
+  const int64_t* indices;
+  scalar_t* grad_in;
+  Geom<index_t> g;
+
+  C10_HOST_DEVICE void operator()(index_t i) const {
+    using acc = acc_t<scalar_t>;
+    const Pixel<index_t> px = pixel_of<index_t, V>(i, g.channels, g.H, g.W);
+    const index_t at = px.y * g.W + px.x;
+    const Covering<index_t> ch = covering_outputs<index_t>(px.y, g.ph, (g.kh - 1) * g.dh, g.sh, g.OH);
+    const Covering<index_t> cw = covering_outputs<index_t>(px.x, g.pw, (g.kw - 1) * g.dw, g.sw, g.OW);
+    acc sum[V];
+    for (int v = 0; v < V; ++v) {
+      sum[v] = 0;
+    }
+    for (index_t oh = ch.lo; oh < ch.hi; ++oh) {
+      for (index_t ow = cw.lo; ow < cw.hi; ++ow) {
+        const index_t o = ((px.n * g.OH + oh) * g.OW + ow) * g.channels + px.c;
+        const Lanes<scalar_t, V> go = load<scalar_t, V>(grad_out + o);
+        for (int v = 0; v < V; ++v) {
+          if (indices[o + v] == static_cast<int64_t>(at)) {
+            sum[v] += static_cast<acc>(go.v[v]);
+          }
+        }
+      }
+    }
+    Lanes<scalar_t, V> result;
+    for (int v = 0; v < V; ++v) {
+      result.v[v] = static_cast<scalar_t>(sum[v]);
+    }
+    store<scalar_t, V>(grad_in + i * V, result);
+  }
+};
+
+template <typename scalar_t, typename index_t, int V>
+struct AvgForwardNhwc {
+  using index_type = index_t;
+  const scalar_t* x;
+  scalar_t* out;
+  Geom<index_t> g;
+  AvgRule rule;
+
+  C10_HOST_DEVICE void operator()(index_t i) const {
+    using acc = acc_t<scalar_t>;
+    const Pixel<index_t> px = pixel_of<index_t, V>(i, g.channels, g.OH, g.OW);
+    const AvgWindow<index_t> win = avg_window<index_t>(px.y, px.x, g);
+    acc sum[V];
+    for (int v = 0; v < V; ++v) {
+      sum[v] = 0;
+    }
+    const scalar_t* img = x + px.n * g.H * g.W * g.channels + px.c;
+    for (index_t h = win.h0; h < win.h1; ++h) {
+      for (index_t w = win.w0; w < win.w1; ++w) {
+        const Lanes<scalar_t, V> in = load<scalar_t, V>(img + (h * g.W + w) * g.channels);
+        for (int v = 0; v < V; ++v) {
+          sum[v] += static_cast<acc>(in.v[v]);
+        }
+      }
+    }
+    // an empty window sums nothing and gives 0 without dividing (its divisor may be 0)
+    const index_t divisor =
+        win.empty() ? index_t{1} : avg_divisor<index_t>(win, rule.count_include_pad, rule.divisor_override);
+    Lanes<scalar_t, V> result;
+    for (int v = 0; v < V; ++v) {
+      result.v[v] = static_cast<scalar_t>(sum[v] / static_cast<acc>(divisor));
+    }
+    store<scalar_t, V>(out + i * V, result);
+  }
+};
+
+template <typename scalar_t, typename index_t, int V>
+struct AvgBackwardNhwc {
+  using index_type = index_t;
+  const scalar_t* grad_out;
+  scalar_t* grad_in;
+  Geom<index_t> g;
+  AvgRule rule;
+
+  C10_HOST_DEVICE void operator()(index_t i) const {
+    using acc = acc_t<scalar_t>;
+    const Pixel<index_t> px = pixel_of<index_t, V>(i, g.channels, g.H, g.W);
+    const Covering<index_t> ch = covering_outputs<index_t>(px.y, g.ph, g.kh - 1, g.sh, g.OH);
+    const Covering<index_t> cw = covering_outputs<index_t>(px.x, g.pw, g.kw - 1, g.sw, g.OW);
+    acc sum[V];
+    for (int v = 0; v < V; ++v) {
+      sum[v] = 0;
+    }
+    for (index_t oh = ch.lo; oh < ch.hi; ++oh) {
+      for (index_t ow = cw.lo; ow < cw.hi; ++ow) {
+        const AvgWindow<index_t> win = avg_window<index_t>(oh, ow, g);
+        if (win.empty()) {
+          continue;
+        }
+        const acc divisor = static_cast<acc>(avg_divisor<index_t>(win, rule.count_include_pad, rule.divisor_override));
+        const index_t o = ((px.n * g.OH + oh) * g.OW + ow) * g.channels + px.c;  // (n, oh, ow, c)
+        const Lanes<scalar_t, V> go = load<scalar_t, V>(grad_out + o);
+        for (int v = 0; v < V; ++v) {
+          sum[v] += static_cast<acc>(go.v[v]) / divisor;
+        }
+      }
+    }
+    Lanes<scalar_t, V> result;
+    for (int v = 0; v < V; ++v) {
+      result.v[v] = static_cast<scalar_t>(sum[v]);
+    }
+    store<scalar_t, V>(grad_in + i * V, result);
+  }
+};
+
+// ----------------------------------------------------------------------------------------- host side
+// The operators' bodies, shared by the CUDA entry points and the host emulation. `run(op, n)` runs the
+// work item op on items [0, n): cuda/pool2d.cu launches a grid-stride kernel, shape.cpp loops. A runner
+// whose `int64_index` is set gets int64 work items even for small tensors (the host tests use it).
+//
+// Layout: a channels_last input gives channels_last results (pool_output_format). The planar kernels,
+// the default, read it through one copy to NCHW and write the results back through another; with
+// `native_nhwc` (lenet_ext.backends.cuda_pool_layout("native")) the channels_last kernels read and
+// write it as it is. Inputs of any other layout are copied to contiguous NCHW.
+
+// Calls f(std::integral_constant<int, V>{}) for the runtime width v; only widths whose vector fits
+// in 16 bytes are instantiated (vector_width never asks for another).
+template <typename T, typename F>
+void with_vector_width(int v, const F& f) {
+  auto call = [&](auto width) {
+    if constexpr (decltype(width)::value * sizeof(T) <= 16) {
+      f(width);
+    }
+  };
+  switch (v) {
+    case 8:
+      return call(std::integral_constant<int, 8>{});
+    case 4:
+      return call(std::integral_constant<int, 4>{});
+    case 2:
+      return call(std::integral_constant<int, 2>{});
+    default:
+      return call(std::integral_constant<int, 1>{});
+  }
+}
+
+// Calls f(int32_t{}) when `small`, else f(int64_t{}).
+template <typename F>
+void with_index_type(bool small, const F& f) {
+  if (small) {
+    f(int32_t{});
+  } else {
+    f(int64_t{});
+  }
+}
+
+template <typename F>
+void with_bool(bool b, const F& f) {
+  if (b) {
+    f(std::true_type{});
+  } else {
+    f(std::false_type{});
+  }
+}
+
+struct Layout {
+  bool nhwc;                   // run the channels_last kernels
+  at::MemoryFormat compute;    // the layout the kernels read and write
+  at::MemoryFormat result;     // the layout the caller gets
+};
+
+inline Layout layout_for(const at::Tensor& input, bool native_nhwc) {
+  const at::MemoryFormat result = pool_output_format(input);
+  const bool nhwc = native_nhwc && result == at::MemoryFormat::ChannelsLast;
+  return {nhwc, nhwc ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous, result};
+}
+
+inline std::vector<int64_t> output_sizes(const Pool2dParams& p) {
+  return {p.batch, p.channels, p.win.out[0], p.win.out[1]};
+}
+
+// Every index fits int32 (and so does avg's divisor).
+inline bool small_indices(const Pool2dParams& p, int64_t divisor = 0) {
+  constexpr int64_t limit = int64_t{1} << 30;
+  return fits_int32(p) && divisor > -limit && divisor < limit;
+}
+
+// Builds a planar or a channels_last work item (make(std::integral_constant<int, V>) for the latter)
+// over `work` elements, and runs it.
+template <typename scalar_t, typename Runner, typename MakePlanar, typename MakeNhwc>
+void run_layout(const Runner& run, const Layout& l, int64_t channels, int64_t work,
+                std::initializer_list<const void*> vector_pointers, const MakePlanar& planar,
+                const MakeNhwc& nhwc) {
+  if (!l.nhwc) {
+    run(planar(), work);
+    return;
+  }
+  with_vector_width<scalar_t>(vector_width<scalar_t>(channels, vector_pointers), [&](auto v) {
+    run(nhwc(v), work / decltype(v)::value);
+  });
+}
+
+// max_pool2d_forward (with_indices) and max_pool2d_forward_values.
+template <typename Runner>
+std::tuple<at::Tensor, at::Tensor> max_pool2d_forward_impl(const Runner& run, bool with_indices,
+                                                           const at::Tensor& input, c10::IntArrayRef kernel_size,
+                                                           c10::IntArrayRef stride, c10::IntArrayRef padding,
+                                                           c10::IntArrayRef dilation, bool ceil_mode,
+                                                           bool native_nhwc) {
+  const PoolOp op = with_indices ? PoolOp::MaxForward : PoolOp::MaxForwardValues;
+  check_pool_input(op, input);
+  const Pool2dParams p = make_pool2d_params(pool_op_name(op), input, kernel_size, stride, padding, dilation,
+                                            ceil_mode);
+  const Layout l = layout_for(input, native_nhwc);
+  const at::Tensor x = input.contiguous(l.compute);
+  at::Tensor out = at::empty(output_sizes(p), x.options().memory_format(l.compute));
+  at::Tensor indices =
+      with_indices ? at::empty(output_sizes(p), x.options().dtype(at::kLong).memory_format(l.compute)) : at::Tensor();
+  if (out.numel() > 0) {
+    AT_DISPATCH_V2(x.scalar_type(), "max_pool2d_forward", AT_WRAP([&] {
+                     with_index_type(!run.int64_index && small_indices(p), [&](auto index_zero) {
+                       using index_t = decltype(index_zero);
+                       const scalar_t* xp = x.const_data_ptr<scalar_t>();
+                       scalar_t* yp = out.mutable_data_ptr<scalar_t>();
+                       int64_t* ip = with_indices ? indices.mutable_data_ptr<int64_t>() : nullptr;
+                       const Geom<index_t> g = geom_of<index_t>(p, !l.nhwc);
+                       with_bool(with_indices, [&](auto wi) {
+                         constexpr bool kWI = decltype(wi)::value;
+                         run_layout<scalar_t>(
+                             run, l, p.channels, out.numel(), {xp, yp},
+                             [&] { return MaxForwardPlanar<scalar_t, index_t, kWI>{xp, yp, ip, g}; },
+                             [&](auto v) {
+                               return MaxForwardNhwc<scalar_t, index_t, decltype(v)::value, kWI>{xp, yp, ip, g};
+                             });
+                       });
+                     });
+                   }),
+                   AT_EXPAND(AT_FLOATING_TYPES), at::kHalf, at::kBFloat16, AT_EXPAND(AT_INTEGRAL_TYPES));
+  }
+  return {out.contiguous(l.result), with_indices ? indices.contiguous(l.result) : at::Tensor()};
+}
+
+template <typename Runner>
+at::Tensor max_pool2d_backward_impl(const Runner& run, const at::Tensor& grad_output, const at::Tensor& input,
+                                    const at::Tensor& indices, c10::IntArrayRef kernel_size, c10::IntArrayRef stride,
+                                    c10::IntArrayRef padding, c10::IntArrayRef dilation, bool ceil_mode,
+                                    bool native_nhwc) {
+  const char* name = pool_op_name(PoolOp::MaxBackward);
+  check_pool_input(PoolOp::MaxBackward, input);
+  const Pool2dParams p = make_pool2d_params(name, input, kernel_size, stride, padding, dilation, ceil_mode);
+  check_grad_output(name, grad_output, output_sizes(p), input);
+  check_max_indices(name, indices, output_sizes(p), input);
+  const Layout l = layout_for(input, native_nhwc);
+  const at::Tensor go = grad_output.contiguous(l.compute), idx = indices.contiguous(l.compute);
+  at::Tensor grad_in = at::empty(input.sizes(), input.options().memory_format(l.compute));
+  if (grad_in.numel() > 0) {
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "max_pool2d_backward", [&] {
+      with_index_type(!run.int64_index && small_indices(p), [&](auto index_zero) {
+        using index_t = decltype(index_zero);
+        const scalar_t* gop = go.const_data_ptr<scalar_t>();
+        const int64_t* ip = idx.const_data_ptr<int64_t>();
+        scalar_t* gip = grad_in.mutable_data_ptr<scalar_t>();
+        const Geom<index_t> g = geom_of<index_t>(p, !l.nhwc);
+        run_layout<scalar_t>(
+            run, l, p.channels, grad_in.numel(), {gop, gip},
+            [&] { return MaxBackwardPlanar<scalar_t, index_t>{gop, ip, gip, g}; },
+            [&](auto v) { return MaxBackwardNhwc<scalar_t, index_t, decltype(v)::value>{gop, ip, gip, g}; });
+      });
+    });
+  }
+  return grad_in.contiguous(l.result);
+}
+
+template <typename Runner>
+at::Tensor avg_pool2d_forward_impl(const Runner& run, const at::Tensor& input, c10::IntArrayRef kernel_size,
+                                   c10::IntArrayRef stride, c10::IntArrayRef padding, bool ceil_mode,
+                                   bool count_include_pad, const std::optional<int64_t>& divisor_override,
+                                   bool native_nhwc) {
+  const char* name = pool_op_name(PoolOp::AvgForward);
+  check_pool_input(PoolOp::AvgForward, input);
+  const AvgRule rule{count_include_pad, pool_divisor(name, divisor_override)};
+  const int64_t one[2] = {1, 1};
+  const Pool2dParams p = make_pool2d_params(name, input, kernel_size, stride, padding, one, ceil_mode);
+  const Layout l = layout_for(input, native_nhwc);
+  const at::Tensor x = input.contiguous(l.compute);
+  at::Tensor out = at::empty(output_sizes(p), x.options().memory_format(l.compute));
+  if (out.numel() > 0) {
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "avg_pool2d_forward", [&] {
+      with_index_type(!run.int64_index && small_indices(p, rule.divisor_override), [&](auto index_zero) {
+        using index_t = decltype(index_zero);
+        const scalar_t* xp = x.const_data_ptr<scalar_t>();
+        scalar_t* yp = out.mutable_data_ptr<scalar_t>();
+        const Geom<index_t> g = geom_of<index_t>(p, !l.nhwc);
+        run_layout<scalar_t>(
+            run, l, p.channels, out.numel(), {xp, yp},
+            [&] { return AvgForwardPlanar<scalar_t, index_t>{xp, yp, g, rule}; },
+            [&](auto v) { return AvgForwardNhwc<scalar_t, index_t, decltype(v)::value>{xp, yp, g, rule}; });
+      });
+    });
+  }
+  return out.contiguous(l.result);
+}
+
+template <typename Runner>
+at::Tensor avg_pool2d_backward_impl(const Runner& run, const at::Tensor& grad_output, const at::Tensor& input,
+                                    c10::IntArrayRef kernel_size, c10::IntArrayRef stride, c10::IntArrayRef padding,
+                                    bool ceil_mode, bool count_include_pad,
+                                    const std::optional<int64_t>& divisor_override, bool native_nhwc) {
+  const char* name = pool_op_name(PoolOp::AvgBackward);
+  check_pool_input(PoolOp::AvgBackward, input);
+  const AvgRule rule{count_include_pad, pool_divisor(name, divisor_override)};
+  const int64_t one[2] = {1, 1};
+  const Pool2dParams p = make_pool2d_params(name, input, kernel_size, stride, padding, one, ceil_mode);
+  check_grad_output(name, grad_output, output_sizes(p), input);
+  const Layout l = layout_for(input, native_nhwc);
+  const at::Tensor go = grad_output.contiguous(l.compute);
+  at::Tensor grad_in = at::empty(input.sizes(), input.options().memory_format(l.compute));
+  if (grad_in.numel() > 0) {
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "avg_pool2d_backward", [&] {
+      with_index_type(!run.int64_index && small_indices(p, rule.divisor_override), [&](auto index_zero) {
+        using index_t = decltype(index_zero);
+        const scalar_t* gop = go.const_data_ptr<scalar_t>();
+        scalar_t* gip = grad_in.mutable_data_ptr<scalar_t>();
+        const Geom<index_t> g = geom_of<index_t>(p, !l.nhwc);
+        run_layout<scalar_t>(
+            run, l, p.channels, grad_in.numel(), {gop, gip},
+            [&] { return AvgBackwardPlanar<scalar_t, index_t>{gop, gip, g, rule}; },
+            [&](auto v) { return AvgBackwardNhwc<scalar_t, index_t, decltype(v)::value>{gop, gip, g, rule}; });
+      });
+    });
+  }
+  return grad_in.contiguous(l.result);
+}
+
+}  // namespace pool
+}  // namespace lenet_ext
