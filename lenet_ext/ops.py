@@ -31,8 +31,19 @@ _lib = torch.library.Library("lenet_ext", "IMPL")  # our Autograd and Autocast k
 _modes = threading.local()
 
 
+class _OperatorFunction(torch.autograd.function._SingleLevelFunction):
+    """The base of our operators' autograd Functions. A single-level Function, as torch.func builds for
+    each level of a user's autograd.Function: applied at the level the dispatcher is at, where a
+    torch.autograd.Function would be sent through torch.func's custom_function_call again (and, from
+    torch 2.14 on, find no kernel for it below the transforms)."""
+
+    @staticmethod
+    def _compiled_autograd_key(ctx):
+        return (ctx._autograd_function_id,)
+
+
 def _register_autograd(name, function):
-    base_apply = super(torch.autograd.Function, function).apply  # autograd's own, as ATen's kernels use
+    base_apply = function.apply
     op = getattr(_ops, name).default
 
     def autograd_kernel(*args):
@@ -214,7 +225,7 @@ def _conv2d_backward_fake(grad_output, input, weight, stride, padding, dilation,
     )
 
 
-class _Conv2d(torch.autograd.Function):
+class _Conv2d(_OperatorFunction):
     forward = _forward_below_autograd(_ops.conv2d_forward)
 
     @staticmethod
@@ -257,7 +268,7 @@ def _conv_tangent(input, weight, d_input, d_weight, d_bias, conf, out_shape):
 _register_autograd("conv2d_forward", _Conv2d)
 
 
-class _Conv2dBackward(torch.autograd.Function):
+class _Conv2dBackward(_OperatorFunction):
     """The backward's outputs are linear in each of (grad, input, weight), so their derivatives are
     convolutions again: with gi = Jx(W)^T g, gW = Jw(x)^T g and gb = sum(g),
 
@@ -412,7 +423,7 @@ def _gather_at(values, indices):
     return flat.gather(2, indices.reshape(*indices.shape[:2], -1)).view(indices.shape)
 
 
-class _MaxPool2d(torch.autograd.Function):
+class _MaxPool2d(_OperatorFunction):
     forward = _forward_below_autograd(_ops.max_pool2d_forward)
 
     @staticmethod
@@ -437,7 +448,7 @@ class _MaxPool2d(torch.autograd.Function):
 _register_autograd("max_pool2d_forward", _MaxPool2d)
 
 
-class _MaxPool2dValues(torch.autograd.Function):
+class _MaxPool2dValues(_OperatorFunction):
     """functional.max_pool2d only calls the values-only forward when no gradient is wanted; anyone
     differentiating it directly still gets the right answer, at the cost of finding the indices again."""
 
@@ -468,7 +479,7 @@ class _MaxPool2dValues(torch.autograd.Function):
 _register_autograd("max_pool2d_forward_values", _MaxPool2dValues)
 
 
-class _MaxPool2dBackward(torch.autograd.Function):
+class _MaxPool2dBackward(_OperatorFunction):
     """The backward scatters grad_output to the indexed positions, so its adjoint gathers: the gradient
     w.r.t. grad_output is gg_input read at each output's index. It is linear in grad_output (its own
     tangent is the backward of grad_output's tangent) and does not depend on input's values."""
@@ -499,7 +510,7 @@ class _MaxPool2dBackward(torch.autograd.Function):
 _register_autograd("max_pool2d_backward", _MaxPool2dBackward)
 
 
-class _AvgPool2d(torch.autograd.Function):
+class _AvgPool2d(_OperatorFunction):
     """Linear: its tangent is itself applied to the input's tangent."""
 
     forward = _forward_below_autograd(_ops.avg_pool2d_forward)
@@ -523,7 +534,7 @@ class _AvgPool2d(torch.autograd.Function):
 _register_autograd("avg_pool2d_forward", _AvgPool2d)
 
 
-class _AvgPool2dBackward(torch.autograd.Function):
+class _AvgPool2dBackward(_OperatorFunction):
     """Linear in grad_output, with the forward as its adjoint; input only gives shapes."""
 
     forward = _forward_below_autograd(_ops.avg_pool2d_backward)
@@ -564,7 +575,7 @@ def _fused_backward_fake(grad_output, input, weight, activation, stride, padding
     return _conv2d_backward_fake(grad_output, input, weight, stride, padding, dilation, groups, mask)
 
 
-class _Fused(torch.autograd.Function):
+class _Fused(_OperatorFunction):
     forward = _forward_below_autograd(_ops.conv2d_sigmoid_avgpool2d)
 
     @staticmethod
@@ -597,7 +608,7 @@ class _Fused(torch.autograd.Function):
 _register_autograd("conv2d_sigmoid_avgpool2d", _Fused)
 
 
-class _FusedBackward(torch.autograd.Function):
+class _FusedBackward(_OperatorFunction):
     forward = _forward_below_autograd(_ops.conv2d_sigmoid_avgpool2d_backward)
 
     @staticmethod
