@@ -112,7 +112,7 @@ def build_extension():
         include_dirs=[os.path.join(ROOT, "csrc")],
         define_macros=define_macros,
         extra_compile_args={"cxx": cxx_flags, "nvcc": nvcc_flags},
-        extra_link_args=link_flags,
+        extra_link_args=_without_own_openmp_runtime(link_flags),
         py_limited_api=False,
     )
 
@@ -134,6 +134,18 @@ def _cpu_level():
     if {"avx2", "fma", "bmi2"} <= flags:
         return "x86-64-v3"
     return None
+
+
+def _without_own_openmp_runtime(link_flags):
+    """The link flags less -fopenmp: _C uses the OpenMP runtime that libtorch_cpu loaded, never its own.
+
+    Compiling with -fopenmp is what makes at::parallel_for's inline pragmas real; the GOMP_* calls they
+    make are then resolved when _C loads, from the runtime libtorch_cpu (a dependency of _C) brought in.
+    Linking with -fopenmp instead records the compiler's own runtime (libgomp.so.1) as a dependency, and
+    wherever torch's runtime goes by another name (a renamed libgomp in some wheels, Intel's libiomp5 in
+    conda builds) that loads a second OpenMP runtime into the process.
+    """
+    return [flag for flag in link_flags if flag != "-fopenmp"]
 
 
 def _record_build_info():
