@@ -4,6 +4,7 @@ Argument normalisation and every user-facing check live here, once, with torch's
 wording, so the operators below (``torch.ops.lenet_ext.*``) always receive well-formed arguments.
 """
 
+import functools
 import operator
 
 import torch
@@ -211,6 +212,18 @@ def conv2d_sigmoid_avgpool2d(input, weight, bias=None, stride=1, padding=0, dila
 _INT32_MIN, _INT32_MAX = -(1 << 31), (1 << 31) - 1
 
 
+@functools.cache
+def _torch_int_overflow_message():
+    """torch's words for a pooling argument past int32, asked of the running torch: they change between
+    releases ("integer out of range" in 2.11, "value cannot be converted to type int without overflow"
+    in 2.13)."""
+    try:
+        torch.nn.functional.max_pool2d(torch.zeros(1, 1, 1, 1), _INT32_MAX + 1)
+    except RuntimeError as e:
+        return str(e).split("\n")[0]
+    return f"pooling arguments must fit in int32 ({_INT32_MIN} to {_INT32_MAX})"
+
+
 def _pool_ints(fn, name, position, value, allow_empty, what):
     """torch's int[] parsing for one pooling argument: an int, or a sequence of one or two ints.
 
@@ -234,7 +247,7 @@ def _pool_ints(fn, name, position, value, allow_empty, what):
     if not (len(values) in (1, 2) or (allow_empty and not values)):
         raise RuntimeError(f"{fn}: {name} must {what}")
     if any(not _INT32_MIN <= v <= _INT32_MAX for v in values):
-        raise RuntimeError("value cannot be converted to type int without overflow")
+        raise RuntimeError(_torch_int_overflow_message())
     return values * 2 if len(values) == 1 else values
 
 
