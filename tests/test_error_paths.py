@@ -6,10 +6,12 @@ tests pass here; these re-run them in child processes under the conditions of th
 machine can recreate, so a crash fails one test with the child's fatal-error dump instead of ending the
 run: a fresh process; one where torch.compile (inductor, with its compile workers) and our OpenMP
 kernels have run; one where torch captures and symbolizes the C++ stack of each error with its own
-unwinder over our frames (TORCH_SHOW_CPP_STACKTRACES=1). And the process holds one OpenMP runtime:
-torch's, whatever its file is called, never a second one brought in by our library.
+unwinder over our frames (TORCH_SHOW_CPP_STACKTRACES=1); two xdist workers, where xdist is installed.
+And the process holds one OpenMP runtime, torch's, whatever its file is called: never a second one
+brought in by our library.
 """
 
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -40,13 +42,17 @@ CONDITIONS = {
     "fresh process": ([], {}),
     "after torch.compile and our parallel kernels": (WARM_UP, {}),
     "torch's own C++ stack capture": ([], {"TORCH_SHOW_CPP_STACKTRACES": "1"}),
+    "two pytest-xdist workers": (["-n", "2"], {}),
 }
+HAS_XDIST = importlib.util.find_spec("xdist") is not None
 OPENMP_RUNTIMES = ("libgomp", "libiomp", "libomp")
 
 
 @pytest.mark.parametrize("condition", list(CONDITIONS))
 def test_errors_raise_in_the_conditions_of_the_crashing_run(condition):
     before, env = CONDITIONS[condition]
+    if "-n" in before and not HAS_XDIST:
+        pytest.skip("pytest-xdist is not installed")
     cmd = [sys.executable, "-X", "faulthandler", "-m", "pytest", "-q", "-p", "no:cacheprovider", *before, *ERROR_TESTS]
     proc = subprocess.run(
         cmd, cwd=ROOT, env={**os.environ, **env}, capture_output=True, text=True, timeout=900, check=False
