@@ -35,8 +35,8 @@ for version in "${VERSIONS[@]}"; do
     # (and would downgrade it again while installing the package): read none in this environment, so
     # the version asked for is the version tested.
     export PIP_CONFIG_FILE=/dev/null
-    pip install -q "torch==$version"
-    pip install -q "setuptools>=77" wheel ninja pytest hypothesis
+    # one resolution, so torch's own pins (setuptools<82 for 2.11) hold beside ours
+    pip install -q "torch==$version" "setuptools>=77" wheel ninja pytest hypothesis
     LENET_EXT_CUDA=${LENET_EXT_CUDA:-0} pip install -q --no-build-isolation -e ".[test]"
     python -c "import torch, lenet_ext; print('torch', torch.__version__, 'lenet_ext built against', lenet_ext._build_info.TORCH_VERSION)"
     python -m pytest -q -p no:cacheprovider "${pytest_args[@]}"
