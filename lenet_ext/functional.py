@@ -4,6 +4,7 @@ Argument normalisation and every user-facing check live here, once, with torch's
 wording, so the operators below (``torch.ops.lenet_ext.*``) always receive well-formed arguments.
 """
 
+import functools
 import operator
 
 import torch
@@ -217,6 +218,28 @@ def conv2d_sigmoid_avgpool2d(input, weight, bias=None, stride=1, padding=0, dila
 _INT32_MIN, _INT32_MAX = -(1 << 31), (1 << 31) - 1
 
 
+@functools.cache
+def _torch_first_line(fn, *args):
+    """The first line of torch's error for ``torch.nn.functional.<fn>(small input, *args)``, or None.
+
+    For the few errors whose wording differs between torch releases: asking the running torch keeps
+    ours the same as its own on every supported release.
+    """
+    try:
+        getattr(torch.nn.functional, fn)(torch.zeros(1, 1, 4, 4), *args)
+    except RuntimeError as e:
+        return str(e).split("\n")[0]
+    return None
+
+
+def _in_torchs_words(fn, probe_args, ours):
+    """``ours`` (torch's own check, with this call's values in it), unless the running torch reports such a
+    call with another error first; then torch's words. (torch 2.11's avg_pool2d says "integer out of
+    range" for a non-positive kernel or a negative stride, where later releases name the argument.)"""
+    theirs = _torch_first_line(fn, *probe_args)
+    return ours if theirs is None or theirs.startswith(ours.split(", but got")[0]) else theirs
+
+
 def _pool_ints(fn, name, position, value, allow_empty, what):
     """torch's int[] parsing for one pooling argument: an int, or a sequence of one or two ints.
 
@@ -240,7 +263,8 @@ def _pool_ints(fn, name, position, value, allow_empty, what):
     if not (len(values) in (1, 2) or (allow_empty and not values)):
         raise RuntimeError(f"{fn}: {name} must {what}")
     if any(not _INT32_MIN <= v <= _INT32_MAX for v in values):
-        raise RuntimeError("value cannot be converted to type int without overflow")
+        message = _torch_first_line("max_pool2d", _INT32_MAX + 1)
+        raise RuntimeError(message or f"{fn}: {name} must fit in int32, got {values}")
     return values * 2 if len(values) == 1 else values
 
 
@@ -267,7 +291,7 @@ def _c_div(a, b):
     return q if (a >= 0) == (b > 0) else -q
 
 
-def _check_pool_window(input, kernel, stride, padding, dilation, ceil_mode):
+def _check_pool_window(fn, input, kernel, stride, padding, dilation, ceil_mode):
     """torch's pooling_output_shape (height, then width) followed by pool2d_shape_check."""
     in_size = input.shape[-2:]
     out = []
@@ -283,9 +307,11 @@ def _check_pool_window(input, kernel, stride, padding, dilation, ceil_mode):
             )
         out.append(window_output_size(n, p, p, k, s, d, ceil_mode) if k > 0 and s > 0 and d > 0 else 0)
     if any(k <= 0 for k in kernel):
-        raise RuntimeError(f"kernel size should be greater than zero, but got kH: {kernel[0]} kW: {kernel[1]}")
+        ours = f"kernel size should be greater than zero, but got kH: {kernel[0]} kW: {kernel[1]}"
+        raise RuntimeError(_in_torchs_words(fn, (0, 1), ours))
     if any(s <= 0 for s in stride):
-        raise RuntimeError(f"stride should be greater than zero, but got dH: {stride[0]} dW: {stride[1]}")
+        ours = f"stride should be greater than zero, but got dH: {stride[0]} dW: {stride[1]}"
+        raise RuntimeError(_in_torchs_words(fn, (2, -1), ours))
     if any(d <= 0 for d in dilation):
         raise RuntimeError(
             f"dilation should be greater than zero, but got dilationH: {dilation[0]} dilationW: {dilation[1]}"
@@ -320,7 +346,7 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
     ceil_mode = _pool_bool(fn, "ceil_mode", 6, ceil_mode)
     if input.dim() not in (3, 4):
         raise RuntimeError("non-empty 3D or 4D (batch mode) tensor expected for input")
-    _check_pool_window(input, kernel, stride, padding, dilation, ceil_mode)
+    _check_pool_window(fn, input, kernel, stride, padding, dilation, ceil_mode)
 
     unbatched = input.dim() == 3
     x = input.unsqueeze(0) if unbatched else input
@@ -351,7 +377,7 @@ def avg_pool2d(
         if divisor_override == 0:
             raise RuntimeError("divisor must be not zero")
     input.size(-3)  # torch reads the channel count first: fewer than 3 dims raise its IndexError
-    _check_pool_window(input, kernel, stride, padding, [1, 1], ceil_mode)
+    _check_pool_window(fn, input, kernel, stride, padding, [1, 1], ceil_mode)
 
     unbatched = input.dim() == 3
     x = input.unsqueeze(0) if unbatched else input

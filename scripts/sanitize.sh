@@ -3,7 +3,8 @@
 # this checkout (so the checkout's own lenet_ext/_C*.so stays the normal build), then runs the CPU tests
 # under it. Any finding fails the script.
 #
-#   scripts/sanitize.sh                      # the default, representative subset (a few minutes)
+#   scripts/sanitize.sh                      # every error-path test, and the kernels' own tests
+#                                            # (a few minutes)
 #   scripts/sanitize.sh tests                # the whole suite
 #   PYTHON=/path/to/python scripts/sanitize.sh
 #
@@ -16,8 +17,10 @@ ROOT=$PWD
 PYTHON=${PYTHON:-$(command -v python)}
 TESTS=("$@")
 if [ ${#TESTS[@]} -eq 0 ]; then
-  TESTS=(tests/test_bad_inputs.py tests/test_shape_math.py tests/test_determinism.py tests/test_conv2d.py
-         tests/test_pool2d.py)
+  # Every test where our C++ code rejects its arguments and throws (test_bad_inputs.py and
+  # test_error_paths.py run theirs in child processes, which inherit the sanitizer), beside the kernels'.
+  TESTS=(tests/test_bad_inputs.py tests/test_shape_math.py tests/test_error_paths.py tests/test_fused.py
+         tests/test_conv2d.py tests/test_pool2d.py tests/test_determinism.py)
 fi
 
 libasan=$(gcc -print-file-name=libasan.so)
