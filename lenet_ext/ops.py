@@ -166,11 +166,16 @@ def _unfold_groups(t, dim, vmapped):
 
 
 # ------------------------------------------------------------------------------------ autocast kernels
+_AUTOCAST_DEVICES = ("cpu", "cuda")
+
+
 def autocast_args(device_type, args):
     """``args`` as torch.autocast gives them to an operator that runs in lower precision, such as
     torch's convolution, when autocast is on for ``device_type``: floating-point tensors on that
     device in the autocast dtype, except float64 ones (torch's rule). Unchanged when it is off."""
-    if not (torch.amp.is_autocast_available(device_type) and torch.is_autocast_enabled(device_type)):
+    # (only the devices we register autocast kernels for; a plain tuple test, which torch.compile traces
+    # on every supported torch, where torch.amp.is_autocast_available is opaque to torch 2.11's dynamo)
+    if device_type not in _AUTOCAST_DEVICES or not torch.is_autocast_enabled(device_type):
         return args
     dtype = torch.get_autocast_dtype(device_type)
 
@@ -183,7 +188,7 @@ def autocast_args(device_type, args):
 
 def _register_autocast(name):
     op = getattr(_ops, name).default
-    for device_type in ("cpu", "cuda"):
+    for device_type in _AUTOCAST_DEVICES:
         key = "Autocast" + torch._C._dispatch_key_for_device(device_type)
         excluded = torch._C.DispatchKeySet(getattr(torch._C.DispatchKey, key))
 
