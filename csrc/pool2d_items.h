@@ -140,6 +140,34 @@ C10_HOST_DEVICE inline void store(T* p, const Lanes<T, V>& lanes) {
   *reinterpret_cast<Lanes<T, V>*>(p) = lanes;
 }
 
+// V channels' sums in the accumulation type (zero to start), stored as V scalar_t (divided first, for an
+// average).
+template <typename scalar_t, int V>
+struct LaneSums {
+  using acc = typename Acc<scalar_t>::type;
+  acc v[V] = {};
+
+  C10_HOST_DEVICE void add(const Lanes<scalar_t, V>& in) {
+    for (int i = 0; i < V; ++i) {
+      v[i] += static_cast<acc>(in.v[i]);
+    }
+  }
+  C10_HOST_DEVICE void store_to(scalar_t* p) const {
+    Lanes<scalar_t, V> result;
+    for (int i = 0; i < V; ++i) {
+      result.v[i] = static_cast<scalar_t>(v[i]);
+    }
+    store<scalar_t, V>(p, result);
+  }
+  C10_HOST_DEVICE void store_divided(scalar_t* p, acc divisor) const {
+    Lanes<scalar_t, V> result;
+    for (int i = 0; i < V; ++i) {
+      result.v[i] = static_cast<scalar_t>(v[i] / divisor);
+    }
+    store<scalar_t, V>(p, result);
+  }
+};
+
 // The widest V (8, 4, 2 or 1) with V * sizeof(T) <= 16 bytes that divides the channel count and keeps
 // every given pointer aligned to V elements.
 template <typename T>
@@ -427,26 +455,19 @@ struct MaxBackwardNhwc {
     const index_t at = px.y * g.W + px.x;
     const Covering<index_t> ch = covering_outputs<index_t>(px.y, g.ph, (g.kh - 1) * g.dh, g.sh, g.OH);
     const Covering<index_t> cw = covering_outputs<index_t>(px.x, g.pw, (g.kw - 1) * g.dw, g.sw, g.OW);
-    acc sum[V];
-    for (int v = 0; v < V; ++v) {
-      sum[v] = 0;
-    }
+    LaneSums<scalar_t, V> sum;
     for (index_t oh = ch.lo; oh < ch.hi; ++oh) {
       for (index_t ow = cw.lo; ow < cw.hi; ++ow) {
         const index_t o = ((px.n * g.OH + oh) * g.OW + ow) * g.channels + px.c;
         const Lanes<scalar_t, V> go = load<scalar_t, V>(grad_out + o);
         for (int v = 0; v < V; ++v) {
           if (indices[o + v] == static_cast<int64_t>(at)) {
-            sum[v] += static_cast<acc>(go.v[v]);
+            sum.v[v] += static_cast<acc>(go.v[v]);
           }
         }
       }
     }
-    Lanes<scalar_t, V> result;
-    for (int v = 0; v < V; ++v) {
-      result.v[v] = static_cast<scalar_t>(sum[v]);
-    }
-    store<scalar_t, V>(grad_in + i * V, result);
+    sum.store_to(grad_in + i * V);
   }
 };
 
@@ -462,27 +483,17 @@ struct AvgForwardNhwc {
     using acc = acc_t<scalar_t>;
     const Pixel<index_t> px = pixel_of<index_t, V>(i, g.channels, g.OH, g.OW);
     const AvgWindow<index_t> win = avg_window<index_t>(px.y, px.x, g);
-    acc sum[V];
-    for (int v = 0; v < V; ++v) {
-      sum[v] = 0;
-    }
+    LaneSums<scalar_t, V> sum;
     const scalar_t* img = x + px.n * g.H * g.W * g.channels + px.c;
     for (index_t h = win.h0; h < win.h1; ++h) {
       for (index_t w = win.w0; w < win.w1; ++w) {
-        const Lanes<scalar_t, V> in = load<scalar_t, V>(img + (h * g.W + w) * g.channels);
-        for (int v = 0; v < V; ++v) {
-          sum[v] += static_cast<acc>(in.v[v]);
-        }
+        sum.add(load<scalar_t, V>(img + (h * g.W + w) * g.channels));
       }
     }
     // an empty window sums nothing and gives 0 without dividing (its divisor may be 0)
     const index_t divisor =
         win.empty() ? index_t{1} : avg_divisor<index_t>(win, rule.count_include_pad, rule.divisor_override);
-    Lanes<scalar_t, V> result;
-    for (int v = 0; v < V; ++v) {
-      result.v[v] = static_cast<scalar_t>(sum[v] / static_cast<acc>(divisor));
-    }
-    store<scalar_t, V>(out + i * V, result);
+    sum.store_divided(out + i * V, static_cast<acc>(divisor));
   }
 };
 
@@ -499,10 +510,7 @@ struct AvgBackwardNhwc {
     const Pixel<index_t> px = pixel_of<index_t, V>(i, g.channels, g.H, g.W);
     const Covering<index_t> ch = covering_outputs<index_t>(px.y, g.ph, g.kh - 1, g.sh, g.OH);
     const Covering<index_t> cw = covering_outputs<index_t>(px.x, g.pw, g.kw - 1, g.sw, g.OW);
-    acc sum[V];
-    for (int v = 0; v < V; ++v) {
-      sum[v] = 0;
-    }
+    LaneSums<scalar_t, V> sum;
     for (index_t oh = ch.lo; oh < ch.hi; ++oh) {
       for (index_t ow = cw.lo; ow < cw.hi; ++ow) {
         const AvgWindow<index_t> win = avg_window<index_t>(oh, ow, g);
@@ -513,15 +521,11 @@ struct AvgBackwardNhwc {
         const index_t o = ((px.n * g.OH + oh) * g.OW + ow) * g.channels + px.c;  // (n, oh, ow, c)
         const Lanes<scalar_t, V> go = load<scalar_t, V>(grad_out + o);
         for (int v = 0; v < V; ++v) {
-          sum[v] += static_cast<acc>(go.v[v]) / divisor;
+          sum.v[v] += static_cast<acc>(go.v[v]) / divisor;
         }
       }
     }
-    Lanes<scalar_t, V> result;
-    for (int v = 0; v < V; ++v) {
-      result.v[v] = static_cast<scalar_t>(sum[v]);
-    }
-    store<scalar_t, V>(grad_in + i * V, result);
+    sum.store_to(grad_in + i * V);
   }
 };
 
