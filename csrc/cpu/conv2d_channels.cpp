@@ -53,14 +53,8 @@ void conv2d_forward_channels(const at::Tensor& x, const at::Tensor& weight, cons
       pad_input(x_data + (n * p.in_channels + grp * d.Cg) * d.in_plane, src.data(), d.Cg, win, d.Hp, d.Wp);
       kernel({src.data(), taps.data(), d.K, wt_data + grp * d.K * og_pad, res.data(), OV, og_pad, d.OH, d.OW, d.Wp,
               win.stride[0], win.stride[1]});
-      for (int64_t o = 0; o < d.Og; ++o) {
-        const int64_t oc = grp * d.Og + o;
-        const scalar_t bo = b_data ? b_data[oc] : scalar_t(0);
-        scalar_t* dst = out_data + (n * p.out_channels + oc) * d.L;
-        for (int64_t l = 0; l < d.L; ++l) {
-          dst[l] = res[l * og_pad + o] + bo;
-        }
-      }
+      transpose_plane(res.data(), og_pad, out_data + (n * p.out_channels + grp * d.Og) * d.L, d.L, d.L, d.Og,
+                      b_data ? b_data + grp * d.Og : nullptr);
     }
   });
 }
@@ -87,12 +81,7 @@ at::Tensor conv2d_grad_weight_channels(const at::Tensor& go, const at::Tensor& x
     for (int64_t n = n0; n < n1; ++n) {
       for (int64_t grp = 0; grp < p.groups; ++grp) {
         pad_input(x_data + (n * p.in_channels + grp * d.Cg) * d.in_plane, src.data(), d.Cg, win, d.Hp, d.Wp);
-        for (int64_t o = 0; o < d.Og; ++o) {
-          const scalar_t* plane = go_data + (n * p.out_channels + grp * d.Og + o) * d.L;
-          for (int64_t l = 0; l < d.L; ++l) {
-            gop[l * og_pad + o] = plane[l];
-          }
-        }
+        transpose_plane(go_data + (n * p.out_channels + grp * d.Og) * d.L, d.L, gop.data(), og_pad, d.Og, d.L);
         kernel({src.data(), taps.data(), d.K, gop.data(), acc + grp * d.K * og_pad, OV, og_pad, d.OH, d.OW, d.Wp,
                 win.stride[0], win.stride[1]});
       }
