@@ -76,6 +76,24 @@ def test_tile_shapes_at_each_level(cfg, layout, algorithm, level):
         _compare(*cfg, dtype=torch.float32, layout=layout)
 
 
+# Strided layers of many output channels: channel tiles of 16, 32 or 64 channels (as wide as the level's
+# registers allow), images taller than one band of rows, stride 2 (a compiled-in stride) and others.
+WIDE_STRIDED_SHAPES = [
+    ((2, 3, 61, 43), (64, 3, 7, 7), dict(stride=2, padding=3)),
+    ((1, 8, 30, 30), (96, 8, 3, 3), dict(stride=2, padding=1)),
+    ((2, 4, 21, 23), (40, 2, 3, 3), dict(stride=2, groups=2)),
+    ((1, 6, 33, 35), (130, 6, 3, 3), dict(stride=(2, 1), padding=1)),
+    ((1, 5, 70, 9), (128, 5, 3, 3), dict(stride=3, padding=(0, 1))),
+]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("cfg", WIDE_STRIDED_SHAPES, ids=[_ids(c) for c in WIDE_STRIDED_SHAPES])
+def test_wide_strided_channel_tiles_at_each_level(cfg, dtype, level):
+    with backends.conv_algorithm("direct"):
+        _compare(*cfg, dtype=dtype)
+
+
 @pytest.mark.parametrize("model_class", [LeNet, ModernLeNet])
 def test_lenet_training_step_at_each_level(model_class, level):
     """The whole network, fused LeNet block included, against its torch.nn twin: loss and every

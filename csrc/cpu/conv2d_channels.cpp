@@ -11,7 +11,8 @@
 // input(tap, pixel) * grad_output(pixel, channels) over every output pixel of an image. grad_output is
 // first made pixel-major per image, so each pixel is one vector load.
 //
-// OV is 8 or 16 channels (the group's channels, padded); P and T follow the level's registers.
+// OV is 8 to 64 channels (the group's channels, padded; wider on levels with more registers); P and T
+// follow the level's registers.
 #include <ATen/ATen.h>
 
 #include <algorithm>
@@ -22,8 +23,23 @@
 namespace lenet_ext {
 namespace {
 
-int channel_width(int64_t Og) {
-  return Og <= 8 ? 8 : 16;
+int64_t padded(int64_t Og, int OV) {
+  return (Og + OV - 1) / OV * OV;
+}
+
+// The channels per tile: 8 for narrow groups; otherwise the widest of 16, 32, 64 that the level allows
+// (cpu::max_channel_width) among those that pad the group least.
+int channel_width(int64_t Og, const cpu::LevelShape& shape, int elem_bytes) {
+  if (Og <= 8) {
+    return 8;
+  }
+  int best = 16;
+  for (int ov = 32; ov <= cpu::max_channel_width(shape, elem_bytes); ov *= 2) {
+    if (padded(Og, ov) <= padded(Og, best)) {
+      best = ov;
+    }
+  }
+  return best;
 }
 
 }  // namespace
@@ -33,8 +49,8 @@ void conv2d_forward_channels(const at::Tensor& x, const at::Tensor& weight, cons
                              const Conv2dParams& p, const cpu::LevelKernels& level) {
   const ConvDims d(p);
   const Window2d& win = p.win;
-  const int OV = channel_width(d.Og);
-  const int64_t og_pad = (d.Og + OV - 1) / OV * OV;
+  const int OV = channel_width(d.Og, level.shape, sizeof(scalar_t));
+  const int64_t og_pad = padded(d.Og, OV);
   const at::Tensor wt = tap_major_weights(weight, p, og_pad);
   const std::vector<int64_t> taps = tap_offsets(win, d.Cg, d.Hp, d.Wp, win.dilation[1]);
   const scalar_t* x_data = x.const_data_ptr<scalar_t>();
@@ -44,17 +60,22 @@ void conv2d_forward_channels(const at::Tensor& x, const at::Tensor& weight, cons
   const auto kernel = level.of<scalar_t>().channel_tiles;
 
   // (image, group) pairs are independent: no reduction, so any split across threads is deterministic.
+  // A band of output rows at a time, whose pixel-major results stay in cache until they are moved out.
+  const int64_t band = std::min(d.OH, cpu::band_rows(d.OW * og_pad * int64_t{sizeof(scalar_t)}));
   WorkQueue queue(p.batch * p.groups);
   run_workers(p.batch * p.groups, [&] {
     std::vector<scalar_t> src(d.Cg * d.Hp * d.Wp);
-    std::vector<scalar_t> res(d.L * og_pad);  // pixel-major: res[l * og_pad + o]
+    std::vector<scalar_t> res(band * d.OW * og_pad);  // pixel-major: res[l * og_pad + o]
     for (int64_t q; queue.pop(q);) {
       const int64_t n = q / p.groups, grp = q % p.groups;
       pad_input(x_data + (n * p.in_channels + grp * d.Cg) * d.in_plane, src.data(), d.Cg, win, d.Hp, d.Wp);
-      kernel({src.data(), taps.data(), d.K, wt_data + grp * d.K * og_pad, res.data(), OV, og_pad, d.OH, d.OW, d.Wp,
-              win.stride[0], win.stride[1]});
-      transpose_plane(res.data(), og_pad, out_data + (n * p.out_channels + grp * d.Og) * d.L, d.L, d.L, d.Og,
-                      b_data ? b_data + grp * d.Og : nullptr);
+      for (int64_t oh0 = 0; oh0 < d.OH; oh0 += band) {
+        const int64_t rows = std::min(band, d.OH - oh0);
+        kernel({src.data() + oh0 * win.stride[0] * d.Wp, taps.data(), d.K, wt_data + grp * d.K * og_pad, res.data(),
+                OV, og_pad, rows, d.OW, d.Wp, win.stride[0], win.stride[1]});
+        transpose_plane(res.data(), og_pad, out_data + (n * p.out_channels + grp * d.Og) * d.L + oh0 * d.OW, d.L,
+                        rows * d.OW, d.Og, b_data ? b_data + grp * d.Og : nullptr);
+      }
     }
   });
 }
@@ -64,8 +85,8 @@ at::Tensor conv2d_grad_weight_channels(const at::Tensor& go, const at::Tensor& x
                                        const cpu::LevelKernels& level) {
   const ConvDims d(p);
   const Window2d& win = p.win;
-  const int OV = channel_width(d.Og);
-  const int64_t og_pad = (d.Og + OV - 1) / OV * OV;
+  const int OV = channel_width(d.Og, level.shape, sizeof(scalar_t));
+  const int64_t og_pad = padded(d.Og, OV);
   const std::vector<int64_t> taps = tap_offsets(win, d.Cg, d.Hp, d.Wp, win.dilation[1]);
   const scalar_t* x_data = x.const_data_ptr<scalar_t>();
   const scalar_t* go_data = go.const_data_ptr<scalar_t>();

@@ -15,6 +15,14 @@
 namespace lenet_ext {
 namespace cpu {
 
+// Channel tiles work on an image a band of output rows at a time, a band's pixel-major buffer
+// (results, or grad_output) about kBandBytes: it stays in L2 cache while every tile of the band reads or
+// writes it.
+constexpr int64_t kBandBytes = 128 * 1024;
+inline int64_t band_rows(int64_t row_bytes) {
+  return 1 + kBandBytes / row_bytes;
+}
+
 // Forward pixel tiles for one (image, group): every output channel of the group over every position.
 template <typename T>
 struct PixelTileJob {
@@ -32,15 +40,16 @@ struct PixelTileJob {
   bool compact;          // positions are exactly the output plane's (full tiles store in place)
 };
 
-// Strided forward channel tiles for one (image, group): P pixels of a row x OV output channels.
+// Strided forward channel tiles for one band of rows of one (image, group): P pixels of a row x OV output
+// channels.
 template <typename T>
 struct ChannelTileJob {
   const T* src;          // the zero-padded image: channels of Hp x Wp
   const int64_t* taps;   // K tap offsets in src
   int64_t K;
   const T* weights;      // [K][og_pad]: tap-major, zero past the group's channels
-  T* res;                // pixel-major result: res[(oh * OW + ow) * og_pad + o]
-  int OV;                // 8 or 16 channels per tile
+  T* res;                // pixel-major result: res[(oh * OW + ow) * og_pad + o], oh counted from the band
+  int OV;                // 8, 16, 32 or 64 channels per tile (cpu::max_channel_width)
   int64_t og_pad;        // a multiple of OV
   int64_t OH, OW, Wp, stride_h, stride_w;
 };

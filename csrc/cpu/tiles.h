@@ -187,8 +187,8 @@ inline void add_scaled(V (&acc)[NV], T x, const V (&w)[NV]) {
   }
 }
 
-template <int P, int OV, typename T>
-void channel_tile(const T* src, int64_t sw, const int64_t* taps, int64_t K, const T* wt, int64_t ldw, T* dst,
+template <int P, int OV, int SW, typename T>
+void channel_tile(const T* src, int64_t sw_runtime, const int64_t* taps, int64_t K, const T* wt, int64_t ldw, T* dst,
                   int64_t ldd) {
   using vec_t = Unit<T, OV>;
   constexpr int U = kUnit<T, OV>, NV = OV / U;
@@ -209,7 +209,7 @@ void channel_tile(const T* src, int64_t sw, const int64_t* taps, int64_t K, cons
     }
 #pragma GCC unroll 16
     for (int p = 0; p < P; ++p) {
-      add_scaled(acc[p], s[p * sw], wv);
+      add_scaled(acc[p], s[p * (SW > 0 ? SW : sw_runtime)], wv);
     }
   }
 #pragma GCC unroll 16
@@ -235,8 +235,14 @@ void channel_tiles_of(const ChannelTileJob<T>& j) {
       for (int64_t t = 0, ow = 0; t < tiles; ++t) {
         const int64_t width = j.OW / tiles + (t < j.OW % tiles ? 1 : 0);
         with_count<kTile>(width, [&](auto pixels) {
-          channel_tile<decltype(pixels)::value, OV>(row + ow * j.stride_w, j.stride_w, j.taps, j.K, j.weights + o,
-                                                    j.og_pad, dst + ow * j.og_pad, j.og_pad);
+          constexpr int P = decltype(pixels)::value;
+          const T* first = row + ow * j.stride_w;
+          if (j.stride_w == 2) {
+            channel_tile<P, OV, 2>(first, 2, j.taps, j.K, j.weights + o, j.og_pad, dst + ow * j.og_pad, j.og_pad);
+          } else {
+            channel_tile<P, OV, 0>(first, j.stride_w, j.taps, j.K, j.weights + o, j.og_pad, dst + ow * j.og_pad,
+                                   j.og_pad);
+          }
         });
         ow += width;
       }
@@ -244,16 +250,40 @@ void channel_tiles_of(const ChannelTileJob<T>& j) {
   }
 }
 
+// Calls f(std::integral_constant<int, OV>) for the job's channel width: 8, 16, or up to the level's
+// max_channel_width (cpu/conv2d_channels.cpp never asks for more, and wider tiles are not compiled).
+template <typename T, typename F>
+inline void with_channel_width(int OV, const F& f) {
+  constexpr int kMax = max_channel_width(kShape, sizeof(T));
+  switch (OV) {
+    case 8:
+      return f(std::integral_constant<int, 8>{});
+    case 16:
+      return f(std::integral_constant<int, 16>{});
+    case 32:
+      if constexpr (kMax >= 32) {
+        return f(std::integral_constant<int, 32>{});
+      }
+      break;
+    case 64:
+      if constexpr (kMax >= 64) {
+        return f(std::integral_constant<int, 64>{});
+      }
+      break;
+  }
+}
+
 template <typename T>
 void channel_tiles(const ChannelTileJob<T>& j) {
-  j.OV == 8 ? channel_tiles_of<8>(j) : channel_tiles_of<16>(j);
+  with_channel_width<T>(j.OV, [&](auto ov) { channel_tiles_of<decltype(ov)::value>(j); });
 }
 
 // ---------------------------------------------------------------------------------------------------
 // Channel-tile weight gradient: NT taps x OV output channels (NV vectors, as above), each accumulating
 // input(tap, pixel) * grad_output(pixel, channels) over every output pixel of the image.
 template <int NT, int OV, typename T>
-void grad_channel_tile(const GradChannelTileJob<T>& j, const int64_t* taps, const T* gop, T* dst) {
+void grad_channel_tile(const GradChannelTileJob<T>& j, int64_t oh0, int64_t oh1, const int64_t* taps, const T* gop,
+                       T* dst) {
   using vec_t = Unit<T, OV>;
   constexpr int U = kUnit<T, OV>, NV = OV / U;
   vec_t acc[NT][NV];
@@ -266,7 +296,7 @@ void grad_channel_tile(const GradChannelTileJob<T>& j, const int64_t* taps, cons
       acc[t][v] = vec_t{};
     }
   }
-  for (int64_t oh = 0; oh < j.OH; ++oh) {
+  for (int64_t oh = oh0; oh < oh1; ++oh) {
     const T* row = j.src + oh * j.stride_h * j.Wp;
     const T* g = gop + oh * j.OW * j.og_pad;
     for (int64_t ow = 0; ow < j.OW; ++ow) {
@@ -292,21 +322,29 @@ void grad_channel_tile(const GradChannelTileJob<T>& j, const int64_t* taps, cons
   }
 }
 
+// Every tile reads all the pixels it sums, so the image is taken a band of rows at a time (kBandBytes of
+// grad_output), which stays in L2 cache while every tile reads it: a whole image's (3 MB on the stem)
+// would come from L3 or memory once per tile.
+
 template <int OV, typename T>
 void grad_channel_tiles_of(const GradChannelTileJob<T>& j) {
   constexpr int kTile = row_tile(kShape, OV * sizeof(T));
-  for (int64_t o = 0; o < j.og_pad; o += OV) {
-    for (int64_t t = 0; t < j.K; t += kTile) {
-      with_count<kTile>(min_of(kTile, j.K - t), [&](auto taps) {
-        grad_channel_tile<decltype(taps)::value, OV>(j, j.taps + t, j.gop + o, j.acc + t * j.og_pad + o);
-      });
+  const int64_t band = min_of(j.OH, band_rows(j.OW * j.og_pad * int64_t{sizeof(T)}));
+  for (int64_t oh0 = 0; oh0 < j.OH; oh0 += band) {
+    const int64_t oh1 = min_of(j.OH, oh0 + band);
+    for (int64_t o = 0; o < j.og_pad; o += OV) {
+      for (int64_t t = 0; t < j.K; t += kTile) {
+        with_count<kTile>(min_of(kTile, j.K - t), [&](auto taps) {
+          grad_channel_tile<decltype(taps)::value, OV>(j, oh0, oh1, j.taps + t, j.gop + o, j.acc + t * j.og_pad + o);
+        });
+      }
     }
   }
 }
 
 template <typename T>
 void grad_channel_tiles(const GradChannelTileJob<T>& j) {
-  j.OV == 8 ? grad_channel_tiles_of<8>(j) : grad_channel_tiles_of<16>(j);
+  with_channel_width<T>(j.OV, [&](auto ov) { grad_channel_tiles_of<decltype(ov)::value>(j); });
 }
 
 // ---------------------------------------------------------------------------------------------------

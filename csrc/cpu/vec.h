@@ -63,6 +63,15 @@ constexpr int row_tile(const LevelShape& s, int channel_bytes) {
   return p < 1 ? 1 : (p > kMaxRowTile ? kMaxRowTile : p);
 }
 
+// The widest channel group a channel tile takes: registers / 8 vectors (4 on AVX-512, 2 with 16
+// registers), and never under 16 channels, so that a tile keeps several pixels (or taps) per load of its
+// group's weights (or gradients). On AVX-512 a 64-channel layer is then one group of 4 registers x 6
+// pixels, not four groups of 1 register x 12 pixels whose every multiply-add waits on a broadcast load.
+constexpr int max_channel_width(const LevelShape& s, int elem_bytes) {
+  const int w = s.registers / 8 * s.vec_bytes / elem_bytes;
+  return w < 16 ? 16 : (w > 64 ? 64 : w);
+}
+
 // Pixel-tile weight gradient (at most 3 output channels per group): OB x T accumulators, OB gradient
 // vectors and one input vector: OB * T + OB + 1 registers, T at most 24.
 constexpr int kMaxGradTaps = 24;
