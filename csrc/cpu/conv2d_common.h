@@ -68,7 +68,7 @@ void pad_input(const scalar_t* x, scalar_t* xp, int64_t channels, const Window2d
   }
 }
 
-// dst[c * ldd + r] = src[r * lds + c] + (add ? add[c] : 0) for r < rows, c < cols: a transposition
+// dst[c * ldd + r] = src[r * lds + c] (+ add[c], if given) for r < rows, c < cols: a transposition
 // between pixel-major and channel-major buffers, in square blocks that stay in L1 cache. (One pass per
 // column over a buffer larger than the cache would fetch each of its cache lines once per column: on the
 // 7x7 stem that took more time than the convolution.)
@@ -81,9 +81,15 @@ void transpose_plane(const scalar_t* src, int64_t lds, scalar_t* dst, int64_t ld
     for (int64_t c0 = 0; c0 < cols; c0 += kBlock) {
       const int64_t c1 = std::min(cols, c0 + kBlock);
       for (int64_t c = c0; c < c1; ++c) {
-        const scalar_t a = add ? add[c] : scalar_t(0);
-        for (int64_t r = r0; r < r1; ++r) {
-          dst[c * ldd + r] = src[r * lds + c] + a;
+        scalar_t* d = dst + c * ldd;
+        if (add) {
+          for (int64_t r = r0; r < r1; ++r) {
+            d[r] = src[r * lds + c] + add[c];
+          }
+        } else {  // a copy: adding 0 would turn -0.0 into 0.0
+          for (int64_t r = r0; r < r1; ++r) {
+            d[r] = src[r * lds + c];
+          }
         }
       }
     }

@@ -330,13 +330,18 @@ template <int OV, typename T>
 void grad_channel_tiles_of(const GradChannelTileJob<T>& j) {
   constexpr int kTile = row_tile(kShape, OV * sizeof(T));
   const int64_t band = min_of(j.OH, band_rows(j.OW * j.og_pad * int64_t{sizeof(T)}));
+  const int64_t tap_tiles = (j.K + kTile - 1) / kTile;
   for (int64_t oh0 = 0; oh0 < j.OH; oh0 += band) {
     const int64_t oh1 = min_of(j.OH, oh0 + band);
     for (int64_t o = 0; o < j.og_pad; o += OV) {
-      for (int64_t t = 0; t < j.K; t += kTile) {
-        with_count<kTile>(min_of(kTile, j.K - t), [&](auto taps) {
+      // the taps in tiles of nearly equal size, as the forward's rows (25 taps as 9 + 8 + 8, not 12 + 12 + 1,
+      // whose last tile would read the whole band for one tap)
+      for (int64_t tile = 0, t = 0; tile < tap_tiles; ++tile) {
+        const int64_t count = j.K / tap_tiles + (tile < j.K % tap_tiles ? 1 : 0);
+        with_count<kTile>(count, [&](auto taps) {
           grad_channel_tile<decltype(taps)::value, OV>(j, oh0, oh1, j.taps + t, j.gop + o, j.acc + t * j.og_pad + o);
         });
+        t += count;
       }
     }
   }
