@@ -87,6 +87,25 @@ WIDE_STRIDED_SHAPES = [
 ]
 
 
+# Strided layers of 1 to 3 output channels per group (depthwise among them): pixel tiles over the input's
+# stride phases, with dilation, uneven strides and padding, and planes that end in a partial tile.
+STRIDE_PHASE_SHAPES = [
+    ((2, 8, 23, 21), (8, 1, 3, 3), dict(stride=2, padding=1, groups=8)),
+    ((1, 6, 30, 31), (6, 1, 5, 5), dict(stride=(3, 2), padding=(2, 1), groups=6)),
+    ((2, 4, 19, 25), (2, 4, 3, 3), dict(stride=(2, 3), dilation=2, padding=(1, 2))),
+    ((1, 3, 40, 37), (3, 1, 7, 7), dict(stride=2, padding=3, groups=3)),
+    ((2, 2, 9, 8), (1, 2, 2, 3), dict(stride=(1, 2))),
+    ((1, 2, 6, 7), (2, 1, 3, 3), dict(stride=(2**62, 2), padding=1, groups=2)),  # one output row
+]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("cfg", STRIDE_PHASE_SHAPES, ids=[_ids(c) for c in STRIDE_PHASE_SHAPES])
+def test_strided_pixel_tiles_at_each_level(cfg, dtype, level):
+    with backends.conv_algorithm("direct"):
+        _compare(*cfg, dtype=dtype)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("cfg", WIDE_STRIDED_SHAPES, ids=[_ids(c) for c in WIDE_STRIDED_SHAPES])
 def test_wide_strided_channel_tiles_at_each_level(cfg, dtype, level):

@@ -85,19 +85,23 @@ enum class ForwardKernel { kIm2col, kPixelTiles, kChannelTiles };
 enum class WeightGradKernel { kIm2col, kPixelTiles, kChannelTiles };
 
 // Forward:
-//   pixel tiles    stride-1 convolutions up to kDeepTaps taps per output, 1x1 ones included;
+//   pixel tiles    stride-1 convolutions up to kDeepTaps taps per output, 1x1 ones included, and strided
+//                  ones (not 1x1) with 1 to 3 channels per group, such as depthwise layers, over the
+//                  input's stride phases (a channel tile would be mostly padding);
 //   channel tiles  strided, at least 4 output channels per group, not 1x1, up to kDeepTaps taps, and at
 //                  most 64 channels per group on a level with 16 registers (there a group of 16 output
 //                  channels takes two or four registers, and the tile holds few pixels);
 //   im2col         the rest: deep convolutions (512 -> 512 3x3 has 4608 taps), strided 1x1 (a gather,
-//                  then one matrix product), strided ones with 1 to 3 channels per group (a channel
-//                  tile would be mostly padding), wide strided ones at 16 registers.
+//                  then one matrix product), wide strided ones at 16 registers.
 // Measured (single-thread CPU time against torch, AMD EPYC Zen 5, at AVX-512 and at AVX2 with torch's
 // oneDNN and MKL held to AVX2 too): the direct kernels beat im2col by 1.3-2.3x on 1x1 layers (24 -> 144
 // on 56x56, 96 -> 576 on 14x14) and 64 -> 64 / 128 -> 128 3x3; channel tiles beat it on the strided 7x7
 // stem (1.5-1.8x) and on 128 -> 256 stride 2 at AVX-512 (1.3x), but not at AVX2 (0.9x); im2col wins
 // 512 -> 512 on 7x7 at AVX2 (2x) and ties at AVX-512. On an Intel Xeon with AVX-512, whose MKL is faster
 // than on AMD, im2col won 256 -> 256 3x3 by about 10%; lenet_ext.backends.benchmark finds such shapes.
+// There (2 threads) pixel tiles over the stride phases beat im2col on depthwise 3x3 stride 2 layers by
+// 1.2-1.4x (144 channels on 56x56, 32 on 112x112), and tied channel tiles on the stem at AVX-512 but
+// lost to them by 7% at AVX2 and on 64 -> 128 and 256 -> 512 stride 2 by 1.3-1.6x.
 constexpr int64_t kDeepTaps = 1152;  // 128 channels x 3x3
 
 ForwardKernel heuristic_forward(const Conv2dParams& p) {
@@ -108,14 +112,21 @@ ForwardKernel heuristic_forward(const Conv2dParams& p) {
   if (is_stride1(p.win)) {
     return ForwardKernel::kPixelTiles;
   }
-  const bool pointwise = d.KH == 1 && d.KW == 1;
+  if (d.KH == 1 && d.KW == 1) {
+    return ForwardKernel::kIm2col;
+  }
+  if (d.Og < 4) {
+    return ForwardKernel::kPixelTiles;
+  }
   const bool narrow_enough = d.Og <= 64 || cpu::active_kernels().shape.registers >= 32;
-  return d.Og >= 4 && !pointwise && narrow_enough ? ForwardKernel::kChannelTiles : ForwardKernel::kIm2col;
+  return narrow_enough ? ForwardKernel::kChannelTiles : ForwardKernel::kIm2col;
 }
 
-// What "direct" means for a forward: the direct kernel that fits the stride.
+// What "direct" means for a forward: pixel tiles for stride 1 and for strided convolutions with 1 to 3
+// channels per group; channel tiles for the other strided ones.
 ForwardKernel direct_forward(const Conv2dParams& p) {
-  return is_stride1(p.win) ? ForwardKernel::kPixelTiles : ForwardKernel::kChannelTiles;
+  return is_stride1(p.win) || p.out_channels / p.groups < 4 ? ForwardKernel::kPixelTiles
+                                                            : ForwardKernel::kChannelTiles;
 }
 
 // Weight gradient: pixel tiles (taps x positions) for stride 1 and at most 3 output channels per group
@@ -257,8 +268,12 @@ void forward_with(ForwardKernel kernel, const at::Tensor& x, const at::Tensor& w
 template <typename scalar_t>
 ForwardKernel choose_forward(const at::Tensor& x, const at::Tensor& w, const at::Tensor* bias, at::Tensor& out,
                              const Conv2dParams& p) {
-  return choose(Pass::kForward, p, x.scalar_type(), heuristic_forward(p), direct_forward(p),
-                {ForwardKernel::kIm2col, direct_forward(p)},
+  // benchmark mode also tries pixel tiles on the stride phases where channel tiles are the direct kernel
+  std::vector<ForwardKernel> candidates{ForwardKernel::kIm2col, direct_forward(p)};
+  if (candidates.back() == ForwardKernel::kChannelTiles) {
+    candidates.push_back(ForwardKernel::kPixelTiles);
+  }
+  return choose(Pass::kForward, p, x.scalar_type(), heuristic_forward(p), direct_forward(p), candidates,
                 [&](ForwardKernel k) { forward_with<scalar_t>(k, x, w, bias, out, p); });
 }
 

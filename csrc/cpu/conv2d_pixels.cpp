@@ -7,13 +7,19 @@
 // groups take several channel blocks per pixel tile, which keeps the tile's input in L1 while each
 // block's weights (contiguous, OB per tap) stream from L2. OB and V follow the level's registers.
 //
-// Positions follow one of two layouts of the source, both of which make every tap a contiguous run:
+// Positions follow one of three layouts of the source, each of which makes every tap a contiguous run:
 //   wide     the zero-padded image, `pitch` = Wp; output (oh, ow) is position oh * Wp + ow, and the
 //            Wp - OW extra positions per row are computed and dropped;
 //   compact  KW copies of the padded image, copy j shifted left by j * dw and cut to OW columns;
 //            `pitch` = OW, so positions are exactly the NCHW output plane and nothing is dropped. It
 //            costs KW copies of the input, and pays off when Wp - OW is a large part of OW (LeNet's
-//            10- and 28-wide outputs).
+//            10- and 28-wide outputs);
+//   phases   for a stride (sh, sw) > 1: the padded image split into its sh x sw phases (rows h with
+//            h % sh = a, columns w with w % sw = b), each a plane of Hh x Wh = ceil(Hp / sh) x
+//            ceil(Wp / sw). Output (oh, ow) reads padded (oh * sh + i * dh, ow * sw + j * dw), which is
+//            phase ((i * dh) % sh, (j * dw) % sw) at (oh + i * dh / sh, ow + j * dw / sw): a strided
+//            convolution becomes a stride-1 one over the phases, `pitch` = Wh, with the wide layout's
+//            dropped columns.
 //
 // Weight gradient: for each of T taps and OB (<= 3) output channels, a vector accumulates
 // grad_output(position) * input(position + tap) over the wide positions of an image; grad_output is
@@ -86,6 +92,48 @@ void shifted_copies(const scalar_t* x, const scalar_t* x_end, scalar_t* dst, int
   }
 }
 
+// The phases layout of one image's `channels` planes: dst[c][a][b][hh][wh] = padded(c, hh * sh + a,
+// wh * sw + b), zero in the padding and past the padded plane.
+template <typename scalar_t>
+void phase_split(const scalar_t* x, scalar_t* dst, int64_t channels, const Window2d& w, int64_t Hh, int64_t Wh) {
+  const int64_t H = w.in[0], W = w.in[1], sh = w.stride[0], sw = w.stride[1], top = w.pad[0], left = w.pad[1];
+  for (int64_t c = 0; c < channels; ++c) {
+    for (int64_t a = 0; a < sh; ++a) {
+      for (int64_t b = 0; b < sw; ++b) {
+        scalar_t* plane = dst + ((c * sh + a) * sw + b) * Hh * Wh;
+        // the phase's columns wh that land inside the image: 0 <= wh * sw + b - left < W
+        const Range cols = valid_outputs(W, left, b, sw, Wh);
+        for (int64_t hh = 0; hh < Hh; ++hh) {
+          scalar_t* row = plane + hh * Wh;
+          const int64_t h = hh * sh + a - top;
+          if (h < 0 || h >= H || cols.lo >= cols.hi) {
+            std::fill(row, row + Wh, scalar_t(0));
+            continue;
+          }
+          std::fill(row, row + cols.lo, scalar_t(0));
+          const scalar_t* in = x + (c * H + h) * W + cols.lo * sw + b - left;
+          for (int64_t wh = cols.lo; wh < cols.hi; ++wh, in += sw) {
+            row[wh] = *in;
+          }
+          std::fill(row + cols.hi, row + Wh, scalar_t(0));
+        }
+      }
+    }
+  }
+}
+
+// Tap (c, i, j) of the phases layout, as an offset from an output position's origin.
+std::vector<int64_t> phase_tap_offsets(const Window2d& w, int64_t channels, int64_t Hh, int64_t Wh) {
+  const int64_t KH = w.kernel[0], KW = w.kernel[1], sh = w.stride[0], sw = w.stride[1];
+  std::vector<int64_t> taps(channels * KH * KW);
+  for (int64_t r = 0; r < channels * KH * KW; ++r) {
+    const int64_t c = r / (KH * KW), i = (r / KW) % KH, j = r % KW;
+    const int64_t di = i * w.dilation[0], dj = j * w.dilation[1];
+    taps[r] = ((c * sh + di % sh) * sw + dj % sw) * Hh * Wh + (di / sh) * Wh + dj / sw;
+  }
+  return taps;
+}
+
 // Which layout: an estimate of each one's extra work per image, in cycles of a core doing two vector
 // multiply-adds a cycle (`lanes` scalars each). The wide layout computes (Wp - OW) * OH dropped positions
 // of K * og_pad multiply-adds each, and stores each output row of each channel through the tile buffer
@@ -130,14 +178,26 @@ void conv2d_forward_pixels(const at::Tensor& x, const at::Tensor& weight, const 
   const int OB = pixel_block(d.Og, level.shape);
   const int64_t lanes = level.lanes<scalar_t>(), tile = cpu::pixel_vectors(level.shape, OB) * lanes;
   const int64_t blocks = (d.Og + OB - 1) / OB;
-  const bool compact = compact_pixels(p, d, blocks * OB, sizeof(scalar_t), lanes);
-  const int64_t pitch = compact ? d.OW : d.Wp;
-  const int64_t source = compact ? d.KW * d.Cg * d.Hp * d.OW : d.Cg * d.Hp * d.Wp;
-  // Tiles may read up to a tile past the last position, a wide tap sits up to (KW-1)*dw past its row,
-  // and the compact copies' chunks may run a chunk past the last row: slack after the source keeps every
-  // read and write inside the buffer. Only dropped lanes read it.
-  const int64_t slack = d.Wp + tile + kCopyChunk / int64_t{sizeof(scalar_t)};
-  const std::vector<int64_t> taps = tap_offsets(win, d.Cg, d.Hp, pitch, compact ? d.Cg * d.Hp * d.OW : win.dilation[1]);
+  const bool phases = !is_stride1(win);
+  // A stride only matters between outputs: with one output row (or column) the phases take it as 1, so
+  // a huge stride (torch accepts any) never becomes that many phase planes. Past one output, a stride is
+  // below the padded size, and the phases hold about one padded image.
+  Window2d pw = win;
+  pw.stride[0] = d.OH == 1 ? 1 : win.stride[0];
+  pw.stride[1] = d.OW == 1 ? 1 : win.stride[1];
+  const int64_t Hh = (d.Hp + pw.stride[0] - 1) / pw.stride[0], Wh = (d.Wp + pw.stride[1] - 1) / pw.stride[1];
+  const bool compact = !phases && compact_pixels(p, d, blocks * OB, sizeof(scalar_t), lanes);
+  const int64_t pitch = phases ? Wh : (compact ? d.OW : d.Wp);
+  const int64_t source = phases ? d.Cg * pw.stride[0] * pw.stride[1] * Hh * Wh
+                                : (compact ? d.KW * d.Cg * d.Hp * d.OW : d.Cg * d.Hp * d.Wp);
+  // Tiles may read up to a tile past the last position (a row or more past it in the phases layout),
+  // a wide tap sits up to (KW-1)*dw past its row, and the compact copies' chunks may run a chunk past the
+  // last row: slack after the source keeps every read and write inside the buffer. Only dropped lanes
+  // read it.
+  const int64_t slack = 2 * (d.Wp + tile) + kCopyChunk / int64_t{sizeof(scalar_t)};
+  const std::vector<int64_t> taps =
+      phases ? phase_tap_offsets(pw, d.Cg, Hh, Wh)
+             : tap_offsets(win, d.Cg, d.Hp, pitch, compact ? d.Cg * d.Hp * d.OW : win.dilation[1]);
   // [groups][blocks][K][OB]: each channel block's weights are contiguous, OB per tap.
   const at::Tensor wt = tap_major_weights(weight, p, blocks * OB)
                             .view({p.groups, d.K, blocks, OB})
@@ -159,7 +219,9 @@ void conv2d_forward_pixels(const at::Tensor& x, const at::Tensor& weight, const 
     for (int64_t q; queue.pop(q);) {
       const int64_t n = q / p.groups, grp = q % p.groups;
       const scalar_t* xg = x_data + (n * p.in_channels + grp * d.Cg) * d.in_plane;
-      if (compact) {
+      if (phases) {
+        phase_split(xg, src.data(), d.Cg, pw, Hh, Wh);
+      } else if (compact) {
         shifted_copies(xg, x_end, src.data(), d.Cg, win, d.Hp);
       } else {
         pad_input(xg, src.data(), d.Cg, win, d.Hp, d.Wp);
