@@ -1,5 +1,5 @@
 // conv2d on the CPU by channel tiles: the direct forward for strided convolutions, and the weight
-// gradient, for 4 to 32 output channels per group (cpu/conv2d.cpp chooses).
+// gradient, for 4 or more output channels per group (cpu/conv2d.cpp chooses).
 //
 // Forward: no unrolled copy of the input. Each register tile (cpu/tiles.h) holds P consecutive output
 // pixels of one row x OV output channels, and for every tap (c, i, j) adds one input value per pixel (a

@@ -1,4 +1,5 @@
-// conv2d on the CPU by pixel tiles: the direct forward for stride 1, and the weight gradient for stride 1
+// conv2d on the CPU by pixel tiles: the direct forward for stride 1 and, over the input's stride phases,
+// for strided convolutions with 1 to 3 output channels per group; and the weight gradient for stride 1
 // with at most 3 output channels per group (depthwise).
 //
 // Forward: a register tile holds OB output channels x V vectors of consecutive output positions (see
