@@ -347,15 +347,20 @@ void max_unpool_nchw(const scalar_t* go, const int64_t* ind, scalar_t* gx, int64
   });
 }
 
+// The channels_last backwards split each image into tasks of kChannelBlock channels, so that different
+// tasks never touch the same gradient element. A task's channels at one pixel are 256 bytes of float
+// (whole cache lines when the channel count is a multiple of 16), and an image of more than 64 channels
+// still gives several tasks to the threads.
+constexpr int64_t kChannelBlock = 64;
+
 template <typename scalar_t>
 void max_unpool_nhwc(const scalar_t* go, const int64_t* ind, scalar_t* gx, int64_t batch, int64_t C,
                      int64_t plane_in, int64_t plane_out, BadIndex& bad) {
-  // Tasks are (image, block of channels): different tasks never touch the same gradient element.
-  constexpr int64_t kBlock = 64;
-  const int64_t blocks = ceil_div(C, kBlock);
-  at::parallel_for(0, batch * blocks, grain_for(plane_out * kBlock), [&](int64_t t0, int64_t t1) {
+  // Tasks are (image, block of channels).
+  const int64_t blocks = ceil_div(C, kChannelBlock);
+  at::parallel_for(0, batch * blocks, grain_for(plane_out * kChannelBlock), [&](int64_t t0, int64_t t1) {
     for (int64_t t = t0; t < t1; ++t) {
-      const int64_t n = t / blocks, c_lo = (t % blocks) * kBlock, c_hi = std::min(C, c_lo + kBlock);
+      const int64_t n = t / blocks, c_lo = (t % blocks) * kChannelBlock, c_hi = std::min(C, c_lo + kChannelBlock);
       scalar_t* gimg = gx + n * plane_in * C;
       for (int64_t q = 0; q < plane_out; ++q) {
         const int64_t base = (n * plane_out + q) * C;  // output pixel q of image n
@@ -623,13 +628,12 @@ template <typename scalar_t>
 void avg_unpool_nhwc(const scalar_t* go, scalar_t* gx, int64_t batch, int64_t C, const Window2d& w,
                      const AvgFactors& f) {
   const int64_t H = w.in[0], W = w.in[1], OH = w.out[0], OW = w.out[1];
-  // Tasks are (image, block of channels): different tasks never touch the same gradient element.
-  constexpr int64_t kBlock = 64;
-  const int64_t blocks = ceil_div(C, kBlock);
-  at::parallel_for(0, batch * blocks, grain_for(OH * OW * kBlock), [&](int64_t t0, int64_t t1) {
-    std::vector<scalar_t> share(kBlock);
+  // Tasks are (image, block of channels).
+  const int64_t blocks = ceil_div(C, kChannelBlock);
+  at::parallel_for(0, batch * blocks, grain_for(OH * OW * kChannelBlock), [&](int64_t t0, int64_t t1) {
+    std::vector<scalar_t> share(kChannelBlock);
     for (int64_t t = t0; t < t1; ++t) {
-      const int64_t n = t / blocks, c_lo = (t % blocks) * kBlock, cb = std::min(C, c_lo + kBlock) - c_lo;
+      const int64_t n = t / blocks, c_lo = (t % blocks) * kChannelBlock, cb = std::min(C, c_lo + kChannelBlock) - c_lo;
       for (int64_t oh = 0; oh < OH; ++oh) {
         for (int64_t ow = 0; ow < OW; ++ow) {
           const scalar_t* gop = go + ((n * OH + oh) * OW + ow) * C + c_lo;
