@@ -67,13 +67,18 @@ ConvGeom<index_t> geom_of(const Conv2dParams& p) {
           c(w.dilation[0]), c(w.dilation[1])};
 }
 
+// The weight gradient's split-K: at most this many chunks of the k dimension, each summed into its own
+// copy of the weight and added up in order afterwards (grad_weight_chunks below). The cap bounds that
+// buffer at 64 weights, which the int32 index check must allow for.
+constexpr int64_t kMaxWeightChunks = 64;
+
 bool conv_fits_int32(const Conv2dParams& p) {
   const int64_t in_numel = p.batch * p.in_channels * p.win.in[0] * p.win.in[1];
   const int64_t out_numel = p.batch * p.out_channels * p.win.out[0] * p.win.out[1];
   const int64_t w_numel = p.out_channels * (p.in_channels / p.groups) * p.win.kernel[0] * p.win.kernel[1];
-  // grad weight's split-K buffer holds up to 64 copies of the weight
-  return cuda::fits_int32(
-      {in_numel, out_numel, w_numel * 64, cuda::window_reach(p.win, 0), cuda::window_reach(p.win, 1)});
+  // grad weight's split-K buffer holds up to kMaxWeightChunks copies of the weight
+  return cuda::fits_int32({in_numel, out_numel, w_numel * kMaxWeightChunks, cuda::window_reach(p.win, 0),
+                           cuda::window_reach(p.win, 1)});
 }
 
 // -------------------------------------------------------------------------------------- direct forward
@@ -536,12 +541,12 @@ void conv2d_grad_input_impl(const at::Tensor& go, const at::Tensor& w, at::Tenso
   launch_gemm<Mode::kGradInput, scalar_t, index_t>(args, g, 1, gemm_shape<Mode::kGradInput, index_t>(g).K);
 }
 
-// Split-K: enough chunks to give the GPU ~1024 blocks, each chunk at least 8 k tiles long, at most 64
-// chunks. The count depends only on the shapes, so the summation order is fixed.
+// Split-K: enough chunks to give the GPU ~1024 blocks, each chunk at least 8 k tiles long, at most
+// kMaxWeightChunks. The count depends only on the shapes, so the summation order is fixed.
 int64_t grad_weight_chunks(int64_t tiles, int64_t K) {
   const int64_t wanted = ceil_div(1024, tiles);
   const int64_t most = std::max<int64_t>(1, K / (8 * kTileK));
-  return std::clamp<int64_t>(wanted, 1, std::min<int64_t>(64, most));
+  return std::clamp<int64_t>(wanted, 1, std::min<int64_t>(kMaxWeightChunks, most));
 }
 
 template <typename scalar_t, typename index_t>
