@@ -12,9 +12,11 @@
     lenet_ext.backends.benchmark = True           # time the candidates of each new shape once
 
 ``conv_algorithm``: ``"auto"`` (the default) uses the heuristics documented in ``csrc/cpu/conv2d.cpp``:
-direct register-tiled kernels for stride-1 convolutions and for strided ones with at least 4 output
-channels per group (strided 1x1 excepted), up to 1152 taps per output; im2col + matrix product for the
-rest (and for the weight gradient of 1x1 convolutions). The choice knows the instruction-set level. ``"direct"`` forces the direct kernels, ``"im2col"`` the matrix product.
+direct register-tiled kernels up to 1152 taps per output, except for strided 1x1 convolutions and, on
+levels with 16 vector registers, strided ones of more than 64 channels per group (strided ones with 1 to
+3 channels per group run over the input's stride phases); im2col + matrix product for the rest (and for
+the weight gradient of 1x1 convolutions). The choice knows the instruction-set
+level. ``"direct"`` forces the direct kernels, ``"im2col"`` the matrix product.
 
 ``cpu_isa``: the register tiles are compiled once per instruction-set level and the best one the CPU
 runs is picked at import (``csrc/cpu/dispatch.cpp``). The environment variable ``LENET_EXT_CPU_ISA``

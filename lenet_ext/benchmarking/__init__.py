@@ -1,0 +1,3 @@
+"""The benchmark harness behind ``lenet-ext bench`` (``lenet_ext.benchmark`` is its command line):
+``suite`` the rows as data, ``cases`` what each row runs, ``runner`` how a row is checked and timed,
+``report`` the table and the chart."""
