@@ -208,7 +208,11 @@ def _train_here_or_distributed(config, device, log):
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     try:
         rank = dist.get_rank()
-        return _train(config, rank, dist.get_world_size(), device, log if rank == 0 else lambda *_: None)
+        result = _train(config, rank, dist.get_world_size(), device, log if rank == 0 else lambda *_: None)
+        # every rank is done with the group before any tears it down (seen once on torch 2.11, under load:
+        # a rank aborted at exit with 'terminate called without an active exception')
+        dist.barrier()
+        return result
     finally:
         if joined:
             dist.destroy_process_group()
