@@ -16,13 +16,8 @@ import sys
 import tempfile
 
 from lenet_ext import backends
+from lenet_ext.benchmarking.levels import environment
 
-# What bench/run.sh LEVEL=... sets: our level, and torch's (ATen, oneDNN, MKL) held to the same one.
-TORCH_LEVEL_ENV = {
-    "avx512": {},
-    "avx2": dict(ATEN_CPU_CAPABILITY="avx2", ONEDNN_MAX_CPU_ISA="AVX2", MKL_ENABLE_INSTRUCTIONS="AVX2"),
-    "default": dict(ATEN_CPU_CAPABILITY="default", ONEDNN_MAX_CPU_ISA="SSE41", MKL_ENABLE_INSTRUCTIONS="SSE4_2"),
-}
 ALGORITHMS = ("direct", "im2col", "auto")
 
 
@@ -41,7 +36,7 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for _ in range(args.repeats):
             for level in args.levels:
-                env = dict(os.environ, LENET_EXT_CPU_ISA=level, **TORCH_LEVEL_ENV[level])
+                env = dict(os.environ, **environment(level))
                 for algorithm in ALGORITHMS:
                     path = os.path.join(tmp, "run.json")
                     cmd = [

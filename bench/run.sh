@@ -18,16 +18,12 @@ device=${1:-cpu}
 shift || true
 PYTHON=${PYTHON:-python}
 name="${device}${SUFFIX:-}"
-case "${LEVEL:-}" in
-  "") ;;
-  avx2) export LENET_EXT_CPU_ISA=avx2 ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2
-        name="$name-avx2" ;;
-  default) export LENET_EXT_CPU_ISA=default ATEN_CPU_CAPABILITY=default ONEDNN_MAX_CPU_ISA=SSE41 \
-                  MKL_ENABLE_INSTRUCTIONS=SSE4_2
-           name="$name-default" ;;
-  avx512) export LENET_EXT_CPU_ISA=avx512; name="$name-avx512" ;;
-  *) echo "LEVEL must be default, avx2 or avx512" >&2; exit 2 ;;
-esac
+if [ -n "${LEVEL:-}" ]; then
+  # our level and torch's, from one table (lenet_ext/benchmarking/levels.py); an unknown level stops here
+  exports=$("$PYTHON" -m lenet_ext.benchmarking.levels "$LEVEL")
+  eval "$exports"
+  name="$name-$LEVEL"
+fi
 stem="bench/results/$(hostname -s 2>/dev/null || hostname)-${name}-$(date +%Y-%m-%d)"
 "$PYTHON" -m lenet_ext.benchmark --device "$device" --json "$stem.json" --plot "docs/bench-$name.png" "$@" \
   | tee "$stem.txt"

@@ -213,3 +213,22 @@ def test_cpu_isa_is_forced_for_the_run_and_restored(tmp_path, capsys, level):
     assert result["machine"]["cpu_isa"] == level and result["cpu_isa_requested"] == level
     assert f"CPU level {level}" in out.out.splitlines()[0]
     assert {r["status"] for r in result["rows"]} == {"ok"}
+
+
+def test_level_environment_holds_both_sides_to_the_level(capsys):
+    from lenet_ext.benchmarking import levels
+
+    env = levels.environment("avx2")
+    assert env["LENET_EXT_CPU_ISA"] == "avx2"
+    assert (env["ATEN_CPU_CAPABILITY"], env["ONEDNN_MAX_CPU_ISA"], env["MKL_ENABLE_INSTRUCTIONS"]) == (
+        "avx2",
+        "AVX2",
+        "AVX2",
+    )
+    assert levels.environment("avx512") == {"LENET_EXT_CPU_ISA": "avx512"}
+    assert levels.main(["default"]) == 0
+    assert "export ONEDNN_MAX_CPU_ISA=SSE41" in capsys.readouterr().out.splitlines()
+    with pytest.raises(ValueError, match="LEVEL must be one of avx512, avx2, default"):
+        levels.environment("avx1024")
+    assert levels.main(["avx1024"]) == 2
+    assert "avx1024" in capsys.readouterr().err
