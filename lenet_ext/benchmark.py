@@ -14,13 +14,19 @@ callable doing the same work) and a shape. One code path, ``run_row``, handles a
    ``blocked_autorange`` (which synchronises CUDA); the medians of all blocks are reported, with the
    ratio torch/ours (above 1 means ours is faster), the rate (GFLOP/s for convolutions, GB/s for
    pooling, images/s for whole networks) and that rate as a fraction of the machine's ceilings.
+   Each time is named for what it measured: *call time* (the user-facing call, Python-side checks
+   included) or *operator time* (the raw ``torch.ops.lenet_ext`` call); a row that times a call times
+   our operator too. On CUDA, a row whose data fits in L2 has L2 flushed before each timed call
+   (``--l2-flush``), the call alone timed by CUDA events.
 
 The ceilings are measured here, on the device and at the thread count in use: copy bandwidth (a large
 tensor copy, counting bytes read plus written) and a large float32 matrix product.
 
-This module is the command line. The harness is ``lenet_ext.benchmarking``, one job per module:
-``suite`` (shapes, rows, goals), ``cases`` (what each operation runs, and the correctness check),
-``runner`` (skip, check, time; the machine's ceilings and description) and ``report`` (table, chart).
+This module is the command line, and the run that bench/ scripts share (``add_run_options``,
+``run_rows``), so their rows get the same checks, timing, words, table and JSON. The harness is
+``lenet_ext.benchmarking``, one job per module: ``suite`` (shapes, rows, goals), ``cases`` (what each
+operation runs, and the correctness check), ``runner`` (skip, check, time, flush L2; the machine's
+ceilings and description) and ``report`` (the names of the times, table, chart).
 """
 
 import argparse
@@ -35,14 +41,17 @@ import torch
 import lenet_ext
 
 from .benchmarking.cases import BUILDERS, REQUIRES, Case, check_close
-from .benchmarking.report import format_table, plot_ratios
+from .benchmarking.report import CALL_TIME, OPERATOR_TIME, TIME_MEANINGS, format_table, plot_ratios
 from .benchmarking.runner import (
+    L2_FLUSH_SETTINGS,
     conv_algorithm_setting,
     describe_machine,
+    l2_flush_plan,
     load_average,
     machine_info,
     measure_ceilings,
     missing_requirement,
+    run_case,
     run_row,
     time_interleaved,
 )
@@ -50,31 +59,34 @@ from .benchmarking.suite import GOALS, ROWS, Row
 
 __all__ = [
     "BUILDERS",
+    "CALL_TIME",
     "GOALS",
+    "OPERATOR_TIME",
     "REQUIRES",
     "ROWS",
     "Case",
     "Row",
+    "add_run_options",
     "check_close",
+    "l2_flush_plan",
     "main",
     "measure_ceilings",
     "missing_requirement",
+    "run_case",
     "run_row",
+    "run_rows",
     "time_interleaved",
 ]
 
+SCHEMA = 2  # 2: each side's time is named ("time"), ours_operator, l2_flush per row and per run
 
-# --------------------------------------------------------------------------------------------- main
-def parse_args(argv):
-    p = argparse.ArgumentParser(
-        prog="lenet-ext bench", description="Time lenet_ext's kernels against torch's built-ins, side by side."
-    )
-    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+
+def add_run_options(p):
+    """The options of every run, `lenet-ext bench`'s and the bench/ scripts': smoke mode, timing, L2
+    flush and where the results go."""
     p.add_argument("--quick", action="store_true", help="smoke mode: tiny shapes, one short round")
     p.add_argument("--json", metavar="PATH", help="where to write the results (default: none)")
     p.add_argument("--plot", metavar="PATH", help="where to write the PNG chart of ratios (default: none)")
-    p.add_argument("--threads", type=int, help="torch.set_num_threads(N) before anything runs")
-    p.add_argument("--filter", metavar="SUBSTRING", help="only rows whose name contains this (case-insensitive)")
     p.add_argument(
         "--rounds", type=int, help="interleaved timing rounds per side (default 4 on cpu, 3 on cuda, 1 with --quick)"
     )
@@ -83,6 +95,24 @@ def parse_args(argv):
         type=float,
         help="seconds per blocked_autorange (default 0.15 on cpu, 0.05 on cuda; --quick: one call)",
     )
+    p.add_argument(
+        "--l2-flush",
+        choices=L2_FLUSH_SETTINGS,
+        default="auto",
+        help="CUDA: before each timed call of a row whose data fits in L2, write a buffer larger than L2 and "
+        "time the call alone with CUDA events (auto), or never (off); the CPU is never flushed",
+    )
+
+
+# --------------------------------------------------------------------------------------------- main
+def parse_args(argv):
+    p = argparse.ArgumentParser(
+        prog="lenet-ext bench", description="Time lenet_ext's kernels against torch's built-ins, side by side."
+    )
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    add_run_options(p)
+    p.add_argument("--threads", type=int, help="torch.set_num_threads(N) before anything runs")
+    p.add_argument("--filter", metavar="SUBSTRING", help="only rows whose name contains this (case-insensitive)")
     p.add_argument(
         "--conv-algorithm",
         choices=["auto", "direct", "im2col"],
@@ -114,9 +144,7 @@ def main(argv=None) -> int:
     if args.threads is not None and args.threads < 1:
         print("--threads must be at least 1", file=sys.stderr)
         return 2
-    # Our kernels compute in full float32, so torch's must too: cuDNN convolutions may use TF32 by default,
-    # which would be both faster and outside float32 tolerances.
-    previous = torch.get_num_threads(), torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    threads = torch.get_num_threads()
     # Called in-process (tests, notebooks): leave lenet_ext and torch as we found them, even when one of
     # the settings is refused after another was made.
     with contextlib.ExitStack() as settings:
@@ -131,15 +159,20 @@ def main(argv=None) -> int:
         try:
             if args.threads is not None:
                 torch.set_num_threads(args.threads)
-            torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
             return run(args, rows)
         finally:
-            torch.set_num_threads(previous[0])
-            torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = previous[1:]
+            torch.set_num_threads(threads)
 
 
 def run(args, rows):
-    device = torch.device(args.device)
+    return run_rows(args, torch.device(args.device), [(row, None) for row in rows], cpu_isa_requested=args.cpu_isa)
+
+
+def run_rows(args, device, jobs, **extra) -> int:
+    """A whole run: the machine's line, its ceilings, then each job (a Row, and the builder of its Case
+    for a row that is not the suite's, else None) checked and timed; prints the table and writes the JSON
+    (``extra`` joins its top level) and the chart that ``args`` (see add_run_options) ask for.
+    Returns 1 if a row FAILED its check, else 0."""
     # A GPU does thousands of calls in 0.05 s, so its full suite fits in well under a minute
     rounds = args.rounds or (1 if args.quick else 3 if device.type == "cuda" else 4)
     min_time = args.min_time or (None if args.quick else 0.05 if device.type == "cuda" else 0.15)
@@ -147,25 +180,28 @@ def run(args, rows):
     info = machine_info(device)
     tf32 = ", TF32 off (both sides full float32)" if device.type == "cuda" else ""
     print(describe_machine(info) + tf32, flush=True)
-    ceilings = measure_ceilings(device, quick=args.quick, min_run_time=0.01 if args.quick else 0.2)
     records = []
-    for row in rows:
-        records.append(run_row(row, device, ceilings, rounds, min_time, quick=args.quick))
-        r = records[-1]
-        status = f"{r['ratio']:.2f}x" if r["status"] == "ok" else f"{r['status']} ({r['reason']})"
-        print(f"  {row.name}: {status}", file=sys.stderr, flush=True)
+    with lenet_ext.backends.tf32_disabled():  # our kernels are full float32: torch's side must be too
+        ceilings = measure_ceilings(device, quick=args.quick, min_run_time=0.01 if args.quick else 0.2)
+        for row, build in jobs:
+            r = run_row(row, device, ceilings, rounds, min_time, args.quick, args.l2_flush, build)
+            records.append(r)
+            status = f"{r['ratio']:.2f}x" if r["status"] == "ok" else f"{r['status']} ({r['reason']})"
+            print(f"  {row.name}: {status}", file=sys.stderr, flush=True)
     print(format_table(records, ceilings))
 
     result = {
-        "schema": 1,
+        "schema": SCHEMA,
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
         "machine": info,
         "quick": args.quick,
         "rounds": rounds,
         "min_run_time_s": min_time,
+        "l2_flush": args.l2_flush,
+        "times": TIME_MEANINGS,
         "tf32": False,
         "conv_algorithm": conv_algorithm_setting(),
-        "cpu_isa_requested": args.cpu_isa,
+        **extra,
         "ceilings": ceilings,
         "load_average_at_end": load_average(),
         "rows": records,

@@ -13,6 +13,7 @@ from conftest import needs_cuda
 
 import lenet_ext
 from lenet_ext import benchmark, zoo
+from lenet_ext.benchmarking import runner
 
 CONVERTED_ROWS = [r for r in benchmark.ROWS if r.op.startswith("converted.")]
 
@@ -41,6 +42,52 @@ def test_quick_run_writes_complete_json(quick_run):
     assert machine["cpu_isa"] == lenet_ext.backends.cpu_isa() and result["cpu_isa_requested"] == "auto"
     assert result["ceilings"]["copy_gbps"] > 0 and result["ceilings"]["matmul_gflops"] > 0
     assert [r["name"] for r in result["rows"]] == [r.name for r in benchmark.ROWS]
+
+
+def test_every_time_is_named_call_or_operator_time(quick_run):
+    """Both sides of a row are timed alike, under one of the two names; a row that times a user-facing
+    call also times our raw operator, as operator time; the table and the JSON say which is which."""
+    _, result, _, stdout = quick_run
+    assert set(result["times"]) == {benchmark.CALL_TIME, benchmark.OPERATOR_TIME}
+    ok = {r["name"]: r for r in result["rows"] if r["status"] == "ok"}
+    for name, r in ok.items():
+        assert r["ours"]["time"] == r["torch"]["time"] in (benchmark.CALL_TIME, benchmark.OPERATOR_TIME), name
+        if "ours_operator" in r:
+            assert r["ours"]["time"] == benchmark.CALL_TIME and r["ours_operator"]["time"] == benchmark.OPERATOR_TIME
+            assert r["ours_operator"]["median_s"] > 0 and r["ours_operator"]["rate"] > 0
+    by_op = {}
+    for r in ok.values():
+        by_op.setdefault(r["op"], set()).add((r["ours"]["time"], "ours_operator" in r))
+    call_and_operator = {(benchmark.CALL_TIME, True)}
+    for op in ("conv2d.forward", "max_pool2d.forward", "avg_pool2d.forward", "lenet_block.forward"):
+        assert by_op[op] == call_and_operator, op
+    for op in ("conv2d.backward_input", "max_pool2d.backward", "avg_pool2d.forward+backward"):
+        assert by_op[op] == {(benchmark.OPERATOR_TIME, False)}, op
+    assert by_op["model.train_step"] == {(benchmark.CALL_TIME, False)}
+    table = stdout[stdout.index("timed as") :]
+    conv1 = next(line for line in table.splitlines() if line.startswith("conv2d.forward | LeNet conv1 "))
+    operator_ms = 1e3 * ok["conv2d.forward | LeNet conv1"]["ours_operator"]["median_s"]
+    assert benchmark.CALL_TIME in conv1 and f"{operator_ms:.3f}" in conv1
+    for name, meaning in result["times"].items():
+        assert f"{name}: {meaning}" in table
+
+
+def test_l2_flush_is_recorded_for_every_timed_row(quick_run):
+    """Each row records what it decided and why, from the sizes it records: on the CPU nothing is flushed;
+    a kernel row knows its data size (inputs read, results written), a whole network does not."""
+    _, result, *_ = quick_run
+    assert result["l2_flush"] == "auto"
+    for r in result["rows"]:
+        if r["status"] != "ok":
+            continue
+        plan = r["l2_flush"]
+        assert plan == runner.l2_flush_plan("auto", result["machine"]["device"], plan["data_bytes"], plan["l2_bytes"])
+        if result["machine"]["device"] == "cpu":
+            assert plan["flushed"] is False and plan["l2_bytes"] is None and "cpu" in plan["why"]
+        assert (plan["data_bytes"] is None) == r["op"].startswith(("model.", "converted.")), r["name"]
+    conv1 = next(r for r in result["rows"] if r["name"] == "conv2d.forward | LeNet conv1")
+    n, c, h, w, o, k = (conv1["shape"][key] for key in "nchwok")  # padding 2 keeps h x w
+    assert conv1["l2_flush"]["data_bytes"] == 4 * (n * c * h * w + o * c * k * k + o + n * o * h * w)
 
 
 def test_the_header_names_the_cpu_and_its_level(quick_run):
@@ -232,3 +279,116 @@ def test_level_environment_holds_both_sides_to_the_level(capsys):
         levels.environment("avx1024")
     assert levels.main(["avx1024"]) == 2
     assert "avx1024" in capsys.readouterr().err
+
+
+MIB = 1 << 20
+
+
+@pytest.mark.parametrize(
+    "device, data, l2, flushed, flush_bytes, why",
+    [
+        ("cpu", 1 * MIB, None, False, None, "no L2 flush on cpu"),
+        ("cuda", 10 * MIB, 50 * MIB, True, 100 * MIB, "fits in L2"),
+        ("cuda", 50 * MIB, 50 * MIB, True, 100 * MIB, "fits in L2"),
+        ("cuda", 50 * MIB + 1, 50 * MIB, False, None, "larger than L2"),
+        ("cuda", None, 50 * MIB, False, None, "not known"),
+        ("cuda", 200 * MIB, None, True, 256 * MIB, "fits in L2"),  # L2 not reported: at most 256 MiB assumed
+        ("cuda", 300 * MIB, None, False, None, "larger than L2"),
+    ],
+)
+def test_l2_flush_plan_flushes_cuda_rows_whose_data_fits_in_l2(device, data, l2, flushed, flush_bytes, why):
+    plan = runner.l2_flush_plan("auto", device, data, l2)
+    assert plan["flushed"] is flushed and why in plan["why"]
+    assert (plan["setting"], plan["data_bytes"], plan["l2_bytes"]) == ("auto", data, l2)
+    assert plan.get("flush_bytes") == flush_bytes
+    if flushed:
+        assert plan["flush_bytes"] > (l2 or 0) and plan["flush_bytes"] >= data
+    off = runner.l2_flush_plan("off", device, data, l2)
+    assert off["flushed"] is False and off["setting"] == "off" and "flush_bytes" not in off
+    with pytest.raises(ValueError, match="l2_flush must be one of auto, off, got 'on'"):
+        runner.l2_flush_plan("on", device, data, l2)
+
+
+def test_l2_flush_setting_is_recorded(tmp_path):
+    path = tmp_path / "r.json"
+    argv = ["--quick", "--threads", "1", "--filter", "conv2d.forward | LeNet conv1", "--l2-flush", "off"]
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert benchmark.main([*argv, "--json", str(path)]) == 0
+    result = json.loads(path.read_text())
+    assert result["l2_flush"] == "off" and result["schema"] == benchmark.SCHEMA
+    (row,) = result["rows"]
+    assert row["l2_flush"]["setting"] == "off" and row["l2_flush"]["flushed"] is False
+
+
+def test_flushed_timing_writes_l2_before_each_call_and_times_the_call_alone(monkeypatch):
+    """The CUDA path's host-side logic, with torch.cuda's events and synchronisation stood in for: before
+    each call the buffer is written and the GPU waited for; the events enclose the call and nothing else;
+    a block's time is the mean of its calls' event times, in seconds."""
+    log = []
+
+    class Event:
+        def __init__(self, enable_timing):
+            assert enable_timing
+            self.at = None
+
+        def record(self, stream):
+            assert stream == "stream"
+            self.at = len(log)
+            log.append("event")
+
+        def elapsed_time(self, end):
+            return float(end.at - self.at)  # "ms": the log entries between the two marks
+
+    class Buffer:
+        device = torch.device("cuda", 0)
+
+        def zero_(self):
+            log.append("flush")
+
+    monkeypatch.setattr(torch.cuda, "Event", Event)
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device: log.append("sync"))
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda device: "stream")
+    times = runner.time_after_flush(lambda: log.append("call"), Buffer(), min_run_time=None)
+    assert log == ["flush", "sync", "event", "call", "event", "sync"] and times == [2e-3]
+
+    log.clear()
+    times = runner.time_after_flush(lambda: log.append("call"), Buffer(), min_run_time=1e-9)
+    one_call = ["flush", "sync", "event", "call", "event"]
+    assert log == one_call * runner.FLUSHED_BLOCK + ["sync"] and times == [2e-3]
+
+
+def test_time_interleaved_times_every_side(monkeypatch):
+    """Each side gets one list of block times per round; the order rotates, so none is always first."""
+    calls = []
+
+    def side(name):
+        return lambda: calls.append(name)
+
+    real_timer = runner.torch_benchmark.Timer
+
+    def timer(stmt, globals, num_threads):
+        calls.append("start")
+        return real_timer(stmt, globals=globals, num_threads=num_threads)
+
+    monkeypatch.setattr(runner.torch_benchmark, "Timer", timer)
+    sides = {"ours": side("ours"), "torch": side("torch"), "ours_operator": side("ours_operator")}
+    times = runner.time_interleaved(sides, rounds=3, min_run_time=None)
+    assert {who: len(t) for who, t in times.items()} == {"ours": 3, "torch": 3, "ours_operator": 3}
+    starts = [i for i, c in enumerate(calls) if c == "start"]
+    firsts = [calls[i + 1] for i in starts[::3]]
+    assert firsts == ["ours", "torch", "ours_operator"]
+
+
+def test_wrong_operator_result_fails_the_row(monkeypatch):
+    row = next(r for r in benchmark.ROWS if r.op == "conv2d.forward")
+    real = benchmark.BUILDERS["conv2d.forward"]
+
+    def operator_off(shape, device):
+        case = real(shape, device)
+        operator = case.operator
+        case.operator = lambda: operator() * 1.01
+        return case
+
+    monkeypatch.setitem(benchmark.BUILDERS, "conv2d.forward", operator_off)
+    record = _run_quick(row)
+    assert record["status"] == "FAILED" and "our raw operator's result" in record["reason"], record

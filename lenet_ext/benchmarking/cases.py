@@ -16,21 +16,27 @@ import torch.nn.functional as torch_F
 import lenet_ext
 
 from .. import functional as F
+from .report import CALL_TIME, OPERATOR_TIME
 from .suite import ROWS
 
 _aten = torch.ops.aten
+_ops = torch.ops.lenet_ext
 
 
 # -------------------------------------------------------------------------------------------- builders
 def check_close(ours, theirs):
     """float32 tolerances, with the absolute one scaled by the result's magnitude: long reductions
-    (a weight gradient sums 200,000 products) add in a different order in each implementation."""
+    (a weight gradient sums 200,000 products) add in a different order in each implementation. Integer
+    results (max pooling's indices) must be equal."""
     ours = ours if isinstance(ours, tuple) else (ours,)
     theirs = theirs if isinstance(theirs, tuple) else (theirs,)
     if len(ours) != len(theirs):
         raise AssertionError(f"ours returned {len(ours)} tensors, torch {len(theirs)}")
     worst = 0.0
     for a, b in zip(ours, theirs):
+        if not b.is_floating_point():
+            torch.testing.assert_close(a, b, rtol=0, atol=0, check_stride=False)
+            continue
         scale = max(1.0, b.detach().abs().max().item()) if b.numel() else 1.0
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4 * scale, check_stride=False)
         if a.numel():
@@ -45,6 +51,13 @@ class Case:
     ``ours()`` and ``theirs()`` return tensors (or tuples of them) that must agree; ``work`` is counted in
     ``unit`` ("flop", "byte" or "image") per call. ``check``, where given, replaces comparing their first
     results: it raises AssertionError on a mismatch and returns the largest difference, as check_close.
+
+    ``time`` says what both callables are: user-facing calls (CALL_TIME) or raw operators
+    (OPERATOR_TIME). Where they are calls, ``operator`` (if given) is ours as the raw
+    ``torch.ops.lenet_ext`` call(s) that the user-facing one makes, with the arguments it would pass and on
+    tensors that need no gradient: it is checked and timed too, as our operator time. ``reads`` are the
+    tensors a call reads; with its results they are the row's data, which decides whether a GPU's L2 is
+    flushed between timed calls (None: not known, as for a whole network, whose activations are hidden).
     """
 
     ours: Callable[[], Any]
@@ -52,6 +65,9 @@ class Case:
     work: float
     unit: str
     check: Callable[[], float] | None = None
+    time: str = CALL_TIME
+    operator: Callable[[], Any] | None = None
+    reads: tuple[torch.Tensor | None, ...] | None = None
 
 
 # Each operation names what it needs from lenet_ext, so a row is skipped (not faked) until it is there:
@@ -101,14 +117,16 @@ def _conv_case(shape, device, mask=None, with_forward=False):
             theirs=lambda: torch_F.conv2d(x, w, b, s, p, d, g),
             work=shape.flops(),
             unit="flop",
+            operator=lambda: _ops.conv2d_forward(x, w, b, s, ours_pad, d, g),
+            reads=(x, w, b),
         )
     grad = torch.randn(shape.n, shape.o, *shape.out_size(), device=device)
     bias_sizes = [shape.o] if mask[2] else None
 
     def ours():
         if with_forward:
-            torch.ops.lenet_ext.conv2d_forward(x, w, b, s, ours_pad, d, g)
-        return _present(torch.ops.lenet_ext.conv2d_backward(grad, x, w, s, ours_pad, d, g, mask))
+            _ops.conv2d_forward(x, w, b, s, ours_pad, d, g)
+        return _present(_ops.conv2d_backward(grad, x, w, s, ours_pad, d, g, mask))
 
     def theirs():
         if with_forward:
@@ -116,7 +134,8 @@ def _conv_case(shape, device, mask=None, with_forward=False):
         return _present(_aten.convolution_backward(grad, x, w, bias_sizes, s, p, d, False, [0, 0], g, mask))
 
     passes = sum(mask[:2]) + with_forward  # the bias gradient is a sum: no multiply-adds worth counting
-    return Case(ours, theirs, work=passes * shape.flops(), unit="flop")
+    reads = (grad, x, w, b) if with_forward else (grad, x, w)
+    return Case(ours, theirs, work=passes * shape.flops(), unit="flop", time=OPERATOR_TIME, reads=reads)
 
 
 def _present(results):
@@ -131,59 +150,83 @@ def _pool_input(shape, device, distinct):
     return torch.randn(shape.n, shape.c, shape.h, shape.w, device=device)
 
 
+def pool_bytes(kind, shape, item_size, forward, backward):
+    """The bytes a pooling call must move: input read and output written by the forward, grad_output read
+    and grad_input written by the backward; max pooling's int64 indices, read by the backward and
+    written by a forward that keeps them for it."""
+    moved = (forward + backward) * (shape.numel_in() + shape.numel_out()) * item_size
+    if kind == "max" and backward:
+        moved += (forward + 1) * shape.numel_out() * 8
+    return moved
+
+
+def pool_call_case(kind, shape, device, backward=False, channels_last=False, return_indices=False):
+    """A pooling layer as a user calls it, ``lenet_ext.functional`` against ``torch.nn.functional``: the
+    forward (with indices if ``return_indices``), or the forward and the input's gradient through autograd.
+    ``operator`` is the same work by our raw operators: values only when neither a gradient nor indices
+    are wanted, as the functional chooses."""
+    x = _pool_input(shape, device, distinct=kind == "max")
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    leaf = x.detach().requires_grad_(backward)
+    k, s, p, dil = [shape.k] * 2, [shape.stride] * 2, [shape.padding] * 2, [1, 1]
+    ours_pool, theirs_pool = (F.max_pool2d, torch_F.max_pool2d) if kind == "max" else (F.avg_pool2d, torch_F.avg_pool2d)
+    indices = {"return_indices": True} if return_indices else {}
+    grad = torch.randn_like(theirs_pool(x, k, s, p)) if backward else None  # in the output's layout
+
+    def call(pool):
+        def run():
+            out = pool(leaf, k, s, p, **indices)
+            return torch.autograd.grad(out, leaf, grad) if backward else out
+
+        return run
+
+    def operator():
+        if kind == "avg":
+            out = _ops.avg_pool2d_forward(x, k, s, p, False, True, None)
+            return _ops.avg_pool2d_backward(grad, x, k, s, p, False, True, None) if backward else out
+        if not (backward or return_indices):
+            return _ops.max_pool2d_forward_values(x, k, s, p, dil, False)
+        out, idx = _ops.max_pool2d_forward(x, k, s, p, dil, False)
+        return _ops.max_pool2d_backward(grad, x, idx, k, s, p, dil, False) if backward else (out, idx)
+
+    work = pool_bytes(kind, shape, x.element_size(), True, backward) + return_indices * shape.numel_out() * 8
+    reads = (x, grad) if backward else (x,)
+    return Case(call(ours_pool), call(theirs_pool), work=work, unit="byte", operator=operator, reads=reads)
+
+
 def _pool_case(kind, shape, device, forward, backward):
-    """Pooling forward (values only, as under no_grad), backward, or forward followed by backward."""
+    """Pooling forward as a user calls it (``pool_call_case``), or our backward operator, alone or after
+    our forward operator, against aten's (max pooling: the backward alone, from each side's indices)."""
+    if not backward:
+        return pool_call_case(kind, shape, device)
     x = _pool_input(shape, device, distinct=kind == "max")
     grad = torch.randn(shape.n, shape.c, *shape.out_size(), device=device)
     k, s, p, dil = [shape.k] * 2, [shape.stride] * 2, [shape.padding] * 2, [1, 1]
-    item = x.element_size()
-    reads_writes = 0
-    if forward:
-        reads_writes += shape.numel_in() + shape.numel_out()  # input read, output written
-    if backward:
-        reads_writes += shape.numel_out() + shape.numel_in()  # grad_output read, grad_input written
-    work = reads_writes * item
+    work = pool_bytes(kind, shape, x.element_size(), forward, backward)
     if kind == "max":
-        if backward:
-            work += shape.numel_out() * 8  # the int64 indices are read too
-            _, our_idx = torch.ops.lenet_ext.max_pool2d_forward(x, k, s, p, dil, False)
-            _, their_idx = _aten.max_pool2d_with_indices(x, k, s, p, dil, False)
-            return Case(
-                ours=lambda: torch.ops.lenet_ext.max_pool2d_backward(grad, x, our_idx, k, s, p, dil, False),
-                theirs=lambda: _aten.max_pool2d_with_indices_backward(grad, x, k, s, p, dil, False, their_idx),
-                work=work,
-                unit="byte",
-            )
-
-        def ours():
-            with torch.no_grad():  # our functional takes the values-only path
-                return F.max_pool2d(x, k, s, p)
-
-        def theirs():
-            with torch.no_grad():
-                return torch_F.max_pool2d(x, k, s, p)
-
-        return Case(ours, theirs, work=work, unit="byte")
-
-    if forward and not backward:
+        _, our_idx = _ops.max_pool2d_forward(x, k, s, p, dil, False)
+        _, their_idx = _aten.max_pool2d_with_indices(x, k, s, p, dil, False)
         return Case(
-            ours=lambda: F.avg_pool2d(x, k, s, p),
-            theirs=lambda: torch_F.avg_pool2d(x, k, s, p),
+            ours=lambda: _ops.max_pool2d_backward(grad, x, our_idx, k, s, p, dil, False),
+            theirs=lambda: _aten.max_pool2d_with_indices_backward(grad, x, k, s, p, dil, False, their_idx),
             work=work,
             unit="byte",
+            time=OPERATOR_TIME,
+            reads=(grad, x, our_idx),
         )
 
     def ours():
         if forward:
-            torch.ops.lenet_ext.avg_pool2d_forward(x, k, s, p, False, True, None)
-        return torch.ops.lenet_ext.avg_pool2d_backward(grad, x, k, s, p, False, True, None)
+            _ops.avg_pool2d_forward(x, k, s, p, False, True, None)
+        return _ops.avg_pool2d_backward(grad, x, k, s, p, False, True, None)
 
     def theirs():
         if forward:
             _aten.avg_pool2d(x, k, s, p, False, True, None)
         return _aten.avg_pool2d_backward(grad, x, k, s, p, False, True, None)
 
-    return Case(ours, theirs, work=work, unit="byte")
+    return Case(ours, theirs, work=work, unit="byte", time=OPERATOR_TIME, reads=(grad, x))
 
 
 def _block_case(shape, device, backward):
@@ -207,7 +250,19 @@ def _block_case(shape, device, backward):
 
     ours = lambda: run(lambda: F.conv2d_sigmoid_avgpool2d(x, w, b, *conf))
     theirs = lambda: run(lambda: torch_F.avg_pool2d(torch.sigmoid(torch_F.conv2d(x, w, b, *conf)), 2))
-    return Case(ours, theirs, work=(1 + backward) * shape.flops(), unit="flop")
+
+    # what the functional and the autograd kernel pass down, on tensors that need no gradient
+    w0, b0 = w.detach(), b.detach()
+    op_conf = ([shape.stride] * 2, [shape.padding] * 4, [1, 1], shape.groups, [2, 2])
+
+    def operator():
+        out, activation = _ops.conv2d_sigmoid_avgpool2d(x, w0, b0, *op_conf)
+        if not backward:
+            return out
+        return _present(_ops.conv2d_sigmoid_avgpool2d_backward(grad, x, w0, activation, *op_conf, [False, True, True]))
+
+    reads = (x, w, b, grad) if backward else (x, w, b)
+    return Case(ours, theirs, work=(1 + backward) * shape.flops(), unit="flop", operator=operator, reads=reads)
 
 
 def _model_case(shape, device, train):

@@ -1,13 +1,28 @@
-"""The results as a table and as a chart of ratios."""
+"""The results as a table and as a chart of ratios, and the words every report uses for what a time is."""
 
 from __future__ import annotations
+
+# ------------------------------------------------------------------------------------------- words
+# What a time measures. A row's sides are both user-facing calls or both raw operators; a row whose side
+# is a call also times our raw operator, as the difference is Python's, not the kernel's. `lenet-ext bench`,
+# bench/gpu_speed.py and bench/pool_variants.py print and record times under these two names only.
+CALL_TIME = "call time"
+OPERATOR_TIME = "operator time"
+TIME_MEANINGS = {
+    CALL_TIME: "the user-facing call (lenet_ext.functional or our module; torch.nn.functional or torch's module "
+    "on torch's side), its Python-side argument handling and checks included",
+    OPERATOR_TIME: "the raw torch.ops.lenet_ext.* call (torch.ops.aten.* on torch's side): no Python-side "
+    "argument handling; the dispatcher still runs lenet_ext.ops's autograd kernel, as for every caller",
+}
 
 
 # ------------------------------------------------------------------------------------------- output
 def format_table(records, ceilings):
+    """One line per row: its time under the name of what was timed, torch's, the ratio, the rates; then
+    our operator time where the row timed a call, and whether L2 was flushed before each repetition."""
     head = (
-        f"{'row':<58} {'ours ms':>9} {'torch ms':>9} {'torch/ours':>10} {'goal':>5}  "
-        f"{'ours rate':>16} {'torch rate':>16}"
+        f"{'row':<58} {'timed as':<13} {'ours ms':>9} {'torch ms':>9} {'torch/ours':>10} {'goal':>5}  "
+        f"{'ours rate':>16} {'torch rate':>16}  {'ours operator time ms':>21}  L2"
     )
     lines = [
         f"ceilings: copy {ceilings['copy_gbps']:.1f} GB/s, float32 matmul {ceilings['matmul_gflops']:.1f} GFLOP/s",
@@ -20,12 +35,29 @@ def format_table(records, ceilings):
             lines.append(f"{name:<58} {r['status']}: {r['reason']}")
             continue
         goal = f"{r['goal']:.1f}x" if r["goal"] else ""
-
-        lines.append(
-            f"{name:<58} {1e3 * r['ours']['median_s']:9.3f} {1e3 * r['torch']['median_s']:9.3f} "
-            f"{r['ratio']:9.2f}x {goal:>5}  {_rate(r, 'ours'):>16} {_rate(r, 'torch'):>16}"
+        operator = f"{1e3 * r['ours_operator']['median_s']:.3f}" if "ours_operator" in r else ""
+        flushed = "flushed" if r["l2_flush"]["flushed"] else ""
+        ours_ms, torch_ms = 1e3 * r["ours"]["median_s"], 1e3 * r["torch"]["median_s"]
+        line = (
+            f"{name:<58} {r['ours']['time']:<13} {ours_ms:9.3f} {torch_ms:9.3f} {r['ratio']:9.2f}x {goal:>5}  "
+            f"{_rate(r, 'ours'):>16} {_rate(r, 'torch'):>16}  {operator:>21}  {flushed}"
         )
+        lines.append(line.rstrip())
+    lines += ["", *legend(records)]
     return "\n".join(lines)
+
+
+def legend(records):
+    """What the names in a table mean, and how L2 was treated: the lines under every table."""
+    lines = [f"{name}: {meaning}" for name, meaning in TIME_MEANINGS.items()]
+    flushed = [r["l2_flush"] for r in records if r.get("status") == "ok" and r["l2_flush"]["flushed"]]
+    if flushed:
+        mib = flushed[0]["flush_bytes"] / 2**20
+        lines.append(
+            f"L2 flushed: {len(flushed)} row(s) whose data fits in L2 had {mib:.0f} MiB written before each timed "
+            "call (not timed; CUDA events around the call alone), so they start from a cold cache"
+        )
+    return lines
 
 
 def _rate(record, side):

@@ -1,5 +1,6 @@
-"""One code path for any row: skip it if its operators are missing, check ours against torch, then time
-both sides interleaved; and the machine's ceilings and description."""
+"""One code path for any row, and for the bench/ scripts' cases: skip a row if its operators are missing,
+check ours against torch, then time every side interleaved (with a GPU's L2 flushed before each timed call
+where the row's data would otherwise stay in it); and the machine's ceilings and description."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import os
 import platform
 import socket
 import statistics
+import time
 
 import torch
 from torch.utils import benchmark as torch_benchmark
@@ -17,6 +19,7 @@ from torch.utils import benchmark as torch_benchmark
 import lenet_ext
 
 from .cases import BUILDERS, REQUIRES, check_close
+from .report import OPERATOR_TIME
 
 
 # ------------------------------------------------------------------------------------------- running
@@ -38,23 +41,105 @@ def missing_requirement(op, device):
     return None
 
 
-def time_interleaved(ours, theirs, rounds, min_run_time):
-    """Alternates rounds of blocked_autorange for each side (switching who goes first), so slow drifts
-    of a shared machine hit both alike; returns all per-block times of each side.
+def time_interleaved(sides, rounds, min_run_time, flush=None):
+    """Alternates rounds of blocked_autorange for each of ``sides`` (name -> callable), rotating who goes
+    first, so slow drifts of a shared machine hit every side alike; returns all per-block times of each.
 
     ``min_run_time=None`` is the smoke mode: a single call per round, only to prove the path runs.
+    ``flush`` (a CUDA buffer larger than L2) times each call after a flush instead: ``time_after_flush``.
     """
     threads = torch.get_num_threads()
-    times = {"ours": [], "torch": []}
-    sides = [("ours", ours), ("torch", theirs)]
+    times = {who: [] for who in sides}
+    order = list(sides.items())
     for r in range(rounds):
-        for who, fn in sides if r % 2 == 0 else sides[::-1]:
+        k = r % len(order)
+        for who, fn in order[k:] + order[:k]:
+            if flush is not None:
+                times[who] += time_after_flush(fn, flush, min_run_time)
+                continue
             timer = torch_benchmark.Timer(stmt="fn()", globals={"fn": fn}, num_threads=threads)
             if min_run_time is None:
                 times[who] += timer.timeit(number=1).times
             else:
                 times[who] += timer.blocked_autorange(min_run_time=min_run_time).times
     return times
+
+
+FLUSHED_BLOCK = 10  # calls per block when L2 is flushed: each block's time is the mean of its calls
+
+
+def time_after_flush(fn, flush, min_run_time):
+    """Per-block mean times of ``fn`` on CUDA, as llm.c's dev/cuda benchmarks time a kernel: before each
+    call, ``flush`` (a buffer larger than L2) is written and the GPU waited for; CUDA events recorded on
+    the stream just before and after the call give its time, so the flush is not in it. Every call thus
+    starts from a cold L2 and an idle GPU: its time includes the host's work up to the launch, which
+    back-to-back calls would hide behind the kernel before. ``min_run_time=None``: one call.
+    """
+    calls = 1 if min_run_time is None else FLUSHED_BLOCK
+    stop = time.perf_counter() + (min_run_time or 0.0)
+    stream = torch.cuda.current_stream(flush.device)  # where the device's kernels are launched
+    times = []
+    while not times or time.perf_counter() < stop:
+        marks = []
+        for _ in range(calls):
+            flush.zero_()
+            torch.cuda.synchronize(flush.device)
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record(stream)
+            fn()
+            end.record(stream)
+            marks.append((start, end))
+        torch.cuda.synchronize(flush.device)
+        times.append(sum(start.elapsed_time(end) for start, end in marks) / calls / 1e3)  # events count ms
+    return times
+
+
+# ------------------------------------------------------------------------------------------ L2 flush
+L2_FLUSH_SETTINGS = ("auto", "off")
+FLUSH_BYTES_WHEN_L2_UNKNOWN = 256 << 20  # more than any GPU's L2 so far
+
+
+def l2_cache_bytes(device):
+    """The GPU's L2 cache in bytes; None on the CPU, or where torch does not report it."""
+    if device.type != "cuda":
+        return None
+    return getattr(torch.cuda.get_device_properties(device), "L2_cache_size", None) or None
+
+
+def l2_flush_plan(setting, device_type, data_bytes, l2_bytes):
+    """Whether a row's timed calls are each preceded by an L2 flush, and why: the row's JSON record of it.
+
+    ``auto`` flushes a CUDA row whose data (``data_bytes``: the tensors a call reads and its results)
+    fits in L2 (``l2_bytes``; if torch does not report it, at most FLUSH_BYTES_WHEN_L2_UNKNOWN is assumed):
+    its repeated calls would otherwise find their inputs in L2, as a network's layer rarely does. Larger
+    data evicts itself between calls anyway. The flush writes ``flush_bytes``: twice L2, or the fallback.
+    Nothing is flushed on the CPU, with ``off``, or when the data size is not known.
+    """
+    if setting not in L2_FLUSH_SETTINGS:
+        raise ValueError(f"l2_flush must be one of {', '.join(L2_FLUSH_SETTINGS)}, got {setting!r}")
+    plan = {"setting": setting, "flushed": False, "data_bytes": data_bytes, "l2_bytes": l2_bytes}
+    limit = l2_bytes or FLUSH_BYTES_WHEN_L2_UNKNOWN
+    if device_type != "cuda":
+        why = f"no L2 flush on {device_type}"
+    elif setting == "off":
+        why = "L2 flush off"
+    elif data_bytes is None:
+        why = "the row's data size is not known"
+    elif data_bytes > limit:
+        why = "the row's data is larger than L2"
+    else:
+        plan.update(flushed=True, flush_bytes=2 * l2_bytes if l2_bytes else FLUSH_BYTES_WHEN_L2_UNKNOWN)
+        why = "the row's data fits in L2"
+    return {**plan, "why": why}
+
+
+def tensor_bytes(values):
+    """The bytes of every tensor in ``values``: a tensor, None, or a tuple or list of them."""
+    if isinstance(values, torch.Tensor):
+        return values.numel() * values.element_size()
+    if isinstance(values, (tuple, list)):
+        return sum(tensor_bytes(v) for v in values)
+    return 0
 
 
 def _summary(times):
@@ -69,28 +154,64 @@ RATE_UNITS = {
 }
 
 
-def run_row(row, device, ceilings, rounds, min_run_time, quick=False):
-    """Builds, checks and times one row; returns its JSON record."""
+def run_row(row, device, ceilings, rounds, min_run_time, quick=False, l2_flush="auto", build=None):
+    """Builds, checks and times one row; returns its JSON record.
+
+    ``build(shape, device)`` makes the row's Case where ``row.op`` is not one of the suite's operations
+    (a bench/ script's own row); otherwise BUILDERS does, once the operators it REQUIRES are there.
+    """
     shape = row.shape.shrink() if quick else row.shape
     record = {"name": row.name, "op": row.op, "what": row.what, "shape": dataclasses.asdict(shape)}
     record["label"] = shape.label()
     record["goal"] = row.goal
-    reason = missing_requirement(row.op, device)
-    if reason:
-        return {**record, "status": "skipped", "reason": reason}
+    if build is None:
+        reason = missing_requirement(row.op, device)
+        if reason:
+            return {**record, "status": "skipped", "reason": reason}
+        build = BUILDERS[row.op]
+    return run_case(record, lambda: build(shape, device), device, ceilings, rounds, min_run_time, l2_flush)
+
+
+def run_case(record, build, device, ceilings, rounds, min_run_time, l2_flush="auto"):
+    """Checks and times the Case that ``build()`` returns; returns ``record`` (which names it: "name" and
+    "goal" at least) completed with the results.
+
+    Ours, our operator where the case has one, and torch's are checked first; a crash or a mismatch is a
+    FAILED record, not timed. Then every side is timed, interleaved, each side's time named (CALL_TIME or
+    OPERATOR_TIME), with the L2 flush decided by ``l2_flush_plan`` and recorded under "l2_flush".
+    """
     torch.manual_seed(0)
     try:
-        case = BUILDERS[row.op](shape, device)
-        worst = case.check() if case.check else check_close(case.ours(), case.theirs())
+        case = build()
+        got = None
+        if case.check:
+            worst = case.check()
+        else:
+            got, want = case.ours(), case.theirs()
+            worst = check_close(got, want)
+            if case.operator:
+                try:
+                    worst = max(worst, check_close(case.operator(), want))
+                except AssertionError as e:
+                    raise AssertionError(f"our raw operator's result: {e}") from None
     except Exception as e:  # noqa: BLE001  (a wrong or crashing kernel is a result to report)
         return {**record, "status": "FAILED", "reason": f"{type(e).__name__}: {str(e).splitlines()[0]}"}
     record["check"] = {"passed": True, "max_abs_diff": worst}
 
-    times = time_interleaved(case.ours, case.theirs, rounds, min_run_time)
+    data_bytes = None if case.reads is None else tensor_bytes(case.reads) + tensor_bytes(got)
+    plan = l2_flush_plan(l2_flush, device.type, data_bytes, l2_cache_bytes(device))
+    flush = torch.empty(plan["flush_bytes"], dtype=torch.uint8, device=device) if plan["flushed"] else None
+    sides = {"ours": case.ours, "torch": case.theirs}
+    names = {"ours": case.time, "torch": case.time}
+    if case.operator:
+        sides["ours_operator"], names["ours_operator"] = case.operator, OPERATOR_TIME
+    times = time_interleaved(sides, rounds, min_run_time, flush)
+    del flush
+
     unit, scale, ceiling_key = RATE_UNITS[case.unit]
-    record.update(status="ok", work=case.work, work_unit=case.unit, rate_unit=unit)
-    for who in ("ours", "torch"):
-        summary = _summary(times[who])
+    record.update(status="ok", work=case.work, work_unit=case.unit, rate_unit=unit, l2_flush=plan)
+    for who in sides:
+        summary = {"time": names[who], **_summary(times[who])}
         summary["rate"] = case.work / summary["median_s"] / scale
         if ceiling_key:
             summary["fraction_of_ceiling"] = summary["rate"] / ceilings[ceiling_key]
