@@ -4,18 +4,21 @@ No timing is asserted: only that the checks ran, the records are complete, and t
 """
 
 import contextlib
+import importlib.util
 import io
 import json
+import pathlib
 
 import pytest
 import torch
-from conftest import needs_cuda
+from conftest import HAS_CUDA, needs_cuda
 
 import lenet_ext
 from lenet_ext import benchmark, zoo
 from lenet_ext.benchmarking import runner
 
 CONVERTED_ROWS = [r for r in benchmark.ROWS if r.op.startswith("converted.")]
+BENCH = pathlib.Path(__file__).resolve().parents[1] / "bench"
 
 
 @pytest.fixture(scope="module", params=["cpu", pytest.param("cuda", marks=needs_cuda)])
@@ -392,3 +395,44 @@ def test_wrong_operator_result_fails_the_row(monkeypatch):
     monkeypatch.setitem(benchmark.BUILDERS, "conv2d.forward", operator_off)
     record = _run_quick(row)
     assert record["status"] == "FAILED" and "our raw operator's result" in record["reason"], record
+
+
+def _load_script(name):
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.skipif(HAS_CUDA, reason="checks the refusal without a GPU")
+def test_gpu_speed_refuses_the_cpu_with_a_clear_message(capsys):
+    assert _load_script("gpu_speed").main([]) == 2
+    assert "no CUDA device; this script times CUDA kernels only" in capsys.readouterr().err
+
+
+def test_gpu_speed_rows_check_on_the_cpu():
+    """The script's own cases (forward + backward through autograd, pooling with indices) and the suite
+    rows it reuses, shrunk: each side and our operator agree with torch, and are timed under their names."""
+    gpu_speed = _load_script("gpu_speed")
+    ceilings = {"copy_gbps": 1.0, "matmul_gflops": 1.0}
+    for row, build in gpu_speed.JOBS:
+        record = runner.run_row(row, torch.device("cpu"), ceilings, 1, None, quick=True, build=build)
+        assert record["status"] == "ok", record
+        assert record["ours"]["time"] == benchmark.CALL_TIME
+        assert record["ours_operator"]["time"] == benchmark.OPERATOR_TIME
+
+
+def test_pool_variants_runs_through_the_harness(tmp_path):
+    path = tmp_path / "pool.json"
+    pool_variants = _load_script("pool_variants")
+    threads = torch.get_num_threads()
+    with contextlib.redirect_stdout(io.StringIO()) as printed:
+        assert pool_variants.main(["--quick", "--threads", "1", "--json", str(path)]) == 0
+    torch.set_num_threads(threads)
+    result = json.loads(path.read_text())
+    assert [r["what"] for r in result["rows"]] == [case[0] for case in pool_variants.CASES]
+    for r in result["rows"]:
+        assert r["status"] == "ok" and r["ours"]["time"] == benchmark.CALL_TIME, r
+        assert r["ours_operator"]["time"] == benchmark.OPERATOR_TIME
+        assert r["l2_flush"]["flushed"] is False and r["l2_flush"]["data_bytes"] > 0
+    assert "ours operator time ms" in printed.getvalue()
