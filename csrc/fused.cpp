@@ -21,7 +21,7 @@
 #include <algorithm>
 #include <vector>
 
-#include "shape.h"
+#include "checks.h"
 
 namespace lenet_ext {
 namespace {
@@ -66,21 +66,13 @@ at::Tensor avg_pool2d_backward(const at::Tensor& grad, const at::Tensor& x, at::
   return op.call(grad, x, pool, pool, {0, 0}, false, true, std::nullopt);
 }
 
-void check_pool(at::IntArrayRef pool, const at::Tensor& z) {
-  TORCH_CHECK(pool.size() == 2 && pool[0] > 0 && pool[1] > 0 && pool[0] <= kMaxWindowArg && pool[1] <= kMaxWindowArg,
-              "lenet_ext.conv2d_sigmoid_avgpool2d: pool_size must be two positive ints, got ", pool);
-  TORCH_CHECK(z.size(2) >= pool[0] && z.size(3) >= pool[1], "lenet_ext.conv2d_sigmoid_avgpool2d: Given input size: (",
-              z.size(1), "x", z.size(2), "x", z.size(3), "). Calculated output size: (", z.size(1), "x",
-              z.size(2) / pool[0], "x", z.size(3) / pool[1], "). Output size is too small");
-}
-
 // ------------------------------------------------------------------------------------ any device
 std::tuple<at::Tensor, at::Tensor> fused_forward_composite(const at::Tensor& input, const at::Tensor& weight,
                                                            const MaybeTensor& bias, at::IntArrayRef stride,
                                                            at::IntArrayRef padding, at::IntArrayRef dilation,
                                                            int64_t groups, at::IntArrayRef pool) {
   const at::Tensor z = conv2d_forward(input, weight, bias, stride, padding, dilation, groups);
-  check_pool(pool, z);
+  check_fused_pool(pool, z);
   at::Tensor act = at::sigmoid(z);
   return {avg_pool2d_forward(act, pool), act};
 }
@@ -89,7 +81,7 @@ Grads fused_backward_composite(const at::Tensor& grad, const at::Tensor& input, 
                                const at::Tensor& act, at::IntArrayRef stride, at::IntArrayRef padding,
                                at::IntArrayRef dilation, int64_t groups, at::IntArrayRef pool,
                                std::array<bool, 3> mask) {
-  check_pool(pool, act);
+  check_fused_grad(grad, act, pool);
   const at::Tensor g_act = avg_pool2d_backward(grad, act, pool);
   return conv2d_backward(g_act * act * (1 - act), input, weight, stride, padding, dilation, groups, mask);
 }
@@ -150,7 +142,7 @@ std::tuple<at::Tensor, at::Tensor> fused_forward_cpu(const at::Tensor& input, co
                                                      at::IntArrayRef pool) {
   // the fused pass reads NCHW planes; the results go back in the conv's memory format
   const at::Tensor z = conv2d_forward(input, weight, bias, stride, padding, dilation, groups).contiguous();
-  check_pool(pool, z);
+  check_fused_pool(pool, z);
   if (!cpu_fusable(z)) {
     return fused_forward_composite(input, weight, bias, stride, padding, dilation, groups, pool);
   }
@@ -174,14 +166,7 @@ std::tuple<at::Tensor, at::Tensor> fused_forward_cpu(const at::Tensor& input, co
 Grads fused_backward_cpu(const at::Tensor& grad, const at::Tensor& input, const at::Tensor& weight,
                          const at::Tensor& act, at::IntArrayRef stride, at::IntArrayRef padding,
                          at::IntArrayRef dilation, int64_t groups, at::IntArrayRef pool, std::array<bool, 3> mask) {
-  check_pool(pool, act);
-  TORCH_CHECK(act.dim() == 4 && grad.dim() == 4 && grad.size(0) == act.size(0) && grad.size(1) == act.size(1) &&
-                  grad.size(2) == act.size(2) / pool[0] && grad.size(3) == act.size(3) / pool[1],
-              "lenet_ext.conv2d_sigmoid_avgpool2d_backward: grad_output of size ", grad.sizes(),
-              " does not match the activation of size ", act.sizes());
-  TORCH_CHECK(grad.scalar_type() == act.scalar_type(),
-              "lenet_ext.conv2d_sigmoid_avgpool2d_backward: expected grad_output of dtype ", act.scalar_type(),
-              ", but got ", grad.scalar_type());
+  check_fused_grad(grad, act, pool);
   if (!cpu_fusable(act)) {
     return fused_backward_composite(grad, input, weight, act, stride, padding, dilation, groups, pool, mask);
   }

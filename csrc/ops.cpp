@@ -74,9 +74,9 @@ TORCH_LIBRARY(lenet_ext, m) {
       "_valid_outputs(int n, int pad_begin, int pad_end, int kernel, int stride, int dilation, bool ceil_mode, "
       "int tap_index) -> int[]");
 
-  // Private: the pooling operators' accepted-input table (shape.h), read by the fake kernels in ops.py;
-  // true when operator `op` (a schema name above) takes dtype `dtype`.
-  m.def("_pool2d_accepts(str op, ScalarType dtype) -> bool");
+  // Private: the operators' dtype tables (checks.h), read by the fake kernels in ops.py; true when
+  // operator `op` (a conv or pooling schema name above) takes dtype `dtype`.
+  m.def("_accepts_dtype(str op, ScalarType dtype) -> bool");
   // Selects the CUDA pooling kernels for channels_last inputs: 0 planar (copy to NCHW and back), 1 native
   // channels_last; -1 only reads it. Returns the previous setting. Used by lenet_ext.backends.cuda_pool_layout.
   m.def("_set_cuda_pool_layout(int layout) -> int");

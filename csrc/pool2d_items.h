@@ -3,7 +3,7 @@
 // check arguments, lay out tensors and pick the work item.
 //
 // csrc/cuda/pool2d.cu runs the bodies with a runner that launches grid-stride kernels over the work
-// items. The private operator _cuda_pool2d_on_host (shape.cpp) runs the very same bodies with a runner
+// items. The private operator _cuda_pool2d_on_host (pool2d_host.cpp) runs the very same bodies with a runner
 // that loops on the CPU, so the tests check this code, both kernel families and every vector width, on
 // machines without a GPU. What only a GPU can check is the launch itself (grid, stream, device memory).
 //
@@ -42,6 +42,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "checks.h"
 #include "shape.h"
 
 namespace lenet_ext {
@@ -529,9 +530,14 @@ struct AvgBackwardNhwc {
   }
 };
 
+// Which CUDA kernels pool a channels_last input (lenet_ext.backends.cuda_pool_layout): false, the
+// default, copies it to NCHW for the planar kernels and the result back; true runs the channels_last
+// kernels on it as it is. Process-wide (pool2d_host.cpp); read once per call.
+bool cuda_pool_native_nhwc();
+
 // ----------------------------------------------------------------------------------------- host side
 // The operators' bodies, shared by the CUDA entry points and the host emulation. `run(op, n)` runs the
-// work item op on items [0, n): cuda/pool2d.cu launches a grid-stride kernel, shape.cpp loops. A runner
+// work item op on items [0, n): cuda/pool2d.cu launches a grid-stride kernel, pool2d_host.cpp loops. A runner
 // whose `int64_index` is set gets int64 work items even for small tensors (the host tests use it).
 //
 // Layout: a channels_last input gives channels_last results (pool_output_format). The planar kernels,
@@ -623,10 +629,8 @@ std::tuple<at::Tensor, at::Tensor> max_pool2d_forward_impl(const Runner& run, bo
                                                            c10::IntArrayRef stride, c10::IntArrayRef padding,
                                                            c10::IntArrayRef dilation, bool ceil_mode,
                                                            bool native_nhwc) {
-  const PoolOp op = with_indices ? PoolOp::MaxForward : PoolOp::MaxForwardValues;
-  check_pool_input(op, input);
-  const Pool2dParams p = make_pool2d_params(pool_op_name(op), input, kernel_size, stride, padding, dilation,
-                                            ceil_mode);
+  const Pool2dParams p = check_max_pool2d_forward(with_indices ? PoolOp::MaxForward : PoolOp::MaxForwardValues,
+                                                  input, kernel_size, stride, padding, dilation, ceil_mode);
   const Layout l = layout_for(input, native_nhwc);
   const at::Tensor x = input.contiguous(l.compute);
   at::Tensor out = at::empty(output_sizes(p), x.options().memory_format(l.compute));
@@ -661,11 +665,8 @@ at::Tensor max_pool2d_backward_impl(const Runner& run, const at::Tensor& grad_ou
                                     const at::Tensor& indices, c10::IntArrayRef kernel_size, c10::IntArrayRef stride,
                                     c10::IntArrayRef padding, c10::IntArrayRef dilation, bool ceil_mode,
                                     bool native_nhwc) {
-  const char* name = pool_op_name(PoolOp::MaxBackward);
-  check_pool_input(PoolOp::MaxBackward, input);
-  const Pool2dParams p = make_pool2d_params(name, input, kernel_size, stride, padding, dilation, ceil_mode);
-  check_grad_output(name, grad_output, output_sizes(p), input);
-  check_max_indices(name, indices, output_sizes(p), input);
+  const Pool2dParams p =
+      check_max_pool2d_backward(grad_output, input, indices, kernel_size, stride, padding, dilation, ceil_mode);
   const Layout l = layout_for(input, native_nhwc);
   const at::Tensor go = grad_output.contiguous(l.compute), idx = indices.contiguous(l.compute);
   at::Tensor grad_in = at::empty(input.sizes(), input.options().memory_format(l.compute));
@@ -692,11 +693,10 @@ at::Tensor avg_pool2d_forward_impl(const Runner& run, const at::Tensor& input, c
                                    c10::IntArrayRef stride, c10::IntArrayRef padding, bool ceil_mode,
                                    bool count_include_pad, const std::optional<int64_t>& divisor_override,
                                    bool native_nhwc) {
-  const char* name = pool_op_name(PoolOp::AvgForward);
-  check_pool_input(PoolOp::AvgForward, input);
-  const AvgRule rule{count_include_pad, pool_divisor(name, divisor_override)};
-  const int64_t one[2] = {1, 1};
-  const Pool2dParams p = make_pool2d_params(name, input, kernel_size, stride, padding, one, ceil_mode);
+  const AvgPool2dParams a =
+      check_avg_pool2d_forward(input, kernel_size, stride, padding, ceil_mode, divisor_override);
+  const Pool2dParams& p = a.pool;
+  const AvgRule rule{count_include_pad, a.divisor_override};
   const Layout l = layout_for(input, native_nhwc);
   const at::Tensor x = input.contiguous(l.compute);
   at::Tensor out = at::empty(output_sizes(p), x.options().memory_format(l.compute));
@@ -722,12 +722,10 @@ at::Tensor avg_pool2d_backward_impl(const Runner& run, const at::Tensor& grad_ou
                                     c10::IntArrayRef kernel_size, c10::IntArrayRef stride, c10::IntArrayRef padding,
                                     bool ceil_mode, bool count_include_pad,
                                     const std::optional<int64_t>& divisor_override, bool native_nhwc) {
-  const char* name = pool_op_name(PoolOp::AvgBackward);
-  check_pool_input(PoolOp::AvgBackward, input);
-  const AvgRule rule{count_include_pad, pool_divisor(name, divisor_override)};
-  const int64_t one[2] = {1, 1};
-  const Pool2dParams p = make_pool2d_params(name, input, kernel_size, stride, padding, one, ceil_mode);
-  check_grad_output(name, grad_output, output_sizes(p), input);
+  const AvgPool2dParams a =
+      check_avg_pool2d_backward(grad_output, input, kernel_size, stride, padding, ceil_mode, divisor_override);
+  const Pool2dParams& p = a.pool;
+  const AvgRule rule{count_include_pad, a.divisor_override};
   const Layout l = layout_for(input, native_nhwc);
   const at::Tensor go = grad_output.contiguous(l.compute);
   at::Tensor grad_in = at::empty(input.sizes(), input.options().memory_format(l.compute));

@@ -1,5 +1,5 @@
-// Output-size and index math shared by every kernel (CPU and CUDA), plus the host-side validation
-// that turns raw operator arguments into a checked parameter struct.
+// Output-size and index math shared by every kernel (CPU and CUDA), and the checked window every
+// operator's parameters are built on (the operators' other argument rules are in checks.h).
 //
 // One spatial dimension of a sliding window has
 //   n      input length
@@ -10,8 +10,9 @@
 // Pooling's ceil_mode rounds the division up instead, but drops a last window that would start in the
 // right padding: it must start inside the input or the left padding (torch's rule).
 //
-// Every size and index is int64. The Params structs below are only built by the make_* functions,
-// which reject every value whose arithmetic could overflow, so kernels may use plain int64 math.
+// Every size and index is int64. The structs below are only built by make_window2d and checks.h's
+// checkers, which reject every value whose arithmetic could overflow, so kernels may use plain int64
+// math.
 #pragma once
 
 #include <c10/macros/Macros.h>
@@ -100,16 +101,6 @@ struct Conv2dParams {
   Window2d win;
 };
 
-// `padding` is (top, bottom, left, right).
-Conv2dParams make_conv2d_params(
-    const at::Tensor& input,
-    const at::Tensor& weight,
-    const std::optional<at::Tensor>& bias,
-    c10::IntArrayRef stride,
-    c10::IntArrayRef padding,
-    c10::IntArrayRef dilation,
-    int64_t groups);
-
 // Pooling: N x C x H x W input (3D input is handled by the caller as N = 1), one output plane per
 // input plane.
 struct Pool2dParams {
@@ -117,57 +108,5 @@ struct Pool2dParams {
   int64_t channels;
   Window2d win;
 };
-
-Pool2dParams make_pool2d_params(
-    const char* op,
-    const at::Tensor& input,
-    c10::IntArrayRef kernel,
-    c10::IntArrayRef stride,
-    c10::IntArrayRef padding,
-    c10::IntArrayRef dilation,
-    bool ceil_mode);
-
-// Checks that `grad` has the given sizes (the forward's output) and `like`'s dtype and device.
-void check_grad_output(const char* op, const at::Tensor& grad, c10::IntArrayRef sizes, const at::Tensor& like);
-
-// The memory format torch's own convolution gives its output and its input and weight gradients:
-// channels_last when the input or the weight suggests it (at::native's thnn_conv_use_channels_last and
-// mkldnn_conv_use_channels_last on the CPU), except float64 on CUDA (cudnn_conv_suggest_memory_format).
-// The kernels compute in their own layout; the operators return their results in this one.
-// lenet_ext/ops.py's _conv_memory_format mirrors it for the fake kernels.
-at::MemoryFormat conv2d_memory_format(const at::Tensor& input, const at::Tensor& weight);
-
-// ------------------------------------------------------------- what the pooling operators accept
-// One table for the CPU kernels, the CUDA kernels and the fake kernels (ops.py reads it through the
-// private operator _pool2d_accepts), so that every path accepts the same inputs:
-//   rank    4 (N, C, H, W) for every tensor argument; functional.py adds the batch dimension of a 3D input;
-//   layout  any strides; a channels_last input that is not also contiguous gives channels_last results,
-//           every other input gives contiguous ones (pool_output_format);
-//   dtype   float32, float64, float16, bfloat16; the max forwards also the integer types torch's
-//           max_pool2d takes (uint8, int8, int16, int32, int64); no backward takes integers.
-// Anything else is rejected before any memory is touched: a rank with a RuntimeError, a dtype with
-// torch's NotImplementedError wording ("<op>" not implemented for '<dtype>').
-enum class PoolOp { MaxForward, MaxForwardValues, MaxBackward, AvgForward, AvgBackward };
-
-// The operator's schema name, which the messages use on every device.
-const char* pool_op_name(PoolOp op);
-
-bool pool_accepts_dtype(PoolOp op, at::ScalarType dtype);
-
-// Rank, then dtype.
-void check_pool_input(PoolOp op, const at::Tensor& input);
-
-at::MemoryFormat pool_output_format(const at::Tensor& input);
-
-// max_pool2d_backward's indices: int64, the output's sizes, the input's device.
-void check_max_indices(const char* op, const at::Tensor& indices, c10::IntArrayRef sizes, const at::Tensor& input);
-
-// avg_pool2d's divisor_override as the kernels take it: 0 for none; an explicit 0 is torch's error.
-int64_t pool_divisor(const char* op, const std::optional<int64_t>& divisor_override);
-
-// Which CUDA kernels pool a channels_last input (lenet_ext.backends.cuda_pool_layout): false, the
-// default, copies it to NCHW for the planar kernels and the result back; true runs the channels_last
-// kernels on it as it is. Process-wide; read once per call.
-bool cuda_pool_native_nhwc();
 
 }  // namespace lenet_ext

@@ -199,10 +199,51 @@ def _register_autocast(name):
         _lib.impl(name, autocast_kernel, key)
 
 
+# --------------------------------------------------------------------------------------- what ops accept
+# The dtypes each operator takes, read once from the tables every kernel checks (csrc/checks.h), so that
+# the fake kernels accept exactly what the CPU and CUDA kernels do, and say so in the same words.
+_CONV_OPS = ("conv2d_forward", "conv2d_backward")
+_POOL_OPS = (
+    "max_pool2d_forward",
+    "max_pool2d_forward_values",
+    "max_pool2d_backward",
+    "avg_pool2d_forward",
+    "avg_pool2d_backward",
+)
+_CANDIDATE_DTYPES = (
+    torch.bool, torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64,
+    torch.float16, torch.bfloat16, torch.float32, torch.float64, torch.complex64, torch.complex128,
+)  # fmt: skip
+ACCEPTED_DTYPES = {
+    op: frozenset(d for d in _CANDIDATE_DTYPES if _ops._accepts_dtype(op, d)) for op in _CONV_OPS + _POOL_OPS
+}
+POOL_DTYPES = {op: ACCEPTED_DTYPES[op] for op in _POOL_OPS}
+
+# torch's names for dtypes in its NotImplementedError messages (c10::toString)
+_DTYPE_NAMES = {
+    torch.bool: "Bool", torch.uint8: "Byte", torch.int8: "Char", torch.int16: "Short", torch.int32: "Int",
+    torch.int64: "Long", torch.float16: "Half", torch.bfloat16: "BFloat16", torch.float32: "Float",
+    torch.float64: "Double", torch.complex64: "ComplexFloat", torch.complex128: "ComplexDouble",
+}  # fmt: skip
+
+
+def _check_input(op, input, weight=None):
+    """The real kernels' first checks (csrc/checks.cpp), with their messages: rank, then dtype."""
+    if input.dim() != 4:
+        raise RuntimeError(f"{op}: expected a 4D input (N, C, H, W), but got input of size: {list(input.shape)}")
+    if weight is not None and weight.dim() != 4:
+        raise RuntimeError(
+            f"{op}: expected a 4D weight (O, C/groups, KH, KW), but got weight of size: {list(weight.shape)}"
+        )
+    if input.dtype not in ACCEPTED_DTYPES[op]:
+        name = _DTYPE_NAMES.get(input.dtype, str(input.dtype))
+        raise NotImplementedError(f"\"{op}\" not implemented for '{name}'")
+
+
 # --------------------------------------------------------------------------------------------- conv2d
 def _conv_memory_format(input, weight):
     """The layout torch's own convolution gives its output and both gradients (mirrors
-    conv2d_memory_format in csrc/shape.h): channels_last when the input or the weight is, except
+    conv2d_memory_format in csrc/checks.h): channels_last when the input or the weight is, except
     float64 on CUDA (cuDNN's rule, cudnn_conv_suggest_memory_format)."""
     if input.device.type == "cuda" and input.dtype == torch.float64:
         return torch.contiguous_format
@@ -217,12 +258,14 @@ def _conv_empty(input, weight, sizes, like):
 
 @torch.library.register_fake("lenet_ext::conv2d_forward")
 def _conv2d_forward_fake(input, weight, bias, stride, padding, dilation, groups):
+    _check_input("conv2d_forward", input, weight)
     oh, ow = conv2d_output_size(input.shape[2:], weight.shape[2:], stride, padding, dilation)
     return _conv_empty(input, weight, (input.shape[0], weight.shape[0], oh, ow), input)
 
 
 @torch.library.register_fake("lenet_ext::conv2d_backward")
 def _conv2d_backward_fake(grad_output, input, weight, stride, padding, dilation, groups, output_mask):
+    _check_input("conv2d_backward", input, weight)
     return (
         _conv_empty(input, weight, input.shape, input) if output_mask[0] else None,
         _conv_empty(input, weight, weight.shape, weight) if output_mask[1] else None,
@@ -341,38 +384,6 @@ _register_autograd("conv2d_backward", _Conv2dBackward)
 
 
 # -------------------------------------------------------------------------------------------- pooling
-# The dtypes each pooling operator takes, read once from the table every kernel checks (csrc/shape.h), so
-# that the fake kernels accept exactly what the CPU and CUDA kernels do.
-_POOL_OPS = (
-    "max_pool2d_forward",
-    "max_pool2d_forward_values",
-    "max_pool2d_backward",
-    "avg_pool2d_forward",
-    "avg_pool2d_backward",
-)
-_CANDIDATE_DTYPES = (
-    torch.bool, torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64,
-    torch.float16, torch.bfloat16, torch.float32, torch.float64, torch.complex64, torch.complex128,
-)  # fmt: skip
-POOL_DTYPES = {op: frozenset(d for d in _CANDIDATE_DTYPES if _ops._pool2d_accepts(op, d)) for op in _POOL_OPS}
-
-# torch's names for dtypes in its NotImplementedError messages (c10::toString)
-_DTYPE_NAMES = {
-    torch.bool: "Bool", torch.uint8: "Byte", torch.int8: "Char", torch.int16: "Short", torch.int32: "Int",
-    torch.int64: "Long", torch.float16: "Half", torch.bfloat16: "BFloat16", torch.float32: "Float",
-    torch.float64: "Double", torch.complex64: "ComplexFloat", torch.complex128: "ComplexDouble",
-}  # fmt: skip
-
-
-def _check_pool_input(op, input):
-    """The real kernels' checks (shape.h, check_pool_input), with their messages: rank, then dtype."""
-    if input.dim() != 4:
-        raise RuntimeError(f"{op}: expected a 4D input (N, C, H, W), but got input of size: {list(input.shape)}")
-    if input.dtype not in POOL_DTYPES[op]:
-        name = _DTYPE_NAMES.get(input.dtype, str(input.dtype))
-        raise NotImplementedError(f'"{op}" not implemented for \'{name}\'')
-
-
 def _pool_format(input):
     """The real kernels' layout rule: channels_last input (that is not also contiguous) stays channels_last."""
     if input.dim() == 4 and not input.is_contiguous() and input.is_contiguous(memory_format=torch.channels_last):
@@ -391,26 +402,26 @@ def _pool_out_sizes(input, kernel_size, stride, padding, dilation, ceil_mode):
 
 @torch.library.register_fake("lenet_ext::max_pool2d_forward")
 def _max_pool2d_forward_fake(input, kernel_size, stride, padding, dilation, ceil_mode):
-    _check_pool_input("max_pool2d_forward", input)
+    _check_input("max_pool2d_forward", input)
     sizes = _pool_out_sizes(input, kernel_size, stride, padding, dilation, ceil_mode)
     return _pool_empty(input, sizes), _pool_empty(input, sizes, torch.int64)
 
 
 @torch.library.register_fake("lenet_ext::max_pool2d_forward_values")
 def _max_pool2d_forward_values_fake(input, kernel_size, stride, padding, dilation, ceil_mode):
-    _check_pool_input("max_pool2d_forward_values", input)
+    _check_input("max_pool2d_forward_values", input)
     return _pool_empty(input, _pool_out_sizes(input, kernel_size, stride, padding, dilation, ceil_mode))
 
 
 @torch.library.register_fake("lenet_ext::max_pool2d_backward")
 def _max_pool2d_backward_fake(grad_output, input, indices, kernel_size, stride, padding, dilation, ceil_mode):
-    _check_pool_input("max_pool2d_backward", input)
+    _check_input("max_pool2d_backward", input)
     return _pool_empty(input, input.shape)
 
 
 @torch.library.register_fake("lenet_ext::avg_pool2d_forward")
 def _avg_pool2d_forward_fake(input, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override):
-    _check_pool_input("avg_pool2d_forward", input)
+    _check_input("avg_pool2d_forward", input)
     return _pool_empty(input, _pool_out_sizes(input, kernel_size, stride, padding, [1, 1], ceil_mode))
 
 
@@ -418,7 +429,7 @@ def _avg_pool2d_forward_fake(input, kernel_size, stride, padding, ceil_mode, cou
 def _avg_pool2d_backward_fake(
     grad_output, input, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override
 ):
-    _check_pool_input("avg_pool2d_backward", input)
+    _check_input("avg_pool2d_backward", input)
     return _pool_empty(input, input.shape)
 
 

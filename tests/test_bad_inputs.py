@@ -414,7 +414,7 @@ def fused_operator_checks_its_arguments():
     for g, a in [(out[..., :2], act), (out, act[..., :3]), (out.double(), act)]:
         with pytest.raises(RuntimeError):
             backward(g, x, w, a, *conf, [2, 2], [True] * 3)
-    with pytest.raises(IndexError, match="Dimension out of range"):  # a 3D activation: read before checked
+    with pytest.raises(RuntimeError, match="expected a 4D activation"):
         backward(out, x, w, act[0], *conf, [2, 2], [True] * 3)
 
 

@@ -92,7 +92,7 @@ def test_every_operator_is_covered():
         "max_pool2d_backward", "avg_pool2d_forward", "avg_pool2d_backward", "conv2d_sigmoid_avgpool2d",
         "conv2d_sigmoid_avgpool2d_backward",
         "_set_conv_algorithm", "_window_output_size", "_valid_outputs",  # no tensors: nothing to opcheck
-        "_set_cuda_pool_layout", "_pool2d_accepts", "_set_cpu_isa", "_cpu_isa_supported", "_set_conv_benchmark",
+        "_set_cuda_pool_layout", "_accepts_dtype", "_set_cpu_isa", "_cpu_isa_supported", "_set_conv_benchmark",
         "_cuda_pool2d_on_host",  # a CPU-only test hook (test_pool2d.py), never traced
     }  # fmt: skip
     registered = {n.split("::")[1] for n in torch._C._dispatch_get_all_op_names() if n.startswith("lenet_ext::")}

@@ -1,4 +1,4 @@
-// Helpers shared by the CPU kernels: dtype policy and how a batch is split across threads.
+// Helpers shared by the CPU kernels: the dtype they compute in, and how a batch is split across threads.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -10,19 +10,6 @@
 #include <atomic>
 
 namespace lenet_ext {
-
-// The NotImplementedError that torch's own dtype dispatch raises for a dtype a kernel does not compute,
-// naming the kernel.
-inline void check_dtype_supported(const char* kernel, const at::Tensor& t, bool supported) {
-  TORCH_CHECK_NOT_IMPLEMENTED(supported, "\"", kernel, "\" not implemented for '", c10::toString(t.scalar_type()),
-                              "'");
-}
-
-// Convolution computes float32 and float64 as they are and bfloat16 in float32.
-inline void check_cpu_floating(const char* kernel, const at::Tensor& t) {
-  const auto dt = t.scalar_type();
-  check_dtype_supported(kernel, t, dt == at::kFloat || dt == at::kDouble || dt == at::kBFloat16);
-}
 
 // A dense copy in `fmt` (or the tensor itself) in the dtype the kernels compute in: the 16-bit floats
 // are computed in float32.

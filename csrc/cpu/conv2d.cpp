@@ -28,6 +28,7 @@
 #include <mutex>
 #include <vector>
 
+#include "checks.h"
 #include "cpu/conv2d_common.h"
 
 namespace lenet_ext {
@@ -328,7 +329,7 @@ std::optional<Conv2dParams> grad_input_as_conv_params(const at::Tensor& go, cons
       return std::nullopt;
     }
   }
-  return make_conv2d_params(go, wt, std::nullopt, {1, 1}, pads, {win.dilation[0], win.dilation[1]}, p.groups);
+  return check_conv2d_forward(go, wt, std::nullopt, {1, 1}, pads, {win.dilation[0], win.dilation[1]}, p.groups);
 }
 
 at::Tensor flipped_transposed(const at::Tensor& w, const Conv2dParams& p) {
@@ -392,8 +393,7 @@ at::Tensor conv2d_grad_bias(const at::Tensor& go, const Conv2dParams& p) {
 at::Tensor conv2d_forward_cpu(const at::Tensor& input, const at::Tensor& weight,
                               const std::optional<at::Tensor>& bias, at::IntArrayRef stride,
                               at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups) {
-  const Conv2dParams p = make_conv2d_params(input, weight, bias, stride, padding, dilation, groups);
-  check_cpu_floating("conv2d_forward_cpu", input);
+  const Conv2dParams p = check_conv2d_forward(input, weight, bias, stride, padding, dilation, groups);
   const at::Tensor x = to_compute(input), w = to_compute(weight);
   const std::optional<at::Tensor> b = bias ? std::optional<at::Tensor>(to_compute(*bias)) : std::nullopt;
   at::Tensor out = at::empty({p.batch, p.out_channels, p.win.out[0], p.win.out[1]}, x.options());
@@ -410,10 +410,7 @@ at::Tensor conv2d_forward_cpu(const at::Tensor& input, const at::Tensor& weight,
 std::tuple<std::optional<at::Tensor>, std::optional<at::Tensor>, std::optional<at::Tensor>> conv2d_backward_cpu(
     const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& weight, at::IntArrayRef stride,
     at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups, std::array<bool, 3> output_mask) {
-  const Conv2dParams p = make_conv2d_params(input, weight, std::nullopt, stride, padding, dilation, groups);
-  check_cpu_floating("conv2d_backward_cpu", input);
-  check_grad_output("lenet_ext.conv2d_backward", grad_output,
-                    {p.batch, p.out_channels, p.win.out[0], p.win.out[1]}, input);
+  const Conv2dParams p = check_conv2d_backward(grad_output, input, weight, stride, padding, dilation, groups);
   const at::Tensor go = to_compute(grad_output);
   const at::MemoryFormat fmt = conv2d_memory_format(input, weight);
   std::optional<at::Tensor> gx, gw, gb;

@@ -39,17 +39,13 @@
 #include <vector>
 
 #include "cpu/common.h"
+#include "checks.h"
 #include "shape.h"
 
 namespace lenet_ext {
 namespace {
 
 // ----------------------------------------------------------------------------------------- plumbing
-
-// The layout rule every pooling path shares: channels_last in, channels_last out.
-at::MemoryFormat pool_format(const at::Tensor& input) {
-  return pool_output_format(input);
-}
 
 // Writes a computed result into a tensor of the caller's dtype (a no-op when they already agree).
 at::Tensor from_compute(const at::Tensor& result, at::ScalarType dtype, at::MemoryFormat fmt) {
@@ -271,10 +267,8 @@ void max_pool_dispatch(const at::Tensor& x, at::Tensor& y, int64_t* ind, const P
 at::Tensor max_pool2d_run(PoolOp pool_op, const at::Tensor& input, c10::IntArrayRef kernel_size,
                           c10::IntArrayRef stride, c10::IntArrayRef padding, c10::IntArrayRef dilation,
                           bool ceil_mode, at::Tensor* indices) {
-  const char* op = pool_op_name(pool_op);
-  check_pool_input(pool_op, input);
-  const Pool2dParams p = make_pool2d_params(op, input, kernel_size, stride, padding, dilation, ceil_mode);
-  const auto fmt = pool_format(input);
+  const Pool2dParams p = check_max_pool2d_forward(pool_op, input, kernel_size, stride, padding, dilation, ceil_mode);
+  const auto fmt = pool_output_format(input);
   const at::Tensor x = to_compute(input, fmt);
   const std::vector<int64_t> out_sizes{p.batch, p.channels, p.win.out[0], p.win.out[1]};
   at::Tensor out = at::empty(out_sizes, x.options().memory_format(fmt));
@@ -411,13 +405,9 @@ at::Tensor padding_only_windows(const Pool2dParams& p) {
 at::Tensor max_pool2d_backward_cpu(const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& indices,
                                    c10::IntArrayRef kernel_size, c10::IntArrayRef stride, c10::IntArrayRef padding,
                                    c10::IntArrayRef dilation, bool ceil_mode) {
-  constexpr const char* op = "max_pool2d_backward";
-  check_pool_input(PoolOp::MaxBackward, input);
-  const Pool2dParams p = make_pool2d_params(op, input, kernel_size, stride, padding, dilation, ceil_mode);
-  const std::vector<int64_t> out_sizes{p.batch, p.channels, p.win.out[0], p.win.out[1]};
-  check_grad_output(op, grad_output, out_sizes, input);
-  check_max_indices(op, indices, out_sizes, input);
-  const auto fmt = pool_format(input);
+  const Pool2dParams p =
+      check_max_pool2d_backward(grad_output, input, indices, kernel_size, stride, padding, dilation, ceil_mode);
+  const auto fmt = pool_output_format(input);
   at::Tensor go = to_compute(grad_output, fmt);
   at::Tensor ind = indices.contiguous(fmt);
   // A dilated window can read only padding (e.g. a 1-row input, kernel 2, dilation 2, padding 1). Its
@@ -443,7 +433,7 @@ at::Tensor max_pool2d_backward_cpu(const at::Tensor& grad_output, const at::Tens
       }
     });
   }
-  TORCH_CHECK(!bad.seen.load(), op, ": found an invalid max index ", bad.value, " (expected a flat position in [0, ",
+  TORCH_CHECK(!bad.seen.load(), pool_op_name(PoolOp::MaxBackward), ": found an invalid max index ", bad.value, " (expected a flat position in [0, ",
               plane_in, ") of the ", p.win.in[0], " x ", p.win.in[1], " input plane)");
   return from_compute(gx, input.scalar_type(), fmt);
 }
@@ -543,11 +533,9 @@ void avg_pool_nhwc(const scalar_t* x, scalar_t* y, int64_t batch, int64_t C, con
 at::Tensor avg_pool2d_forward_cpu(const at::Tensor& input, c10::IntArrayRef kernel_size, c10::IntArrayRef stride,
                                   c10::IntArrayRef padding, bool ceil_mode, bool count_include_pad,
                                   std::optional<int64_t> divisor_override) {
-  constexpr const char* op = "avg_pool2d_forward";
-  check_pool_input(PoolOp::AvgForward, input);
-  pool_divisor(op, divisor_override);  // rejects an explicit 0 (the kernels below read the optional)
-  const Pool2dParams p = make_pool2d_params(op, input, kernel_size, stride, padding, {1, 1}, ceil_mode);
-  const auto fmt = pool_format(input);
+  const Pool2dParams p =
+      check_avg_pool2d_forward(input, kernel_size, stride, padding, ceil_mode, divisor_override).pool;
+  const auto fmt = pool_output_format(input);
   const at::Tensor x = to_compute(input, fmt);
   at::Tensor out = at::empty({p.batch, p.channels, p.win.out[0], p.win.out[1]}, x.options().memory_format(fmt));
   if (out.numel() > 0) {
@@ -661,12 +649,9 @@ void avg_unpool_nhwc(const scalar_t* go, scalar_t* gx, int64_t batch, int64_t C,
 at::Tensor avg_pool2d_backward_cpu(const at::Tensor& grad_output, const at::Tensor& input,
                                    c10::IntArrayRef kernel_size, c10::IntArrayRef stride, c10::IntArrayRef padding,
                                    bool ceil_mode, bool count_include_pad, std::optional<int64_t> divisor_override) {
-  constexpr const char* op = "avg_pool2d_backward";
-  check_pool_input(PoolOp::AvgBackward, input);
-  pool_divisor(op, divisor_override);  // rejects an explicit 0 (the kernels below read the optional)
-  const Pool2dParams p = make_pool2d_params(op, input, kernel_size, stride, padding, {1, 1}, ceil_mode);
-  check_grad_output(op, grad_output, {p.batch, p.channels, p.win.out[0], p.win.out[1]}, input);
-  const auto fmt = pool_format(input);
+  const Pool2dParams p =
+      check_avg_pool2d_backward(grad_output, input, kernel_size, stride, padding, ceil_mode, divisor_override).pool;
+  const auto fmt = pool_output_format(input);
   const at::Tensor go = to_compute(grad_output, fmt);
   at::Tensor gx = empty_grad_input(input, go, fmt);
   if (go.numel() > 0) {

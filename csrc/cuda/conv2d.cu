@@ -35,6 +35,7 @@
 #include <type_traits>
 
 #include "cuda/launch.cuh"
+#include "checks.h"
 #include "shape.h"
 
 namespace lenet_ext {
@@ -582,10 +583,7 @@ void conv2d_grad_bias_impl(const at::Tensor& go, at::Tensor& gb, const Conv2dPar
 at::Tensor conv2d_forward_cuda(const at::Tensor& input, const at::Tensor& weight,
                                const std::optional<at::Tensor>& bias, at::IntArrayRef stride,
                                at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups) {
-  constexpr const char* op = "conv2d_forward_cuda";
-  const Conv2dParams p = make_conv2d_params(input, weight, bias, stride, padding, dilation, groups);
-  cuda::check_cuda_floating(op, input);
-  cuda::check_cuda(op, "weight", weight, input);
+  const Conv2dParams p = check_conv2d_forward(input, weight, bias, stride, padding, dilation, groups);
   const c10::cuda::CUDAGuard guard(input.device());
   at::Tensor out = at::empty({p.batch, p.out_channels, p.win.out[0], p.win.out[1]}, input.options());
   const at::MemoryFormat fmt = conv2d_memory_format(input, weight);
@@ -594,7 +592,7 @@ at::Tensor conv2d_forward_cuda(const at::Tensor& input, const at::Tensor& weight
   }
   const at::Tensor x = input.contiguous(), w = weight.contiguous();
   const std::optional<at::Tensor> b = bias ? std::optional<at::Tensor>(bias->contiguous()) : std::nullopt;
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), op, [&] {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "conv2d_forward_cuda", [&] {
     cuda::dispatch_index(conv_fits_int32(p), [&](auto index_zero) {
       conv2d_forward_impl<scalar_t, decltype(index_zero)>(x, w, b ? &*b : nullptr, out, p);
     });
@@ -605,18 +603,13 @@ at::Tensor conv2d_forward_cuda(const at::Tensor& input, const at::Tensor& weight
 std::tuple<std::optional<at::Tensor>, std::optional<at::Tensor>, std::optional<at::Tensor>> conv2d_backward_cuda(
     const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& weight, at::IntArrayRef stride,
     at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups, std::array<bool, 3> output_mask) {
-  constexpr const char* op = "conv2d_backward_cuda";
-  const Conv2dParams p = make_conv2d_params(input, weight, std::nullopt, stride, padding, dilation, groups);
-  cuda::check_cuda_floating(op, input);
-  cuda::check_cuda(op, "weight", weight, input);
-  check_grad_output("lenet_ext.conv2d_backward", grad_output,
-                    {p.batch, p.out_channels, p.win.out[0], p.win.out[1]}, input);
+  const Conv2dParams p = check_conv2d_backward(grad_output, input, weight, stride, padding, dilation, groups);
   const c10::cuda::CUDAGuard guard(input.device());
   const at::Tensor go = grad_output.contiguous();
   const bool small = conv_fits_int32(p);
   const bool no_terms = go.numel() == 0;  // no output pixels: every gradient is zero
   std::optional<at::Tensor> gx, gw, gb;
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), op, [&] {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "conv2d_backward_cuda", [&] {
     cuda::dispatch_index(small, [&](auto index_zero) {
       using index_t = decltype(index_zero);
       if (output_mask[0]) {

@@ -91,18 +91,5 @@ C10_HOST_DEVICE inline T imax(T a, T b) {
   return a > b ? a : b;
 }
 
-// Every tensor a kernel touches must sit on the guarded device.
-inline void check_cuda(const char* op, const char* name, const at::Tensor& t, const at::Tensor& like) {
-  TORCH_CHECK(t.is_cuda() && t.device() == like.device(), op, ": expected ", name, " on ", like.device(),
-              ", but got ", name, " on ", t.device());
-}
-
-// The dtypes the CUDA kernels implement; anything else gets torch's NotImplementedError wording.
-inline void check_cuda_floating(const char* kernel, const at::Tensor& t) {
-  const auto dt = t.scalar_type();
-  TORCH_CHECK_NOT_IMPLEMENTED(dt == at::kFloat || dt == at::kDouble || dt == at::kHalf || dt == at::kBFloat16,
-                              "\"", kernel, "\" not implemented for '", c10::toString(dt), "'");
-}
-
 }  // namespace cuda
 }  // namespace lenet_ext

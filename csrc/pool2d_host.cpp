@@ -1,0 +1,95 @@
+// Process-wide pooling settings, and the private operator that runs the CUDA pooling kernels' work
+// items on the host (pool2d_items.h), so tests check their index arithmetic without a GPU.
+#include <torch/library.h>
+
+#include <atomic>
+
+#include "pool2d_items.h"
+
+namespace lenet_ext {
+
+namespace {
+
+// 0: planar kernels (the default), 1: native channels_last kernels.
+std::atomic<int> g_cuda_pool_layout{0};
+
+int64_t set_cuda_pool_layout(int64_t layout) {
+  TORCH_CHECK(layout >= -1 && layout <= 1, "lenet_ext._set_cuda_pool_layout: expected -1, 0 or 1, got ", layout);
+  return layout < 0 ? g_cuda_pool_layout.load() : g_cuda_pool_layout.exchange(static_cast<int>(layout));
+}
+
+}  // namespace
+
+bool cuda_pool_native_nhwc() {
+  return g_cuda_pool_layout.load() == 1;
+}
+
+namespace {
+
+// Runs a CUDA pooling kernel's work items one after another on the host: the same code the GPU runs,
+// minus the launch.
+struct HostRunner {
+  bool int64_index;
+
+  template <typename Op>
+  void operator()(const Op& op, int64_t n) const {
+    using index_t = typename Op::index_type;
+    for (int64_t i = 0; i < n; ++i) {
+      op(static_cast<index_t>(i));
+    }
+  }
+};
+
+// The CUDA pooling operator named `op`, computed on CPU tensors by its own work items (pool2d_items.h).
+// Returns (output or input gradient, indices for max_pool2d_forward).
+std::tuple<at::Tensor, std::optional<at::Tensor>> cuda_pool2d_on_host(
+    c10::string_view op,
+    const at::Tensor& input,
+    const std::optional<at::Tensor>& grad_output,
+    const std::optional<at::Tensor>& indices,
+    c10::IntArrayRef kernel_size,
+    c10::IntArrayRef stride,
+    c10::IntArrayRef padding,
+    c10::IntArrayRef dilation,
+    bool ceil_mode,
+    bool count_include_pad,
+    std::optional<int64_t> divisor_override,
+    bool native_nhwc,
+    bool int64_index) {
+  constexpr const char* name = "lenet_ext._cuda_pool2d_on_host";
+  TORCH_CHECK(input.device().is_cpu(), name, ": expected CPU tensors");
+  const HostRunner run{int64_index};
+  auto needs = [&](const std::optional<at::Tensor>& t, const char* what) -> const at::Tensor& {
+    TORCH_CHECK(t.has_value(), name, ": ", op, " needs ", what);
+    return *t;
+  };
+  if (op == "max_pool2d_forward" || op == "max_pool2d_forward_values") {
+    const bool with_indices = op == "max_pool2d_forward";
+    auto [out, ind] = pool::max_pool2d_forward_impl(run, with_indices, input, kernel_size, stride, padding,
+                                                    dilation, ceil_mode, native_nhwc);
+    return {out, with_indices ? std::optional<at::Tensor>(ind) : std::nullopt};
+  }
+  if (op == "max_pool2d_backward") {
+    return {pool::max_pool2d_backward_impl(run, needs(grad_output, "grad_output"), input, needs(indices, "indices"),
+                                           kernel_size, stride, padding, dilation, ceil_mode, native_nhwc),
+            std::nullopt};
+  }
+  if (op == "avg_pool2d_forward") {
+    return {pool::avg_pool2d_forward_impl(run, input, kernel_size, stride, padding, ceil_mode, count_include_pad,
+                                          divisor_override, native_nhwc),
+            std::nullopt};
+  }
+  TORCH_CHECK(op == "avg_pool2d_backward", name, ": unknown pooling operator '", op, "'");
+  return {pool::avg_pool2d_backward_impl(run, needs(grad_output, "grad_output"), input, kernel_size, stride, padding,
+                                         ceil_mode, count_include_pad, divisor_override, native_nhwc),
+          std::nullopt};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(lenet_ext, CompositeExplicitAutograd, m) {
+  m.impl("_set_cuda_pool_layout", &set_cuda_pool_layout);
+  m.impl("_cuda_pool2d_on_host", &cuda_pool2d_on_host);
+}
+
+}  // namespace lenet_ext
