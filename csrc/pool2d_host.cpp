@@ -20,7 +20,7 @@ int64_t set_cuda_pool_layout(int64_t layout) {
 
 }  // namespace
 
-bool cuda_pool_native_nhwc() {
+bool pool::cuda_pool_native_nhwc() {
   return g_cuda_pool_layout.load() == 1;
 }
 

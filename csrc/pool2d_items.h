@@ -43,77 +43,18 @@
 #include <vector>
 
 #include "checks.h"
-#include "shape.h"
+#include "geom.h"
 
 namespace lenet_ext {
 namespace pool {
 
-template <typename T>
-C10_HOST_DEVICE inline T lmin(T a, T b) {
-  return a < b ? a : b;
-}
-template <typename T>
-C10_HOST_DEVICE inline T lmax(T a, T b) {
-  return a > b ? a : b;
-}
-
-// The window geometry a kernel needs, narrowed to its index type. Planar kernels see batch = N * C
-// planes of one channel each.
-template <typename index_t>
-struct Geom {
-  index_t batch, channels;
-  index_t H, W, OH, OW;
-  index_t kh, kw, sh, sw, ph, pw, dh, dw;
-};
-
-template <typename index_t>
-Geom<index_t> geom_of(const Pool2dParams& p, bool planar) {
-  const Window2d& w = p.win;
-  auto n = [](int64_t v) { return static_cast<index_t>(v); };
-  return {n(planar ? p.batch * p.channels : p.batch),
-          n(planar ? 1 : p.channels),
-          n(w.in[0]),
-          n(w.in[1]),
-          n(w.out[0]),
-          n(w.out[1]),
-          n(w.kernel[0]),
-          n(w.kernel[1]),
-          n(w.stride[0]),
-          n(w.stride[1]),
-          n(w.pad[0]),
-          n(w.pad[1]),
-          n(w.dilation[0]),
-          n(w.dilation[1])};
-}
-
-// True when every index a pooling kernel computes fits in int32 with headroom (64-bit division is
-// several times slower on the GPU): tensor sizes, and the reach of a window in each dimension.
+// True when every index a pooling kernel computes fits in int32 (geom.h): tensor sizes, and the reach
+// of a window in each dimension.
 inline bool fits_int32(const Pool2dParams& p) {
-  constexpr int64_t limit = int64_t{1} << 30;
   const int64_t planes = p.batch * p.channels;
-  bool ok = planes * p.win.in[0] * p.win.in[1] < limit && planes * p.win.out[0] * p.win.out[1] < limit;
-  for (int i = 0; i < 2; ++i) {
-    const Window2d& w = p.win;
-    ok = ok && w.in[i] + 2 * w.pad[i] + (w.kernel[i] - 1) * w.dilation[i] + w.stride[i] + w.out[i] < limit;
-  }
-  return ok;
+  return lenet_ext::fits_int32({planes * p.win.in[0] * p.win.in[1], planes * p.win.out[0] * p.win.out[1],
+                                window_reach(p.win, 0), window_reach(p.win, 1)});
 }
-
-// Half types are computed in float; every other type (integers included) in itself.
-template <typename scalar_t>
-struct Acc {
-  using type = scalar_t;
-};
-template <>
-struct Acc<c10::Half> {
-  using type = float;
-};
-template <>
-struct Acc<c10::BFloat16> {
-  using type = float;
-};
-template <typename scalar_t>
-using acc_t = typename Acc<scalar_t>::type;
 
 // The identity of max: -inf where the type has it, its lowest value otherwise (as torch).
 template <typename acc>
@@ -206,7 +147,7 @@ struct Taps {
 template <typename index_t>
 C10_HOST_DEVICE inline Taps<index_t> max_taps(index_t o, index_t s, index_t p, index_t k, index_t d, index_t n) {
   const index_t start = o * s - p;
-  return {first_tap<index_t>(start, d), lmin<index_t>(start + (k - 1) * d + 1, n)};
+  return {first_tap<index_t>(start, d), imin<index_t>(start + (k - 1) * d + 1, n)};
 }
 
 // Outputs whose (undilated-span) window can cover input position `i` along one dimension:
@@ -220,7 +161,7 @@ template <typename index_t>
 C10_HOST_DEVICE inline Covering<index_t> covering_outputs(index_t i, index_t p, index_t span, index_t s,
                                                           index_t out) {
   const index_t top = i + p;  // o * s <= top
-  return {top < span ? index_t{0} : (top - span + s - 1) / s, lmin<index_t>(top / s + 1, out)};
+  return {top < span ? index_t{0} : (top - span + s - 1) / s, imin<index_t>(top / s + 1, out)};
 }
 
 // torch's avg_pool2d window: [start, start + k) clipped to the padded input gives the count_include_pad
@@ -237,9 +178,9 @@ struct AvgWindow {
 template <typename index_t>
 C10_HOST_DEVICE inline AvgWindow<index_t> avg_window(index_t oh, index_t ow, const Geom<index_t>& g) {
   index_t h0 = oh * g.sh - g.ph, w0 = ow * g.sw - g.pw;
-  index_t h1 = lmin<index_t>(h0 + g.kh, g.H + g.ph), w1 = lmin<index_t>(w0 + g.kw, g.W + g.pw);
+  index_t h1 = imin<index_t>(h0 + g.KH, g.H + g.ph), w1 = imin<index_t>(w0 + g.KW, g.W + g.pw);
   const index_t padded = (h1 - h0) * (w1 - w0);
-  return {lmax<index_t>(h0, 0), lmin<index_t>(h1, g.H), lmax<index_t>(w0, 0), lmin<index_t>(w1, g.W), padded};
+  return {imax<index_t>(h0, 0), imin<index_t>(h1, g.H), imax<index_t>(w0, 0), imin<index_t>(w1, g.W), padded};
 }
 
 // divisor_override == 0 means "none" (the host rejects a zero override before any kernel runs).
@@ -272,8 +213,8 @@ struct MaxForwardPlanar {
   C10_HOST_DEVICE void operator()(index_t i) const {
     using acc = acc_t<scalar_t>;
     const index_t ow = i % g.OW, oh = (i / g.OW) % g.OH, plane = i / (g.OW * g.OH);
-    const Taps<index_t> th = max_taps<index_t>(oh, g.sh, g.ph, g.kh, g.dh, g.H);
-    const Taps<index_t> tw = max_taps<index_t>(ow, g.sw, g.pw, g.kw, g.dw, g.W);
+    const Taps<index_t> th = max_taps<index_t>(oh, g.sh, g.ph, g.KH, g.dh, g.H);
+    const Taps<index_t> tw = max_taps<index_t>(ow, g.sw, g.pw, g.KW, g.dw, g.W);
     const scalar_t* src = x + plane * g.H * g.W;
     acc best = lowest<acc>();
     index_t best_at = th.first * g.W + tw.first;
@@ -305,8 +246,8 @@ struct MaxBackwardPlanar {
     using acc = acc_t<scalar_t>;
     // `at` is i's flat index within its plane, as the forward recorded it
     const index_t at = i % (g.H * g.W), plane = i / (g.H * g.W);
-    const Covering<index_t> ch = covering_outputs<index_t>(at / g.W, g.ph, (g.kh - 1) * g.dh, g.sh, g.OH);
-    const Covering<index_t> cw = covering_outputs<index_t>(at % g.W, g.pw, (g.kw - 1) * g.dw, g.sw, g.OW);
+    const Covering<index_t> ch = covering_outputs<index_t>(at / g.W, g.ph, (g.KH - 1) * g.dh, g.sh, g.OH);
+    const Covering<index_t> cw = covering_outputs<index_t>(at % g.W, g.pw, (g.KW - 1) * g.dw, g.sw, g.OW);
     const index_t base = plane * g.OH * g.OW;
     acc sum = 0;
     for (index_t oh = ch.lo; oh < ch.hi; ++oh) {
@@ -360,8 +301,8 @@ struct AvgBackwardPlanar {
   C10_HOST_DEVICE void operator()(index_t i) const {
     using acc = acc_t<scalar_t>;
     const index_t w = i % g.W, h = (i / g.W) % g.H, plane = i / (g.W * g.H);
-    const Covering<index_t> ch = covering_outputs<index_t>(h, g.ph, g.kh - 1, g.sh, g.OH);
-    const Covering<index_t> cw = covering_outputs<index_t>(w, g.pw, g.kw - 1, g.sw, g.OW);
+    const Covering<index_t> ch = covering_outputs<index_t>(h, g.ph, g.KH - 1, g.sh, g.OH);
+    const Covering<index_t> cw = covering_outputs<index_t>(w, g.pw, g.KW - 1, g.sw, g.OW);
     const scalar_t* src = grad_out + plane * g.OH * g.OW;
     acc sum = 0;
     for (index_t oh = ch.lo; oh < ch.hi; ++oh) {
@@ -407,10 +348,10 @@ struct MaxForwardNhwc {
 
   C10_HOST_DEVICE void operator()(index_t i) const {
     using acc = acc_t<scalar_t>;
-    const Pixel<index_t> px = pixel_of<index_t, V>(i, g.channels, g.OH, g.OW);
-    const Taps<index_t> th = max_taps<index_t>(px.y, g.sh, g.ph, g.kh, g.dh, g.H);
-    const Taps<index_t> tw = max_taps<index_t>(px.x, g.sw, g.pw, g.kw, g.dw, g.W);
-    const scalar_t* img = x + px.n * g.H * g.W * g.channels + px.c;
+    const Pixel<index_t> px = pixel_of<index_t, V>(i, g.C, g.OH, g.OW);
+    const Taps<index_t> th = max_taps<index_t>(px.y, g.sh, g.ph, g.KH, g.dh, g.H);
+    const Taps<index_t> tw = max_taps<index_t>(px.x, g.sw, g.pw, g.KW, g.dw, g.W);
+    const scalar_t* img = x + px.n * g.H * g.W * g.C + px.c;
     acc best[V];
     index_t best_at[V];
     for (int v = 0; v < V; ++v) {
@@ -419,7 +360,7 @@ struct MaxForwardNhwc {
     }
     for (index_t h = th.first; h < th.end; h += g.dh) {
       for (index_t w = tw.first; w < tw.end; w += g.dw) {
-        const Lanes<scalar_t, V> in = load<scalar_t, V>(img + (h * g.W + w) * g.channels);
+        const Lanes<scalar_t, V> in = load<scalar_t, V>(img + (h * g.W + w) * g.C);
         for (int v = 0; v < V; ++v) {
           const acc val = static_cast<acc>(in.v[v]);
           if (val > best[v] || at::_isnan(val)) {
@@ -452,14 +393,14 @@ struct MaxBackwardNhwc {
 
   C10_HOST_DEVICE void operator()(index_t i) const {
     using acc = acc_t<scalar_t>;
-    const Pixel<index_t> px = pixel_of<index_t, V>(i, g.channels, g.H, g.W);
+    const Pixel<index_t> px = pixel_of<index_t, V>(i, g.C, g.H, g.W);
     const index_t at = px.y * g.W + px.x;
-    const Covering<index_t> ch = covering_outputs<index_t>(px.y, g.ph, (g.kh - 1) * g.dh, g.sh, g.OH);
-    const Covering<index_t> cw = covering_outputs<index_t>(px.x, g.pw, (g.kw - 1) * g.dw, g.sw, g.OW);
+    const Covering<index_t> ch = covering_outputs<index_t>(px.y, g.ph, (g.KH - 1) * g.dh, g.sh, g.OH);
+    const Covering<index_t> cw = covering_outputs<index_t>(px.x, g.pw, (g.KW - 1) * g.dw, g.sw, g.OW);
     LaneSums<scalar_t, V> sum;
     for (index_t oh = ch.lo; oh < ch.hi; ++oh) {
       for (index_t ow = cw.lo; ow < cw.hi; ++ow) {
-        const index_t o = ((px.n * g.OH + oh) * g.OW + ow) * g.channels + px.c;
+        const index_t o = ((px.n * g.OH + oh) * g.OW + ow) * g.C + px.c;
         const Lanes<scalar_t, V> go = load<scalar_t, V>(grad_out + o);
         for (int v = 0; v < V; ++v) {
           if (indices[o + v] == static_cast<int64_t>(at)) {
@@ -482,13 +423,13 @@ struct AvgForwardNhwc {
 
   C10_HOST_DEVICE void operator()(index_t i) const {
     using acc = acc_t<scalar_t>;
-    const Pixel<index_t> px = pixel_of<index_t, V>(i, g.channels, g.OH, g.OW);
+    const Pixel<index_t> px = pixel_of<index_t, V>(i, g.C, g.OH, g.OW);
     const AvgWindow<index_t> win = avg_window<index_t>(px.y, px.x, g);
     LaneSums<scalar_t, V> sum;
-    const scalar_t* img = x + px.n * g.H * g.W * g.channels + px.c;
+    const scalar_t* img = x + px.n * g.H * g.W * g.C + px.c;
     for (index_t h = win.h0; h < win.h1; ++h) {
       for (index_t w = win.w0; w < win.w1; ++w) {
-        sum.add(load<scalar_t, V>(img + (h * g.W + w) * g.channels));
+        sum.add(load<scalar_t, V>(img + (h * g.W + w) * g.C));
       }
     }
     // an empty window sums nothing and gives 0 without dividing (its divisor may be 0)
@@ -508,9 +449,9 @@ struct AvgBackwardNhwc {
 
   C10_HOST_DEVICE void operator()(index_t i) const {
     using acc = acc_t<scalar_t>;
-    const Pixel<index_t> px = pixel_of<index_t, V>(i, g.channels, g.H, g.W);
-    const Covering<index_t> ch = covering_outputs<index_t>(px.y, g.ph, g.kh - 1, g.sh, g.OH);
-    const Covering<index_t> cw = covering_outputs<index_t>(px.x, g.pw, g.kw - 1, g.sw, g.OW);
+    const Pixel<index_t> px = pixel_of<index_t, V>(i, g.C, g.H, g.W);
+    const Covering<index_t> ch = covering_outputs<index_t>(px.y, g.ph, g.KH - 1, g.sh, g.OH);
+    const Covering<index_t> cw = covering_outputs<index_t>(px.x, g.pw, g.KW - 1, g.sw, g.OW);
     LaneSums<scalar_t, V> sum;
     for (index_t oh = ch.lo; oh < ch.hi; ++oh) {
       for (index_t ow = cw.lo; ow < cw.hi; ++ow) {
@@ -519,7 +460,7 @@ struct AvgBackwardNhwc {
           continue;
         }
         const acc divisor = static_cast<acc>(avg_divisor<index_t>(win, rule.count_include_pad, rule.divisor_override));
-        const index_t o = ((px.n * g.OH + oh) * g.OW + ow) * g.channels + px.c;  // (n, oh, ow, c)
+        const index_t o = ((px.n * g.OH + oh) * g.OW + ow) * g.C + px.c;  // (n, oh, ow, c)
         const Lanes<scalar_t, V> go = load<scalar_t, V>(grad_out + o);
         for (int v = 0; v < V; ++v) {
           sum.v[v] += static_cast<acc>(go.v[v]) / divisor;
@@ -563,16 +504,6 @@ void with_vector_width(int v, const F& f) {
       return call(std::integral_constant<int, 2>{});
     default:
       return call(std::integral_constant<int, 1>{});
-  }
-}
-
-// Calls f(int32_t{}) when `small`, else f(int64_t{}).
-template <typename F>
-void with_index_type(bool small, const F& f) {
-  if (small) {
-    f(int32_t{});
-  } else {
-    f(int64_t{});
   }
 }
 
@@ -688,6 +619,32 @@ at::Tensor max_pool2d_backward_impl(const Runner& run, const at::Tensor& grad_ou
   return grad_in.contiguous(l.result);
 }
 
+// The pass both avg-pool directions share: `src` (the input, or grad_output) read by the Planar or Nhwc
+// items into a new tensor of `sizes` (the output's, or the input's).
+template <template <typename, typename> class Planar, template <typename, typename, int> class Nhwc,
+          typename Runner>
+at::Tensor run_avg(const Runner& run, const at::Tensor& src, c10::IntArrayRef sizes,
+                   const AvgPool2dParams& a, bool count_include_pad, const Layout& l) {
+  const Pool2dParams& p = a.pool;
+  const AvgRule rule{count_include_pad, a.divisor_override};
+  const at::Tensor s = src.contiguous(l.compute);
+  at::Tensor dst = at::empty(sizes, s.options().memory_format(l.compute));
+  if (dst.numel() > 0) {
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, s.scalar_type(), "avg_pool2d", [&] {
+      with_index_type(!run.int64_index && small_indices(p, rule.divisor_override), [&](auto index_zero) {
+        using index_t = decltype(index_zero);
+        const scalar_t* sp = s.const_data_ptr<scalar_t>();
+        scalar_t* dp = dst.mutable_data_ptr<scalar_t>();
+        const Geom<index_t> g = geom_of<index_t>(p, !l.nhwc);
+        run_layout<scalar_t>(
+            run, l, p.channels, dst.numel(), {sp, dp}, [&] { return Planar<scalar_t, index_t>{sp, dp, g, rule}; },
+            [&](auto v) { return Nhwc<scalar_t, index_t, decltype(v)::value>{sp, dp, g, rule}; });
+      });
+    });
+  }
+  return dst.contiguous(l.result);
+}
+
 template <typename Runner>
 at::Tensor avg_pool2d_forward_impl(const Runner& run, const at::Tensor& input, c10::IntArrayRef kernel_size,
                                    c10::IntArrayRef stride, c10::IntArrayRef padding, bool ceil_mode,
@@ -695,26 +652,8 @@ at::Tensor avg_pool2d_forward_impl(const Runner& run, const at::Tensor& input, c
                                    bool native_nhwc) {
   const AvgPool2dParams a =
       check_avg_pool2d_forward(input, kernel_size, stride, padding, ceil_mode, divisor_override);
-  const Pool2dParams& p = a.pool;
-  const AvgRule rule{count_include_pad, a.divisor_override};
-  const Layout l = layout_for(input, native_nhwc);
-  const at::Tensor x = input.contiguous(l.compute);
-  at::Tensor out = at::empty(output_sizes(p), x.options().memory_format(l.compute));
-  if (out.numel() > 0) {
-    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "avg_pool2d_forward", [&] {
-      with_index_type(!run.int64_index && small_indices(p, rule.divisor_override), [&](auto index_zero) {
-        using index_t = decltype(index_zero);
-        const scalar_t* xp = x.const_data_ptr<scalar_t>();
-        scalar_t* yp = out.mutable_data_ptr<scalar_t>();
-        const Geom<index_t> g = geom_of<index_t>(p, !l.nhwc);
-        run_layout<scalar_t>(
-            run, l, p.channels, out.numel(), {xp, yp},
-            [&] { return AvgForwardPlanar<scalar_t, index_t>{xp, yp, g, rule}; },
-            [&](auto v) { return AvgForwardNhwc<scalar_t, index_t, decltype(v)::value>{xp, yp, g, rule}; });
-      });
-    });
-  }
-  return out.contiguous(l.result);
+  return run_avg<AvgForwardPlanar, AvgForwardNhwc>(run, input, output_sizes(a.pool), a,
+                                                   count_include_pad, layout_for(input, native_nhwc));
 }
 
 template <typename Runner>
@@ -724,26 +663,8 @@ at::Tensor avg_pool2d_backward_impl(const Runner& run, const at::Tensor& grad_ou
                                     const std::optional<int64_t>& divisor_override, bool native_nhwc) {
   const AvgPool2dParams a =
       check_avg_pool2d_backward(grad_output, input, kernel_size, stride, padding, ceil_mode, divisor_override);
-  const Pool2dParams& p = a.pool;
-  const AvgRule rule{count_include_pad, a.divisor_override};
-  const Layout l = layout_for(input, native_nhwc);
-  const at::Tensor go = grad_output.contiguous(l.compute);
-  at::Tensor grad_in = at::empty(input.sizes(), input.options().memory_format(l.compute));
-  if (grad_in.numel() > 0) {
-    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "avg_pool2d_backward", [&] {
-      with_index_type(!run.int64_index && small_indices(p, rule.divisor_override), [&](auto index_zero) {
-        using index_t = decltype(index_zero);
-        const scalar_t* gop = go.const_data_ptr<scalar_t>();
-        scalar_t* gip = grad_in.mutable_data_ptr<scalar_t>();
-        const Geom<index_t> g = geom_of<index_t>(p, !l.nhwc);
-        run_layout<scalar_t>(
-            run, l, p.channels, grad_in.numel(), {gop, gip},
-            [&] { return AvgBackwardPlanar<scalar_t, index_t>{gop, gip, g, rule}; },
-            [&](auto v) { return AvgBackwardNhwc<scalar_t, index_t, decltype(v)::value>{gop, gip, g, rule}; });
-      });
-    });
-  }
-  return grad_in.contiguous(l.result);
+  return run_avg<AvgBackwardPlanar, AvgBackwardNhwc>(run, grad_output, input.sizes(), a,
+                                                     count_include_pad, layout_for(input, native_nhwc));
 }
 
 }  // namespace pool

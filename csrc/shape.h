@@ -73,6 +73,14 @@ struct Window2d {
   int64_t pad[2];      // padding before (top, left); padding after only shapes `out`
   int64_t pad_end[2];  // padding after (bottom, right)
   int64_t dilation[2];
+
+  // The zero-padded input length, and the span of the dilated kernel less one, in dimension i.
+  C10_HOST_DEVICE int64_t padded(int i) const {
+    return in[i] + pad[i] + pad_end[i];
+  }
+  C10_HOST_DEVICE int64_t span(int i) const {
+    return dilation[i] * (kernel[i] - 1);
+  }
 };
 
 // The largest size we accept for any single argument: far above any real tensor, and small enough
@@ -99,6 +107,17 @@ struct Conv2dParams {
   int64_t out_channels;
   int64_t groups;
   Window2d win;
+
+  int64_t in_per_group() const {
+    return in_channels / groups;
+  }
+  int64_t out_per_group() const {
+    return out_channels / groups;
+  }
+  // One output's dot product: a weight row, C/groups * KH * KW long.
+  int64_t weight_row() const {
+    return in_per_group() * win.kernel[0] * win.kernel[1];
+  }
 };
 
 // Pooling: N x C x H x W input (3D input is handled by the caller as N = 1), one output plane per

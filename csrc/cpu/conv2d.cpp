@@ -126,7 +126,7 @@ ForwardKernel heuristic_forward(const Conv2dParams& p) {
 // What "direct" means for a forward: pixel tiles for stride 1 and for strided convolutions with 1 to 3
 // channels per group; channel tiles for the other strided ones.
 ForwardKernel direct_forward(const Conv2dParams& p) {
-  return is_stride1(p.win) || p.out_channels / p.groups < 4 ? ForwardKernel::kPixelTiles
+  return is_stride1(p.win) || p.out_per_group() < 4 ? ForwardKernel::kPixelTiles
                                                             : ForwardKernel::kChannelTiles;
 }
 
@@ -146,7 +146,7 @@ WeightGradKernel heuristic_weight_grad(const Conv2dParams& p) {
 
 // "direct" forces whichever direct kernel fits; with 4 or more channels that is channel tiles.
 WeightGradKernel direct_weight_grad(const Conv2dParams& p) {
-  return is_stride1(p.win) && p.out_channels / p.groups <= 3 ? WeightGradKernel::kPixelTiles
+  return is_stride1(p.win) && p.out_per_group() <= 3 ? WeightGradKernel::kPixelTiles
                                                              : WeightGradKernel::kChannelTiles;
 }
 
@@ -322,7 +322,7 @@ std::optional<Conv2dParams> grad_input_as_conv_params(const at::Tensor& go, cons
   }
   std::array<int64_t, 4> pads{};
   for (int d = 0; d < 2; ++d) {
-    const int64_t span = win.dilation[d] * (win.kernel[d] - 1);
+    const int64_t span = win.span(d);
     pads[2 * d] = span - win.pad[d];
     pads[2 * d + 1] = span - win.pad_end[d];
     if (pads[2 * d] < 0 || pads[2 * d + 1] < 0) {

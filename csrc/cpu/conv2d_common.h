@@ -31,19 +31,19 @@ struct ConvDims {
   int64_t Hp, Wp;      // the zero-padded input plane
 
   explicit ConvDims(const Conv2dParams& p)
-      : Cg(p.in_channels / p.groups),
-        Og(p.out_channels / p.groups),
+      : Cg(p.in_per_group()),
+        Og(p.out_per_group()),
         KH(p.win.kernel[0]),
         KW(p.win.kernel[1]),
-        K(Cg * KH * KW),
+        K(p.weight_row()),
         OH(p.win.out[0]),
         OW(p.win.out[1]),
         L(OH * OW),
         H(p.win.in[0]),
         W(p.win.in[1]),
         in_plane(H * W),
-        Hp(H + p.win.pad[0] + p.win.pad_end[0]),
-        Wp(W + p.win.pad[1] + p.win.pad_end[1]) {}
+        Hp(p.win.padded(0)),
+        Wp(p.win.padded(1)) {}
 };
 
 inline bool is_stride1(const Window2d& w) {

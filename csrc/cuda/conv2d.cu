@@ -16,7 +16,8 @@
 //                      partial tile to a buffer, and a second kernel sums the chunks in order.
 //     Tiles are kTileM x kTileN x kTileK in shared memory, each of the 256 threads holds a 4 x 4 block of
 //     accumulators in registers, and the forward reads weight rows with float4 loads when they are
-//     16-byte aligned. One grid covers (group, m tile, n tile).
+//     16-byte aligned. One grid covers (group, m tile, n tile). The kernel, its tile constants and its
+//     thread mapping are in gemm.cuh.
 //   * grad bias: one block per output channel, a fixed-order tree reduction.
 // Every path is deterministic (no atomics), so torch.use_deterministic_algorithms(True) needs nothing.
 //
@@ -34,39 +35,21 @@
 #include <tuple>
 #include <type_traits>
 
-#include "cuda/launch.cuh"
 #include "checks.h"
-#include "shape.h"
+#include "cuda/gemm.cuh"
+#include "cuda/launch.cuh"
+#include "geom.h"
 
 namespace lenet_ext {
 namespace {
 
-using cuda::acc_t;
-using cuda::imin;
-
-// ------------------------------------------------------------------------------------------- geometry
-
-// Everything the kernels need about one convolution, narrowed to the index type.
-template <typename index_t>
-struct ConvGeom {
-  index_t N, C, O, G;     // batch, in channels, out channels, groups
-  index_t Cg, Og;         // channels per group
-  index_t H, W, OH, OW;   // input and output planes
-  index_t KH, KW;
-  index_t sh, sw, ph, pw, dh, dw;  // stride, padding before (top, left), dilation
-};
-
-template <typename index_t>
-ConvGeom<index_t> geom_of(const Conv2dParams& p) {
-  const Window2d& w = p.win;
-  auto c = [](int64_t v) { return static_cast<index_t>(v); };
-  return {c(p.batch),       c(p.in_channels),  c(p.out_channels), c(p.groups),
-          c(p.in_channels / p.groups), c(p.out_channels / p.groups),
-          c(w.in[0]),       c(w.in[1]),        c(w.out[0]),       c(w.out[1]),
-          c(w.kernel[0]),   c(w.kernel[1]),
-          c(w.stride[0]),   c(w.stride[1]),    c(w.pad[0]),       c(w.pad[1]),
-          c(w.dilation[0]), c(w.dilation[1])};
-}
+using cuda::GemmArgs;
+using cuda::GemmShape;
+using cuda::kGemmThreads;
+using cuda::kTileK;
+using cuda::kTileM;
+using cuda::kTileN;
+using cuda::Mode;
 
 // The weight gradient's split-K: at most this many chunks of the k dimension, each summed into its own
 // copy of the weight and added up in order afterwards (grad_weight_chunks below). The cap bounds that
@@ -76,10 +59,10 @@ constexpr int64_t kMaxWeightChunks = 64;
 bool conv_fits_int32(const Conv2dParams& p) {
   const int64_t in_numel = p.batch * p.in_channels * p.win.in[0] * p.win.in[1];
   const int64_t out_numel = p.batch * p.out_channels * p.win.out[0] * p.win.out[1];
-  const int64_t w_numel = p.out_channels * (p.in_channels / p.groups) * p.win.kernel[0] * p.win.kernel[1];
+  const int64_t w_numel = p.out_channels * p.weight_row();
   // grad weight's split-K buffer holds up to kMaxWeightChunks copies of the weight
-  return cuda::fits_int32({in_numel, out_numel, w_numel * kMaxWeightChunks, cuda::window_reach(p.win, 0),
-                           cuda::window_reach(p.win, 1)});
+  return fits_int32({in_numel, out_numel, w_numel * kMaxWeightChunks, window_reach(p.win, 0),
+                     window_reach(p.win, 1)});
 }
 
 // -------------------------------------------------------------------------------------- direct forward
@@ -92,7 +75,7 @@ constexpr int64_t kDirectMaxK = 512;  // C/groups * KH * KW
 template <typename scalar_t, typename index_t>
 __global__ void conv2d_direct_forward_kernel(const scalar_t* __restrict__ x, const scalar_t* __restrict__ weight,
                                              const scalar_t* __restrict__ bias, scalar_t* __restrict__ out,
-                                             ConvGeom<index_t> g, index_t pixel_blocks, index_t oc_chunks) {
+                                             Geom<index_t> g, index_t pixel_blocks, index_t oc_chunks) {
   using acc = acc_t<scalar_t>;
   extern __shared__ unsigned char smem_raw[];
   acc* w_s = reinterpret_cast<acc*>(smem_raw);  // [k][kDirectOC], k = (c, kh, kw)
@@ -157,294 +140,6 @@ __global__ void conv2d_direct_forward_kernel(const scalar_t* __restrict__ x, con
   }
 }
 
-// -------------------------------------------------------------------------------------- implicit GEMM
-
-constexpr int kTileM = 64;
-constexpr int kTileN = 64;
-constexpr int kTileK = 16;
-constexpr int kGemmThreads = 256;  // 16 x 16 threads, each owning a 4 x 4 block of C
-constexpr int kThreadM = 4;
-constexpr int kThreadN = 4;
-
-enum class Mode { kForward, kGradInput, kGradWeight };
-
-// Sizes of the GEMM for one group.
-template <typename index_t>
-struct GemmShape {
-  index_t M, N, K;
-};
-
-template <Mode mode, typename index_t>
-__host__ __device__ GemmShape<index_t> gemm_shape(const ConvGeom<index_t>& g) {
-  const index_t khw = g.KH * g.KW;
-  if constexpr (mode == Mode::kForward) {
-    return {g.Og, g.N * g.OH * g.OW, g.Cg * khw};
-  } else if constexpr (mode == Mode::kGradInput) {
-    return {g.Cg, g.N * g.H * g.W, g.Og * khw};
-  } else {
-    return {g.Og, g.Cg * khw, g.N * g.OH * g.OW};
-  }
-}
-
-// Pointers for one launch. `a` and `b` are the two operands in the conv's own tensors (the kernel
-// gathers), `c` the output; `partial` is grad weight's per-chunk buffer.
-template <typename scalar_t>
-struct GemmArgs {
-  const scalar_t* x;       // forward / grad weight: input
-  const scalar_t* weight;  // forward / grad input
-  const scalar_t* grad;    // grad input / grad weight: grad_output
-  const scalar_t* bias;    // forward, may be null
-  scalar_t* out;           // forward: output, grad input: grad_input
-  acc_t<scalar_t>* partial;  // grad weight: [chunks][O][Cg*KH*KW]
-};
-
-// A[m][k] of the GEMM (m < M and k < K are checked by the caller).
-template <Mode mode, typename scalar_t, typename index_t>
-__device__ __forceinline__ acc_t<scalar_t> load_a(const GemmArgs<scalar_t>& args, const ConvGeom<index_t>& g,
-                                                  index_t grp, index_t m, index_t k) {
-  using acc = acc_t<scalar_t>;
-  if constexpr (mode == Mode::kForward) {
-    // weight[grp*Og + m][k], k = (c, kh, kw)
-    return static_cast<acc>(args.weight[(grp * g.Og + m) * (g.Cg * g.KH * g.KW) + k]);
-  } else if constexpr (mode == Mode::kGradInput) {
-    // k = (o, kh, kw): weight[grp*Og + o][m][kh][kw]
-    const index_t khw = g.KH * g.KW;
-    const index_t o = k / khw, r = k % khw;
-    return static_cast<acc>(args.weight[((grp * g.Og + o) * g.Cg + m) * khw + r]);
-  } else {
-    // k = (image, oh, ow): grad_output[image][grp*Og + m][oh][ow]
-    const index_t L = g.OH * g.OW;
-    const index_t img = k / L, l = k % L;
-    return static_cast<acc>(args.grad[(img * g.O + grp * g.Og + m) * L + l]);
-  }
-}
-
-// What a thread knows about its B column n, computed once per tile.
-template <typename index_t>
-struct Column {
-  bool valid;
-  index_t base;  // offset of the column's image/channel plane in the gathered tensor
-  index_t y, x;  // forward: (ih0, iw0); grad input: (ih + ph, iw + pw); grad weight: tap offsets
-};
-
-template <Mode mode, typename index_t>
-__device__ __forceinline__ Column<index_t> column_of(const ConvGeom<index_t>& g, index_t grp, index_t n, index_t N) {
-  Column<index_t> col{n < N, 0, 0, 0};
-  if (!col.valid) {
-    return col;
-  }
-  if constexpr (mode == Mode::kForward) {
-    // n = (image, oh, ow); the column reads input planes of this image's group
-    const index_t L = g.OH * g.OW;
-    const index_t img = n / L, l = n % L;
-    col.base = (img * g.C + grp * g.Cg) * g.H * g.W;
-    col.y = (l / g.OW) * g.sh - g.ph;
-    col.x = (l % g.OW) * g.sw - g.pw;
-  } else if constexpr (mode == Mode::kGradInput) {
-    // n = (image, ih, iw); the column reads grad_output planes of this image's group
-    const index_t HW = g.H * g.W;
-    const index_t img = n / HW, p = n % HW;
-    col.base = (img * g.O + grp * g.Og) * g.OH * g.OW;
-    col.y = p / g.W + g.ph;
-    col.x = p % g.W + g.pw;
-  } else {
-    // n = (c, kh, kw); the column reads input channel grp*Cg + c of every image
-    const index_t khw = g.KH * g.KW;
-    const index_t c = n / khw, r = n % khw;
-    col.base = (grp * g.Cg + c) * g.H * g.W;
-    col.y = (r / g.KW) * g.dh - g.ph;
-    col.x = (r % g.KW) * g.dw - g.pw;
-  }
-  return col;
-}
-
-// B[k][n] for the thread's column (k < K is checked by the caller); 0 where the tap reads padding.
-template <Mode mode, typename scalar_t, typename index_t>
-__device__ __forceinline__ acc_t<scalar_t> load_b(const GemmArgs<scalar_t>& args, const ConvGeom<index_t>& g,
-                                                  const Column<index_t>& col, index_t k) {
-  using acc = acc_t<scalar_t>;
-  if constexpr (mode == Mode::kForward) {
-    // k = (c, kh, kw)
-    const index_t khw = g.KH * g.KW;
-    const index_t c = k / khw, r = k % khw;
-    const index_t ih = col.y + (r / g.KW) * g.dh, iw = col.x + (r % g.KW) * g.dw;
-    if (ih < 0 || ih >= g.H || iw < 0 || iw >= g.W) {
-      return acc(0);
-    }
-    return static_cast<acc>(args.x[col.base + (c * g.H + ih) * g.W + iw]);
-  } else if constexpr (mode == Mode::kGradInput) {
-    // k = (o, kh, kw): the output (oh, ow) with oh*sh + kh*dh = ih + ph, if it exists
-    const index_t khw = g.KH * g.KW;
-    const index_t o = k / khw, r = k % khw;
-    const index_t th = col.y - (r / g.KW) * g.dh, tw = col.x - (r % g.KW) * g.dw;
-    if (th < 0 || tw < 0 || th % g.sh != 0 || tw % g.sw != 0) {
-      return acc(0);
-    }
-    const index_t oh = th / g.sh, ow = tw / g.sw;
-    if (oh >= g.OH || ow >= g.OW) {
-      return acc(0);
-    }
-    return static_cast<acc>(args.grad[col.base + (o * g.OH + oh) * g.OW + ow]);
-  } else {
-    // k = (image, oh, ow)
-    const index_t L = g.OH * g.OW;
-    const index_t img = k / L, l = k % L;
-    const index_t ih = (l / g.OW) * g.sh + col.y, iw = (l % g.OW) * g.sw + col.x;
-    if (ih < 0 || ih >= g.H || iw < 0 || iw >= g.W) {
-      return acc(0);
-    }
-    return static_cast<acc>(args.x[img * g.C * g.H * g.W + col.base + ih * g.W + iw]);
-  }
-}
-
-// One (group, m tile, n tile, k chunk) of C = A B. Block x is (group, m tile, n tile) flattened; block y
-// is the k chunk (grad weight only; 1 otherwise). kVecA: A rows are 16-byte aligned float rows, read
-// four at a time (forward with float weights whose row length is a multiple of 4).
-template <Mode mode, typename scalar_t, typename index_t, bool kVecA>
-__global__ void __launch_bounds__(kGemmThreads)
-    conv2d_gemm_kernel(GemmArgs<scalar_t> args, ConvGeom<index_t> g, index_t m_tiles, index_t n_tiles,
-                       index_t k_chunk) {
-  using acc = acc_t<scalar_t>;
-  __shared__ acc a_s[kTileK][kTileM];
-  __shared__ acc b_s[kTileK][kTileN];
-
-  const GemmShape<index_t> shape = gemm_shape<mode, index_t>(g);
-  const index_t block = blockIdx.x;
-  const index_t n_tile = block % n_tiles;
-  const index_t m_tile = (block / n_tiles) % m_tiles;
-  const index_t grp = block / (n_tiles * m_tiles);
-  const index_t m0 = m_tile * kTileM, n0 = n_tile * kTileN;
-  const index_t k_begin = static_cast<index_t>(blockIdx.y) * k_chunk;
-  const index_t k_end = imin(shape.K, k_begin + k_chunk);
-
-  const int tid = threadIdx.x;
-  // Loading: A tile rows m0 + tid/4, four consecutive k from (tid%4)*4; B tile column n0 + tid%64,
-  // k rows tid/64 + 4*i. Computing: thread (ty, tx) owns rows ty + 16*i and columns tx + 16*j, so
-  // neighbouring threads write neighbouring outputs.
-  const int a_row = tid / 4, a_k = (tid % 4) * 4;
-  const int b_col = tid % kTileN, b_k = tid / kTileN;
-  const int tx = tid % 16, ty = tid / 16;
-  const Column<index_t> col = column_of<mode, index_t>(g, grp, n0 + b_col, shape.N);
-  const bool a_row_valid = m0 + a_row < shape.M;
-
-  acc c_r[kThreadM][kThreadN];
-#pragma unroll
-  for (int i = 0; i < kThreadM; ++i) {
-#pragma unroll
-    for (int j = 0; j < kThreadN; ++j) {
-      c_r[i][j] = 0;
-    }
-  }
-
-  for (index_t k0 = k_begin; k0 < k_end; k0 += kTileK) {
-    // A tile: 64 rows x 16 k
-    if constexpr (kVecA) {
-      float4 v = make_float4(0.f, 0.f, 0.f, 0.f);
-      const index_t k = k0 + a_k;
-      if (a_row_valid && k < k_end) {  // K % 4 == 0 and k0 % 4 == 0, so all four are in range
-        v = *reinterpret_cast<const float4*>(args.weight + (grp * g.Og + m0 + a_row) * shape.K + k);
-      }
-      a_s[a_k + 0][a_row] = v.x;
-      a_s[a_k + 1][a_row] = v.y;
-      a_s[a_k + 2][a_row] = v.z;
-      a_s[a_k + 3][a_row] = v.w;
-    } else {
-#pragma unroll
-      for (int j = 0; j < 4; ++j) {
-        const index_t k = k0 + a_k + j;
-        a_s[a_k + j][a_row] =
-            a_row_valid && k < k_end ? load_a<mode, scalar_t, index_t>(args, g, grp, m0 + a_row, k) : acc(0);
-      }
-    }
-    // B tile: 16 k x 64 columns
-#pragma unroll
-    for (int i = 0; i < kTileK / 4; ++i) {
-      const int kk = b_k + 4 * i;
-      const index_t k = k0 + kk;
-      b_s[kk][b_col] = col.valid && k < k_end ? load_b<mode, scalar_t, index_t>(args, g, col, k) : acc(0);
-    }
-    __syncthreads();
-
-#pragma unroll
-    for (int kk = 0; kk < kTileK; ++kk) {
-      acc a_r[kThreadM], b_r[kThreadN];
-#pragma unroll
-      for (int i = 0; i < kThreadM; ++i) {
-        a_r[i] = a_s[kk][ty + 16 * i];
-      }
-#pragma unroll
-      for (int j = 0; j < kThreadN; ++j) {
-        b_r[j] = b_s[kk][tx + 16 * j];
-      }
-#pragma unroll
-      for (int i = 0; i < kThreadM; ++i) {
-#pragma unroll
-        for (int j = 0; j < kThreadN; ++j) {
-          c_r[i][j] += a_r[i] * b_r[j];
-        }
-      }
-    }
-    __syncthreads();
-  }
-
-  // Epilogue: write the thread's 4 x 4 block.
-#pragma unroll
-  for (int j = 0; j < kThreadN; ++j) {
-    const index_t n = n0 + tx + 16 * j;
-    if (n >= shape.N) {
-      continue;
-    }
-    if constexpr (mode == Mode::kForward) {
-      // n = (image, l): out[image][grp*Og + m][l]
-      const index_t L = g.OH * g.OW;
-      const index_t img = n / L, l = n % L;
-#pragma unroll
-      for (int i = 0; i < kThreadM; ++i) {
-        const index_t m = m0 + ty + 16 * i;
-        if (m < shape.M) {
-          const index_t o = grp * g.Og + m;
-          const acc b = args.bias ? static_cast<acc>(args.bias[o]) : acc(0);
-          args.out[(img * g.O + o) * L + l] = static_cast<scalar_t>(c_r[i][j] + b);
-        }
-      }
-    } else if constexpr (mode == Mode::kGradInput) {
-      // n = (image, p): grad_input[image][grp*Cg + m][p]
-      const index_t HW = g.H * g.W;
-      const index_t img = n / HW, p = n % HW;
-#pragma unroll
-      for (int i = 0; i < kThreadM; ++i) {
-        const index_t m = m0 + ty + 16 * i;
-        if (m < shape.M) {
-          args.out[(img * g.C + grp * g.Cg + m) * HW + p] = static_cast<scalar_t>(c_r[i][j]);
-        }
-      }
-    } else {
-      // partial[chunk][grp*Og + m][n]: n runs over one weight row (c, kh, kw)
-#pragma unroll
-      for (int i = 0; i < kThreadM; ++i) {
-        const index_t m = m0 + ty + 16 * i;
-        if (m < shape.M) {
-          args.partial[(static_cast<index_t>(blockIdx.y) * g.O + grp * g.Og + m) * shape.N + n] = c_r[i][j];
-        }
-      }
-    }
-  }
-}
-
-// grad_weight[i] = sum over chunks of partial[chunk][i], in chunk order.
-template <typename scalar_t, typename index_t>
-__global__ void sum_chunks_kernel(const acc_t<scalar_t>* __restrict__ partial, scalar_t* __restrict__ out,
-                                  index_t numel, index_t chunks) {
-  for (index_t i = blockIdx.x * static_cast<index_t>(blockDim.x) + threadIdx.x; i < numel;
-       i += static_cast<index_t>(gridDim.x) * blockDim.x) {
-    acc_t<scalar_t> sum = 0;
-    for (index_t s = 0; s < chunks; ++s) {
-      sum += partial[s * numel + i];
-    }
-    out[i] = static_cast<scalar_t>(sum);
-  }
-}
-
 // grad_bias[o] = sum over images and pixels of grad_output[n][o]: one block per channel, each thread a
 // fixed strided subset, then a tree in shared memory. Block x is the channel.
 template <typename scalar_t, typename index_t>
@@ -476,14 +171,12 @@ __global__ void __launch_bounds__(cuda::kBlock)
 
 // The heuristic: narrow layers (few output channels per group, short dot products) go direct.
 bool use_direct(const Conv2dParams& p) {
-  const int64_t Og = p.out_channels / p.groups;
-  const int64_t K = (p.in_channels / p.groups) * p.win.kernel[0] * p.win.kernel[1];
-  return Og <= kDirectMaxOg && K <= kDirectMaxK;
+  return p.out_per_group() <= kDirectMaxOg && p.weight_row() <= kDirectMaxK;
 }
 
 // Block x of a GEMM launch covers (group, m tile, n tile); it must fit CUDA's grid limit.
 template <typename index_t>
-dim3 gemm_grid(const ConvGeom<index_t>& g, index_t m_tiles, index_t n_tiles, int64_t chunks) {
+dim3 gemm_grid(const Geom<index_t>& g, index_t m_tiles, index_t n_tiles, int64_t chunks) {
   const int64_t blocks = static_cast<int64_t>(g.G) * m_tiles * n_tiles;
   TORCH_CHECK(blocks <= std::numeric_limits<int32_t>::max(), "lenet_ext.conv2d: the problem needs ", blocks,
               " thread blocks, more than CUDA's grid allows");
@@ -491,11 +184,11 @@ dim3 gemm_grid(const ConvGeom<index_t>& g, index_t m_tiles, index_t n_tiles, int
 }
 
 template <Mode mode, typename scalar_t, typename index_t, bool kVecA = false>
-void launch_gemm(const GemmArgs<scalar_t>& args, const ConvGeom<index_t>& g, int64_t chunks, index_t k_chunk) {
-  const GemmShape<index_t> s = gemm_shape<mode, index_t>(g);
+void launch_gemm(const GemmArgs<scalar_t>& args, const Geom<index_t>& g, int64_t chunks, index_t k_chunk) {
+  const GemmShape<index_t> s = cuda::gemm_shape<mode, index_t>(g);
   const index_t m_tiles = static_cast<index_t>(ceil_div(s.M, kTileM));
   const index_t n_tiles = static_cast<index_t>(ceil_div(s.N, kTileN));
-  conv2d_gemm_kernel<mode, scalar_t, index_t, kVecA>
+  cuda::conv2d_gemm_kernel<mode, scalar_t, index_t, kVecA>
       <<<gemm_grid(g, m_tiles, n_tiles, chunks), kGemmThreads, 0, cuda::current_stream()>>>(args, g, m_tiles,
                                                                                              n_tiles, k_chunk);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
@@ -504,7 +197,7 @@ void launch_gemm(const GemmArgs<scalar_t>& args, const ConvGeom<index_t>& g, int
 template <typename scalar_t, typename index_t>
 void conv2d_forward_impl(const at::Tensor& x, const at::Tensor& w, const at::Tensor* bias, at::Tensor& out,
                          const Conv2dParams& p) {
-  const ConvGeom<index_t> g = geom_of<index_t>(p);
+  const Geom<index_t> g = geom_of<index_t>(p);
   const scalar_t* b = bias ? bias->const_data_ptr<scalar_t>() : nullptr;
   if (use_direct(p)) {
     const int64_t K = static_cast<int64_t>(g.Cg) * g.KH * g.KW;
@@ -523,7 +216,7 @@ void conv2d_forward_impl(const at::Tensor& x, const at::Tensor& w, const at::Ten
   }
   GemmArgs<scalar_t> args{x.const_data_ptr<scalar_t>(), w.const_data_ptr<scalar_t>(), nullptr, b,
                           out.mutable_data_ptr<scalar_t>(), nullptr};
-  const index_t K = gemm_shape<Mode::kForward, index_t>(g).K;
+  const index_t K = cuda::gemm_shape<Mode::kForward, index_t>(g).K;
   if constexpr (std::is_same_v<scalar_t, float>) {
     const bool aligned = reinterpret_cast<uintptr_t>(args.weight) % 16 == 0 && K % 4 == 0;
     if (aligned) {
@@ -536,10 +229,10 @@ void conv2d_forward_impl(const at::Tensor& x, const at::Tensor& w, const at::Ten
 
 template <typename scalar_t, typename index_t>
 void conv2d_grad_input_impl(const at::Tensor& go, const at::Tensor& w, at::Tensor& gx, const Conv2dParams& p) {
-  const ConvGeom<index_t> g = geom_of<index_t>(p);
+  const Geom<index_t> g = geom_of<index_t>(p);
   GemmArgs<scalar_t> args{nullptr, w.const_data_ptr<scalar_t>(), go.const_data_ptr<scalar_t>(), nullptr,
                           gx.mutable_data_ptr<scalar_t>(), nullptr};
-  launch_gemm<Mode::kGradInput, scalar_t, index_t>(args, g, 1, gemm_shape<Mode::kGradInput, index_t>(g).K);
+  launch_gemm<Mode::kGradInput, scalar_t, index_t>(args, g, 1, cuda::gemm_shape<Mode::kGradInput, index_t>(g).K);
 }
 
 // Split-K: enough chunks to give the GPU ~1024 blocks, each chunk at least 8 k tiles long, at most
@@ -552,8 +245,8 @@ int64_t grad_weight_chunks(int64_t tiles, int64_t K) {
 
 template <typename scalar_t, typename index_t>
 void conv2d_grad_weight_impl(const at::Tensor& go, const at::Tensor& x, at::Tensor& gw, const Conv2dParams& p) {
-  const ConvGeom<index_t> g = geom_of<index_t>(p);
-  const GemmShape<index_t> s = gemm_shape<Mode::kGradWeight, index_t>(g);
+  const Geom<index_t> g = geom_of<index_t>(p);
+  const GemmShape<index_t> s = cuda::gemm_shape<Mode::kGradWeight, index_t>(g);
   const int64_t tiles = static_cast<int64_t>(g.G) * ceil_div(s.M, kTileM) * ceil_div(s.N, kTileN);
   int64_t chunks = grad_weight_chunks(tiles, s.K);
   const int64_t k_chunk = ceil_div(ceil_div(s.K, chunks), kTileK) * kTileK;  // whole k tiles per chunk
@@ -564,14 +257,14 @@ void conv2d_grad_weight_impl(const at::Tensor& go, const at::Tensor& x, at::Tens
                           partial.mutable_data_ptr<acc_t<scalar_t>>()};
   launch_gemm<Mode::kGradWeight, scalar_t, index_t>(args, g, chunks, static_cast<index_t>(k_chunk));
   // The reduction is cheap next to the GEMM; int64 indices keep it simple for any weight size.
-  sum_chunks_kernel<scalar_t, int64_t><<<cuda::grid_for(gw.numel()), cuda::kBlock, 0, cuda::current_stream()>>>(
+  cuda::sum_chunks_kernel<scalar_t, int64_t><<<cuda::grid_for(gw.numel()), cuda::kBlock, 0, cuda::current_stream()>>>(
       partial.const_data_ptr<acc_t<scalar_t>>(), gw.mutable_data_ptr<scalar_t>(), gw.numel(), chunks);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
 template <typename scalar_t, typename index_t>
 void conv2d_grad_bias_impl(const at::Tensor& go, at::Tensor& gb, const Conv2dParams& p) {
-  const ConvGeom<index_t> g = geom_of<index_t>(p);
+  const Geom<index_t> g = geom_of<index_t>(p);
   conv2d_grad_bias_kernel<scalar_t, index_t>
       <<<static_cast<unsigned int>(p.out_channels), cuda::kBlock, 0, cuda::current_stream()>>>(
           go.const_data_ptr<scalar_t>(), gb.mutable_data_ptr<scalar_t>(), g.N, g.O, g.OH * g.OW);
@@ -593,7 +286,7 @@ at::Tensor conv2d_forward_cuda(const at::Tensor& input, const at::Tensor& weight
   const at::Tensor x = input.contiguous(), w = weight.contiguous();
   const std::optional<at::Tensor> b = bias ? std::optional<at::Tensor>(bias->contiguous()) : std::nullopt;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "conv2d_forward_cuda", [&] {
-    cuda::dispatch_index(conv_fits_int32(p), [&](auto index_zero) {
+    with_index_type(conv_fits_int32(p), [&](auto index_zero) {
       conv2d_forward_impl<scalar_t, decltype(index_zero)>(x, w, b ? &*b : nullptr, out, p);
     });
   });
@@ -610,7 +303,7 @@ std::tuple<std::optional<at::Tensor>, std::optional<at::Tensor>, std::optional<a
   const bool no_terms = go.numel() == 0;  // no output pixels: every gradient is zero
   std::optional<at::Tensor> gx, gw, gb;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "conv2d_backward_cuda", [&] {
-    cuda::dispatch_index(small, [&](auto index_zero) {
+    with_index_type(small, [&](auto index_zero) {
       using index_t = decltype(index_zero);
       if (output_mask[0]) {
         gx = no_terms ? at::zeros(input.sizes(), input.options()) : at::empty(input.sizes(), input.options());

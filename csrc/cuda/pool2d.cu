@@ -2,7 +2,7 @@
 //
 // The work items, their semantics (torch's, exactly) and the operators' bodies live in pool2d_items.h,
 // shared with the host emulation that tests them on the CPU; this file only launches them. Every
-// argument check and the accepted-input table come from shape.h, shared with the CPU and fake kernels.
+// argument check and the accepted-input table come from checks.h, shared with the CPU and fake kernels.
 //
 // Algorithm: one thread per work item, in a grid-stride loop. Forwards: an item is one output element
 // (planar NCHW) or one output pixel's run of V channels (channels_last). Backwards are gathers, one item
@@ -28,7 +28,6 @@
 
 #include "cuda/launch.cuh"
 #include "pool2d_items.h"
-#include "shape.h"
 
 namespace lenet_ext {
 namespace {
@@ -58,7 +57,7 @@ std::tuple<at::Tensor, at::Tensor> max_pool2d_forward_cuda(const at::Tensor& inp
                                                            at::IntArrayRef dilation, bool ceil_mode) {
   const c10::cuda::CUDAGuard guard(input.device());
   return pool::max_pool2d_forward_impl(CudaRunner{}, true, input, kernel_size, stride, padding, dilation, ceil_mode,
-                                       cuda_pool_native_nhwc());
+                                       pool::cuda_pool_native_nhwc());
 }
 
 at::Tensor max_pool2d_forward_values_cuda(const at::Tensor& input, at::IntArrayRef kernel_size,
@@ -66,7 +65,7 @@ at::Tensor max_pool2d_forward_values_cuda(const at::Tensor& input, at::IntArrayR
                                           at::IntArrayRef dilation, bool ceil_mode) {
   const c10::cuda::CUDAGuard guard(input.device());
   return std::get<0>(pool::max_pool2d_forward_impl(CudaRunner{}, false, input, kernel_size, stride, padding,
-                                                   dilation, ceil_mode, cuda_pool_native_nhwc()));
+                                                   dilation, ceil_mode, pool::cuda_pool_native_nhwc()));
 }
 
 at::Tensor max_pool2d_backward_cuda(const at::Tensor& grad_output, const at::Tensor& input,
@@ -74,7 +73,7 @@ at::Tensor max_pool2d_backward_cuda(const at::Tensor& grad_output, const at::Ten
                                     at::IntArrayRef padding, at::IntArrayRef dilation, bool ceil_mode) {
   const c10::cuda::CUDAGuard guard(input.device());
   return pool::max_pool2d_backward_impl(CudaRunner{}, grad_output, input, indices, kernel_size, stride, padding,
-                                        dilation, ceil_mode, cuda_pool_native_nhwc());
+                                        dilation, ceil_mode, pool::cuda_pool_native_nhwc());
 }
 
 at::Tensor avg_pool2d_forward_cuda(const at::Tensor& input, at::IntArrayRef kernel_size, at::IntArrayRef stride,
@@ -82,7 +81,7 @@ at::Tensor avg_pool2d_forward_cuda(const at::Tensor& input, at::IntArrayRef kern
                                    std::optional<int64_t> divisor_override) {
   const c10::cuda::CUDAGuard guard(input.device());
   return pool::avg_pool2d_forward_impl(CudaRunner{}, input, kernel_size, stride, padding, ceil_mode,
-                                       count_include_pad, divisor_override, cuda_pool_native_nhwc());
+                                       count_include_pad, divisor_override, pool::cuda_pool_native_nhwc());
 }
 
 at::Tensor avg_pool2d_backward_cuda(const at::Tensor& grad_output, const at::Tensor& input,
@@ -90,7 +89,7 @@ at::Tensor avg_pool2d_backward_cuda(const at::Tensor& grad_output, const at::Ten
                                     bool ceil_mode, bool count_include_pad, std::optional<int64_t> divisor_override) {
   const c10::cuda::CUDAGuard guard(input.device());
   return pool::avg_pool2d_backward_impl(CudaRunner{}, grad_output, input, kernel_size, stride, padding, ceil_mode,
-                                        count_include_pad, divisor_override, cuda_pool_native_nhwc());
+                                        count_include_pad, divisor_override, pool::cuda_pool_native_nhwc());
 }
 
 }  // namespace
