@@ -449,11 +449,13 @@ class _MaxPool2d(_OperatorFunction):
         ctx.save_for_forward(output[1])
         ctx.conf = conf
         ctx.mark_non_differentiable(output[1])
+        ctx.set_materialize_grads(False)  # no zeros for the indices' gradient, which is never read
 
     @staticmethod
     def backward(ctx, grad, _grad_indices):
         input, indices = ctx.saved_tensors
-        return _ops.max_pool2d_backward(grad, input, indices, *ctx.conf), None, None, None, None, None
+        grad_input = None if grad is None else _ops.max_pool2d_backward(grad, input, indices, *ctx.conf)
+        return grad_input, None, None, None, None, None
 
     @staticmethod
     def jvp(ctx, d_input, *_):
@@ -600,11 +602,14 @@ class _Fused(_OperatorFunction):
         ctx.save_for_backward(input, weight, output[1])
         ctx.save_for_forward(input, weight, output[1])
         ctx.mark_non_differentiable(output[1])  # the activation is returned for the backward's sake only
+        ctx.set_materialize_grads(False)  # so autograd writes no activation-sized zeros for its gradient
         ctx.has_bias = bias is not None
         ctx.conf = (stride, padding, dilation, groups, pool_size)
 
     @staticmethod
     def backward(ctx, grad, _grad_activation):
+        if grad is None:  # the pooled output was not used
+            return (None,) * 8
         input, weight, act = ctx.saved_tensors
         needs = ctx.needs_input_grad
         mask = [needs[0], needs[1], ctx.has_bias and needs[2]]

@@ -87,3 +87,25 @@ def test_bad_arguments():
         torch.ops.lenet_ext.conv2d_sigmoid_avgpool2d_backward(
             torch.randn(1, 2, 2, 2), x, w, act, [1, 1], [0] * 4, [1, 1], 1, [2, 2], [True] * 3
         )
+
+
+def test_backward_writes_no_gradient_for_the_activation():
+    # The activation is a second, non-differentiable output kept for the backward. autograd would hand
+    # the backward a tensor of zeros in its shape (it did: a 256 x 6 x 28 x 28 fill per LeNet step);
+    # the operator's Function asks for None instead.
+    x = torch.randn(8, 1, 28, 28, requires_grad=True)
+    w = torch.randn(6, 1, 5, 5, requires_grad=True)
+    out = LF.conv2d_sigmoid_avgpool2d(x, w, padding=2)
+    activation_shape = [8, 6, 28, 28]
+    with torch.profiler.profile(record_shapes=True) as prof:
+        gx, gw = torch.autograd.grad(out.sum(), [x, w])
+    fills = [
+        e
+        for e in prof.events()
+        if e.name in ("aten::fill_", "aten::zero_") and e.input_shapes[:1] == [activation_shape]
+    ]
+    assert not fills, [(e.name, e.input_shapes) for e in fills]
+    ref = [t.detach().clone().requires_grad_() for t in (x, w)]
+    expected = torch.autograd.grad(reference(ref[0], ref[1], None, dict(padding=2), 2).sum(), ref)
+    assert_close(gx, expected[0])
+    assert_close(gw, expected[1])
