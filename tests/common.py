@@ -64,6 +64,23 @@ def grads(out, inputs, grad_out):
     return [next(got) if t is not None and t.requires_grad else None for t in inputs]
 
 
+def check_conv2d(case, dtype, device="cpu", layout="contiguous", bias=True, unbatched=False):
+    """Ours against torch for a cases.Conv2dCase: the output, its shape and dtype, and every gradient."""
+    x_shape = case.input[1:] if unbatched else case.input
+    x = make_input(x_shape, dtype, device, layout, requires_grad=True)
+    w = make_input(case.weight, dtype, device, layout, requires_grad=True)
+    b = make_input((case.weight[0],), dtype, device, requires_grad=True) if bias else None
+    ours_in = [clone_leaf(t) for t in (x, w, b)]
+    expected = case.reference(x, w, b)
+    actual = case.ours(*ours_in)
+    assert actual.shape == expected.shape and actual.dtype == expected.dtype
+    assert_close(actual, expected)
+    g = torch.randn_like(expected)
+    for a, e in zip(grads(actual, ours_in, g), grads(expected, [x, w, b], g)):
+        if e is not None:
+            assert_close(a, e)
+
+
 def clone_leaf(t):
     """A fresh leaf with the same values and strides (so ours and torch's get separate graphs)."""
     if t is None:

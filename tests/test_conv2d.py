@@ -3,72 +3,33 @@
 import pytest
 import torch
 import torch.nn.functional as F
-from common import LAYOUTS, assert_close, assert_no_worse_than_torch, clone_leaf, grads, make_input, raises_like_torch
+from cases import CONV2D
+from common import (
+    LAYOUTS,
+    assert_close,
+    assert_no_worse_than_torch,
+    check_conv2d,
+    clone_leaf,
+    grads,
+    make_input,
+    raises_like_torch,
+)
 
 import lenet_ext
 from lenet_ext import functional as LF
 
-# (input N, C, H, W), (weight O, C/g, KH, KW), keyword arguments
-CONFIGS = [
-    ((2, 3, 8, 8), (4, 3, 3, 3), dict(padding=1)),
-    ((2, 3, 9, 7), (5, 3, 5, 3), dict(padding=(2, 1))),
-    ((1, 2, 4, 4), (3, 2, 3, 3), dict(padding=1, stride=2)),
-    ((3, 1, 8, 8), (2, 1, 3, 5), dict(padding=(0, 1), stride=(3, 4))),
-    ((2, 4, 11, 10), (6, 2, 3, 2), dict(groups=2, dilation=(2, 3), padding=(2, 1))),
-    ((2, 6, 9, 9), (6, 1, 3, 3), dict(groups=6, padding=1)),  # depthwise
-    ((2, 16, 6, 5), (8, 16, 1, 1), {}),  # pointwise: a plain matrix product
-    ((1, 5, 10, 12), (7, 5, 7, 6), dict(stride=(2, 3), padding=3, dilation=1)),
-    ((2, 3, 8, 8), (4, 3, 4, 4), dict(padding="same")),  # even kernel: asymmetric padding
-    ((2, 3, 9, 8), (4, 3, 3, 2), dict(padding="same", dilation=(3, 1))),
-    ((2, 3, 9, 8), (4, 3, 3, 3), dict(padding="valid", stride=3, dilation=2)),
-    ((0, 3, 8, 8), (4, 3, 3, 3), dict(padding=1)),  # empty batch
-    ((2, 4, 7, 7), (4, 4, 7, 7), {}),  # kernel covers the whole input
-    ((1, 3, 5, 5), (2, 3, 2, 2), dict(padding=(1, 0), stride=(1, 2), dilation=(1, 2))),
-    # large enough that one image's unrolled matrix is cut into bands of output rows
-    ((2, 16, 40, 40), (8, 16, 3, 3), dict(padding=1, stride=(1, 2))),
-    ((1, 64, 48, 48), (4, 64, 1, 1), {}),
-    # pixel tiles: LeNet's two layers (compact layout, a partial last tile, two channel blocks), and the
-    # wide layout with several blocks, where some tiles start in a dropped column (found by a sweep)
-    ((2, 1, 28, 28), (6, 1, 5, 5), dict(padding=2)),
-    ((3, 6, 14, 14), (16, 6, 5, 5), {}),
-    ((1, 5, 30, 40), (12, 5, 3, 3), dict(padding=1, dilation=(1, 2))),
-    ((1, 16, 20, 20), (40, 16, 3, 3), dict(padding=1)),
-]
 
-
-def _ids(cfg):
-    x, w, kw = cfg
-    return f"x{x}-w{w}-" + ",".join(f"{k}={v}" for k, v in kw.items())
-
-
-def _compare(x_shape, w_shape, kw, dtype, device, layout, bias=True, unbatched=False):
-    if unbatched:
-        x_shape = x_shape[1:]
-    x = make_input(x_shape, dtype, device, layout, requires_grad=True)
-    w = make_input(w_shape, dtype, device, layout, requires_grad=True)
-    b = make_input((w_shape[0],), dtype, device, requires_grad=True) if bias else None
-    ours_in = [clone_leaf(t) for t in (x, w, b)]
-    expected = F.conv2d(x, w, b, **kw)
-    actual = LF.conv2d(*ours_in, **kw)
-    assert actual.shape == expected.shape and actual.dtype == expected.dtype
-    assert_close(actual, expected)
-    g = torch.randn_like(expected)
-    for a, e in zip(grads(actual, ours_in, g), grads(expected, [x, w, b], g)):
-        if e is not None:
-            assert_close(a, e)
-
-
-@pytest.mark.parametrize("cfg", CONFIGS, ids=[_ids(c) for c in CONFIGS])
+@pytest.mark.parametrize("case", CONV2D, ids=str)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_matches_torch(cfg, dtype, device):
-    _compare(*cfg, dtype=dtype, device=device, layout="contiguous")
+def test_matches_torch(case, dtype, device):
+    check_conv2d(case, dtype, device)
 
 
 @pytest.mark.parametrize("algorithm", ["direct", "im2col"])
-@pytest.mark.parametrize("cfg", CONFIGS, ids=[_ids(c) for c in CONFIGS])
-def test_each_cpu_algorithm(cfg, algorithm):
+@pytest.mark.parametrize("case", CONV2D, ids=str)
+def test_each_cpu_algorithm(case, algorithm):
     with lenet_ext.backends.conv_algorithm(algorithm):
-        _compare(*cfg, dtype=torch.float64, device="cpu", layout="contiguous")
+        check_conv2d(case, torch.float64)
 
 
 def test_conv_algorithm_setting():
@@ -80,16 +41,16 @@ def test_conv_algorithm_setting():
         lenet_ext.backends.conv_algorithm("fft")
 
 
-@pytest.mark.parametrize("layout", LAYOUTS)
-@pytest.mark.parametrize("cfg", CONFIGS[::3], ids=[_ids(c) for c in CONFIGS[::3]])
-def test_any_layout(cfg, layout, device):
-    _compare(*cfg, dtype=torch.float32, device=device, layout=layout)
+@pytest.mark.parametrize("layout", [layout for layout in LAYOUTS if layout != "contiguous"])  # contiguous: above
+@pytest.mark.parametrize("case", CONV2D, ids=str)
+def test_any_layout(case, layout, device):
+    check_conv2d(case, torch.float32, device, layout)
 
 
-@pytest.mark.parametrize("cfg", CONFIGS[:6], ids=[_ids(c) for c in CONFIGS[:6]])
-def test_without_bias_and_unbatched(cfg, device):
-    _compare(*cfg, dtype=torch.float64, device=device, layout="contiguous", bias=False)
-    _compare(*cfg, dtype=torch.float64, device=device, layout="contiguous", unbatched=True)
+@pytest.mark.parametrize("case", CONV2D.tagged("core"), ids=str)
+def test_without_bias_and_unbatched(case, device):
+    check_conv2d(case, torch.float64, device, bias=False)
+    check_conv2d(case, torch.float64, device, unbatched=True)
 
 
 def test_expanded_weight(device):
@@ -112,32 +73,27 @@ def test_bfloat16_forward_and_gradients_against_float64(layout):
         assert_no_worse_than_torch(a, e, x64)
 
 
-@pytest.mark.parametrize("cfg", [CONFIGS[i] for i in (0, 3, 4, 8, 11)], ids=lambda c: _ids(c))
-def test_gradcheck_and_gradgradcheck(cfg):
-    x_shape, w_shape, kw = cfg
-    x = torch.randn(x_shape, dtype=torch.float64, requires_grad=True)
-    w = torch.randn(w_shape, dtype=torch.float64, requires_grad=True)
-    b = torch.randn(w_shape[0], dtype=torch.float64, requires_grad=True)
-    fn = lambda x, w, b: LF.conv2d(x, w, b, **kw)
-    assert torch.autograd.gradcheck(fn, (x, w, b))
-    assert torch.autograd.gradgradcheck(fn, (x, w, b))
+@pytest.mark.parametrize("case", CONV2D.tagged("gradcheck"), ids=str)
+def test_gradcheck_and_gradgradcheck(case):
+    x = torch.randn(case.input, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(case.weight, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(case.weight[0], dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(case.ours, (x, w, b))
+    assert torch.autograd.gradgradcheck(case.ours, (x, w, b))
 
 
 @pytest.mark.parametrize("mask", [(True, True, True), (True, False, False), (False, True, False), (False, False, True)])
 @pytest.mark.parametrize("algorithm", ["direct", "im2col"])
 def test_opcheck(mask, algorithm):
-    x = torch.randn(2, 4, 7, 6, requires_grad=True)
-    w = torch.randn(8, 2, 3, 2, requires_grad=True)
-    b = torch.randn(8, requires_grad=True)
-    conf = ([2, 1], [1, 2, 0, 1], [1, 2], 2)
+    case = CONV2D["grouped-asymmetric"]  # strided, dilated, grouped, and padded differently on each side
+    x = torch.randn(case.input, requires_grad=True)
+    w = torch.randn(case.weight, requires_grad=True)
+    b = torch.randn(case.weight[0], requires_grad=True)
+    conf = case.op_args()
     with lenet_ext.backends.conv_algorithm(algorithm):
-        _opcheck_conv(x, w, b, conf, mask)
-
-
-def _opcheck_conv(x, w, b, conf, mask):
-    torch.library.opcheck(torch.ops.lenet_ext.conv2d_forward, (x, w, b, *conf))
-    grad = torch.randn(torch.ops.lenet_ext.conv2d_forward(x, w, b, *conf).shape)
-    torch.library.opcheck(torch.ops.lenet_ext.conv2d_backward, (grad, x, w, *conf, list(mask)))
+        torch.library.opcheck(torch.ops.lenet_ext.conv2d_forward, (x, w, b, *conf))
+        grad = torch.randn(torch.ops.lenet_ext.conv2d_forward(x, w, b, *conf).shape)
+        torch.library.opcheck(torch.ops.lenet_ext.conv2d_backward, (grad, x, w, *conf, list(mask)))
 
 
 def test_backward_computes_only_masked_gradients():
@@ -216,8 +172,8 @@ def test_pointwise_is_a_matrix_product():
 
 
 # ------------------------------------------------------------------------------------------- bad input
-X = torch.randn(1, 2, 8, 8)
-W = torch.randn(4, 2, 3, 3)
+X = torch.randn(CONV2D["plain"].input)
+W = torch.randn(CONV2D["plain"].weight)
 BAD = {
     "channels": (X, torch.randn(4, 3, 3, 3), {}),
     "stride0": (X, W, dict(stride=0)),

@@ -16,12 +16,11 @@ import sys
 import pytest
 import torch
 import torch.nn.functional as F
-from common import assert_close, clone_leaf, grads, make_input
-from test_conv2d import CONFIGS, _ids
+from cases import CONV2D, Conv2dCase
+from common import assert_close, check_conv2d
 
 import lenet_ext
 from lenet_ext import backends
-from lenet_ext import functional as LF
 from lenet_ext.models import LeNet, ModernLeNet, builtin_twin
 
 LEVELS = backends.available_cpu_isas()
@@ -33,84 +32,71 @@ def level(request):
         yield request.param
 
 
-def _compare(x_shape, w_shape, kw, dtype, layout="contiguous"):
-    x = make_input(x_shape, dtype, "cpu", layout, requires_grad=True)
-    w = make_input(w_shape, dtype, "cpu", layout, requires_grad=True)
-    b = make_input((w_shape[0],), dtype, "cpu", requires_grad=True)
-    ours_in = [clone_leaf(t) for t in (x, w, b)]
-    expected = F.conv2d(x, w, b, **kw)
-    actual = LF.conv2d(*ours_in, **kw)
-    assert_close(actual, expected)
-    g = torch.randn_like(expected)
-    for a, e in zip(grads(actual, ours_in, g), grads(expected, [x, w, b], g)):
-        assert_close(a, e)
-
-
 @pytest.mark.parametrize("algorithm", ["auto", "direct", "im2col"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("cfg", CONFIGS, ids=[_ids(c) for c in CONFIGS])
-def test_conv2d_at_each_level(cfg, dtype, algorithm, level):
+@pytest.mark.parametrize("case", CONV2D, ids=str)
+def test_conv2d_at_each_level(case, dtype, algorithm, level):
     with backends.conv_algorithm(algorithm):
-        _compare(*cfg, dtype=dtype)
+        check_conv2d(case, dtype)
 
 
 # Shapes whose tiles differ between levels: channel counts around each level's channel blocks (1, 2,
 # 3 and 5 to 17 output channels), planes that end in a partial tile, wide strided rows, deep kernels.
 LEVEL_SHAPES = [
-    ((2, 3, 17, 19), (1, 3, 3, 3), dict(padding=1)),
-    ((2, 4, 13, 11), (2, 4, 3, 3), dict(padding=1)),
-    ((2, 6, 9, 9), (6, 2, 3, 3), dict(groups=3, padding=1)),
-    ((2, 5, 15, 9), (5, 5, 3, 3), {}),
-    ((1, 7, 12, 33), (17, 7, 3, 3), dict(padding=(1, 2))),
-    ((2, 3, 20, 41), (12, 3, 5, 5), dict(stride=2, padding=2)),
-    ((2, 5, 19, 30), (20, 5, 3, 3), dict(stride=(2, 3), padding=1, dilation=2)),
-    ((2, 40, 8, 8), (9, 40, 3, 3), dict(padding=1)),
+    Conv2dCase.unnamed((2, 3, 17, 19), (1, 3, 3, 3), padding=1),
+    Conv2dCase.unnamed((2, 4, 13, 11), (2, 4, 3, 3), padding=1),
+    Conv2dCase.unnamed((2, 6, 9, 9), (6, 2, 3, 3), groups=3, padding=1),
+    Conv2dCase.unnamed((2, 5, 15, 9), (5, 5, 3, 3)),
+    Conv2dCase.unnamed((1, 7, 12, 33), (17, 7, 3, 3), padding=(1, 2)),
+    Conv2dCase.unnamed((2, 3, 20, 41), (12, 3, 5, 5), stride=2, padding=2),
+    Conv2dCase.unnamed((2, 5, 19, 30), (20, 5, 3, 3), stride=(2, 3), padding=1, dilation=2),
+    Conv2dCase.unnamed((2, 40, 8, 8), (9, 40, 3, 3), padding=1),
 ]
 
 
 @pytest.mark.parametrize("algorithm", ["direct", "im2col"])
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
-@pytest.mark.parametrize("cfg", LEVEL_SHAPES, ids=[_ids(c) for c in LEVEL_SHAPES])
-def test_tile_shapes_at_each_level(cfg, layout, algorithm, level):
+@pytest.mark.parametrize("case", LEVEL_SHAPES, ids=str)
+def test_tile_shapes_at_each_level(case, layout, algorithm, level):
     with backends.conv_algorithm(algorithm):
-        _compare(*cfg, dtype=torch.float32, layout=layout)
+        check_conv2d(case, torch.float32, layout=layout)
 
 
 # Strided layers of many output channels: channel tiles of 16, 32 or 64 channels (as wide as the level's
 # registers allow), images taller than one band of rows, stride 2 (a compiled-in stride) and others.
 WIDE_STRIDED_SHAPES = [
-    ((2, 3, 61, 43), (64, 3, 7, 7), dict(stride=2, padding=3)),
-    ((1, 8, 30, 30), (96, 8, 3, 3), dict(stride=2, padding=1)),
-    ((2, 4, 21, 23), (40, 2, 3, 3), dict(stride=2, groups=2)),
-    ((1, 6, 33, 35), (130, 6, 3, 3), dict(stride=(2, 1), padding=1)),
-    ((1, 5, 70, 9), (128, 5, 3, 3), dict(stride=3, padding=(0, 1))),
+    Conv2dCase.unnamed((2, 3, 61, 43), (64, 3, 7, 7), stride=2, padding=3),
+    Conv2dCase.unnamed((1, 8, 30, 30), (96, 8, 3, 3), stride=2, padding=1),
+    Conv2dCase.unnamed((2, 4, 21, 23), (40, 2, 3, 3), stride=2, groups=2),
+    Conv2dCase.unnamed((1, 6, 33, 35), (130, 6, 3, 3), stride=(2, 1), padding=1),
+    Conv2dCase.unnamed((1, 5, 70, 9), (128, 5, 3, 3), stride=3, padding=(0, 1)),
 ]
 
 
 # Strided layers of 1 to 3 output channels per group (depthwise among them): pixel tiles over the input's
 # stride phases, with dilation, uneven strides and padding, and planes that end in a partial tile.
 STRIDE_PHASE_SHAPES = [
-    ((2, 8, 23, 21), (8, 1, 3, 3), dict(stride=2, padding=1, groups=8)),
-    ((1, 6, 30, 31), (6, 1, 5, 5), dict(stride=(3, 2), padding=(2, 1), groups=6)),
-    ((2, 4, 19, 25), (2, 4, 3, 3), dict(stride=(2, 3), dilation=2, padding=(1, 2))),
-    ((1, 3, 40, 37), (3, 1, 7, 7), dict(stride=2, padding=3, groups=3)),
-    ((2, 2, 9, 8), (1, 2, 2, 3), dict(stride=(1, 2))),
-    ((1, 2, 6, 7), (2, 1, 3, 3), dict(stride=(2**62, 2), padding=1, groups=2)),  # one output row
+    Conv2dCase.unnamed((2, 8, 23, 21), (8, 1, 3, 3), stride=2, padding=1, groups=8),
+    Conv2dCase.unnamed((1, 6, 30, 31), (6, 1, 5, 5), stride=(3, 2), padding=(2, 1), groups=6),
+    Conv2dCase.unnamed((2, 4, 19, 25), (2, 4, 3, 3), stride=(2, 3), dilation=2, padding=(1, 2)),
+    Conv2dCase.unnamed((1, 3, 40, 37), (3, 1, 7, 7), stride=2, padding=3, groups=3),
+    Conv2dCase.unnamed((2, 2, 9, 8), (1, 2, 2, 3), stride=(1, 2)),
+    Conv2dCase.unnamed((1, 2, 6, 7), (2, 1, 3, 3), stride=(2**62, 2), padding=1, groups=2),  # one output row
 ]
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("cfg", STRIDE_PHASE_SHAPES, ids=[_ids(c) for c in STRIDE_PHASE_SHAPES])
-def test_strided_pixel_tiles_at_each_level(cfg, dtype, level):
+@pytest.mark.parametrize("case", STRIDE_PHASE_SHAPES, ids=str)
+def test_strided_pixel_tiles_at_each_level(case, dtype, level):
     with backends.conv_algorithm("direct"):
-        _compare(*cfg, dtype=dtype)
+        check_conv2d(case, dtype)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("cfg", WIDE_STRIDED_SHAPES, ids=[_ids(c) for c in WIDE_STRIDED_SHAPES])
-def test_wide_strided_channel_tiles_at_each_level(cfg, dtype, level):
+@pytest.mark.parametrize("case", WIDE_STRIDED_SHAPES, ids=str)
+def test_wide_strided_channel_tiles_at_each_level(case, dtype, level):
     with backends.conv_algorithm("direct"):
-        _compare(*cfg, dtype=dtype)
+        check_conv2d(case, dtype)
 
 
 @pytest.mark.parametrize("model_class", [LeNet, ModernLeNet])
@@ -135,9 +121,9 @@ def test_benchmark_mode_picks_a_correct_kernel(level):
     backends.benchmark = True
     try:
         assert backends.benchmark is True
-        for cfg in CONFIGS[::2] + LEVEL_SHAPES[::2]:
+        for case in [*CONV2D, *LEVEL_SHAPES]:
             for _ in range(2):  # the first call times the candidates, the second uses the cached choice
-                _compare(*cfg, dtype=torch.float32)
+                check_conv2d(case, torch.float32)
     finally:
         backends.benchmark = before
     assert backends.benchmark is before
