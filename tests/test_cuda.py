@@ -13,6 +13,7 @@ import os
 import pytest
 import torch
 import torch.nn.functional as F
+from cases import AVG_POOL2D, CONV2D, MAX_POOL2D, torch_conv2d
 from common import LAYOUTS, assert_close, make_input, to_layout
 
 import lenet_ext
@@ -68,12 +69,6 @@ def _conv(x, w, b, stride, padding4, dilation, groups):
     return _ops.conv2d_forward(x, w, b, stride, padding4, dilation, groups)
 
 
-def _torch_conv(x, w, b, stride, padding4, dilation, groups):
-    top, bottom, left, right = padding4
-    x = F.pad(x, (left, right, top, bottom))
-    return F.conv2d(x, w, b, stride=stride, dilation=dilation, groups=groups)
-
-
 def _conv_all(x, w, b, go, conf):
     """Forward and the three gradients from our operators."""
     out = _conv(x, w, b, *conf)
@@ -84,42 +79,28 @@ def _conv_all(x, w, b, go, conf):
 def _torch_conv_all(x, w, b, go, conf):
     x, w = x.detach().requires_grad_(), w.detach().requires_grad_()
     b = b.detach().requires_grad_() if b is not None else None
-    out = _torch_conv(x, w, b, *conf)
+    out = torch_conv2d(x, w, b, *conf)
     got = torch.autograd.grad(out, [t for t in (x, w, b) if t is not None], go)
     return (out.detach(), *got, None) if b is None else (out.detach(), *got)
 
 
-# (N, C, H, W), (O, C/g, KH, KW), stride, padding (top, bottom, left, right), dilation, groups
-CONV_CONFIGS = {
-    "lenet-conv1": ((4, 1, 28, 28), (6, 1, 5, 5), (1, 1), (2, 2, 2, 2), (1, 1), 1),  # direct
-    "lenet-conv2": ((4, 6, 14, 14), (16, 6, 5, 5), (1, 1), (0, 0, 0, 0), (1, 1), 1),  # direct
-    "gemm-3x3": ((2, 16, 12, 11), (72, 16, 3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1),  # GEMM, K % 4 == 0
-    "gemm-odd-k": ((2, 7, 9, 10), (40, 7, 3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1),  # GEMM, scalar A loads
-    "gemm-strided": ((2, 8, 13, 12), (66, 8, 3, 5), (2, 3), (1, 0, 2, 1), (2, 1), 1),
-    "gemm-groups": ((2, 12, 9, 9), (96, 4, 3, 3), (1, 2), (1, 2, 0, 1), (1, 2), 3),
-    "direct-groups": ((2, 6, 9, 9), (6, 1, 3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 6),  # depthwise
-    "direct-dilated": ((3, 3, 10, 9), (5, 3, 3, 2), (3, 2), (2, 1, 0, 3), (2, 3), 1),
-    "pointwise": ((2, 40, 6, 5), (48, 40, 1, 1), (1, 1), (0, 0, 0, 0), (1, 1), 1),
-    "big-kernel": ((2, 4, 7, 7), (4, 4, 7, 7), (1, 1), (0, 0, 0, 0), (1, 1), 1),
-}
-
-
-def _conv_case(name, dtype, device, layout="contiguous", bias=True):
-    xs, ws, *conf = CONV_CONFIGS[name]
-    x = make_input(xs, dtype, device, layout)
-    w = make_input(ws, dtype, device)
-    b = torch.randn(ws[0], dtype=dtype, device=device) if bias else None
-    out = _torch_conv(x.float(), w.float(), None, *conf)
+def _conv_case(case, dtype, device, layout="contiguous", bias=True):
+    """Inputs for a cases.CONV2D case, a grad_output, and the operator's arguments."""
+    conf = case.op_args()
+    x = make_input(case.input, dtype, device, layout)
+    w = make_input(case.weight, dtype, device)
+    b = torch.randn(case.weight[0], dtype=dtype, device=device) if bias else None
+    out = torch_conv2d(x.float(), w.float(), None, *conf)
     go = to_layout(torch.randn(out.shape, dtype=dtype, device=device), layout)
-    return x, w, b, go, tuple(conf)
+    return x, w, b, go, conf
 
 
 # ---------------------------------------------------------------------------------------------- conv2d
 @gpu
-@pytest.mark.parametrize("name", CONV_CONFIGS)
+@pytest.mark.parametrize("case", CONV2D, ids=str)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_conv2d_matches_torch_and_cpu(name, dtype):
-    x, w, b, go, conf = _conv_case(name, dtype, "cuda")
+def test_conv2d_matches_torch_and_cpu(case, dtype):
+    x, w, b, go, conf = _conv_case(case, dtype, "cuda")
     ours = _conv_all(x, w, b, go, conf)
     for got, want in zip(ours, _torch_conv_all(x, w, b, go, conf)):
         assert_close(got, want)
@@ -129,11 +110,11 @@ def test_conv2d_matches_torch_and_cpu(name, dtype):
 
 
 @gpu
-@pytest.mark.parametrize("name", ["lenet-conv1", "gemm-3x3", "pointwise", "big-kernel"])
-def test_conv2d_float32_no_less_accurate_than_torch(name):
+@pytest.mark.parametrize("case", [CONV2D[n] for n in ("lenet-conv1", "gemm-3x3", "pointwise", "big-kernel")], ids=str)
+def test_conv2d_float32_no_less_accurate_than_torch(case):
     """Against float64 on the same inputs, our float32 error is at most torch's own float32 error (with TF32
     off) plus a few units in the last place: float32 results are float32-accurate, whatever the algorithm."""
-    x, w, b, go, conf = _conv_case(name, torch.float32, "cuda")
+    x, w, b, go, conf = _conv_case(case, torch.float32, "cuda")
     ref = _torch_conv_all(x.double(), w.double(), b.double(), go.double(), conf)
     eps = torch.finfo(torch.float32).eps
     for got, tgot, r in zip(_conv_all(x, w, b, go, conf), _torch_conv_all(x, w, b, go, conf), ref):
@@ -151,18 +132,20 @@ def test_tf32_is_off_in_every_test():
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_conv2d_any_layout(layout):
     for name in ("lenet-conv2", "gemm-strided"):
-        x, w, b, go, conf = _conv_case(name, torch.float32, "cuda", layout)
+        x, w, b, go, conf = _conv_case(CONV2D[name], torch.float32, "cuda", layout)
         for got, want in zip(_conv_all(x, w, b, go, conf), _torch_conv_all(x, w, b, go, conf)):
             assert_close(got, want)
 
 
 @gpu
-@pytest.mark.parametrize("name", ["lenet-conv1", "lenet-conv2", "gemm-3x3", "gemm-groups"])
+@pytest.mark.parametrize(
+    "case", [CONV2D[n] for n in ("lenet-conv1", "lenet-conv2", "gemm-3x3", "gemm-groups")], ids=str
+)
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-def test_conv2d_half_precision_no_worse_than_torch(name, dtype):
+def test_conv2d_half_precision_no_worse_than_torch(case, dtype):
     """Judged against a float64 computation on the same rounded inputs: our error may be at most twice
     torch's own error in that dtype (plus one unit in the last place of the output's scale)."""
-    x, w, b, go, conf = _conv_case(name, torch.float32, "cuda")
+    x, w, b, go, conf = _conv_case(case, torch.float32, "cuda")
     xh, wh, bh, goh = (t.to(dtype) for t in (x, w, b, go))
     ref = _torch_conv_all(xh.double(), wh.double(), bh.double(), goh.double(), conf)
     ours = _conv_all(xh, wh, bh, goh, conf)
@@ -178,7 +161,7 @@ def test_conv2d_half_precision_no_worse_than_torch(name, dtype):
 
 @gpu
 def test_conv2d_without_bias_and_mask_subsets():
-    x, w, _, go, conf = _conv_case("gemm-3x3", torch.float32, "cuda", bias=False)
+    x, w, _, go, conf = _conv_case(CONV2D["gemm-3x3"], torch.float32, "cuda", bias=False)
     want = _torch_conv_all(x, w, None, go, conf)
     assert_close(_conv(x, w, None, *conf), want[0])
     for mask in ([True, False, False], [False, True, False], [False, False, True]):
@@ -189,12 +172,11 @@ def test_conv2d_without_bias_and_mask_subsets():
 
 
 @gpu
-def test_conv2d_gradcheck():
+@pytest.mark.parametrize("case", CONV2D.tagged("gradcheck"), ids=str)
+def test_conv2d_gradcheck(case):
     """float64 gradients (and, through ops.py, the backward's own gradients) by finite differences."""
-    conf = ((2, 1), (1, 0, 2, 1), (1, 2), 2)
-    x = torch.randn(1, 4, 6, 7, dtype=torch.float64, device="cuda", requires_grad=True)
-    w = torch.randn(6, 2, 3, 2, dtype=torch.float64, device="cuda", requires_grad=True)
-    b = torch.randn(6, dtype=torch.float64, device="cuda", requires_grad=True)
+    x, w, b, _, conf = _conv_case(case, torch.float64, "cuda")
+    x, w, b = (t.requires_grad_() for t in (x, w, b))
     assert torch.autograd.gradcheck(lambda x, w, b: _conv(x, w, b, *conf), (x, w, b))
     assert torch.autograd.gradgradcheck(lambda x, w, b: _conv(x, w, b, *conf), (x, w, b))
 
@@ -215,9 +197,9 @@ def test_conv2d_empty_tensors():
 
 
 @gpu
-@pytest.mark.parametrize("name", ["lenet-conv2", "gemm-3x3"])
-def test_conv2d_is_deterministic(name):
-    x, w, b, go, conf = _conv_case(name, torch.float32, "cuda")
+@pytest.mark.parametrize("case", [CONV2D["lenet-conv2"], CONV2D["gemm-3x3"]], ids=str)
+def test_conv2d_is_deterministic(case):
+    x, w, b, go, conf = _conv_case(case, torch.float32, "cuda")
     first = _conv_all(x, w, b, go, conf)
     torch.use_deterministic_algorithms(True)
     try:
@@ -243,23 +225,6 @@ def test_conv2d_large_index_uses_int64():
 
 
 # --------------------------------------------------------------------------------------------- pooling
-# kernel, stride, padding, dilation, ceil_mode
-MAX_CONFIGS = [
-    ((2, 2), (2, 2), (0, 0), (1, 1), False),
-    ((3, 3), (2, 2), (1, 1), (1, 1), True),
-    ((3, 2), (2, 1), (1, 0), (2, 3), False),
-    ((2, 3), (3, 2), (1, 1), (1, 2), True),
-    ((4, 4), (1, 1), (2, 2), (1, 1), False),
-]
-AVG_CONFIGS = [
-    ((2, 2), (2, 2), (0, 0), False, True, None),
-    ((3, 3), (2, 2), (1, 1), True, True, None),
-    ((3, 3), (2, 2), (1, 1), True, False, None),
-    ((3, 2), (2, 3), (1, 1), False, False, 5),
-    ((2, 3), (3, 1), (1, 0), True, True, -3),
-]
-
-
 def _max_ours(x, go, kernel, stride, padding, dilation, ceil_mode):
     out, idx = _ops.max_pool2d_forward(x, kernel, stride, padding, dilation, ceil_mode)
     values = _ops.max_pool2d_forward_values(x, kernel, stride, padding, dilation, ceil_mode)
@@ -309,15 +274,13 @@ def _assert_layout_kept(results, x):
 
 
 @gpu
-@pytest.mark.parametrize("cfg", MAX_CONFIGS)
+@pytest.mark.parametrize("case", MAX_POOL2D, ids=str)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
-def test_max_pool2d_matches_torch_and_cpu(cfg, dtype, layout, pool_kernels):
-    kernel, stride, padding, dilation, ceil_mode = cfg
-    channels = 8 if layout == "channels_last" else 3  # 8: every vector width of the native kernels
-    x, go = _pool_case(
-        (2, channels, 11, 10), dtype, layout, lambda t: F.max_pool2d(t, kernel, stride, padding, dilation, ceil_mode)
-    )
+def test_max_pool2d_matches_torch_and_cpu(case, dtype, layout, pool_kernels):
+    channels = 8 if layout == "channels_last" else None  # 8: every vector width of the native kernels
+    cfg = case.op_args()
+    x, go = _pool_case(case.shape(channels, batched=True), dtype, layout, lambda t: F.max_pool2d(t, **case.kwargs()))
     ours = _max_ours(x, go, *cfg)
     theirs = _max_torch(x, go, *cfg)
     # values and indices are exact; the gradient sums grad_output entries, in an order of our own
@@ -332,18 +295,14 @@ def test_max_pool2d_matches_torch_and_cpu(cfg, dtype, layout, pool_kernels):
 
 
 @gpu
-@pytest.mark.parametrize("cfg", AVG_CONFIGS)
+@pytest.mark.parametrize("case", AVG_POOL2D, ids=str)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
-def test_avg_pool2d_matches_torch_and_cpu(cfg, dtype, layout, pool_kernels):
-    kernel, stride, padding, ceil_mode, include_pad, divisor = cfg
-    x, go = _pool_case(
-        (2, 8 if layout == "channels_last" else 3, 11, 10),
-        dtype,
-        layout,
-        lambda t: F.avg_pool2d(t, kernel, stride, padding, ceil_mode, include_pad, divisor),
-        distinct=False,
-    )
+def test_avg_pool2d_matches_torch_and_cpu(case, dtype, layout, pool_kernels):
+    channels = 8 if layout == "channels_last" else None
+    cfg = case.op_args()
+    shape = case.shape(channels, batched=True)
+    x, go = _pool_case(shape, dtype, layout, lambda t: F.avg_pool2d(t, **case.kwargs()), distinct=False)
     ours = _avg_ours(x, go, *cfg)
     for got, want in zip(ours, _avg_torch(x, go, *cfg)):
         assert_close(got, want)
@@ -356,14 +315,16 @@ def test_avg_pool2d_matches_torch_and_cpu(cfg, dtype, layout, pool_kernels):
 @gpu
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_pooling_any_layout(layout, pool_kernels):
-    cfg = MAX_CONFIGS[1]
-    x, go = _pool_case((2, 3, 11, 10), torch.float32, layout, lambda t: F.max_pool2d(t, 3, 2, 1, ceil_mode=True))
+    case = MAX_POOL2D["k3-s2-ceil"]
+    cfg = case.op_args()
+    x, go = _pool_case(case.shape(), torch.float32, layout, lambda t: F.max_pool2d(t, **case.kwargs()))
     ours, theirs = _max_ours(x, go, *cfg), _max_torch(x, go, *cfg)
     for got, want in zip(ours[:3], theirs[:3]):
         assert torch.equal(got, want)
     assert_close(ours[3], theirs[3])
-    acfg = AVG_CONFIGS[2]
-    x, go = _pool_case((2, 3, 11, 10), torch.float32, layout, lambda t: F.avg_pool2d(t, 3, 2, 1, True, False))
+    case = AVG_POOL2D["k3-s2-ceil-exclude-pad"]
+    acfg = case.op_args()
+    x, go = _pool_case(case.shape(), torch.float32, layout, lambda t: F.avg_pool2d(t, **case.kwargs()))
     ours = _avg_ours(x, go, *acfg)
     for got, want in zip(ours, _avg_torch(x, go, *acfg)):
         assert_close(got, want)
@@ -379,15 +340,16 @@ def test_native_channels_last_every_vector_width(channels, dtype, pool_kernels):
     (so no vector access is aligned): values, indices and gradients equal the planar kernels' and torch's."""
     base = (torch.randn(2 * channels * 9 * 10 + 1, device="cuda") * 50).to(dtype)
     x = base[1:].view(2, 9, 10, channels).permute(0, 3, 1, 2)  # channels_last, misaligned
-    cfg = ((3, 3), (2, 2), (1, 1), (1, 1), True)
+    case = MAX_POOL2D["k3-s2-ceil"]
+    cfg = case.op_args()
     out, idx = _ops.max_pool2d_forward(x, *cfg)
-    want, want_idx = F.max_pool2d(x.contiguous(), 3, 2, 1, ceil_mode=True, return_indices=True)
+    want, want_idx = F.max_pool2d(x.contiguous(), **case.kwargs(), return_indices=True)
     assert torch.equal(out, want) and torch.equal(idx, want_idx)
     _assert_layout_kept([out, idx], x)
     if dtype.is_floating_point:
         go = torch.randn_like(out)
         assert_close(_ops.max_pool2d_backward(go, x, idx, *cfg), _max_torch(x, go, *cfg)[3], dtype=dtype)
-        acfg = ((3, 3), (2, 2), (1, 1), True, False, None)
+        acfg = AVG_POOL2D["k3-s2-ceil-exclude-pad"].op_args()
         ours = _avg_ours(x, go, *acfg)
         for got, ref in zip(ours, _avg_torch(x, go, *acfg)):
             assert_close(got, ref, dtype=dtype)
@@ -398,14 +360,15 @@ def test_native_channels_last_every_vector_width(channels, dtype, pool_kernels):
 @pytest.mark.parametrize("dtype", [torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64])
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
 def test_integer_max_pool2d(dtype, layout, pool_kernels):
-    """torch's CPU kernel is the reference (its CUDA one may not take every integer type); the minimum of
-    the type fills windows of only padding, as -inf does for floats."""
+    """torch's CPU kernel is the reference (its CUDA one may not take every integer type), on an NCHW copy
+    (its channels_last kernel refuses 8-bit planes of more than 127 elements); the minimum of the type fills
+    windows of only padding, as -inf does for floats."""
     info = torch.iinfo(dtype)
-    x = to_layout(torch.randint(info.min, info.max, (2, 8, 9, 10), dtype=dtype), layout)
-    for cfg in MAX_CONFIGS:
-        kernel, stride, padding, dilation, ceil_mode = cfg
+    for case in MAX_POOL2D:
+        x = to_layout(torch.randint(info.min, info.max, case.shape(8, batched=True), dtype=dtype), layout)
+        cfg = case.op_args()
         out, idx = _ops.max_pool2d_forward(x.cuda(), *cfg)
-        want, want_idx = F.max_pool2d(x, kernel, stride, padding, dilation, ceil_mode, return_indices=True)
+        want, want_idx = F.max_pool2d(x.contiguous(), **case.kwargs(), return_indices=True)
         assert torch.equal(out.cpu(), want) and torch.equal(idx.cpu(), want_idx)
         assert torch.equal(_ops.max_pool2d_forward_values(x.cuda(), *cfg).cpu(), want)
 
