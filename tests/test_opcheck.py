@@ -1,5 +1,6 @@
-"""torch.library.opcheck over every lenet_ext operator on one sample grid (dtypes, layouts, masks,
-ceil_mode, bias, groups, dilation), and torch.compile(fullgraph=True) of LeNet and of a small
+"""torch.library.opcheck over every lenet_ext operator on one sample grid (the cases tagged "opcheck" in
+tests/cases.py, in each dtype and layout, with every gradient mask and with and without a bias; the
+pooling operators on every device), and torch.compile(fullgraph=True) of LeNet and of a small
 ResNet-style model with a dynamic batch size, against eager, forward and backward.
 
 The compile tests use backend="aot_eager": it traces through our fake kernels and autograd
@@ -9,6 +10,7 @@ registrations exactly as inductor does, without inductor's C++ compile, which ta
 
 import pytest
 import torch
+from cases import AVG_POOL2D, CONV2D, MAX_POOL2D
 from common import assert_close, make_input
 
 import lenet_ext
@@ -18,57 +20,53 @@ ops = torch.ops.lenet_ext
 DTYPES = [torch.float32, torch.float64]
 
 
-def _conv_samples(dtype, layout):
-    # (input, weight, stride, padding (t, b, l, r), dilation, groups, bias)
-    yield (2, 4, 7, 6), (6, 2, 3, 2), [2, 1], [1, 2, 0, 1], [1, 2], 2, True
-    yield (1, 3, 5, 5), (4, 3, 1, 1), [1, 1], [0, 0, 0, 0], [1, 1], 1, False  # 1x1
-    yield (2, 4, 6, 6), (4, 1, 3, 3), [1, 1], [1, 1, 1, 1], [1, 1], 4, True  # depthwise
+# every gradient mask the backward takes; a sample without a bias asks for no bias gradient
+MASKS = [[True, True, True], [True, False, False], [False, True, False], [False, False, True], [False, True, True]]
+# five dtype and layout samples per case (sliced in float32 only), so that each case meets every mask
+SAMPLES = [(torch.float32, layout) for layout in ("contiguous", "channels_last", "sliced")] + [
+    (torch.float64, layout) for layout in ("contiguous", "channels_last")
+]
 
 
-def conv_samples():
-    for dtype in DTYPES:
-        for layout in ("contiguous", "channels_last") + (("sliced",) if dtype == torch.float32 else ()):
-            for x_shape, w_shape, *conf, bias in _conv_samples(dtype, layout):
-                x = make_input(x_shape, dtype, "cpu", layout, requires_grad=True)
-                w = make_input(w_shape, dtype, "cpu", requires_grad=True)
-                b = torch.randn(w_shape[0], dtype=dtype, requires_grad=True) if bias else None
-                yield x, w, b, conf
+def _conv_grid():
+    """Each opcheck case in each sample, with a mask and a bias or none taken in turn: every case meets every
+    mask (less the bias gradient where there is no bias) and both bias choices."""
+    for c, case in enumerate(CONV2D.tagged("opcheck")):
+        for j, (dtype, layout) in enumerate(SAMPLES):
+            bias, mask = (c + j) % 2 == 0, MASKS[(c + j) % len(MASKS)]
+            if not bias:
+                mask = [mask[0], mask[1] or not mask[0], False]
+            grads = "".join(name for name, wanted in zip("xwb", mask) if wanted)
+            name = f"{case}-{str(dtype).removeprefix('torch.')}-{layout}-{'bias' if bias else 'no-bias'}-grad-{grads}"
+            yield pytest.param(case, dtype, layout, bias, mask, id=name)
 
 
-@pytest.mark.parametrize("sample", list(range(15)))
-def test_conv2d_ops(sample):
-    x, w, b, conf = list(conv_samples())[sample]
+@pytest.mark.parametrize("case,dtype,layout,bias,mask", _conv_grid())
+def test_conv2d_ops(case, dtype, layout, bias, mask):
+    x = make_input(case.input, dtype, "cpu", layout, requires_grad=True)
+    w = make_input(case.weight, dtype, "cpu", requires_grad=True)
+    b = torch.randn(case.weight[0], dtype=dtype, requires_grad=True) if bias else None
+    conf = case.op_args()
     torch.library.opcheck(ops.conv2d_forward, (x, w, b, *conf))
     grad = torch.randn(ops.conv2d_forward(x, w, b, *conf).shape, dtype=x.dtype)
-    # one mask per sample, so that every mask appears across the grid
-    masks = [[True, True, True], [True, False, False], [False, True, False], [False, False, True], [False, True, True]]
-    mask = masks[sample % len(masks)]
-    if b is None:
-        mask = [mask[0], mask[1] or not mask[0], False]
     torch.library.opcheck(ops.conv2d_backward, (grad.requires_grad_(), x, w, *conf, mask))
-
-
-# (kernel, stride, padding, dilation, ceil_mode)
-MAX_CONFS = [([2, 2], [2, 2], [0, 0], [1, 1], False), ([3, 2], [2, 1], [1, 1], [2, 1], True)]
-# (kernel, stride, padding, ceil_mode, count_include_pad, divisor_override)
-AVG_CONFS = [
-    ([2, 2], [2, 2], [0, 0], False, True, None),
-    ([3, 2], [2, 1], [1, 1], True, False, None),
-    ([3, 3], [1, 2], [1, 0], True, True, 5),
-]
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
-def test_pool_ops(dtype, layout):
-    x = make_input((2, 3, 7, 8), dtype, "cpu", layout, requires_grad=True, distinct=True)
-    for conf in MAX_CONFS:
+def test_pool_ops(dtype, layout, pool_device):
+    """On every device (on CUDA, with each kernel family for channels_last inputs: see conftest.py)."""
+    for case in MAX_POOL2D.tagged("opcheck"):
+        x = make_input(case.shape(batched=True), dtype, pool_device, layout, requires_grad=True, distinct=True)
+        conf = case.op_args()
         out, idx = ops.max_pool2d_forward(x.detach(), *conf)
         torch.library.opcheck(ops.max_pool2d_forward, (x, *conf))
         torch.library.opcheck(ops.max_pool2d_forward_values, (x, *conf))
         grad = torch.randn_like(out).requires_grad_()
         torch.library.opcheck(ops.max_pool2d_backward, (grad, x.detach(), idx, *conf))
-    for conf in AVG_CONFS:
+    for case in AVG_POOL2D.tagged("opcheck"):
+        x = make_input(case.shape(batched=True), dtype, pool_device, layout, requires_grad=True)
+        conf = case.op_args()
         out = ops.avg_pool2d_forward(x.detach(), *conf)
         torch.library.opcheck(ops.avg_pool2d_forward, (x, *conf))
         torch.library.opcheck(ops.avg_pool2d_backward, (torch.randn_like(out).requires_grad_(), x.detach(), *conf))

@@ -5,6 +5,7 @@ import functools
 import pytest
 import torch
 import torch.nn.functional as TF
+from cases import AVG_POOL2D, MAX_POOL2D
 from common import LAYOUTS, assert_close, clone_leaf, grads, make_input, raises_like_torch, to_layout
 from conftest import HAS_CUDA
 
@@ -28,52 +29,15 @@ def _reference_input(t):
     first tap for a window of only padding. So on CUDA the reference reads an NCHW copy."""
     return t.contiguous() if t.is_cuda else t
 
-# (input shape, kernel, stride, padding, dilation, ceil_mode): each line exercises something different
-MAX_CONFIGS = [
-    ((2, 3, 8, 8), 2, None, 0, 1, False),  # LeNet's pooling
-    ((2, 3, 9, 11), 3, 2, 1, 1, False),  # ResNet's stem pooling, odd sizes
-    ((1, 4, 10, 7), (3, 2), (2, 1), (1, 0), (1, 2), False),  # everything anisotropic
-    ((2, 2, 9, 9), 3, 2, 1, 2, True),  # dilation with ceil_mode
-    ((1, 3, 6, 6), 2, 3, 1, 1, True),  # stride > kernel, the last window starts in the input
-    ((1, 2, 5, 5), 2, 2, 0, 1, True),  # ceil_mode keeps a half window
-    ((2, 5, 7, 7), 3, 1, 1, 1, False),  # stride 1 (overlapping windows)
-    ((3, 4, 7), 2, 1, 0, 1, False),  # unbatched
-    ((0, 3, 6, 6), 2, None, 0, 1, False),  # empty batch
-    ((1, 1, 1, 1), 1, 1, 0, 1, False),  # the smallest input
-    ((1, 2, 12, 13), 4, 3, 2, 1, True),  # stride 3 (the generic-stride kernel)
-]
 
-AVG_CONFIGS = [
-    # (input shape, kernel, stride, padding, ceil_mode, count_include_pad, divisor_override)
-    ((2, 3, 8, 8), 2, None, 0, False, True, None),
-    ((2, 3, 9, 11), 3, 2, 1, False, True, None),
-    ((2, 3, 9, 11), 3, 2, 1, False, False, None),
-    ((1, 4, 10, 7), (3, 2), (2, 1), (1, 0), True, False, None),
-    ((1, 4, 10, 7), (3, 2), (2, 1), (1, 1), True, True, None),  # a ceil window hanging past the padding
-    ((2, 2, 7, 7), 3, 1, 1, False, True, 5),
-    ((1, 2, 6, 6), 2, 3, 1, True, False, -3),
-    ((3, 5, 6), 2, 1, 0, False, True, None),  # unbatched
-    ((0, 3, 6, 6), 2, None, 0, False, True, None),  # empty batch
-    ((1, 2, 12, 13), 4, 3, 2, True, True, None),
-]
-
-
-def _max_both(x, cfg, return_indices=True):
-    _, k, s, p, d, ceil = cfg
-    args = (k, s, p, d, ceil)
-    return F.max_pool2d(x, *args, return_indices=return_indices), TF.max_pool2d(
-        clone_leaf(x), *args, return_indices=return_indices
-    )
-
-
-@pytest.mark.parametrize("cfg", MAX_CONFIGS)
+@pytest.mark.parametrize("case", MAX_POOL2D, ids=str)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("layout", LAYOUTS)
-def test_max_pool2d_matches_torch(device, cfg, dtype, layout):
-    x = make_input(cfg[0], dtype, device, layout, requires_grad=True, distinct=True)
+def test_max_pool2d_matches_torch(device, case, dtype, layout):
+    x = make_input(case.input, dtype, device, layout, requires_grad=True, distinct=True)
     y = clone_leaf(x)
-    (out, idx) = F.max_pool2d(x, *cfg[1:], return_indices=True)
-    (ref, ref_idx) = TF.max_pool2d(y, *cfg[1:], return_indices=True)
+    (out, idx) = F.max_pool2d(x, **case.kwargs(), return_indices=True)
+    (ref, ref_idx) = TF.max_pool2d(y, **case.kwargs(), return_indices=True)
     assert out.shape == ref.shape
     torch.testing.assert_close(out, ref, rtol=0, atol=0)
     torch.testing.assert_close(idx, ref_idx, rtol=0, atol=0)
@@ -81,19 +45,19 @@ def test_max_pool2d_matches_torch(device, cfg, dtype, layout):
     assert_close(grads(out, [x], g)[0], grads(ref, [y], g)[0])
     # the values-only forward (no grad wanted) gives the same values
     with torch.no_grad():
-        torch.testing.assert_close(F.max_pool2d(x, *cfg[1:]), ref, rtol=0, atol=0)
+        torch.testing.assert_close(F.max_pool2d(x, **case.kwargs()), ref, rtol=0, atol=0)
     if layout == "channels_last" and x.dim() == 4 and not x.is_contiguous():
         assert out.is_contiguous(memory_format=torch.channels_last) and idx.stride() == out.stride()
 
 
-@pytest.mark.parametrize("cfg", AVG_CONFIGS)
+@pytest.mark.parametrize("case", AVG_POOL2D, ids=str)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("layout", LAYOUTS)
-def test_avg_pool2d_matches_torch(device, cfg, dtype, layout):
-    x = make_input(cfg[0], dtype, device, layout, requires_grad=True)
+def test_avg_pool2d_matches_torch(device, case, dtype, layout):
+    x = make_input(case.input, dtype, device, layout, requires_grad=True)
     y = clone_leaf(x)
-    out = F.avg_pool2d(x, *cfg[1:])
-    ref = TF.avg_pool2d(_reference_input(y), *cfg[1:])
+    out = F.avg_pool2d(x, **case.kwargs())
+    ref = TF.avg_pool2d(_reference_input(y), **case.kwargs())
     assert out.shape == ref.shape
     assert_close(out, ref)
     g = torch.randn_like(ref)
@@ -133,14 +97,15 @@ def test_bfloat16_matches_torch(device):
 @pytest.mark.parametrize("dtype", [torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64])
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
 def test_integer_max_pool2d_matches_torch(device, dtype, layout):
-    # torch's CPU kernel is the reference (its CUDA one need not take every integer type)
+    # torch's CPU kernel is the reference (its CUDA one need not take every integer type), on an NCHW copy:
+    # its channels_last kernel refuses 8-bit planes of more than 127 elements
     info = torch.iinfo(dtype)
-    x = to_layout(torch.randint(info.min, info.max, (2, 8, 7, 7), dtype=dtype), layout)
-    for cfg in MAX_CONFIGS[:5]:
-        out, idx = F.max_pool2d(x.to(device), *cfg[1:], return_indices=True)
-        ref, ref_idx = TF.max_pool2d(x, *cfg[1:], return_indices=True)
+    for case in MAX_POOL2D:
+        x = to_layout(torch.randint(info.min, info.max, case.shape(channels=8), dtype=dtype), layout)
+        out, idx = F.max_pool2d(x.to(device), **case.kwargs(), return_indices=True)
+        ref, ref_idx = TF.max_pool2d(x.contiguous(), **case.kwargs(), return_indices=True)
         assert out.dtype == dtype and torch.equal(out.cpu(), ref) and torch.equal(idx.cpu(), ref_idx)
-        assert torch.equal(F.max_pool2d(x.to(device), *cfg[1:]).cpu(), ref)
+        assert torch.equal(F.max_pool2d(x.to(device), **case.kwargs()).cpu(), ref)
     # a window of only padding gives the type's minimum, as -inf for floats
     x = torch.randint(0, 9, (1, 1, 1, 3), dtype=dtype, device=device)
     assert torch.equal(F.max_pool2d(x, (2, 1), 1, (1, 0), (2, 1)), torch.full_like(x, info.min))
@@ -160,19 +125,6 @@ def _host(op, x, *conf, native, grad=None, indices=None, avg=False, int64_index=
     return ops._cuda_pool2d_on_host(op, x, grad, indices, *args, native, int64_index)
 
 
-def _pair(v):
-    return list(v) if isinstance(v, (tuple, list)) else [v, v]
-
-
-def _op_conf(cfg):
-    """A MAX_CONFIGS / AVG_CONFIGS line as the operators take it."""
-    if len(cfg) == 6:
-        _, k, s, p, d, ceil = cfg
-        return _pair(k), _pair(s if s is not None else k), _pair(p), _pair(d), ceil
-    _, k, s, p, ceil, include_pad, divisor = cfg
-    return _pair(k), _pair(s if s is not None else k), _pair(p), ceil, include_pad, divisor
-
-
 # ids without "native": scripts/gpu_check.sh counts the tests named so as GPU runs of the native kernels
 @pytest.mark.parametrize("native", [False, True], ids=["planar", "nhwc"])
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last", "sliced"])
@@ -184,27 +136,26 @@ def _op_conf(cfg):
 def test_cuda_kernels_on_host_match_torch(native, layout, dtype, int64_index):
     channels = 8  # with float16, float32, float64: vector widths 8, 4, 2 on the native path
     host = functools.partial(_host, native=native, int64_index=int64_index)
-    for cfg in [c for c in MAX_CONFIGS if len(c[0]) == 4]:
-        shape = (cfg[0][0], channels, *cfg[0][2:])
+    for case in MAX_POOL2D:
+        shape = case.shape(channels, batched=True)
         x = make_input(shape, dtype, "cpu", layout, distinct=True)
-        conf = _op_conf(cfg)
+        conf = case.op_args()
         out, idx = host("max_pool2d_forward", x, *conf)
-        ref, ref_idx = TF.max_pool2d(x.float(), *cfg[1:], return_indices=True)
-        assert torch.equal(out.float(), ref) and torch.equal(idx, ref_idx), cfg
+        ref, ref_idx = TF.max_pool2d(x.float(), **case.kwargs(), return_indices=True)
+        assert torch.equal(out.float(), ref) and torch.equal(idx, ref_idx), case
         assert torch.equal(host("max_pool2d_forward_values", x, *conf)[0].float(), ref)
         if layout == "channels_last" and shape[0] > 0:
             assert out.is_contiguous(memory_format=torch.channels_last)
         g = torch.randn(ref.shape, dtype=dtype)
         xd = x.double().requires_grad_()
-        (want,) = torch.autograd.grad(TF.max_pool2d(xd, *cfg[1:]), xd, g.double())
+        (want,) = torch.autograd.grad(TF.max_pool2d(xd, **case.kwargs()), xd, g.double())
         got, _ = host("max_pool2d_backward", x, *conf, grad=g, indices=idx)
         assert_close(got.double(), want, dtype=dtype)
-    for cfg in [c for c in AVG_CONFIGS if len(c[0]) == 4]:
-        shape = (cfg[0][0], channels, *cfg[0][2:])
-        x = make_input(shape, dtype, "cpu", layout)
-        conf = _op_conf(cfg)
+    for case in AVG_POOL2D:
+        x = make_input(case.shape(channels, batched=True), dtype, "cpu", layout)
+        conf = case.op_args()
         xd = x.double().requires_grad_()
-        ref = TF.avg_pool2d(xd, *cfg[1:])
+        ref = TF.avg_pool2d(xd, **case.kwargs())
         out, _ = host("avg_pool2d_forward", x, *conf, avg=True)
         assert_close(out.double(), ref.detach(), dtype=dtype)
         g = torch.randn(ref.shape, dtype=dtype)
@@ -253,8 +204,8 @@ EXPECTED_DTYPES = {
     "avg_pool2d_backward": FLOATS,
 }
 ALL_DTYPES = sorted(FLOATS | INTS | {torch.bool, torch.complex64}, key=str)
-MAX_CONF = ([2, 2], [2, 2], [0, 0], [1, 1], False)
-AVG_CONF = ([2, 2], [2, 2], [0, 0], False, True, None)
+MAX_CONF = MAX_POOL2D["lenet"].op_args()  # 2x2 windows, stride 2: _call's output shapes
+AVG_CONF = AVG_POOL2D["lenet"].op_args()
 
 
 def test_accepted_input_table():
@@ -308,10 +259,11 @@ def test_every_path_accepts_the_same_inputs(path, name):
 
 
 def test_opcheck_integer_max_pooling():
+    case = MAX_POOL2D["k3-s2-ceil"]
     for layout in ("contiguous", "channels_last"):
-        x = to_layout(torch.randint(-50, 50, (2, 3, 7, 8), dtype=torch.int16), layout)
+        x = to_layout(torch.randint(-50, 50, case.shape(), dtype=torch.int16), layout)
         for op in (ops.max_pool2d_forward, ops.max_pool2d_forward_values):
-            torch.library.opcheck(op, (x, [3, 3], [2, 2], [1, 1], [1, 1], True))
+            torch.library.opcheck(op, (x, *case.op_args()))
 
 
 def test_seed_examples():
@@ -412,25 +364,6 @@ def test_values_only_forward_is_differentiable(device):
     assert torch.autograd.gradcheck(
         lambda t: ops.max_pool2d_forward_values(t, [3, 3], [2, 2], [1, 1], [1, 1], False), (x,)
     )
-
-
-def _opcheck_samples(device):
-    for layout in ("contiguous", "channels_last"):
-        x = make_input((2, 3, 7, 8), torch.float32, device, layout, requires_grad=True, distinct=True)
-        max_conf = ([3, 3], [2, 2], [1, 1], [1, 1], True)
-        avg_conf = ([3, 2], [2, 1], [1, 1], True, False, None)
-        out, idx = ops.max_pool2d_forward(x.detach(), *max_conf)
-        yield ops.max_pool2d_forward, (x, *max_conf)
-        yield ops.max_pool2d_forward_values, (x, *max_conf)
-        yield ops.max_pool2d_backward, (torch.randn_like(out).requires_grad_(), x.detach(), idx, *max_conf)
-        avg = ops.avg_pool2d_forward(x.detach(), *avg_conf)
-        yield ops.avg_pool2d_forward, (x, *avg_conf)
-        yield ops.avg_pool2d_backward, (torch.randn_like(avg).requires_grad_(), x.detach(), *avg_conf)
-
-
-def test_opcheck(device):
-    for op, args in _opcheck_samples(device):
-        torch.library.opcheck(op, args)
 
 
 def test_torch_compile_fullgraph(device):
