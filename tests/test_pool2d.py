@@ -498,3 +498,19 @@ def test_operators_check_their_arguments():
         ops.avg_pool2d_forward(x, [2, 2], [2, 2], [2, 0], False, True, None)
     with pytest.raises(RuntimeError, match="expected a 4D input"):
         ops.avg_pool2d_forward(x[0], [2, 2], [2, 2], [0, 0], False, True, None)
+
+
+def test_backward_writes_no_gradient_for_the_indices():
+    # The indices are a non-differentiable second output; autograd would hand the backward an int64
+    # tensor of zeros in their shape, which it never reads. The operator's Function asks for None.
+    x = torch.randn(4, 3, 12, 12, requires_grad=True)
+    out, idx = F.max_pool2d(x, 2, return_indices=True)
+    with torch.profiler.profile(record_shapes=True) as prof:
+        (gx,) = torch.autograd.grad(out.sum(), x)
+    fills = [
+        e for e in prof.events() if e.name in ("aten::fill_", "aten::zero_") and e.input_shapes[:1] == [list(idx.shape)]
+    ]
+    assert not fills, [(e.name, e.input_shapes) for e in fills]
+    ref = x.detach().clone().requires_grad_()
+    (expected,) = torch.autograd.grad(TF.max_pool2d(ref, 2).sum(), ref)
+    assert torch.equal(gx, expected)
