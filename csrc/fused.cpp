@@ -16,9 +16,11 @@
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <ATen/core/dispatch/Dispatcher.h>
+#include <c10/core/impl/LocalDispatchKeySet.h>
 #include <torch/library.h>
 
 #include <algorithm>
+#include <type_traits>
 #include <vector>
 
 #include "checks.h"
@@ -87,39 +89,50 @@ Grads fused_backward_composite(const at::Tensor& grad, const at::Tensor& input, 
 }
 
 // ------------------------------------------------------------------------------------------- CPU
-// Mean over each kh x kw window of one plane of the activation.
-template <typename scalar_t>
-void pool_plane(const scalar_t* a, scalar_t* y, int64_t H, int64_t W, int64_t kh, int64_t kw) {
-  const int64_t PH = H / kh, PW = W / kw;
+// Mean over each kh x kw window of one plane of the activation. The kh rows under a row of windows are
+// first summed column by column into `rows` (a W-long scratch row: plain vector loops), then each
+// window's kw columns. KW is the window width where it is known at compile time (LeNet's 2), else 0.
+template <int KW, typename scalar_t>
+void pool_plane(const scalar_t* a, scalar_t* y, scalar_t* rows, int64_t H, int64_t W, int64_t kh, int64_t kw_arg) {
+  const int64_t kw = KW > 0 ? KW : kw_arg;
+  const int64_t PH = H / kh, PW = W / kw, used = PW * kw;
   const scalar_t scale = scalar_t(1) / static_cast<scalar_t>(kh * kw);
   for (int64_t ph = 0; ph < PH; ++ph) {
-    scalar_t* yrow = y + ph * PW;
-    std::fill(yrow, yrow + PW, scalar_t(0));
-    for (int64_t i = 0; i < kh; ++i) {
-      const scalar_t* arow = a + (ph * kh + i) * W;
-      for (int64_t pw = 0; pw < PW; ++pw) {
-        for (int64_t j = 0; j < kw; ++j) {
-          yrow[pw] += arow[pw * kw + j];
-        }
+    const scalar_t* top = a + ph * kh * W;
+    std::copy(top, top + used, rows);
+    for (int64_t i = 1; i < kh; ++i) {
+      const scalar_t* arow = top + i * W;
+      for (int64_t w = 0; w < used; ++w) {
+        rows[w] += arow[w];
       }
     }
+    scalar_t* yrow = y + ph * PW;
     for (int64_t pw = 0; pw < PW; ++pw) {
-      yrow[pw] *= scale;
+      scalar_t sum = rows[pw * kw];
+      for (int64_t j = 1; j < kw; ++j) {
+        sum += rows[pw * kw + j];
+      }
+      yrow[pw] = sum * scale;
     }
   }
 }
 
 // dz = unpool(g) / (kh*kw) * a * (1 - a) for one plane; `spread` is a W-long scratch row holding each
 // pooled row's gradient repeated over its window's columns, so the inner loop is a plain vector loop.
-template <typename scalar_t>
+// KW as for pool_plane.
+template <int KW, typename scalar_t>
 void sigmoid_pool_grad_plane(const scalar_t* g, const scalar_t* a, scalar_t* dz, scalar_t* spread, int64_t H,
-                             int64_t W, int64_t kh, int64_t kw) {
+                             int64_t W, int64_t kh, int64_t kw_arg) {
+  const int64_t kw = KW > 0 ? KW : kw_arg;
   const int64_t PH = H / kh, PW = W / kw;
   const scalar_t scale = scalar_t(1) / static_cast<scalar_t>(kh * kw);
   std::fill(spread + PW * kw, spread + W, scalar_t(0));  // columns past the last window get nothing
   for (int64_t ph = 0; ph < PH; ++ph) {
-    for (int64_t w = 0; w < PW * kw; ++w) {
-      spread[w] = g[ph * PW + w / kw] * scale;
+    for (int64_t pw = 0; pw < PW; ++pw) {
+      const scalar_t v = g[ph * PW + pw] * scale;
+      for (int64_t j = 0; j < kw; ++j) {
+        spread[pw * kw + j] = v;
+      }
     }
     for (int64_t h = ph * kh; h < (ph + 1) * kh; ++h) {
       const scalar_t* arow = a + h * W;
@@ -131,6 +144,19 @@ void sigmoid_pool_grad_plane(const scalar_t* g, const scalar_t* a, scalar_t* dz,
   }
   std::fill(dz + PH * kh * W, dz + H * W, scalar_t(0));  // rows past the last window
 }
+
+// Calls f(std::integral_constant<int, KW>{}) with KW = 2 for a window 2 wide, else 0 (any width).
+template <typename F>
+void with_window_width(int64_t kw, const F& f) {
+  if (kw == 2) {
+    f(std::integral_constant<int, 2>{});
+  } else {
+    f(std::integral_constant<int, 0>{});
+  }
+}
+
+// The forward sigmoids and pools this many bytes of planes at a time, so they stay in L2 in between.
+constexpr int64_t kFusedBandBytes = 256 * 1024;
 
 bool cpu_fusable(const at::Tensor& t) {
   return t.scalar_type() == at::kFloat || t.scalar_type() == at::kDouble;
@@ -146,21 +172,33 @@ std::tuple<at::Tensor, at::Tensor> fused_forward_cpu(const at::Tensor& input, co
   if (!cpu_fusable(z)) {
     return fused_forward_composite(input, weight, bias, stride, padding, dilation, groups, pool);
   }
-  const int64_t H = z.size(2), W = z.size(3);
-  at::Tensor act = z.sigmoid_();  // ATen's vectorised sigmoid, in place: z is not needed again
+  const int64_t H = z.size(2), W = z.size(3), planes = z.size(0) * z.size(1);
   at::Tensor y = at::empty({z.size(0), z.size(1), H / pool[0], W / pool[1]}, z.options());
+  // A band of planes at a time: ATen's vectorised sigmoid in place (z is not needed again), then the
+  // pool, which reads the band back from cache rather than from memory.
+  const at::Tensor flat = z.view({planes, H * W});
+  const int64_t band = std::max<int64_t>(1, kFusedBandBytes / std::max<int64_t>(1, H * W * z.element_size()));
   AT_DISPATCH_FLOATING_TYPES(z.scalar_type(), "conv2d_sigmoid_avgpool2d_cpu", [&] {
-    const scalar_t* ad = act.const_data_ptr<scalar_t>();
+    const scalar_t* ad = z.const_data_ptr<scalar_t>();
     scalar_t* yd = y.mutable_data_ptr<scalar_t>();
     const int64_t out_plane = (H / pool[0]) * (W / pool[1]);
-    at::parallel_for(0, z.size(0) * z.size(1), 1, [&](int64_t p0, int64_t p1) {
-      for (int64_t q = p0; q < p1; ++q) {  // q is one (n, c) plane
-        pool_plane(ad + q * H * W, yd + q * out_plane, H, W, pool[0], pool[1]);
+    at::parallel_for(0, ceil_div(planes, band), 1, [&](int64_t b0, int64_t b1) {
+      // worker threads start without the caller's below-autograd state; the sigmoid needs it
+      c10::impl::ExcludeDispatchKeyGuard below_autograd(c10::autograd_dispatch_keyset_with_ADInplaceOrView);
+      std::vector<scalar_t> rows(W);
+      for (int64_t b = b0; b < b1; ++b) {
+        const int64_t q0 = b * band, q1 = std::min(planes, q0 + band);
+        flat.slice(0, q0, q1).sigmoid_();
+        with_window_width(pool[1], [&](auto kw) {
+          for (int64_t q = q0; q < q1; ++q) {  // q is one (n, c) plane
+            pool_plane<decltype(kw)::value>(ad + q * H * W, yd + q * out_plane, rows.data(), H, W, pool[0], pool[1]);
+          }
+        });
       }
     });
   });
   const at::MemoryFormat fmt = conv2d_memory_format(input, weight);
-  return {y.contiguous(fmt), act.contiguous(fmt)};
+  return {y.contiguous(fmt), z.contiguous(fmt)};
 }
 
 Grads fused_backward_cpu(const at::Tensor& grad, const at::Tensor& input, const at::Tensor& weight,
@@ -179,10 +217,12 @@ Grads fused_backward_cpu(const at::Tensor& grad, const at::Tensor& input, const 
     scalar_t* dd = dz.mutable_data_ptr<scalar_t>();
     at::parallel_for(0, a.size(0) * a.size(1), 1, [&](int64_t p0, int64_t p1) {
       std::vector<scalar_t> spread(W);
-      for (int64_t q = p0; q < p1; ++q) {
-        sigmoid_pool_grad_plane(gd + q * out_plane, ad + q * H * W, dd + q * H * W, spread.data(), H, W, pool[0],
-                                pool[1]);
-      }
+      with_window_width(pool[1], [&](auto kw) {
+        for (int64_t q = p0; q < p1; ++q) {
+          sigmoid_pool_grad_plane<decltype(kw)::value>(gd + q * out_plane, ad + q * H * W, dd + q * H * W,
+                                                       spread.data(), H, W, pool[0], pool[1]);
+        }
+      });
     });
   });
   return conv2d_backward(dz, input, weight, stride, padding, dilation, groups, mask);
