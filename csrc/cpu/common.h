@@ -50,13 +50,16 @@ void run_workers(int64_t items, const F& worker) {
 // threads; otherwise it is one slice and the work inside each image uses the threads. Threads take slices
 // from a queue (see WorkQueue), so a slower thread takes fewer. A kernel that keeps one partial sum per
 // slice passes its size, which caps the slices at 64 MiB of partials (but never below one per thread).
-// Slices depend only on the batch size and the thread count, and partials are merged in slice order, so
-// results are bitwise reproducible for a given thread count.
+// A kernel whose unit of work spans several images (im2col's blocks of columns) passes how many as
+// `min_size`, so that no slice is narrower than one unit: on small maps (ResNet's 7 x 7) one image per
+// slice would cut a 252-column matrix product into four of 63. Slices depend only on the batch size and
+// the thread count, and partials are merged in slice order, so results are bitwise reproducible for a
+// given thread count.
 struct BatchSlices {
   int64_t size;   // images per slice
   int64_t count;  // slices
 
-  explicit BatchSlices(int64_t batch, int64_t partial_bytes = 0) {
+  explicit BatchSlices(int64_t batch, int64_t partial_bytes = 0, int64_t min_size = 1) {
     const int64_t threads = at::get_num_threads();
     int64_t wanted = 1;
     if (batch >= threads && threads > 1 && !at::in_parallel_region()) {
@@ -64,7 +67,7 @@ struct BatchSlices {
       const int64_t cap = partial_bytes > 0 ? std::max(threads, kPartialBudget / partial_bytes) : 4 * threads;
       wanted = std::min({batch, 4 * threads, cap});
     }
-    size = std::max<int64_t>(1, (batch + wanted - 1) / wanted);
+    size = std::max<int64_t>({1, min_size, (batch + wanted - 1) / wanted});
     count = std::max<int64_t>(1, (batch + size - 1) / size);
   }
 };

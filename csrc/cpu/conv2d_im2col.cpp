@@ -323,7 +323,7 @@ void conv2d_forward_im2col(const at::Tensor& x, const at::Tensor& weight, const 
   scalar_t* out_data = out.mutable_data_ptr<scalar_t>();
   const scalar_t* b_data = bias ? bias->const_data_ptr<scalar_t>() : nullptr;
 
-  for_each_batch_slice(p.batch, BatchSlices(p.batch), [&](int64_t, int64_t n0, int64_t n1) {
+  for_each_batch_slice(p.batch, BatchSlices(p.batch, 0, g.images_per_block), [&](int64_t, int64_t n0, int64_t n1) {
     Workspace<scalar_t> ws(p, g, x.options());
     for_each_block(g, n0, n1, [&](const Block& b) {
       const BlockView v(b, g);
@@ -363,7 +363,7 @@ at::Tensor conv2d_grad_input_im2col(const at::Tensor& go, const at::Tensor& weig
   const scalar_t* go_data = go.const_data_ptr<scalar_t>();
   scalar_t* gx_data = gx.mutable_data_ptr<scalar_t>();
 
-  for_each_batch_slice(p.batch, BatchSlices(p.batch), [&](int64_t, int64_t n0, int64_t n1) {
+  for_each_batch_slice(p.batch, BatchSlices(p.batch, 0, g.images_per_block), [&](int64_t, int64_t n0, int64_t n1) {
     Workspace<scalar_t> ws(p, g, go.options());  // ws.padded holds the padded input gradient
     for_each_block(g, n0, n1, [&](const Block& b) {
       const BlockView v(b, g);
@@ -413,7 +413,7 @@ at::Tensor conv2d_grad_weight_im2col(const at::Tensor& go, const at::Tensor& x, 
   const scalar_t* x_data = x.const_data_ptr<scalar_t>();
 
   // One partial sum per batch slice, merged in slice order below.
-  const BatchSlices slices(p.batch, p.groups * g.Og * g.K * int64_t{sizeof(scalar_t)});
+  const BatchSlices slices(p.batch, p.groups * g.Og * g.K * int64_t{sizeof(scalar_t)}, g.images_per_block);
   at::Tensor partial = at::zeros({slices.count, p.groups, g.Og, g.K}, go.options());
   for_each_batch_slice(p.batch, slices, [&](int64_t slice, int64_t n0, int64_t n1) {
     Workspace<scalar_t> ws(p, g, x.options());
