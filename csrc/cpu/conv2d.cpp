@@ -312,24 +312,28 @@ at::Tensor conv2d_grad_weight_any(const at::Tensor& go, const at::Tensor& x, con
 
 // For a stride-1 convolution, the input gradient is itself a convolution: of grad_output, padded by
 // d*(k-1) - p on each side, with the weight flipped in space and transposed (per group) between input
-// and output channels. Returns the parameters of that convolution, or nothing when it does not exist
-// (strides, padding wider than the window, or an empty input plane).
-std::optional<Conv2dParams> grad_input_as_conv_params(const at::Tensor& go, const at::Tensor& wt,
-                                                      const Conv2dParams& p) {
+// and output channels. Returns the parameters of that convolution (from the shapes alone: p is checked
+// already), or nothing when it does not exist (strides, padding wider than the window, or an empty
+// input plane).
+std::optional<Conv2dParams> grad_input_as_conv_params(const Conv2dParams& p) {
   const Window2d& win = p.win;
   if (!is_stride1(win) || win.in[0] == 0 || win.in[1] == 0) {
     return std::nullopt;  // (an empty input plane would be an invalid convolution's output)
   }
   std::array<int64_t, 4> pads{};
   for (int d = 0; d < 2; ++d) {
-    const int64_t span = win.span(d);
-    pads[2 * d] = span - win.pad[d];
-    pads[2 * d + 1] = span - win.pad_end[d];
+    pads[2 * d] = win.span(d) - win.pad[d];
+    pads[2 * d + 1] = win.span(d) - win.pad_end[d];
     if (pads[2 * d] < 0 || pads[2 * d + 1] < 0) {
       return std::nullopt;
     }
   }
-  return check_conv2d_forward(go, wt, std::nullopt, {1, 1}, pads, {win.dilation[0], win.dilation[1]}, p.groups);
+  Conv2dParams q = p;
+  q.in_channels = p.out_channels;
+  q.out_channels = p.in_channels;
+  q.win = make_window2d("conv2d_backward", {win.out[0], win.out[1]}, {win.kernel[0], win.kernel[1]}, {1, 1},
+                        {pads[0], pads[2]}, {pads[1], pads[3]}, {win.dilation[0], win.dilation[1]}, false);
+  return q;
 }
 
 at::Tensor flipped_transposed(const at::Tensor& w, const Conv2dParams& p) {
@@ -349,11 +353,16 @@ enum class GradInputKernel { kIm2col, kPixelTiles };
 
 template <typename scalar_t>
 at::Tensor conv2d_grad_input_any(const at::Tensor& go, const at::Tensor& w, const Conv2dParams& p) {
-  const bool as_conv_exact = is_stride1(p.win) && w.isfinite().all().item<bool>();
-  const at::Tensor wt = as_conv_exact ? flipped_transposed(w, p) : at::Tensor();
-  const std::optional<Conv2dParams> q = wt.defined() ? grad_input_as_conv_params(go, wt, p) : std::nullopt;
+  const std::optional<Conv2dParams> q = grad_input_as_conv_params(p);
+  // The flipped, transposed weight, made only when pixel tiles run (the first time) and the weight is
+  // finite: for a deep layer that im2col takes (512 x 512 x 3 x 3), checking and copying it cost as much
+  // as the gradient.
+  at::Tensor wt;
   const auto run = [&](GradInputKernel k) {
-    if (k == GradInputKernel::kIm2col) {
+    if (k == GradInputKernel::kPixelTiles && !wt.defined() && w.isfinite().all().item<bool>()) {
+      wt = flipped_transposed(w, p);
+    }
+    if (k == GradInputKernel::kIm2col || !wt.defined()) {
       return conv2d_grad_input_im2col<scalar_t>(go, w, p);
     }
     at::Tensor gx = at::empty({p.batch, p.in_channels, p.win.in[0], p.win.in[1]}, go.options());
