@@ -16,7 +16,6 @@
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <ATen/core/dispatch/Dispatcher.h>
-#include <c10/core/impl/LocalDispatchKeySet.h>
 #include <torch/library.h>
 
 #include <algorithm>
@@ -24,6 +23,7 @@
 #include <vector>
 
 #include "checks.h"
+#include "cpu/common.h"
 
 namespace lenet_ext {
 namespace {
@@ -145,16 +145,6 @@ void sigmoid_pool_grad_plane(const scalar_t* g, const scalar_t* a, scalar_t* dz,
   std::fill(dz + PH * kh * W, dz + H * W, scalar_t(0));  // rows past the last window
 }
 
-// Calls f(std::integral_constant<int, KW>{}) with KW = 2 for a window 2 wide, else 0 (any width).
-template <typename F>
-void with_window_width(int64_t kw, const F& f) {
-  if (kw == 2) {
-    f(std::integral_constant<int, 2>{});
-  } else {
-    f(std::integral_constant<int, 0>{});
-  }
-}
-
 // The forward sigmoids and pools this many bytes of planes at a time, so they stay in L2 in between.
 constexpr int64_t kFusedBandBytes = 256 * 1024;
 
@@ -183,13 +173,12 @@ std::tuple<at::Tensor, at::Tensor> fused_forward_cpu(const at::Tensor& input, co
     scalar_t* yd = y.mutable_data_ptr<scalar_t>();
     const int64_t out_plane = (H / pool[0]) * (W / pool[1]);
     at::parallel_for(0, ceil_div(planes, band), 1, [&](int64_t b0, int64_t b1) {
-      // worker threads start without the caller's below-autograd state; the sigmoid needs it
-      c10::impl::ExcludeDispatchKeyGuard below_autograd(c10::autograd_dispatch_keyset_with_ADInplaceOrView);
+      const BelowAutograd below_autograd;  // for the sigmoid, an ATen call on a worker thread
       std::vector<scalar_t> rows(W);
       for (int64_t b = b0; b < b1; ++b) {
         const int64_t q0 = b * band, q1 = std::min(planes, q0 + band);
         flat.slice(0, q0, q1).sigmoid_();
-        with_window_width(pool[1], [&](auto kw) {
+        with_constant_or_any<2>(pool[1], [&](auto kw) {
           for (int64_t q = q0; q < q1; ++q) {  // q is one (n, c) plane
             pool_plane<decltype(kw)::value>(ad + q * H * W, yd + q * out_plane, rows.data(), H, W, pool[0], pool[1]);
           }
@@ -217,7 +206,7 @@ Grads fused_backward_cpu(const at::Tensor& grad, const at::Tensor& input, const 
     scalar_t* dd = dz.mutable_data_ptr<scalar_t>();
     at::parallel_for(0, a.size(0) * a.size(1), 1, [&](int64_t p0, int64_t p1) {
       std::vector<scalar_t> spread(W);
-      with_window_width(pool[1], [&](auto kw) {
+      with_constant_or_any<2>(pool[1], [&](auto kw) {
         for (int64_t q = p0; q < p1; ++q) {
           sigmoid_pool_grad_plane<decltype(kw)::value>(gd + q * out_plane, ad + q * H * W, dd + q * H * W,
                                                        spread.data(), H, W, pool[0], pool[1]);

@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <type_traits>
 
 namespace lenet_ext {
 
@@ -17,6 +18,24 @@ inline at::Tensor to_compute(const at::Tensor& t, at::MemoryFormat fmt = at::Mem
   const auto dt = t.scalar_type();
   return t.to(dt == at::kBFloat16 || dt == at::kHalf ? at::kFloat : dt).contiguous(fmt);
 }
+
+// Calls f(std::integral_constant<int, V>{}) for the V among Vs that equals v, else with 0, meaning "any
+// value, read at run time": how a loop gets its common small values (a stride of 1 or 2, a window 2
+// wide) as compile-time constants, the cases it vectorises.
+template <int... Vs, typename F>
+void with_constant_or_any(int64_t v, const F& f) {
+  bool called = false;
+  ((!called && v == Vs ? (f(std::integral_constant<int, Vs>{}), called = true) : false), ...);
+  if (!called) {
+    f(std::integral_constant<int, 0>{});
+  }
+}
+
+// Worker threads start without the calling thread's thread-local dispatch state. The caller is inside
+// an operator's kernel, below autograd; a worker that calls ATen holds one of these to be there too.
+struct BelowAutograd {
+  c10::impl::ExcludeDispatchKeyGuard guard{c10::autograd_dispatch_keyset_with_ADInplaceOrView};
+};
 
 // Runs worker() on each of the threads; the workers take items [0, n) one at a time from a shared counter
 // (queue.pop), so a thread that runs slower (a bigger item, or a core shared with another machine's
@@ -72,9 +91,8 @@ struct BatchSlices {
   }
 };
 
-// Calls f(slice, n0, n1) for each slice [n0, n1) of the batch, on the threads when there is more than one.
-// The calling thread is below autograd (we are inside an operator's kernel); its worker threads start
-// without that thread-local state, so the guard restores it for the ATen calls the kernels make there.
+// Calls f(slice, n0, n1) for each slice [n0, n1) of the batch, on the threads when there is more than one,
+// each of them BelowAutograd for the ATen calls the kernels make there.
 template <typename F>
 void for_each_batch_slice(int64_t batch, const BatchSlices& slices, const F& f) {
   if (batch == 0) {
@@ -86,7 +104,7 @@ void for_each_batch_slice(int64_t batch, const BatchSlices& slices, const F& f) 
   }
   WorkQueue queue(slices.count);
   run_workers(slices.count, [&] {
-    c10::impl::ExcludeDispatchKeyGuard below_autograd(c10::autograd_dispatch_keyset_with_ADInplaceOrView);
+    const BelowAutograd below_autograd;
     for (int64_t s; queue.pop(s);) {
       f(s, s * slices.size, std::min(batch, (s + 1) * slices.size));
     }

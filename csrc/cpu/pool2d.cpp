@@ -237,13 +237,7 @@ void max_pool_nhwc(const scalar_t* x, scalar_t* y, int64_t* ind, int64_t batch, 
 // that vectorise), or 0 meaning "any stride, read at run time".
 template <typename F>
 void with_column_stride(int64_t stride, const F& f) {
-  if (stride == 1) {
-    f(std::integral_constant<int, 1>{});
-  } else if (stride == 2) {
-    f(std::integral_constant<int, 2>{});
-  } else {
-    f(std::integral_constant<int, 0>{});
-  }
+  with_constant_or_any<1, 2>(stride, f);
 }
 
 template <typename scalar_t, bool kIndices>
