@@ -1,7 +1,7 @@
 // What each operator accepts, in one place. The CPU kernels, the CUDA kernels and the host emulation
 // of the CUDA pooling kernels call one checker per operator before touching memory, and the fake
-// kernels (lenet_ext/ops.py) read the dtype tables through the private operators _conv2d_accepts and
-// _pool2d_accepts, so every path accepts the same inputs and words its errors the same way.
+// kernels (lenet_ext/ops.py) read the dtype tables through the private operator _accepts_dtype, so
+// every path accepts the same inputs and words its errors the same way.
 //
 // The Python layer (lenet_ext/functional.py) raises torch's own user-facing errors first; these checks
 // are the second line, so that no call reaching the dispatcher directly can crash or overflow.
@@ -10,12 +10,13 @@
 // raised it. A dtype no kernel computes gets torch's NotImplementedError wording,
 //   "<operator>" not implemented for '<dtype>'.
 //
-//   operator                 rank    dtypes                                       layout of the results
-//   conv2d_forward/backward  4 (both float32, float64, float16, bfloat16             conv2d_memory_format
-//                            input and weight)
-//   max_pool2d_forward(_values) 4    the floats, and uint8, int8, int16, int32, int64  pool_output_format
-//   max_pool2d_backward      4       the floats                                   pool_output_format
-//   avg_pool2d_forward/backward 4    the floats                                   pool_output_format
+//   operator                     rank                 dtypes                       result layout
+//   conv2d_forward, _backward    4 (input, weight)    float32, float64, float16,   conv2d_memory_format
+//                                                     bfloat16
+//   max_pool2d_forward(_values)  4                    the floats, and uint8, int8, pool_output_format
+//                                                     int16, int32, int64
+//   max_pool2d_backward          4                    the floats                   pool_output_format
+//   avg_pool2d_forward, _backward 4                   the floats                   pool_output_format
 // functional.py adds the batch dimension of a 3D input before calling any operator.
 #pragma once
 
