@@ -18,6 +18,14 @@
 
 #include "shape.h"
 
+// Unrolls the next loop in device code (so per-thread arrays indexed by it stay in registers); host
+// compilers, which warn about the CUDA pragma, unroll constant loops on their own.
+#if defined(__CUDACC__)
+#define LENET_EXT_UNROLL _Pragma("unroll")
+#else
+#define LENET_EXT_UNROLL
+#endif
+
 namespace lenet_ext {
 
 // min/max for either index type, on host and device alike.

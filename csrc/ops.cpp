@@ -80,6 +80,16 @@ TORCH_LIBRARY(lenet_ext, m) {
   // Selects the CUDA pooling kernels for channels_last inputs: 0 planar (copy to NCHW and back), 1 native
   // channels_last; -1 only reads it. Returns the previous setting. Used by lenet_ext.backends.cuda_pool_layout.
   m.def("_set_cuda_pool_layout(int layout) -> int");
+  // Selects the CUDA conv2d kernels: 0 auto (the kernels verified on a GPU), 1 implicit GEMM for every
+  // pass, 2 the direct kernels of conv2d_items.h for every pass; -1 only reads it. Returns the previous
+  // setting. Used by lenet_ext.backends.cuda_conv_algorithm.
+  m.def("_set_cuda_conv_algorithm(int algorithm) -> int");
+  // Private: the direct CUDA conv2d kernels' forward, input gradient and weight gradient, computed on CPU
+  // tensors by their own work items, so tests check their index arithmetic without a GPU; int64_index
+  // forces the int64 work items. Returns (output, grad_input, grad_weight).
+  m.def(
+      "_cuda_conv2d_direct_on_host(Tensor input, Tensor weight, Tensor? bias, Tensor grad_output, int[2] stride, "
+      "int[4] padding, int[2] dilation, int groups, bool int64_index=False) -> (Tensor, Tensor, Tensor)");
   // Private: the CUDA pooling operator `op` computed on CPU tensors by the CUDA kernels' own work items,
   // so tests check their index arithmetic without a GPU; int64_index forces the int64 work items.
   // Returns (result, indices of max_pool2d_forward).

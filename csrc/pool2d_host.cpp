@@ -4,6 +4,7 @@
 
 #include <atomic>
 
+#include "items_host.h"
 #include "pool2d_items.h"
 
 namespace lenet_ext {
@@ -25,20 +26,6 @@ bool pool::cuda_pool_native_nhwc() {
 }
 
 namespace {
-
-// Runs a CUDA pooling kernel's work items one after another on the host: the same code the GPU runs,
-// minus the launch.
-struct HostRunner {
-  bool int64_index;
-
-  template <typename Op>
-  void operator()(const Op& op, int64_t n) const {
-    using index_t = typename Op::index_type;
-    for (int64_t i = 0; i < n; ++i) {
-      op(static_cast<index_t>(i));
-    }
-  }
-};
 
 // The CUDA pooling operator named `op`, computed on CPU tensors by its own work items (pool2d_items.h).
 // Returns (output or input gradient, indices for max_pool2d_forward).

@@ -1,4 +1,5 @@
-"""Settings of the kernels: CPU conv2d algorithm, CPU instruction-set level, autotuning, CUDA pooling layout.
+"""Settings of the kernels: CPU conv2d algorithm, CPU instruction-set level, autotuning, CUDA conv2d
+algorithm, CUDA pooling layout.
 
     lenet_ext.backends.conv_algorithm("direct")   # force one algorithm
     with lenet_ext.backends.conv_algorithm("im2col"):
@@ -28,7 +29,8 @@ pass (forward, input gradient, weight gradient) for a new shape, dtype, level an
 candidate algorithms and keeps the fastest for the rest of the process; ``conv_algorithm`` other than
 ``"auto"`` still wins.
 
-``cuda_pool_layout``: which CUDA kernels pool a channels_last input (see the class); ``tf32_disabled``:
+``cuda_pool_layout``: which CUDA kernels pool a channels_last input, ``cuda_conv_algorithm``: which CUDA
+kernels convolve (see the classes); ``tf32_disabled``:
 full float32 in torch's own CUDA convolutions inside a block, for fair comparisons.
 
 All settings are process-wide.
@@ -48,24 +50,42 @@ CPU_ISAS = ("default", "avx2", "avx512")
 _ops = torch.ops.lenet_ext
 
 
-class conv_algorithm(contextlib.ContextDecorator):
-    """Sets the CPU conv2d algorithm; also a context manager that restores the previous one."""
+class _Choice(contextlib.ContextDecorator):
+    """A process-wide choice among CHOICES, kept by the private operator SETTER (index in, previous index
+    out; -1 only reads). Setting it is a call; as a context manager it restores the previous choice."""
+
+    CHOICES: tuple = ()
+    SETTER = ""
 
     def __init__(self, name):
-        if name not in ALGORITHMS:
-            raise ValueError(f"conv_algorithm must be one of {ALGORITHMS}, got {name!r}")
-        self.previous = ALGORITHMS[_ops._set_conv_algorithm(ALGORITHMS.index(name))]
+        if name not in self.CHOICES:
+            raise ValueError(f"{type(self).__name__} must be one of {self.CHOICES}, got {name!r}")
+        self.previous = self.CHOICES[self._set(self.CHOICES.index(name))]
+
+    @classmethod
+    def _set(cls, index):
+        return getattr(_ops, cls.SETTER)(index)
+
+    @classmethod
+    def current(cls):
+        return cls.CHOICES[cls._set(-1)]
 
     def __enter__(self):
         return self
 
     def __exit__(self, *exc):
-        _ops._set_conv_algorithm(ALGORITHMS.index(self.previous))
+        self._set(self.CHOICES.index(self.previous))
         return False
 
 
+class conv_algorithm(_Choice):
+    """Sets the CPU conv2d algorithm; also a context manager that restores the previous one."""
+
+    CHOICES, SETTER = ALGORITHMS, "_set_conv_algorithm"
+
+
 def current_conv_algorithm():
-    return ALGORITHMS[_ops._set_conv_algorithm(-1)]
+    return conv_algorithm.current()
 
 
 class _IsaSetting(str):
@@ -111,7 +131,7 @@ def available_cpu_isas():
 CUDA_POOL_LAYOUTS = ("planar", "native")
 
 
-class cuda_pool_layout(contextlib.ContextDecorator):
+class cuda_pool_layout(_Choice):
     """Chooses the CUDA pooling kernels for channels_last inputs; also a context manager.
 
     ``"planar"`` (the default) copies a channels_last input to NCHW, runs the planar kernels and copies
@@ -121,21 +141,33 @@ class cuda_pool_layout(contextlib.ContextDecorator):
     on the CPU kernels.
     """
 
-    def __init__(self, name):
-        if name not in CUDA_POOL_LAYOUTS:
-            raise ValueError(f"cuda_pool_layout must be one of {CUDA_POOL_LAYOUTS}, got {name!r}")
-        self.previous = CUDA_POOL_LAYOUTS[_ops._set_cuda_pool_layout(CUDA_POOL_LAYOUTS.index(name))]
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        _ops._set_cuda_pool_layout(CUDA_POOL_LAYOUTS.index(self.previous))
-        return False
+    CHOICES, SETTER = CUDA_POOL_LAYOUTS, "_set_cuda_pool_layout"
 
 
 def current_cuda_pool_layout():
-    return CUDA_POOL_LAYOUTS[_ops._set_cuda_pool_layout(-1)]
+    return cuda_pool_layout.current()
+
+
+# ---------------------------------------------------------------------------------- CUDA conv2d kernels
+CUDA_CONV_ALGORITHMS = ("auto", "gemm", "direct")
+
+
+class cuda_conv_algorithm(_Choice):
+    """Chooses the CUDA conv2d kernels; also a context manager.
+
+    ``"auto"`` (the default) takes the kernels verified on a GPU: a direct forward for narrow layers, the
+    implicit GEMM for the rest and for both gradients. ``"gemm"`` takes the implicit GEMM for every pass.
+    ``"direct"`` takes the direct kernels of ``csrc/conv2d_items.h`` for every pass: for narrow layers
+    (LeNet's, depthwise, a 3-channel stem), with an input gradient that skips the taps a stride leaves
+    without an output, and a weight gradient summed in registers and per block instead of in GEMM tiles.
+    They have not yet run on a GPU, so they are opt-in. Process-wide; no effect on the CPU kernels.
+    """
+
+    CHOICES, SETTER = CUDA_CONV_ALGORITHMS, "_set_cuda_conv_algorithm"
+
+
+def current_cuda_conv_algorithm():
+    return cuda_conv_algorithm.current()
 
 
 @contextlib.contextmanager

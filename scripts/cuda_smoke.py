@@ -1,7 +1,8 @@
 """Calls every lenet_ext CUDA operator once on small inputs: the workload compute-sanitizer checks.
 
-Covers both conv forward algorithms (direct, implicit GEMM with and without vector loads), both index
-widths' host paths are the same code, every backward, and every dtype; pooling in NCHW and channels_last
+Covers conv under every CUDA conv algorithm (lenet_ext.backends.cuda_conv_algorithm: the verified direct
+forward and implicit GEMM with and without vector loads, and the opt-in direct kernels, on a strided stem
+and a depthwise layer too), every backward, and every dtype; pooling in NCHW and channels_last
 through both kernel families (lenet_ext.backends.cuda_pool_layout), with vector widths 1 to 8, and
 integer max pooling. Exits non-zero on a mismatch.
 """
@@ -11,7 +12,7 @@ import sys
 import torch
 import torch.nn.functional as F
 
-from lenet_ext.backends import CUDA_POOL_LAYOUTS, cuda_pool_layout
+from lenet_ext.backends import CUDA_CONV_ALGORITHMS, CUDA_POOL_LAYOUTS, cuda_conv_algorithm, cuda_pool_layout
 
 ops = torch.ops.lenet_ext
 
@@ -49,9 +50,13 @@ def pool_case(x):
 def main():
     worst = 0.0
     for dtype in (torch.float32, torch.float64, torch.float16, torch.bfloat16):
-        worst = max(worst, conv_case((2, 3, 12, 12), (6, 3, 5, 5), dtype))  # direct
-        worst = max(worst, conv_case((2, 8, 10, 9), (40, 8, 3, 3), dtype, stride=(2, 1), dil=(1, 2)))  # GEMM
-        worst = max(worst, conv_case((2, 7, 9, 9), (36, 7, 3, 3), dtype, groups=1))  # K % 4 != 0
+        for algorithm in CUDA_CONV_ALGORITHMS:
+            with cuda_conv_algorithm(algorithm):
+                worst = max(worst, conv_case((2, 3, 12, 12), (6, 3, 5, 5), dtype))  # narrow: direct
+                worst = max(worst, conv_case((2, 8, 10, 9), (40, 8, 3, 3), dtype, stride=(2, 1), dil=(1, 2)))
+                worst = max(worst, conv_case((2, 7, 9, 9), (36, 7, 3, 3), dtype, groups=1))  # K % 4 != 0
+                worst = max(worst, conv_case((2, 3, 20, 19), (16, 3, 7, 7), dtype, stride=(2, 2), pad=(3, 3, 3, 3)))
+                worst = max(worst, conv_case((2, 12, 9, 10), (12, 1, 3, 3), dtype, stride=(2, 2), groups=12))
         for channels in (3, 8):  # 8 channels: the widest vectors in channels_last
             x = torch.randn(2, channels, 11, 10, device="cuda", dtype=dtype)
             for layout in (torch.contiguous_format, torch.channels_last):

@@ -3,7 +3,7 @@
 import pytest
 import torch
 import torch.nn.functional as F
-from cases import CONV2D
+from cases import CONV2D, Conv2dCase, torch_conv2d
 from common import (
     LAYOUTS,
     assert_close,
@@ -300,3 +300,65 @@ def test_operator_takes_an_empty_input_plane_with_padding():
 
 
 # Random configurations (hypothesis) live in tests/test_properties.py.
+
+
+# ------------------------------------------------------------------- the CUDA direct kernels, on the CPU
+# _cuda_conv2d_direct_on_host runs the direct CUDA kernels' work items (csrc/conv2d_items.h) with a host
+# loop in place of the launch, so every machine checks their index arithmetic: the forward, the input
+# gradient that skips a stride's structural zeros, and the weight gradient's chunks and block sums.
+# Strides and dilations with and without common factors (the input gradient's tap period is s / gcd(s, d)),
+# asymmetric padding, and channel counts of 1, up to 4 and more than 8 per group (the three run widths).
+_DIRECT_EXTRA = [
+    Conv2dCase.unnamed((2, 3, 17, 16), (16, 3, 7, 7), stride=2, padding=3),  # a ResNet stem, small
+    Conv2dCase.unnamed((2, 12, 9, 10), (12, 1, 3, 3), stride=2, padding=1, groups=12),  # depthwise, strided
+    Conv2dCase.unnamed((1, 4, 13, 11), (6, 2, 3, 2), stride=(3, 2), padding=(2, 0), dilation=(2, 3), groups=2),
+    Conv2dCase.unnamed((1, 2, 15, 14), (3, 2, 3, 3), stride=(4, 6), dilation=(2, 4)),  # periods 2 and 3
+    Conv2dCase.unnamed((2, 9, 6, 7), (19, 9, 2, 2), stride=(2, 3)),  # runs of 8 channels and a remainder
+]
+
+
+def _direct_on_host(case, dtype, int64_index=False):
+    conf = case.op_args()
+    x = torch.randn(case.shape(batched=True), dtype=dtype)
+    w = torch.randn(case.weight, dtype=dtype)
+    b = torch.randn(case.weight[0], dtype=dtype)
+    xr, wr, br = (t.double().requires_grad_() for t in (x, w, b))
+    want = torch_conv2d(xr, wr, br, *conf)
+    go = torch.randn(want.shape, dtype=torch.float64)
+    want_gx, want_gw = torch.autograd.grad(want, (xr, wr), go)
+    got = torch.ops.lenet_ext._cuda_conv2d_direct_on_host(x, w, b, go.to(dtype), *conf, int64_index)
+    for ours, exact in zip(got, (want.detach(), want_gx, want_gw)):
+        assert ours.dtype == dtype
+        # each result against float64 on the same rounded inputs, with the dtype's tolerance at its scale
+        tol = 1e-10 if dtype == torch.float64 else 1e-4 if dtype == torch.float32 else 1.6e-2
+        torch.testing.assert_close(ours.double(), exact, rtol=tol, atol=tol * max(exact.abs().max().item(), 1.0))
+
+
+_NONEMPTY = [c for c in CONV2D if 0 not in c.shape() and 0 not in c.weight]
+
+
+@pytest.mark.parametrize("case", _NONEMPTY + _DIRECT_EXTRA, ids=str)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_cuda_direct_kernels_on_host(case, dtype):
+    _direct_on_host(case, dtype)
+
+
+@pytest.mark.parametrize("case", _DIRECT_EXTRA + CONV2D.tagged("lenet"), ids=str)
+@pytest.mark.parametrize("dtype,int64_index", [(torch.float64, True), (torch.bfloat16, False), (torch.float16, False)])
+def test_cuda_direct_kernels_on_host_index_and_half_types(case, dtype, int64_index):
+    _direct_on_host(case, dtype, int64_index)
+
+
+def test_cuda_conv_algorithm_setting():
+    from lenet_ext.backends import cuda_conv_algorithm, current_cuda_conv_algorithm
+
+    assert current_cuda_conv_algorithm() == "auto"
+    with cuda_conv_algorithm("direct"):
+        assert current_cuda_conv_algorithm() == "direct"
+        with cuda_conv_algorithm("gemm"):
+            assert current_cuda_conv_algorithm() == "gemm"
+        assert current_cuda_conv_algorithm() == "direct"
+    assert current_cuda_conv_algorithm() == "auto"
+    with pytest.raises(ValueError, match="cuda_conv_algorithm must be one of"):
+        cuda_conv_algorithm("winograd")
+

@@ -18,7 +18,7 @@ from common import LAYOUTS, assert_close, make_input, to_layout
 
 import lenet_ext
 import lenet_ext.functional
-from lenet_ext.backends import CUDA_POOL_LAYOUTS, cuda_pool_layout
+from lenet_ext.backends import CUDA_CONV_ALGORITHMS, CUDA_POOL_LAYOUTS, cuda_conv_algorithm, cuda_pool_layout
 
 OPS = sorted(n for n in torch._C._dispatch_get_all_op_names() if n.startswith("lenet_ext::"))
 _ops = torch.ops.lenet_ext
@@ -96,10 +96,20 @@ def _conv_case(case, dtype, device, layout="contiguous", bias=True):
 
 
 # ---------------------------------------------------------------------------------------------- conv2d
+# Every conv test runs each CUDA conv algorithm (lenet_ext.backends.cuda_conv_algorithm): "auto" is the
+# default, "gemm" forces the implicit GEMM everywhere and "direct" the opt-in direct kernels, so a GPU run
+# checks every kernel. The ids start with "conv-": scripts/gpu_check.sh counts "conv-direct" tests as the
+# direct kernels' GPU runs.
+@pytest.fixture(params=CUDA_CONV_ALGORITHMS, ids=[f"conv-{a}" for a in CUDA_CONV_ALGORITHMS])
+def conv_kernels(request):
+    with cuda_conv_algorithm(request.param):
+        yield request.param
+
+
 @gpu
 @pytest.mark.parametrize("case", CONV2D, ids=str)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_conv2d_matches_torch_and_cpu(case, dtype):
+def test_conv2d_matches_torch_and_cpu(case, dtype, conv_kernels):
     x, w, b, go, conf = _conv_case(case, dtype, "cuda")
     ours = _conv_all(x, w, b, go, conf)
     for got, want in zip(ours, _torch_conv_all(x, w, b, go, conf)):
@@ -111,7 +121,7 @@ def test_conv2d_matches_torch_and_cpu(case, dtype):
 
 @gpu
 @pytest.mark.parametrize("case", [CONV2D[n] for n in ("lenet-conv1", "gemm-3x3", "pointwise", "big-kernel")], ids=str)
-def test_conv2d_float32_no_less_accurate_than_torch(case):
+def test_conv2d_float32_no_less_accurate_than_torch(case, conv_kernels):
     """Against float64 on the same inputs, our float32 error is at most torch's own float32 error (with TF32
     off) plus a few units in the last place: float32 results are float32-accurate, whatever the algorithm."""
     x, w, b, go, conf = _conv_case(case, torch.float32, "cuda")
@@ -130,7 +140,7 @@ def test_tf32_is_off_in_every_test():
 
 @gpu
 @pytest.mark.parametrize("layout", LAYOUTS)
-def test_conv2d_any_layout(layout):
+def test_conv2d_any_layout(layout, conv_kernels):
     for name in ("lenet-conv2", "gemm-strided"):
         x, w, b, go, conf = _conv_case(CONV2D[name], torch.float32, "cuda", layout)
         for got, want in zip(_conv_all(x, w, b, go, conf), _torch_conv_all(x, w, b, go, conf)):
@@ -142,7 +152,7 @@ def test_conv2d_any_layout(layout):
     "case", [CONV2D[n] for n in ("lenet-conv1", "lenet-conv2", "gemm-3x3", "gemm-groups")], ids=str
 )
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-def test_conv2d_half_precision_no_worse_than_torch(case, dtype):
+def test_conv2d_half_precision_no_worse_than_torch(case, dtype, conv_kernels):
     """Judged against a float64 computation on the same rounded inputs: our error may be at most twice
     torch's own error in that dtype (plus one unit in the last place of the output's scale)."""
     x, w, b, go, conf = _conv_case(case, torch.float32, "cuda")
@@ -160,7 +170,7 @@ def test_conv2d_half_precision_no_worse_than_torch(case, dtype):
 
 
 @gpu
-def test_conv2d_without_bias_and_mask_subsets():
+def test_conv2d_without_bias_and_mask_subsets(conv_kernels):
     x, w, _, go, conf = _conv_case(CONV2D["gemm-3x3"], torch.float32, "cuda", bias=False)
     want = _torch_conv_all(x, w, None, go, conf)
     assert_close(_conv(x, w, None, *conf), want[0])
@@ -173,7 +183,7 @@ def test_conv2d_without_bias_and_mask_subsets():
 
 @gpu
 @pytest.mark.parametrize("case", CONV2D.tagged("gradcheck"), ids=str)
-def test_conv2d_gradcheck(case):
+def test_conv2d_gradcheck(case, conv_kernels):
     """float64 gradients (and, through ops.py, the backward's own gradients) by finite differences."""
     x, w, b, _, conf = _conv_case(case, torch.float64, "cuda")
     x, w, b = (t.requires_grad_() for t in (x, w, b))
@@ -182,7 +192,7 @@ def test_conv2d_gradcheck(case):
 
 
 @gpu
-def test_conv2d_empty_tensors():
+def test_conv2d_empty_tensors(conv_kernels):
     conf = ((1, 1), (1, 1, 1, 1), (1, 1), 1)
     x = torch.randn(0, 3, 8, 8, device="cuda")
     w = torch.randn(4, 3, 3, 3, device="cuda")
@@ -198,7 +208,7 @@ def test_conv2d_empty_tensors():
 
 @gpu
 @pytest.mark.parametrize("case", [CONV2D["lenet-conv2"], CONV2D["gemm-3x3"]], ids=str)
-def test_conv2d_is_deterministic(case):
+def test_conv2d_is_deterministic(case, conv_kernels):
     x, w, b, go, conf = _conv_case(case, torch.float32, "cuda")
     first = _conv_all(x, w, b, go, conf)
     torch.use_deterministic_algorithms(True)
@@ -211,7 +221,7 @@ def test_conv2d_is_deterministic(case):
 
 
 @gpu
-def test_conv2d_large_index_uses_int64():
+def test_conv2d_large_index_uses_int64(conv_kernels):
     """More than 2^30 input elements switches the kernels to int64 indices."""
     if torch.cuda.mem_get_info()[0] < 12 * 2**30:
         pytest.skip("needs 12 GiB of free GPU memory")

@@ -1,6 +1,12 @@
 // conv2d on CUDA: forward, and one backward computing any subset of (input, weight, bias) gradients.
 //
-// Algorithms (the heuristic is `use_direct` below):
+// Algorithms, as lenet_ext.backends.cuda_conv_algorithm chooses them:
+//   "auto" (default)  the kernels below, verified on a GPU; the heuristic is `use_direct`;
+//   "gemm"            the implicit GEMM for every pass;
+//   "direct"          the direct kernels of conv2d_items.h for every pass (forward, input gradient with
+//                     no taps that only meet a stride's structural zeros, weight gradient reduced in
+//                     registers and per block). Not yet run on a GPU, so opt-in.
+// The kernels of "auto" and "gemm" (the heuristic is `use_direct` below):
 //   * direct forward, for small channel counts like LeNet's (out channels per group <= 32 and
 //     C/groups * KH * KW <= 512): one thread per output pixel computes kDirectOC output channels,
 //     reading each input tap once and multiplying it by kDirectOC weights held in shared memory. A
@@ -36,7 +42,9 @@
 #include <type_traits>
 
 #include "checks.h"
+#include "conv2d_items.h"
 #include "cuda/gemm.cuh"
+#include "cuda/items.cuh"
 #include "cuda/launch.cuh"
 #include "geom.h"
 
@@ -51,19 +59,7 @@ using cuda::kTileM;
 using cuda::kTileN;
 using cuda::Mode;
 
-// The weight gradient's split-K: at most this many chunks of the k dimension, each summed into its own
-// copy of the weight and added up in order afterwards (grad_weight_chunks below). The cap bounds that
-// buffer at 64 weights, which the int32 index check must allow for.
-constexpr int64_t kMaxWeightChunks = 64;
-
-bool conv_fits_int32(const Conv2dParams& p) {
-  const int64_t in_numel = p.batch * p.in_channels * p.win.in[0] * p.win.in[1];
-  const int64_t out_numel = p.batch * p.out_channels * p.win.out[0] * p.win.out[1];
-  const int64_t w_numel = p.out_channels * p.weight_row();
-  // grad weight's split-K buffer holds up to kMaxWeightChunks copies of the weight
-  return fits_int32({in_numel, out_numel, w_numel * kMaxWeightChunks, window_reach(p.win, 0),
-                     window_reach(p.win, 1)});
-}
+using conv::kMaxWeightChunks;
 
 // -------------------------------------------------------------------------------------- direct forward
 
@@ -199,7 +195,12 @@ void conv2d_forward_impl(const at::Tensor& x, const at::Tensor& w, const at::Ten
                          const Conv2dParams& p) {
   const Geom<index_t> g = geom_of<index_t>(p);
   const scalar_t* b = bias ? bias->const_data_ptr<scalar_t>() : nullptr;
-  if (use_direct(p)) {
+  const conv::CudaAlgorithm algorithm = conv::cuda_conv_algorithm();
+  if (algorithm == conv::CudaAlgorithm::kDirect) {
+    conv::direct_forward<scalar_t, index_t>(CudaRunner{}, x, w, bias, out, p);
+    return;
+  }
+  if (algorithm == conv::CudaAlgorithm::kAuto && use_direct(p)) {
     const int64_t K = static_cast<int64_t>(g.Cg) * g.KH * g.KW;
     const int64_t pixel_blocks = ceil_div(static_cast<int64_t>(g.N) * g.OH * g.OW, cuda::kBlock);
     const int64_t oc_chunks = ceil_div(g.Og, kDirectOC);
@@ -256,10 +257,9 @@ void conv2d_grad_weight_impl(const at::Tensor& go, const at::Tensor& x, at::Tens
   GemmArgs<scalar_t> args{x.const_data_ptr<scalar_t>(), nullptr, go.const_data_ptr<scalar_t>(), nullptr, nullptr,
                           partial.mutable_data_ptr<acc_t<scalar_t>>()};
   launch_gemm<Mode::kGradWeight, scalar_t, index_t>(args, g, chunks, static_cast<index_t>(k_chunk));
-  // The reduction is cheap next to the GEMM; int64 indices keep it simple for any weight size.
-  cuda::sum_chunks_kernel<scalar_t, int64_t><<<cuda::grid_for(gw.numel()), cuda::kBlock, 0, cuda::current_stream()>>>(
-      partial.const_data_ptr<acc_t<scalar_t>>(), gw.mutable_data_ptr<scalar_t>(), gw.numel(), chunks);
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  CudaRunner{}(conv::SumChunks<scalar_t>{partial.const_data_ptr<acc_t<scalar_t>>(), gw.mutable_data_ptr<scalar_t>(),
+                                        gw.numel(), chunks},
+               gw.numel());
 }
 
 template <typename scalar_t, typename index_t>
@@ -286,7 +286,7 @@ at::Tensor conv2d_forward_cuda(const at::Tensor& input, const at::Tensor& weight
   const at::Tensor x = input.contiguous(), w = weight.contiguous();
   const std::optional<at::Tensor> b = bias ? std::optional<at::Tensor>(bias->contiguous()) : std::nullopt;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "conv2d_forward_cuda", [&] {
-    with_index_type(conv_fits_int32(p), [&](auto index_zero) {
+    with_index_type(conv::fits_int32(p), [&](auto index_zero) {
       conv2d_forward_impl<scalar_t, decltype(index_zero)>(x, w, b ? &*b : nullptr, out, p);
     });
   });
@@ -299,8 +299,9 @@ std::tuple<std::optional<at::Tensor>, std::optional<at::Tensor>, std::optional<a
   const Conv2dParams p = check_conv2d_backward(grad_output, input, weight, stride, padding, dilation, groups);
   const c10::cuda::CUDAGuard guard(input.device());
   const at::Tensor go = grad_output.contiguous();
-  const bool small = conv_fits_int32(p);
+  const bool small = conv::fits_int32(p);
   const bool no_terms = go.numel() == 0;  // no output pixels: every gradient is zero
+  const bool direct = conv::cuda_conv_algorithm() == conv::CudaAlgorithm::kDirect;
   std::optional<at::Tensor> gx, gw, gb;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "conv2d_backward_cuda", [&] {
     with_index_type(small, [&](auto index_zero) {
@@ -308,13 +309,21 @@ std::tuple<std::optional<at::Tensor>, std::optional<at::Tensor>, std::optional<a
       if (output_mask[0]) {
         gx = no_terms ? at::zeros(input.sizes(), input.options()) : at::empty(input.sizes(), input.options());
         if (!no_terms && gx->numel() > 0) {
-          conv2d_grad_input_impl<scalar_t, index_t>(go, weight.contiguous(), *gx, p);
+          if (direct) {
+            conv::direct_grad_input<scalar_t, index_t>(CudaRunner{}, go, weight.contiguous(), *gx, p);
+          } else {
+            conv2d_grad_input_impl<scalar_t, index_t>(go, weight.contiguous(), *gx, p);
+          }
         }
       }
       if (output_mask[1]) {
         gw = no_terms ? at::zeros(weight.sizes(), weight.options()) : at::empty(weight.sizes(), weight.options());
         if (!no_terms && gw->numel() > 0) {
-          conv2d_grad_weight_impl<scalar_t, index_t>(go, input.contiguous(), *gw, p);
+          if (direct) {
+            conv::direct_grad_weight<scalar_t, index_t>(CudaRunner{}, go, input.contiguous(), *gw, p);
+          } else {
+            conv2d_grad_weight_impl<scalar_t, index_t>(go, input.contiguous(), *gw, p);
+          }
         }
       }
       if (output_mask[2]) {

@@ -300,19 +300,5 @@ __global__ void __launch_bounds__(kGemmThreads)
   }
 }
 
-// grad_weight[i] = sum over chunks of partial[chunk][i], in chunk order.
-template <typename scalar_t, typename index_t>
-__global__ void sum_chunks_kernel(const acc_t<scalar_t>* __restrict__ partial, scalar_t* __restrict__ out,
-                                  index_t numel, index_t chunks) {
-  for (index_t i = blockIdx.x * static_cast<index_t>(blockDim.x) + threadIdx.x; i < numel;
-       i += static_cast<index_t>(gridDim.x) * blockDim.x) {
-    acc_t<scalar_t> sum = 0;
-    for (index_t s = 0; s < chunks; ++s) {
-      sum += partial[s * numel + i];
-    }
-    out[i] = static_cast<scalar_t>(sum);
-  }
-}
-
 }  // namespace cuda
 }  // namespace lenet_ext

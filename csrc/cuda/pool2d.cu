@@ -26,31 +26,12 @@
 
 #include <optional>
 
+#include "cuda/items.cuh"
 #include "cuda/launch.cuh"
 #include "pool2d_items.h"
 
 namespace lenet_ext {
 namespace {
-
-template <typename Op, typename index_t>
-__global__ void run_items_kernel(Op op, index_t n) {
-  for (index_t i = blockIdx.x * static_cast<index_t>(blockDim.x) + threadIdx.x; i < n;
-       i += static_cast<index_t>(gridDim.x) * blockDim.x) {
-    op(i);
-  }
-}
-
-struct CudaRunner {
-  bool int64_index = false;  // int64 only where int32 could overflow
-
-  template <typename Op>
-  void operator()(const Op& op, int64_t n) const {
-    using index_t = typename Op::index_type;
-    run_items_kernel<Op, index_t>
-        <<<cuda::grid_for(n), cuda::kBlock, 0, cuda::current_stream()>>>(op, static_cast<index_t>(n));
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
-  }
-};
 
 std::tuple<at::Tensor, at::Tensor> max_pool2d_forward_cuda(const at::Tensor& input, at::IntArrayRef kernel_size,
                                                            at::IntArrayRef stride, at::IntArrayRef padding,
