@@ -119,6 +119,11 @@ def parse_args(argv):
         help="force lenet_ext.backends.conv_algorithm for the run (CPU conv2d), to back the heuristic with numbers",
     )
     p.add_argument(
+        "--cuda-conv-algorithm",
+        choices=list(lenet_ext.backends.CUDA_CONV_ALGORITHMS),
+        help="force lenet_ext.backends.cuda_conv_algorithm for the run (CUDA conv2d), to time the opt-in kernels",
+    )
+    p.add_argument(
         "--cpu-isa",
         choices=["auto", "default", "avx2", "avx512"],
         default="auto",
@@ -150,6 +155,8 @@ def main(argv=None) -> int:
     with contextlib.ExitStack() as settings:
         if args.conv_algorithm:
             settings.enter_context(lenet_ext.backends.conv_algorithm(args.conv_algorithm))
+        if args.cuda_conv_algorithm:
+            settings.enter_context(lenet_ext.backends.cuda_conv_algorithm(args.cuda_conv_algorithm))
         if args.cpu_isa != "auto":
             try:  # a level this CPU or this build lacks is refused
                 settings.enter_context(lenet_ext.backends.cpu_isa(args.cpu_isa))
@@ -201,6 +208,7 @@ def run_rows(args, device, jobs, **extra) -> int:
         "times": TIME_MEANINGS,
         "tf32": False,
         "conv_algorithm": conv_algorithm_setting(),
+        "cuda_conv_algorithm": conv_algorithm_setting("cuda"),
         **extra,
         "ceilings": ceilings,
         "load_average_at_end": load_average(),

@@ -3,7 +3,8 @@
 #   1. build in place: pip install --no-build-isolation --no-deps -e .  (TORCH_CUDA_ARCH_LIST=9.0)
 #   2. the CUDA tests (pytest -k cuda: both CUDA pooling kernel families, every CUDA conv algorithm, TF32 off)
 #   3. compute-sanitizer memcheck over scripts/cuda_smoke.py (every operator once, both pooling families)
-#   4. speed beside torch/cuDNN (bench/gpu_speed.py), the benchmark harness, and the two CUDA pooling
+#   4. speed beside torch/cuDNN (bench/gpu_speed.py), the benchmark harness (again for the conv rows with
+#      the opt-in direct conv kernels), and the two CUDA pooling
 #      kernel families for channels_last side by side (scripts/cuda_pool_layouts.py)
 #   5. LeNet training on CUDA for 3 epochs beside its torch.nn twin
 #   6. the rest of the test suite (the CPU tests), if time is left
@@ -155,6 +156,9 @@ fi
 # 4. speed (TF32 off in both: they say so in their output)
 step gpu_speed 60 "$out/gpu_speed.log" "$python" bench/gpu_speed.py --json "$out/gpu_speed.json"
 step bench 90 "$out/bench.log" "$python" -m lenet_ext bench --device cuda --json "$out/bench.json"
+# the opt-in direct conv kernels on the same rows, so the next change to the default heuristic has numbers
+step bench-direct 45 "$out/bench-direct.log" "$python" -m lenet_ext bench --device cuda --filter conv2d \
+  --cuda-conv-algorithm direct --json "$out/bench-direct.json"
 step pool_layouts 45 "$out/pool_layouts.log" "$python" scripts/cuda_pool_layouts.py --json "$out/pool_layouts.json"
 
 # 5. training

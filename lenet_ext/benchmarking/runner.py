@@ -248,11 +248,13 @@ def measure_ceilings(device, quick=False, min_run_time=0.3, rounds=3):
     }
 
 
-def conv_algorithm_setting():
+def conv_algorithm_setting(device="cpu"):
+    """lenet_ext.backends' conv algorithm for the device's kernels (None when lenet_ext is not importable)."""
     try:
-        return importlib.import_module("lenet_ext.backends").current_conv_algorithm()
-    except (ImportError, AttributeError):
+        backends = importlib.import_module("lenet_ext.backends")
+    except ImportError:
         return None
+    return backends.current_cuda_conv_algorithm() if device == "cuda" else backends.current_conv_algorithm()
 
 
 def load_average():
