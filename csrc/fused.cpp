@@ -9,9 +9,10 @@
 // The pool is kernel = stride = pool_size, unpadded, floor mode: every window lies inside the map, and
 // rows/columns past the last whole window get no gradient.
 //
-// The CPU kernel does the fused pass by hand; every other device (CUDA) gets the same arithmetic from
-// ATen's sigmoid and lenet_ext's avg_pool2d operators (CompositeExplicitAutograd), and so does a CPU
-// dtype the fused pass does not cover (bfloat16).
+// The CPU kernel does the fused pass by hand; every other device gets the same arithmetic from ATen's
+// sigmoid and lenet_ext's avg_pool2d operators (CompositeExplicitAutograd), and so do a CPU dtype the fused
+// pass does not cover (bfloat16) and, by default, CUDA: its fused pass (fused_items.h, cuda/fused.cu) is
+// opt-in until a GPU run has passed its tests.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
@@ -24,12 +25,10 @@
 
 #include "checks.h"
 #include "cpu/common.h"
+#include "fused.h"
 
 namespace lenet_ext {
-namespace {
-
-using MaybeTensor = std::optional<at::Tensor>;
-using Grads = std::tuple<MaybeTensor, MaybeTensor, MaybeTensor>;
+namespace fused {
 
 at::Tensor conv2d_forward(const at::Tensor& input, const at::Tensor& weight, const MaybeTensor& bias,
                           at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups) {
@@ -51,6 +50,8 @@ Grads conv2d_backward(const at::Tensor& grad, const at::Tensor& input, const at:
   return op.call(grad, input, weight, stride, padding, dilation, groups, mask);
 }
 
+namespace {
+
 at::Tensor avg_pool2d_forward(const at::Tensor& x, at::IntArrayRef pool) {
   static const auto op = c10::Dispatcher::singleton()
                              .findSchemaOrThrow("lenet_ext::avg_pool2d_forward", "")
@@ -68,8 +69,10 @@ at::Tensor avg_pool2d_backward(const at::Tensor& grad, const at::Tensor& x, at::
   return op.call(grad, x, pool, pool, {0, 0}, false, true, std::nullopt);
 }
 
+}  // namespace
+
 // ------------------------------------------------------------------------------------ any device
-std::tuple<at::Tensor, at::Tensor> fused_forward_composite(const at::Tensor& input, const at::Tensor& weight,
+std::tuple<at::Tensor, at::Tensor> forward_composite(const at::Tensor& input, const at::Tensor& weight,
                                                            const MaybeTensor& bias, at::IntArrayRef stride,
                                                            at::IntArrayRef padding, at::IntArrayRef dilation,
                                                            int64_t groups, at::IntArrayRef pool) {
@@ -79,7 +82,7 @@ std::tuple<at::Tensor, at::Tensor> fused_forward_composite(const at::Tensor& inp
   return {avg_pool2d_forward(act, pool), act};
 }
 
-Grads fused_backward_composite(const at::Tensor& grad, const at::Tensor& input, const at::Tensor& weight,
+Grads backward_composite(const at::Tensor& grad, const at::Tensor& input, const at::Tensor& weight,
                                const at::Tensor& act, at::IntArrayRef stride, at::IntArrayRef padding,
                                at::IntArrayRef dilation, int64_t groups, at::IntArrayRef pool,
                                std::array<bool, 3> mask) {
@@ -87,6 +90,15 @@ Grads fused_backward_composite(const at::Tensor& grad, const at::Tensor& input, 
   const at::Tensor g_act = avg_pool2d_backward(grad, act, pool);
   return conv2d_backward(g_act * act * (1 - act), input, weight, stride, padding, dilation, groups, mask);
 }
+
+}  // namespace fused
+
+namespace {
+
+using fused::conv2d_backward;
+using fused::conv2d_forward;
+using fused::Grads;
+using fused::MaybeTensor;
 
 // ------------------------------------------------------------------------------------------- CPU
 // Mean over each kh x kw window of one plane of the activation. The kh rows under a row of windows are
@@ -160,7 +172,7 @@ std::tuple<at::Tensor, at::Tensor> fused_forward_cpu(const at::Tensor& input, co
   const at::Tensor z = conv2d_forward(input, weight, bias, stride, padding, dilation, groups).contiguous();
   check_fused_pool(pool, z);
   if (!cpu_fusable(z)) {
-    return fused_forward_composite(input, weight, bias, stride, padding, dilation, groups, pool);
+    return fused::forward_composite(input, weight, bias, stride, padding, dilation, groups, pool);
   }
   const int64_t H = z.size(2), W = z.size(3), planes = z.size(0) * z.size(1);
   at::Tensor y = at::empty({z.size(0), z.size(1), H / pool[0], W / pool[1]}, z.options());
@@ -195,7 +207,7 @@ Grads fused_backward_cpu(const at::Tensor& grad, const at::Tensor& input, const 
                          at::IntArrayRef dilation, int64_t groups, at::IntArrayRef pool, std::array<bool, 3> mask) {
   check_fused_grad(grad, act, pool);
   if (!cpu_fusable(act)) {
-    return fused_backward_composite(grad, input, weight, act, stride, padding, dilation, groups, pool, mask);
+    return fused::backward_composite(grad, input, weight, act, stride, padding, dilation, groups, pool, mask);
   }
   const at::Tensor g = grad.contiguous(), a = act.contiguous();
   at::Tensor dz = at::empty_like(a);
@@ -220,8 +232,8 @@ Grads fused_backward_cpu(const at::Tensor& grad, const at::Tensor& input, const 
 }  // namespace
 
 TORCH_LIBRARY_IMPL(lenet_ext, CompositeExplicitAutograd, m) {
-  m.impl("conv2d_sigmoid_avgpool2d", &fused_forward_composite);
-  m.impl("conv2d_sigmoid_avgpool2d_backward", &fused_backward_composite);
+  m.impl("conv2d_sigmoid_avgpool2d", &fused::forward_composite);
+  m.impl("conv2d_sigmoid_avgpool2d_backward", &fused::backward_composite);
 }
 
 TORCH_LIBRARY_IMPL(lenet_ext, CPU, m) {

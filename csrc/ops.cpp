@@ -84,6 +84,16 @@ TORCH_LIBRARY(lenet_ext, m) {
   // pass, 2 the direct kernels of conv2d_items.h for every pass; -1 only reads it. Returns the previous
   // setting. Used by lenet_ext.backends.cuda_conv_algorithm.
   m.def("_set_cuda_conv_algorithm(int algorithm) -> int");
+  // Selects the CUDA fused block's pass after the conv: 0 the composite (ATen's sigmoid, our avg_pool2d),
+  // 1 the fused pass of fused_items.h; -1 only reads it. Returns the previous setting. Used by
+  // lenet_ext.backends.cuda_fused_block.
+  m.def("_set_cuda_fused_block(int choice) -> int");
+  // Private: the CUDA fused block's forward and backward, computed on CPU tensors by its own work items
+  // (the convolutions are the CPU operators). Returns (output, activation, grad_input, grad_weight, grad_bias).
+  m.def(
+      "_cuda_fused_on_host(Tensor input, Tensor weight, Tensor? bias, Tensor grad_output, int[2] stride, "
+      "int[4] padding, int[2] dilation, int groups, int[2] pool_size, bool int64_index=False) "
+      "-> (Tensor, Tensor, Tensor?, Tensor?, Tensor?)");
   // Private: the direct CUDA conv2d kernels' forward, input gradient and weight gradient, computed on CPU
   // tensors by their own work items, so tests check their index arithmetic without a GPU; int64_index
   // forces the int64 work items. Returns (output, grad_input, grad_weight).

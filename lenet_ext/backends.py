@@ -30,7 +30,8 @@ candidate algorithms and keeps the fastest for the rest of the process; ``conv_a
 ``"auto"`` still wins.
 
 ``cuda_pool_layout``: which CUDA kernels pool a channels_last input, ``cuda_conv_algorithm``: which CUDA
-kernels convolve (see the classes); ``tf32_disabled``:
+kernels convolve, ``cuda_fused_block``: whether the CUDA fused block fuses its sigmoid and pool (see the
+classes); ``tf32_disabled``:
 full float32 in torch's own CUDA convolutions inside a block, for fair comparisons.
 
 All settings are process-wide.
@@ -168,6 +169,26 @@ class cuda_conv_algorithm(_Choice):
 
 def current_cuda_conv_algorithm():
     return cuda_conv_algorithm.current()
+
+
+CUDA_FUSED_BLOCKS = ("composite", "fused")
+
+
+class cuda_fused_block(_Choice):
+    """Chooses what follows the convolution in the CUDA fused LeNet block (conv2d_sigmoid_avgpool2d);
+    also a context manager.
+
+    ``"composite"`` (the default) runs ATen's sigmoid and our avg_pool2d, each a pass over the conv's
+    output, and in the backward ATen's arithmetic on the unpooled gradient. ``"fused"`` runs one pass each
+    way (``csrc/fused_items.h``), as the CPU kernel does. Not yet run on a GPU, so opt-in.
+    Process-wide; no effect on the CPU kernels.
+    """
+
+    CHOICES, SETTER = CUDA_FUSED_BLOCKS, "_set_cuda_fused_block"
+
+
+def current_cuda_fused_block():
+    return cuda_fused_block.current()
 
 
 @contextlib.contextmanager

@@ -124,6 +124,11 @@ def parse_args(argv):
         help="force lenet_ext.backends.cuda_conv_algorithm for the run (CUDA conv2d), to time the opt-in kernels",
     )
     p.add_argument(
+        "--cuda-fused-block",
+        choices=list(lenet_ext.backends.CUDA_FUSED_BLOCKS),
+        help="force lenet_ext.backends.cuda_fused_block for the run (CUDA fused LeNet block), to time the opt-in pass",
+    )
+    p.add_argument(
         "--cpu-isa",
         choices=["auto", "default", "avx2", "avx512"],
         default="auto",
@@ -157,6 +162,8 @@ def main(argv=None) -> int:
             settings.enter_context(lenet_ext.backends.conv_algorithm(args.conv_algorithm))
         if args.cuda_conv_algorithm:
             settings.enter_context(lenet_ext.backends.cuda_conv_algorithm(args.cuda_conv_algorithm))
+        if args.cuda_fused_block:
+            settings.enter_context(lenet_ext.backends.cuda_fused_block(args.cuda_fused_block))
         if args.cpu_isa != "auto":
             try:  # a level this CPU or this build lacks is refused
                 settings.enter_context(lenet_ext.backends.cpu_isa(args.cpu_isa))
@@ -209,6 +216,7 @@ def run_rows(args, device, jobs, **extra) -> int:
         "tf32": False,
         "conv_algorithm": conv_algorithm_setting(),
         "cuda_conv_algorithm": conv_algorithm_setting("cuda"),
+        "cuda_fused_block": lenet_ext.backends.current_cuda_fused_block(),
         **extra,
         "ceilings": ceilings,
         "load_average_at_end": load_average(),

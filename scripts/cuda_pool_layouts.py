@@ -56,8 +56,9 @@ def check(x, k, s, p):
             assert torch.equal(out, want) and torch.equal(idx, want_idx), layout
             gx = ops.max_pool2d_backward(go, x, idx, [k, k], [s, s], [p, p], [1, 1], False)
             torch.testing.assert_close(gx, want_gx, **tol)
-            torch.testing.assert_close(ops.avg_pool2d_forward(x, [k, k], [s, s], [p, p], False, True, None),
-                                       want_avg, **tol)
+            torch.testing.assert_close(
+                ops.avg_pool2d_forward(x, [k, k], [s, s], [p, p], False, True, None), want_avg, **tol
+            )
             agx = ops.avg_pool2d_backward(go, x, [k, k], [s, s], [p, p], False, True, None)
             torch.testing.assert_close(agx, want_agx, **tol)
             assert out.is_contiguous(memory_format=torch.channels_last) and gx.is_contiguous(

@@ -2,7 +2,8 @@
 
 Covers conv under every CUDA conv algorithm (lenet_ext.backends.cuda_conv_algorithm: the verified direct
 forward and implicit GEMM with and without vector loads, and the opt-in direct kernels, on a strided stem
-and a depthwise layer too), every backward, and every dtype; pooling in NCHW and channels_last
+and a depthwise layer too), every backward, and every dtype; LeNet's fused block through both CUDA passes
+(lenet_ext.backends.cuda_fused_block); pooling in NCHW and channels_last
 through both kernel families (lenet_ext.backends.cuda_pool_layout), with vector widths 1 to 8, and
 integer max pooling. Exits non-zero on a mismatch.
 """
@@ -12,7 +13,14 @@ import sys
 import torch
 import torch.nn.functional as F
 
-from lenet_ext.backends import CUDA_CONV_ALGORITHMS, CUDA_POOL_LAYOUTS, cuda_conv_algorithm, cuda_pool_layout
+from lenet_ext.backends import (
+    CUDA_CONV_ALGORITHMS,
+    CUDA_FUSED_BLOCKS,
+    CUDA_POOL_LAYOUTS,
+    cuda_conv_algorithm,
+    cuda_fused_block,
+    cuda_pool_layout,
+)
 
 ops = torch.ops.lenet_ext
 
@@ -26,6 +34,22 @@ def conv_case(x_shape, w_shape, dtype, stride=(1, 1), pad=(1, 1, 1, 1), dil=(1, 
     ops.conv2d_backward(torch.ones_like(out), x, w, *conf, [True, True, True])
     ref = F.conv2d(F.pad(x.double(), (pad[2], pad[3], pad[0], pad[1])), w.double(), b.double(), stride, 0, dil, groups)
     return (out.double() - ref).abs().max().item() / max(ref.abs().max().item(), 1.0)
+
+
+def fused_case(dtype):
+    """LeNet's fused block, forward and backward, through both CUDA passes (an odd map: leftover rows)."""
+    x = torch.randn(3, 2, 13, 12, device="cuda", dtype=dtype)
+    w = torch.randn(6, 2, 5, 5, device="cuda", dtype=dtype)
+    b = torch.randn(6, device="cuda", dtype=dtype)
+    conf = ([1, 1], [2, 2, 2, 2], [1, 1], 1, [2, 2])
+    ref = F.avg_pool2d(torch.sigmoid(F.conv2d(x.double(), w.double(), b.double(), padding=2)), 2)
+    worst = 0.0
+    for block in CUDA_FUSED_BLOCKS:
+        with cuda_fused_block(block):
+            out, act = ops.conv2d_sigmoid_avgpool2d(x, w, b, *conf)
+            ops.conv2d_sigmoid_avgpool2d_backward(torch.ones_like(out), x, w, act, *conf, [True, True, True])
+            worst = max(worst, (out.double() - ref).abs().max().item())
+    return worst
 
 
 MAX_CONF = ([3, 3], [2, 2], [1, 1], [1, 1], True)
@@ -57,6 +81,7 @@ def main():
                 worst = max(worst, conv_case((2, 7, 9, 9), (36, 7, 3, 3), dtype, groups=1))  # K % 4 != 0
                 worst = max(worst, conv_case((2, 3, 20, 19), (16, 3, 7, 7), dtype, stride=(2, 2), pad=(3, 3, 3, 3)))
                 worst = max(worst, conv_case((2, 12, 9, 10), (12, 1, 3, 3), dtype, stride=(2, 2), groups=12))
+        worst = max(worst, fused_case(dtype))
         for channels in (3, 8):  # 8 channels: the widest vectors in channels_last
             x = torch.randn(2, channels, 11, 10, device="cuda", dtype=dtype)
             for layout in (torch.contiguous_format, torch.channels_last):

@@ -4,7 +4,7 @@
 #   2. the CUDA tests (pytest -k cuda: both CUDA pooling kernel families, every CUDA conv algorithm, TF32 off)
 #   3. compute-sanitizer memcheck over scripts/cuda_smoke.py (every operator once, both pooling families)
 #   4. speed beside torch/cuDNN (bench/gpu_speed.py), the benchmark harness (again for the conv rows with
-#      the opt-in direct conv kernels), and the two CUDA pooling
+#      the opt-in direct conv kernels, and the fused-block rows with its opt-in pass), and the two CUDA pooling
 #      kernel families for channels_last side by side (scripts/cuda_pool_layouts.py)
 #   5. LeNet training on CUDA for 3 epochs beside its torch.nn twin
 #   6. the rest of the test suite (the CPU tests), if time is left
@@ -73,7 +73,7 @@ name, log, path = sys.argv[1:]
 outcomes = ("PASSED", "FAILED", "ERROR", "SKIPPED", "XFAIL", "XPASS")
 counts = {k.lower(): 0 for k in outcomes}
 # kernels not yet verified on a GPU, opt-in until they pass: test-id marker -> name
-opt_in = {"native": "native channels_last pooling", "conv-direct": "direct conv2d"}
+opt_in = {"native": "native channels_last pooling", "conv-direct": "direct conv2d", "fused-pass": "fused block pass"}
 opt_in_counts = {m: {k.lower(): 0 for k in outcomes} for m in opt_in}
 failed = []
 pattern = re.compile(r"(?:^|\s)(" + "|".join(outcomes) + r")(?:\s|$)")
@@ -159,6 +159,8 @@ step bench 90 "$out/bench.log" "$python" -m lenet_ext bench --device cuda --json
 # the opt-in direct conv kernels on the same rows, so the next change to the default heuristic has numbers
 step bench-direct 45 "$out/bench-direct.log" "$python" -m lenet_ext bench --device cuda --filter conv2d \
   --cuda-conv-algorithm direct --json "$out/bench-direct.json"
+step bench-fused 30 "$out/bench-fused.log" "$python" -m lenet_ext bench --device cuda --filter lenet_block \
+  --cuda-fused-block fused --json "$out/bench-fused.json"
 step pool_layouts 45 "$out/pool_layouts.log" "$python" scripts/cuda_pool_layouts.py --json "$out/pool_layouts.json"
 
 # 5. training

@@ -361,4 +361,3 @@ def test_cuda_conv_algorithm_setting():
     assert current_cuda_conv_algorithm() == "auto"
     with pytest.raises(ValueError, match="cuda_conv_algorithm must be one of"):
         cuda_conv_algorithm("winograd")
-

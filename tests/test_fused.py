@@ -6,6 +6,9 @@ import torch.nn.functional as F
 from common import assert_close, assert_no_worse_than_torch, clone_leaf, grads, make_input
 
 from lenet_ext import functional as LF
+from lenet_ext.backends import cuda_fused_block
+
+gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 
 CONFIGS = [
     ((4, 1, 28, 28), (6, 1, 5, 5), dict(padding=2), 2),  # LeNet's first block
@@ -34,6 +37,66 @@ def test_matches_unfused_torch(cfg, dtype, device):
     g = torch.randn_like(expected)
     for a, e in zip(grads(actual, ours_in, g), grads(expected, [x, w, b], g)):
         assert_close(a, e)
+
+
+# The CUDA fused pass (csrc/fused_items.h) on a GPU, opt-in until this passes there: the id "fused-pass" is
+# what scripts/gpu_check.sh counts as its GPU runs.
+@gpu
+@pytest.mark.parametrize("cfg", CONFIGS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["fused-pass-float32", "fused-pass-float64"])
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_cuda_fused_pass_matches_unfused_torch(cfg, dtype, layout):
+    x_shape, w_shape, kw, pool = cfg
+    x = make_input(x_shape, dtype, "cuda", layout, requires_grad=True)
+    w = make_input(w_shape, dtype, "cuda", requires_grad=True)
+    b = make_input((w_shape[0],), dtype, "cuda", requires_grad=True)
+    ours_in = [clone_leaf(t) for t in (x, w, b)]
+    expected = reference(x, w, b, kw, pool)
+    with cuda_fused_block("fused"):
+        actual = LF.conv2d_sigmoid_avgpool2d(*ours_in, **kw, pool_size=pool)
+        g = torch.randn_like(expected)
+        got = grads(actual, ours_in, g)
+    assert_close(actual, expected)
+    assert actual.is_contiguous(memory_format=torch.channels_last) == (layout == "channels_last" and x.numel() > 0)
+    for a, e in zip(got, grads(expected, [x, w, b], g)):
+        assert_close(a, e)
+
+
+# The same pass's work items run on the host (_cuda_fused_on_host), on every machine: values, the
+# activation (rows and columns past the last window included) and every gradient against torch.
+@pytest.mark.parametrize("cfg", CONFIGS)
+@pytest.mark.parametrize(
+    "dtype,int64_index",
+    [(torch.float64, False), (torch.float32, False), (torch.float64, True), (torch.bfloat16, False)],
+)
+def test_cuda_fused_items_on_host(cfg, dtype, int64_index):
+    x_shape, w_shape, kw, pool = cfg
+    x, w, b = torch.randn(x_shape, dtype=dtype), torch.randn(w_shape, dtype=dtype), torch.randn(w_shape[0], dtype=dtype)
+    exact = [t.double().requires_grad_() for t in (x, w, b)]
+    act = torch.sigmoid(F.conv2d(*exact, **kw))
+    out = F.avg_pool2d(act, pool)
+    g = torch.randn(out.shape, dtype=torch.float64)
+    want = (out, act, *torch.autograd.grad(out, exact, g))
+    args = LF._conv_args("conv2d", x, w, b, kw.get("stride", 1), kw.get("padding", 0), kw.get("dilation", 1),
+                         kw.get("groups", 1))[3:]  # fmt: skip
+    pool2 = list(pool) if isinstance(pool, tuple) else [pool, pool]
+    got = torch.ops.lenet_ext._cuda_fused_on_host(x, w, b, g.to(dtype), *args, pool2, int64_index)
+    tol = {torch.float64: 1e-10, torch.float32: 1e-4, torch.bfloat16: 2e-2}[dtype]
+    for ours, exact_result in zip(got, want):
+        assert ours.dtype == dtype and ours.shape == exact_result.shape
+        scale = max(exact_result.abs().max().item(), 1.0) if exact_result.numel() else 1.0
+        torch.testing.assert_close(ours.double(), exact_result.detach(), rtol=tol, atol=tol * scale)
+
+
+def test_cuda_fused_block_setting():
+    from lenet_ext.backends import current_cuda_fused_block
+
+    assert current_cuda_fused_block() == "composite"
+    with cuda_fused_block("fused"):
+        assert current_cuda_fused_block() == "fused"
+    assert current_cuda_fused_block() == "composite"
+    with pytest.raises(ValueError, match="cuda_fused_block must be one of"):
+        cuda_fused_block("separate")
 
 
 def test_bfloat16_forward_and_gradients_against_float64():

@@ -67,6 +67,9 @@ struct CudaRunner {
   template <typename Op>
   void operator()(const Op& op, int64_t n) const {
     using index_t = typename Op::index_type;
+    if (n <= 0) {
+      return;  // a grid of no blocks is a launch error
+    }
     cuda::run_items_kernel<Op, index_t>
         <<<cuda::grid_for(n), cuda::kBlock, 0, cuda::current_stream()>>>(op, static_cast<index_t>(n));
     C10_CUDA_KERNEL_LAUNCH_CHECK();
@@ -74,6 +77,9 @@ struct CudaRunner {
 
   template <typename Op>
   void block_sums(const Op& op, int64_t blocks) const {
+    if (blocks <= 0) {
+      return;
+    }
     TORCH_CHECK(blocks <= std::numeric_limits<int32_t>::max(), "lenet_ext: the problem needs ", blocks,
                 " thread blocks, more than CUDA's grid allows");
     cuda::run_block_sums_kernel<Op>
