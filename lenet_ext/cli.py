@@ -67,6 +67,8 @@ def _parser():
     t.add_argument("--threads", type=_count(0), default=1, help="CPU threads per process; 0 keeps torch's choice. "
                    "LeNet's tensors are too small for more to pay, and on a busy machine more threads spin and "
                    "wait on each other")  # fmt: skip
+    t.add_argument("--cuda-graph", action="store_true", help="with --device cuda: replay each training step as "
+                   "one CUDA graph, for both networks (full batches only)")  # fmt: skip
     t.add_argument("--plot", metavar="PATH", help="write a PNG of both training curves")
     t.add_argument("--json", metavar="PATH", help="write the final metrics as JSON")
     t.add_argument("--save", metavar="PATH", help="checkpoint after every epoch (a state_dict either network loads)")
@@ -111,7 +113,7 @@ def _train(args):
     config = TrainConfig(**{k: v for k, v in vars(args).items() if k in names})
     try:
         results = train(config)
-    except (FileNotFoundError, IdxError) as e:  # unusable data: the message names the file, no traceback needed
+    except (FileNotFoundError, IdxError, ValueError) as e:  # unusable data or settings: the message says which
         print(f"lenet-ext train: {e}", file=sys.stderr)
         return 1
     if os.environ.get("RANK", "0") != "0":

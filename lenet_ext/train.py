@@ -9,6 +9,11 @@ Under ``torchrun`` (``WORLD_SIZE`` > 1) training is data-parallel with ``Distrib
 the CPU, nccl on CUDA. Every rank shuffles the same way and takes its own slice of each epoch, and
 ``--batch-size`` is per process, as usual for DDP.
 
+On CUDA, ``--cuda-graph`` captures each network's whole training step (forward, backward and optimizer
+step) as one CUDA graph after a few eager warm-up steps, and replays it for every batch, so the host no
+longer launches each kernel; both networks are replayed alike. Graphs have fixed shapes, so an epoch's
+last, partial batch is left out (for both networks).
+
 Checkpoints are the model's ``state_dict`` itself, so either network's ``load_state_dict`` accepts one
 directly; what ``--resume`` needs besides (optimizer state, epochs done, history) rides in the
 state_dict's ``_metadata`` under a key no module path can have, which ``load_state_dict`` ignores.
@@ -68,6 +73,7 @@ class TrainConfig:
     save: str | None = None
     resume: str | None = None
     progress: bool | None = None  # None: show progress bars when stdout is a terminal
+    cuda_graph: bool = False  # CUDA, one process: replay each training step as a CUDA graph (full batches only)
 
 
 @dataclass
@@ -80,7 +86,8 @@ class _Side:
     step_seconds: float = 0.0
     images: int = 0
     losses: list = field(default_factory=list)
-    correct: int = 0
+    correct: torch.Tensor | int = 0  # this epoch's correct predictions, summed on the device
+    graphed: "_GraphedStep | None" = None
 
 
 # ------------------------------------------------------------------------------------------ checkpoints
@@ -111,11 +118,13 @@ def _unwrap(model):
     return model.module if isinstance(model, DistributedDataParallel) else model
 
 
-def _make_optimizer(name, params, lr):
+def _make_optimizer(name, params, lr, capturable=False):
+    """capturable: the optimizer's step can be captured in a CUDA graph (Adam keeps its step count on the
+    device then)."""
     if name == "sgd":
         return torch.optim.SGD(params, lr=lr)
     if name == "adam":
-        return torch.optim.Adam(params, lr=lr)
+        return torch.optim.Adam(params, lr=lr, capturable=capturable)
     raise ValueError(f"optimizer must be 'sgd' or 'adam', got {name!r}")
 
 
@@ -131,19 +140,67 @@ def _sync(device):
         torch.cuda.synchronize(device)
 
 
-def _step(side, x, y, device):
-    _sync(device)
-    start = time.perf_counter()
-    side.optimizer.zero_grad(set_to_none=True)
+def _forward_backward_step(side, x, y):
     out = side.model(x)
     loss = torch_F.cross_entropy(out, y)
     loss.backward()
     side.optimizer.step()
+    return out, loss
+
+
+class _GraphedStep:
+    """One network's training step replayed as a CUDA graph (torch.cuda.graph's whole-network recipe).
+
+    Each call copies the batch into static input tensors. The first WARMUP calls run the step eagerly on a
+    side stream, as capture requires (allocator pools, cuDNN's choices, the optimizer's state); the next
+    one captures forward, backward and optimizer step with the gradients unset, so the captured backward
+    writes them, and every call from then on replays the graph. The returned output and loss are the
+    graph's static tensors: read them before the next call.
+    """
+
+    WARMUP = 3
+
+    def __init__(self, side, x, y):
+        self.side = side
+        self.x, self.y = torch.empty_like(x), torch.empty_like(y)
+        self.calls = 0
+        self.graph = None
+        self.out = self.loss = None
+
+    def __call__(self, x, y):
+        self.x.copy_(x)
+        self.y.copy_(y)
+        self.calls += 1
+        if self.calls <= self.WARMUP:
+            stream = torch.cuda.Stream()
+            stream.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(stream):
+                self.side.optimizer.zero_grad(set_to_none=True)
+                out, loss = _forward_backward_step(self.side, self.x, self.y)
+            torch.cuda.current_stream().wait_stream(stream)
+            return out, loss
+        if self.graph is None:
+            self.side.optimizer.zero_grad(set_to_none=True)
+            self.graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(self.graph):
+                self.out, self.loss = _forward_backward_step(self.side, self.x, self.y)
+        self.graph.replay()
+        return self.out, self.loss
+
+
+def _step(side, x, y, device):
+    _sync(device)
+    start = time.perf_counter()
+    if side.graphed is not None:
+        out, loss = side.graphed(x, y)
+    else:
+        side.optimizer.zero_grad(set_to_none=True)
+        out, loss = _forward_backward_step(side, x, y)
     _sync(device)
     side.step_seconds += time.perf_counter() - start
     side.images += len(y)
-    side.losses.append(loss.detach())
-    side.correct += int((out.argmax(1) == y).sum())
+    side.losses.append(loss.detach().clone())  # a replayed graph overwrites its loss
+    side.correct = side.correct + (out.argmax(1) == y).sum()  # no host sync per step
 
 
 @torch.no_grad()
@@ -188,6 +245,10 @@ def train(config, log=tqdm.write):
         if value is not None and value < (0 if name == "epochs" else 1):
             raise ValueError(f"{name} must be {'>= 0' if name == 'epochs' else 'positive'}, got {value}")
     device = torch.device(config.device)
+    if config.cuda_graph and device.type != "cuda":
+        raise ValueError("cuda_graph (--cuda-graph) replays CUDA graphs: it needs device 'cuda'")
+    if config.cuda_graph and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ValueError("cuda_graph (--cuda-graph) is for one process; under torchrun, leave it off")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("--device cuda was asked for, but torch sees no CUDA device")
     # Our kernels compute float32 in full; the twin's cuDNN convolutions would use TF32 by default, and
@@ -236,10 +297,16 @@ def _train(config, rank, world, device, log):
         if resume is not None:
             first_epoch, history = resume["epoch"], list(resume["history"])
 
-    sides = [_Side("", model, _make_optimizer(config.optimizer, model.parameters(), config.lr))]
+    graphs = config.cuda_graph
+    if graphs and len(train_set) < config.batch_size:
+        raise ValueError(
+            f"cuda_graph replays full batches only: {len(train_set)} training digits make no batch of "
+            f"{config.batch_size}"
+        )
+    sides = [_Side("", model, _make_optimizer(config.optimizer, model.parameters(), config.lr, graphs))]
     if config.compare_builtin:
         twin = builtin_twin(model)
-        sides.append(_Side("builtin_", twin, _make_optimizer(config.optimizer, twin.parameters(), config.lr)))
+        sides.append(_Side("builtin_", twin, _make_optimizer(config.optimizer, twin.parameters(), config.lr, graphs)))
     for side in sides:
         if resume is not None:
             side.optimizer.load_state_dict(resume["optimizer"])
@@ -254,16 +321,23 @@ def _train(config, rank, world, device, log):
     )
     if device.type == "cuda":
         log("TF32 off for torch's convolutions and matmuls: ours and the twin both compute full float32")
+    if graphs:
+        log(f"CUDA graphs: each network's training step replays as one graph after {_GraphedStep.WARMUP} eager "
+            "steps; the last, partial batch of each epoch is left out")  # fmt: skip
     epochs = tqdm(range(first_epoch, config.epochs), desc="epochs", disable=not show_progress, leave=False)
     for epoch in epochs:
         order = _epoch_order(len(train_set), config.seed, epoch, rank, world)
         batches = order.split(config.batch_size)
+        if graphs and len(batches[-1]) < config.batch_size:
+            batches = batches[:-1]  # a graph replays one batch size
         for side in sides:
             side.losses, side.correct = [], 0
         for idx in tqdm(batches, desc=f"epoch {epoch + 1}", disable=not show_progress, leave=False):
             idx = idx.to(device)
             x, y = train_set.images[idx], train_set.labels[idx]
             for side in sides:
+                if graphs and side.graphed is None:
+                    side.graphed = _GraphedStep(side, x, y)
                 _step(side, x, y, device)
 
         record = {"epoch": epoch + 1}
@@ -271,7 +345,7 @@ def _train(config, rank, world, device, log):
             losses = torch.stack(side.losses).double()
             weights = torch.tensor([len(b) for b in batches], dtype=torch.float64, device=losses.device)
             loss_sum, correct, count = _all_reduce_sum(
-                [float((losses * weights).sum()), side.correct, len(order)], device, world
+                [float((losses * weights).sum()), int(side.correct), sum(len(b) for b in batches)], device, world
             )
             record[side.prefix + "loss"] = loss_sum / count
             record[side.prefix + "accuracy"] = correct / count

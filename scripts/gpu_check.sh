@@ -6,7 +6,7 @@
 #   4. speed beside torch/cuDNN (bench/gpu_speed.py), the benchmark harness (again for the conv rows with
 #      the opt-in direct conv kernels, and the fused-block rows with its opt-in pass), and the two CUDA pooling
 #      kernel families for channels_last side by side (scripts/cuda_pool_layouts.py)
-#   5. LeNet training on CUDA for 3 epochs beside its torch.nn twin
+#   5. LeNet training on CUDA for 3 epochs beside its torch.nn twin, eagerly and replayed as CUDA graphs
 #   6. the rest of the test suite (the CPU tests), if time is left
 # Everything it writes goes to $OUT (default ./gpu-check-out/), flat: one log per step, summary.txt
 # (each step's status and time, the pytest pass/fail counts) and counts.json (the same counts, for tools).
@@ -166,6 +166,12 @@ step pool_layouts 45 "$out/pool_layouts.log" "$python" scripts/cuda_pool_layouts
 # 5. training
 step train 60 "$out/train.log" "$python" -m lenet_ext train --device cuda --epochs 3 --json "$out/train.json"
 [ -f "$out/train.log" ] && grep -E "TF32|loss gap|twin" "$out/train.log" | tail -3 >>"$summary"
+# each training step replayed as a CUDA graph, at the default batch and at LeNet's 256
+for batch in 64 256; do
+  step "train-graph-b$batch" 45 "$out/train-graph-b$batch.log" "$python" -m lenet_ext train --device cuda \
+    --epochs 3 --cuda-graph --batch-size "$batch" --json "$out/train-graph-b$batch.json"
+  [ -f "$out/train-graph-b$batch.log" ] && grep -E "loss gap|speed" "$out/train-graph-b$batch.log" | tail -2 >>"$summary"
+done
 
 # 6. the rest of the suite
 OMP_NUM_THREADS=$threads step pytest-rest 150 "$out/pytest-rest.log" \

@@ -63,6 +63,12 @@ def test_train_reports_bad_data_dir(tmp_path, capsys):
     assert err.startswith("lenet-ext train: ") and "train-images-idx3-ubyte" in err and "Traceback" not in err
 
 
+def test_train_cuda_graph_needs_cuda(capsys):
+    assert cli.main(["train", "--epochs", "1", "--limit", "128", "--cuda-graph"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("lenet-ext train: cuda_graph") and "needs device 'cuda'" in err and "Traceback" not in err
+
+
 def test_shapes_prints_the_output_size_arithmetic(capsys):
     assert cli.main(["shapes"]) == 0
     out = capsys.readouterr().out

@@ -92,6 +92,28 @@ def test_training_matches_the_twin_step_for_step_on_real_digits(name, device):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=lambda m, key=key: f"{key}: {m}")
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+def test_cuda_graph_training_replays_the_eager_steps(optimizer):
+    """`lenet-ext train --device cuda --cuda-graph`: both networks' steps replayed as CUDA graphs (our
+    operators captured with the rest) give the eager run's losses, step for step, and both speeds."""
+    common = dict(device="cuda", epochs=2, batch_size=64, optimizer=optimizer, progress=False)
+    quiet = lambda *_: None  # noqa: E731
+    eager = train(TrainConfig(limit=64 * 9, **common), log=quiet)  # full batches: the same steps both ways
+    graphed = train(TrainConfig(limit=64 * 9, cuda_graph=True, **common), log=quiet)
+    for e, g in zip(eager["history"], graphed["history"], strict=True):
+        for key in ("loss", "builtin_loss"):
+            assert abs(e[key] - g[key]) <= 1e-4 * abs(e[key]), (key, e[key], g[key])
+        for key in ("test_accuracy", "builtin_test_accuracy"):
+            assert abs(e[key] - g[key]) <= 5e-3, (key, e[key], g[key])
+    assert graphed["max_loss_gap"] < 1e-3
+    assert graphed["images_per_second"] > 0 and graphed["builtin_images_per_second"] > 0
+    assert graphed["config"]["cuda_graph"] is True
+    # a partial last batch is left out, and the replays go on across epochs
+    partial = train(TrainConfig(limit=64 * 4 + 20, cuda_graph=True, **common), log=quiet)
+    assert len(partial["history"]) == 2 and partial["max_loss_gap"] < 1e-3
+
+
 # --------------------------------------------------------------------------------------------- convert
 class KeepMyForward(nn.Conv2d):
     """A user's Conv2d subclass: convert() must leave it alone."""
