@@ -115,7 +115,7 @@ def parse_args(argv):
     p.add_argument("--filter", metavar="SUBSTRING", help="only rows whose name contains this (case-insensitive)")
     p.add_argument(
         "--conv-algorithm",
-        choices=["auto", "direct", "im2col"],
+        choices=list(lenet_ext.backends.ALGORITHMS),
         help="force lenet_ext.backends.conv_algorithm for the run (CPU conv2d), to back the heuristic with numbers",
     )
     p.add_argument(

@@ -25,7 +25,7 @@ def test_matches_torch(case, dtype, device):
     check_conv2d(case, dtype, device)
 
 
-@pytest.mark.parametrize("algorithm", ["direct", "im2col"])
+@pytest.mark.parametrize("algorithm", ["direct", "im2col", "winograd"])
 @pytest.mark.parametrize("case", CONV2D, ids=str)
 def test_each_cpu_algorithm(case, algorithm):
     with lenet_ext.backends.conv_algorithm(algorithm):
@@ -283,6 +283,40 @@ def test_input_gradient_with_a_nonfinite_weight_matches_torch(algorithm):
         g, x, w, None, [1, 1], [1, 1], [1, 1], False, [0, 0], 1, [True, False, False]
     )[0]
     assert_close(ours, torch_, equal_nan=True)
+
+
+# Winograd F(2x2, 3x3) where it applies (3x3, stride 1, no dilation): odd and even output sizes (a partial
+# last tile), asymmetric and wide padding, groups, bias or none, and planes smaller than one tile.
+WINOGRAD_SHAPES = [
+    Conv2dCase.unnamed((2, 8, 9, 7), (5, 8, 3, 3), padding=1),
+    Conv2dCase.unnamed((1, 3, 5, 6), (4, 3, 3, 3)),
+    Conv2dCase.unnamed((3, 8, 4, 4), (8, 4, 3, 3), padding=2, groups=2),
+    Conv2dCase.unnamed((2, 16, 12, 13), (8, 16, 3, 3), padding="same"),
+    Conv2dCase.unnamed((2, 4, 2, 2), (3, 4, 3, 3), padding=1),
+    Conv2dCase.unnamed((1, 1, 3, 3), (1, 1, 3, 3)),
+    Conv2dCase.unnamed((2, 24, 30, 29), (20, 24, 3, 3), padding=1),  # more than one band of tile rows
+]
+
+
+@pytest.mark.parametrize("case", WINOGRAD_SHAPES, ids=str)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "no-bias"])
+def test_winograd(case, dtype, bias):
+    with lenet_ext.backends.conv_algorithm("winograd"):
+        check_conv2d(case, dtype, bias=bias)
+
+
+def test_winograd_with_an_infinite_input_matches_torch():
+    # The transforms mix a tile's values (inf - inf is NaN): a result that is not all finite is computed
+    # again by the direct kernels, which give torch's infs and NaNs.
+    x = torch.randn(2, 6, 8, 9, dtype=torch.float64)
+    x[0, 1, 2, 3] = float("inf")
+    x[0, 1, 2, 5] = float("inf")  # with the one above, both d0 and d2 of a tile row
+    x[1, 4, 6, 0] = float("-inf")
+    w = torch.randn(5, 6, 3, 3, dtype=torch.float64)
+    with lenet_ext.backends.conv_algorithm("winograd"):
+        ours = LF.conv2d(x, w, padding=1)
+    assert_close(ours, F.conv2d(x, w, padding=1), equal_nan=True)
 
 
 def test_operator_takes_an_empty_input_plane_with_padding():

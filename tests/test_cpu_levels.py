@@ -32,7 +32,7 @@ def level(request):
         yield request.param
 
 
-@pytest.mark.parametrize("algorithm", ["auto", "direct", "im2col"])
+@pytest.mark.parametrize("algorithm", ["auto", "direct", "im2col", "winograd"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("case", CONV2D, ids=str)
 def test_conv2d_at_each_level(case, dtype, algorithm, level):

@@ -5,6 +5,7 @@
 //   im2col + matrix product   any shape (cpu/conv2d_im2col.cpp)
 //   pixel tiles               stride 1: forward, and the weight gradient of <= 3 channels per group
 //   channel tiles             4 to 32 output channels per group: strided forward, weight gradient
+//   Winograd F(2x2, 3x3)      3x3 stride-1 undilated forwards, when forced or timed (benchmark mode)
 //   input gradient            for stride 1, a convolution of the padded grad_output with the flipped,
 //                             transposed weight, which then runs through the forward's choice; else
 //                             im2col's col2im
@@ -60,9 +61,9 @@ at::Tensor sum_slices(const at::Tensor& partial) {
 
 namespace {
 
-// lenet_ext.backends.conv_algorithm("auto" | "direct" | "im2col") sets this through the
+// lenet_ext.backends.conv_algorithm("auto" | "direct" | "im2col" | "winograd") sets this through the
 // lenet_ext::_set_conv_algorithm operator.
-enum class Algorithm : int64_t { kAuto = 0, kDirect = 1, kIm2col = 2 };
+enum class Algorithm : int64_t { kAuto = 0, kDirect = 1, kIm2col = 2, kWinograd = 3 };
 std::atomic<int64_t> g_conv_algorithm{0};
 
 Algorithm forced_algorithm() {
@@ -74,7 +75,7 @@ int64_t set_conv_algorithm(int64_t algorithm) {
   if (algorithm == -1) {
     return g_conv_algorithm.load();
   }
-  TORCH_CHECK(algorithm >= 0 && algorithm <= 2, "lenet_ext: unknown conv algorithm code ", algorithm);
+  TORCH_CHECK(algorithm >= 0 && algorithm <= 3, "lenet_ext: unknown conv algorithm code ", algorithm);
   return g_conv_algorithm.exchange(algorithm);
 }
 
@@ -82,7 +83,7 @@ int64_t set_conv_algorithm(int64_t algorithm) {
 // The heuristics. The numbers come from `lenet-ext bench --conv-algorithm direct|im2col` at each level,
 // and sweeps of channel counts and image sizes (float32, 2 threads).
 
-enum class ForwardKernel { kIm2col, kPixelTiles, kChannelTiles };
+enum class ForwardKernel { kIm2col, kPixelTiles, kChannelTiles, kWinograd };
 enum class WeightGradKernel { kIm2col, kPixelTiles, kChannelTiles };
 
 // Forward:
@@ -226,15 +227,18 @@ int64_t fastest(int64_t candidates, const Run& run) {
   return best;
 }
 
-// The choice for one pass: forced, tuned (timed once per shape), or the heuristic.
+// The choice for one pass: forced, tuned (timed once per shape), or the heuristic. `winograd` is the
+// pass's Winograd kernel where there is one for this shape; "winograd" forced elsewhere is the heuristic.
 template <typename Kernel, typename Run>
 Kernel choose(Pass pass, const Conv2dParams& p, at::ScalarType dtype, Kernel heuristic, Kernel direct,
-              const std::vector<Kernel>& candidates, const Run& run) {
+              const std::vector<Kernel>& candidates, const Run& run, std::optional<Kernel> winograd = std::nullopt) {
   switch (forced_algorithm()) {
     case Algorithm::kIm2col:
       return Kernel::kIm2col;
     case Algorithm::kDirect:
       return direct;
+    case Algorithm::kWinograd:
+      return winograd.value_or(heuristic);
     case Algorithm::kAuto:
       break;
   }
@@ -263,6 +267,11 @@ void forward_with(ForwardKernel kernel, const at::Tensor& x, const at::Tensor& w
       return conv2d_forward_pixels<scalar_t>(x, w, bias, out, p, level);
     case ForwardKernel::kChannelTiles:
       return conv2d_forward_channels<scalar_t>(x, w, bias, out, p, level);
+    case ForwardKernel::kWinograd:
+      if (!conv2d_forward_winograd<scalar_t>(x, w, bias, out, p)) {
+        conv2d_forward_pixels<scalar_t>(x, w, bias, out, p, level);  // inf or NaN: summed as torch does
+      }
+      return;
   }
 }
 
@@ -274,8 +283,13 @@ ForwardKernel choose_forward(const at::Tensor& x, const at::Tensor& w, const at:
   if (candidates.back() == ForwardKernel::kChannelTiles) {
     candidates.push_back(ForwardKernel::kPixelTiles);
   }
+  std::optional<ForwardKernel> winograd;
+  if (winograd_applies(p)) {
+    winograd = ForwardKernel::kWinograd;
+    candidates.push_back(ForwardKernel::kWinograd);
+  }
   return choose(Pass::kForward, p, x.scalar_type(), heuristic_forward(p), direct_forward(p), candidates,
-                [&](ForwardKernel k) { forward_with<scalar_t>(k, x, w, bias, out, p); });
+                [&](ForwardKernel k) { forward_with<scalar_t>(k, x, w, bias, out, p); }, winograd);
 }
 
 template <typename scalar_t>

@@ -6,6 +6,7 @@
 //   cpu/conv2d_im2col.cpp    im2col + matrix product (forward, input gradient, weight gradient): any shape
 //   cpu/conv2d_pixels.cpp    pixel tiles, stride 1 (forward; weight gradient of <= 3 channels per group)
 //   cpu/conv2d_channels.cpp  channel tiles, 4 to 32 output channels per group (forward; weight gradient)
+//   cpu/conv2d_winograd.cpp  Winograd F(2x2, 3x3): 3x3 stride-1 forwards (and input gradients, as convolutions)
 // The register tiles themselves are in cpu/tiles.h, compiled once per instruction-set level.
 //
 // Layout: every algorithm reads contiguous NCHW and writes contiguous NCHW, in float or double.
@@ -124,6 +125,13 @@ void conv2d_forward_pixels(const at::Tensor& x, const at::Tensor& w, const at::T
 template <typename scalar_t>
 at::Tensor conv2d_grad_weight_pixels(const at::Tensor& go, const at::Tensor& x, const Conv2dParams& p,
                                      const cpu::LevelKernels& level);
+
+// Winograd F(2x2, 3x3): 3x3 kernels, stride 1, no dilation (winograd_applies). Returns false, after
+// writing `out`, when the result is not all finite: the caller computes such a result again directly.
+bool winograd_applies(const Conv2dParams& p);
+template <typename scalar_t>
+bool conv2d_forward_winograd(const at::Tensor& x, const at::Tensor& w, const at::Tensor* bias, at::Tensor& out,
+                             const Conv2dParams& p);
 
 template <typename scalar_t>
 void conv2d_forward_channels(const at::Tensor& x, const at::Tensor& w, const at::Tensor* bias, at::Tensor& out,
