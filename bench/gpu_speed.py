@@ -10,7 +10,9 @@ against torch before timing, interleaved torch.utils.benchmark timing, L2 flush,
   fraction of the copy ceiling, and the ratio to torch's own pooling;
 * conv2d float32 forward, and forward + every gradient through autograd, with TF32 off: LeNet's two
   layers at batch 256 and a 64->64 3x3 layer at 56x56, batch 32, against cuDNN (cudnn.benchmark on, so
-  cuDNN picks its best).
+  cuDNN picks its best);
+* the 64->64 layer's forward in float16 and bfloat16, ours with the default kernels and with
+  lenet_ext.backends.cuda_conv_algorithm("tensor_cores"), against cuDNN's tensor-core kernels.
 
 Every row is timed as a user calls it (call time: lenet_ext.functional against torch.nn.functional), and
 our raw operators doing the same work are timed beside it (operator time). The forward rows are the
@@ -27,6 +29,7 @@ import torch.nn.functional as F
 
 from lenet_ext import benchmark
 from lenet_ext import functional as LF
+from lenet_ext.backends import cuda_conv_algorithm
 from lenet_ext.benchmarking.cases import pool_call_case
 from lenet_ext.benchmarking.suite import CONV64_B32, LENET_CONV1, LENET_CONV2, Pool, Row
 
@@ -57,6 +60,39 @@ def conv_forward_backward(shape, device):
     )
 
 
+def half_forward(dtype, algorithm):
+    """A Case builder: the forward in a 16-bit dtype with our kernels chosen by cuda_conv_algorithm; the
+    check allows that dtype's rounding (both sides accumulate in float, in different orders)."""
+
+    def build(shape, device):
+        x = torch.randn(shape.n, shape.c, shape.h, shape.w, device=device, dtype=dtype)
+        w = torch.randn(shape.o, shape.c // shape.groups, shape.k, shape.k, device=device, dtype=dtype)
+        w /= math.sqrt(shape.c // shape.groups * shape.k * shape.k)
+        conf = (None, shape.stride, shape.padding, 1, shape.groups)
+        op_conf = ([shape.stride] * 2, [shape.padding] * 4, [1, 1], shape.groups)
+
+        def ours():
+            with cuda_conv_algorithm(algorithm):
+                return LF.conv2d(x, w, *conf)
+
+        def operator():
+            with cuda_conv_algorithm(algorithm):
+                return ops.conv2d_forward(x, w, None, *op_conf)
+
+        def check():
+            a, b = ours().float(), F.conv2d(x, w, *conf).float()
+            eps = torch.finfo(dtype).eps
+            torch.testing.assert_close(a, b, rtol=4 * eps, atol=4 * eps * max(1.0, b.abs().max().item()))
+            return (a - b).abs().max().item()
+
+        return benchmark.Case(
+            ours, lambda: F.conv2d(x, w, *conf), work=shape.flops(), unit="flop", check=check, operator=operator,
+            reads=(x, w),
+        )  # fmt: skip
+
+    return build
+
+
 POOL_MAPS = (32, 64, 112, 112)
 CONVS = [("LeNet conv1", LENET_CONV1), ("LeNet conv2", LENET_CONV2), ("64->64 3x3 b32", CONV64_B32)]
 # (row, builder of its Case, or None for the suite's own operation)
@@ -70,6 +106,14 @@ JOBS = [
     (Row("2x2 s2 32x64x112x112", "avg_pool2d.forward", Pool(*POOL_MAPS, 2, 2)), None),
     *[(Row(what, "conv2d.forward", shape), None) for what, shape in CONVS],
     *[(Row(what, "conv2d.forward+backward", shape), conv_forward_backward) for what, shape in CONVS],
+    *[
+        (
+            Row(f"64->64 3x3 b32 {str(dtype)[6:]} ({algorithm})", "conv2d.forward", CONV64_B32),
+            half_forward(dtype, algorithm),
+        )
+        for dtype in (torch.float16, torch.bfloat16)
+        for algorithm in ("auto", "tensor_cores")
+    ],
 ]
 
 

@@ -17,8 +17,8 @@ namespace {
 std::atomic<int> g_cuda_conv_algorithm{static_cast<int>(conv::CudaAlgorithm::kAuto)};
 
 int64_t set_cuda_conv_algorithm(int64_t algorithm) {
-  TORCH_CHECK(algorithm >= -1 && algorithm <= 2, "lenet_ext._set_cuda_conv_algorithm: expected -1, 0, 1 or 2, got ",
-              algorithm);
+  TORCH_CHECK(algorithm >= -1 && algorithm <= 3,
+              "lenet_ext._set_cuda_conv_algorithm: expected -1, 0, 1, 2 or 3, got ", algorithm);
   return algorithm < 0 ? g_cuda_conv_algorithm.load() : g_cuda_conv_algorithm.exchange(static_cast<int>(algorithm));
 }
 

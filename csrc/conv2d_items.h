@@ -40,8 +40,9 @@ namespace lenet_ext {
 namespace conv {
 
 // lenet_ext.backends.cuda_conv_algorithm: "auto" (the kernels verified on a GPU, conv2d.cu's heuristic),
-// "gemm" (implicit GEMM for every pass) or "direct" (the kernels of this file for every pass).
-enum class CudaAlgorithm : int { kAuto = 0, kGemm = 1, kDirect = 2 };
+// "gemm" (implicit GEMM for every pass), "direct" (the kernels of this file for every pass) or
+// "tensor_cores" (the implicit GEMM on tensor cores for float16 and bfloat16, cuda/gemm_tc.cuh).
+enum class CudaAlgorithm : int { kAuto = 0, kGemm = 1, kDirect = 2, kTensorCores = 3 };
 CudaAlgorithm cuda_conv_algorithm();  // conv2d_host.cpp
 
 // The weight gradient's split-K (GEMM and direct alike): at most this many chunks of output pixels, each

@@ -81,8 +81,9 @@ TORCH_LIBRARY(lenet_ext, m) {
   // channels_last; -1 only reads it. Returns the previous setting. Used by lenet_ext.backends.cuda_pool_layout.
   m.def("_set_cuda_pool_layout(int layout) -> int");
   // Selects the CUDA conv2d kernels: 0 auto (the kernels verified on a GPU), 1 implicit GEMM for every
-  // pass, 2 the direct kernels of conv2d_items.h for every pass; -1 only reads it. Returns the previous
-  // setting. Used by lenet_ext.backends.cuda_conv_algorithm.
+  // pass, 2 the direct kernels of conv2d_items.h for every pass, 3 the implicit GEMM on tensor cores for
+  // 16-bit types; -1 only reads it. Returns the previous setting. Used by
+  // lenet_ext.backends.cuda_conv_algorithm.
   m.def("_set_cuda_conv_algorithm(int algorithm) -> int");
   // Selects the CUDA fused block's pass after the conv: 0 the composite (ATen's sigmoid, our avg_pool2d),
   // 1 the fused pass of fused_items.h; -1 only reads it. Returns the previous setting. Used by

@@ -153,7 +153,7 @@ def current_cuda_pool_layout():
 
 
 # ---------------------------------------------------------------------------------- CUDA conv2d kernels
-CUDA_CONV_ALGORITHMS = ("auto", "gemm", "direct")
+CUDA_CONV_ALGORITHMS = ("auto", "gemm", "direct", "tensor_cores")
 
 
 class cuda_conv_algorithm(_Choice):
@@ -164,7 +164,10 @@ class cuda_conv_algorithm(_Choice):
     ``"direct"`` takes the direct kernels of ``csrc/conv2d_items.h`` for every pass: for narrow layers
     (LeNet's, depthwise, a 3-channel stem), with an input gradient that skips the taps a stride leaves
     without an output, and a weight gradient summed in registers and per block instead of in GEMM tiles.
-    They have not yet run on a GPU, so they are opt-in. Process-wide; no effect on the CPU kernels.
+    ``"tensor_cores"`` takes, for float16 and bfloat16 on sm_80 and later GPUs, the implicit GEMM on tensor
+    cores (WMMA, float accumulation) for every pass; other dtypes and older GPUs run as ``"auto"``.
+    "direct" and "tensor_cores" have not yet run on a GPU, so they are opt-in. Process-wide; no effect on
+    the CPU kernels.
     """
 
     CHOICES, SETTER = CUDA_CONV_ALGORITHMS, "_set_cuda_conv_algorithm"

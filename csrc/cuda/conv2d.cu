@@ -5,7 +5,9 @@
 //   "gemm"            the implicit GEMM for every pass;
 //   "direct"          the direct kernels of conv2d_items.h for every pass (forward, input gradient with
 //                     no taps that only meet a stride's structural zeros, weight gradient reduced in
-//                     registers and per block). Not yet run on a GPU, so opt-in.
+//                     registers and per block). Not yet run on a GPU, so opt-in;
+//   "tensor_cores"    for float16 and bfloat16 on sm_80 and later, the implicit GEMM on tensor cores
+//                     (gemm_tc.cuh) for every pass; other dtypes and GPUs as "auto". Opt-in, as "direct".
 // The kernels of "auto" and "gemm" (the heuristic is `use_direct` below):
 //   * direct forward, for small channel counts like LeNet's (out channels per group <= 32 and
 //     C/groups * KH * KW <= 512): one thread per output pixel computes kDirectOC output channels,
@@ -44,6 +46,7 @@
 #include "checks.h"
 #include "conv2d_items.h"
 #include "cuda/gemm.cuh"
+#include "cuda/gemm_tc.cuh"
 #include "cuda/items.cuh"
 #include "cuda/launch.cuh"
 #include "geom.h"
@@ -190,6 +193,39 @@ void launch_gemm(const GemmArgs<scalar_t>& args, const Geom<index_t>& g, int64_t
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
+static_assert(cuda::kTcTileM == kTileM && cuda::kTcTileN == kTileN && cuda::kTcTileK == kTileK,
+              "the weight gradient's chunks are sized in tiles that both GEMMs share");
+
+// Whether the current device has the tensor cores gemm_tc.cuh needs (sm_80: float16 and bfloat16 WMMA).
+bool tensor_cores_available() {
+  int device = 0, major = 0;
+  C10_CUDA_CHECK(cudaGetDevice(&device));
+  C10_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
+  return major >= 8;
+}
+
+template <typename scalar_t>
+bool use_tensor_cores() {
+  constexpr bool half_type = std::is_same_v<scalar_t, at::Half> || std::is_same_v<scalar_t, at::BFloat16>;
+  return half_type && conv::cuda_conv_algorithm() == conv::CudaAlgorithm::kTensorCores && tensor_cores_available();
+}
+
+// The implicit GEMM on tensor cores (16-bit types only; use_tensor_cores says when).
+template <Mode mode, typename scalar_t, typename index_t>
+void launch_gemm_tc(const GemmArgs<scalar_t>& args, const Geom<index_t>& g, int64_t chunks, index_t k_chunk) {
+  if constexpr (std::is_same_v<scalar_t, at::Half> || std::is_same_v<scalar_t, at::BFloat16>) {
+    const GemmShape<index_t> s = cuda::gemm_shape<mode, index_t>(g);
+    const index_t m_tiles = static_cast<index_t>(ceil_div(s.M, cuda::kTcTileM));
+    const index_t n_tiles = static_cast<index_t>(ceil_div(s.N, cuda::kTcTileN));
+    cuda::conv2d_gemm_tc_kernel<mode, scalar_t, index_t>
+        <<<gemm_grid(g, m_tiles, n_tiles, chunks), cuda::kTcThreads, 0, cuda::current_stream()>>>(
+            args, g, m_tiles, n_tiles, k_chunk);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  } else {
+    TORCH_INTERNAL_ASSERT(false, "tensor cores take float16 and bfloat16 only");
+  }
+}
+
 template <typename scalar_t, typename index_t>
 void conv2d_forward_impl(const at::Tensor& x, const at::Tensor& w, const at::Tensor* bias, at::Tensor& out,
                          const Conv2dParams& p) {
@@ -200,7 +236,9 @@ void conv2d_forward_impl(const at::Tensor& x, const at::Tensor& w, const at::Ten
     conv::direct_forward<scalar_t, index_t>(CudaRunner{}, x, w, bias, out, p);
     return;
   }
-  if (algorithm == conv::CudaAlgorithm::kAuto && use_direct(p)) {
+  const bool as_auto = algorithm == conv::CudaAlgorithm::kAuto ||
+                       (algorithm == conv::CudaAlgorithm::kTensorCores && !use_tensor_cores<scalar_t>());
+  if (as_auto && use_direct(p)) {
     const int64_t K = static_cast<int64_t>(g.Cg) * g.KH * g.KW;
     const int64_t pixel_blocks = ceil_div(static_cast<int64_t>(g.N) * g.OH * g.OW, cuda::kBlock);
     const int64_t oc_chunks = ceil_div(g.Og, kDirectOC);
@@ -218,6 +256,10 @@ void conv2d_forward_impl(const at::Tensor& x, const at::Tensor& w, const at::Ten
   GemmArgs<scalar_t> args{x.const_data_ptr<scalar_t>(), w.const_data_ptr<scalar_t>(), nullptr, b,
                           out.mutable_data_ptr<scalar_t>(), nullptr};
   const index_t K = cuda::gemm_shape<Mode::kForward, index_t>(g).K;
+  if (use_tensor_cores<scalar_t>()) {
+    launch_gemm_tc<Mode::kForward, scalar_t, index_t>(args, g, 1, K);
+    return;
+  }
   if constexpr (std::is_same_v<scalar_t, float>) {
     const bool aligned = reinterpret_cast<uintptr_t>(args.weight) % 16 == 0 && K % 4 == 0;
     if (aligned) {
@@ -233,7 +275,12 @@ void conv2d_grad_input_impl(const at::Tensor& go, const at::Tensor& w, at::Tenso
   const Geom<index_t> g = geom_of<index_t>(p);
   GemmArgs<scalar_t> args{nullptr, w.const_data_ptr<scalar_t>(), go.const_data_ptr<scalar_t>(), nullptr,
                           gx.mutable_data_ptr<scalar_t>(), nullptr};
-  launch_gemm<Mode::kGradInput, scalar_t, index_t>(args, g, 1, cuda::gemm_shape<Mode::kGradInput, index_t>(g).K);
+  const index_t K = cuda::gemm_shape<Mode::kGradInput, index_t>(g).K;
+  if (use_tensor_cores<scalar_t>()) {
+    launch_gemm_tc<Mode::kGradInput, scalar_t, index_t>(args, g, 1, K);
+  } else {
+    launch_gemm<Mode::kGradInput, scalar_t, index_t>(args, g, 1, K);
+  }
 }
 
 // Split-K: enough chunks to give the GPU ~1024 blocks, each chunk at least 8 k tiles long, at most
@@ -256,7 +303,11 @@ void conv2d_grad_weight_impl(const at::Tensor& go, const at::Tensor& x, at::Tens
   at::Tensor partial = at::empty({chunks, gw.numel()}, gw.options().dtype(acc_dtype));
   GemmArgs<scalar_t> args{x.const_data_ptr<scalar_t>(), nullptr, go.const_data_ptr<scalar_t>(), nullptr, nullptr,
                           partial.mutable_data_ptr<acc_t<scalar_t>>()};
-  launch_gemm<Mode::kGradWeight, scalar_t, index_t>(args, g, chunks, static_cast<index_t>(k_chunk));
+  if (use_tensor_cores<scalar_t>()) {
+    launch_gemm_tc<Mode::kGradWeight, scalar_t, index_t>(args, g, chunks, static_cast<index_t>(k_chunk));
+  } else {
+    launch_gemm<Mode::kGradWeight, scalar_t, index_t>(args, g, chunks, static_cast<index_t>(k_chunk));
+  }
   CudaRunner{}(conv::SumChunks<scalar_t>{partial.const_data_ptr<acc_t<scalar_t>>(), gw.mutable_data_ptr<scalar_t>(),
                                         gw.numel(), chunks},
                gw.numel());

@@ -169,6 +169,31 @@ __device__ __forceinline__ acc_t<scalar_t> load_b(const GemmArgs<scalar_t>& args
   }
 }
 
+// Writes C[m][n] of group grp (m < M and n < N are checked by the caller) where its mode keeps it: the
+// output plus bias (forward), grad_input, or this k chunk's (block y's) partial weight gradient.
+template <Mode mode, typename scalar_t, typename index_t>
+__device__ __forceinline__ void store_c(const GemmArgs<scalar_t>& args, const Geom<index_t>& g,
+                                        const GemmShape<index_t>& shape, index_t grp, index_t m, index_t n,
+                                        acc_t<scalar_t> value) {
+  using acc = acc_t<scalar_t>;
+  if constexpr (mode == Mode::kForward) {
+    // n = (image, l): out[image][grp*Og + m][l]
+    const index_t L = g.OH * g.OW;
+    const index_t img = n / L, l = n % L;
+    const index_t o = grp * g.Og + m;
+    const acc b = args.bias ? static_cast<acc>(args.bias[o]) : acc(0);
+    args.out[(img * g.O + o) * L + l] = static_cast<scalar_t>(value + b);
+  } else if constexpr (mode == Mode::kGradInput) {
+    // n = (image, p): grad_input[image][grp*Cg + m][p]
+    const index_t HW = g.H * g.W;
+    const index_t img = n / HW, p = n % HW;
+    args.out[(img * g.C + grp * g.Cg + m) * HW + p] = static_cast<scalar_t>(value);
+  } else {
+    // partial[chunk][grp*Og + m][n]: n runs over one weight row (c, kh, kw)
+    args.partial[(static_cast<index_t>(blockIdx.y) * g.O + grp * g.Og + m) * shape.N + n] = value;
+  }
+}
+
 // One (group, m tile, n tile, k chunk) of C = A B. Block x is (group, m tile, n tile) flattened; block y
 // is the k chunk (grad weight only; 1 otherwise). kVecA: A rows are 16-byte aligned float rows, read
 // four at a time (forward with float weights whose row length is a multiple of 4).
@@ -260,41 +285,11 @@ __global__ void __launch_bounds__(kGemmThreads)
 #pragma unroll
   for (int j = 0; j < kThreadN; ++j) {
     const index_t n = n0 + tx + kThreadsN * j;
-    if (n >= shape.N) {
-      continue;
-    }
-    if constexpr (mode == Mode::kForward) {
-      // n = (image, l): out[image][grp*Og + m][l]
-      const index_t L = g.OH * g.OW;
-      const index_t img = n / L, l = n % L;
 #pragma unroll
-      for (int i = 0; i < kThreadM; ++i) {
-        const index_t m = m0 + ty + kThreadsM * i;
-        if (m < shape.M) {
-          const index_t o = grp * g.Og + m;
-          const acc b = args.bias ? static_cast<acc>(args.bias[o]) : acc(0);
-          args.out[(img * g.O + o) * L + l] = static_cast<scalar_t>(c_r[i][j] + b);
-        }
-      }
-    } else if constexpr (mode == Mode::kGradInput) {
-      // n = (image, p): grad_input[image][grp*Cg + m][p]
-      const index_t HW = g.H * g.W;
-      const index_t img = n / HW, p = n % HW;
-#pragma unroll
-      for (int i = 0; i < kThreadM; ++i) {
-        const index_t m = m0 + ty + kThreadsM * i;
-        if (m < shape.M) {
-          args.out[(img * g.C + grp * g.Cg + m) * HW + p] = static_cast<scalar_t>(c_r[i][j]);
-        }
-      }
-    } else {
-      // partial[chunk][grp*Og + m][n]: n runs over one weight row (c, kh, kw)
-#pragma unroll
-      for (int i = 0; i < kThreadM; ++i) {
-        const index_t m = m0 + ty + kThreadsM * i;
-        if (m < shape.M) {
-          args.partial[(static_cast<index_t>(blockIdx.y) * g.O + grp * g.Og + m) * shape.N + n] = c_r[i][j];
-        }
+    for (int i = 0; i < kThreadM; ++i) {
+      const index_t m = m0 + ty + kThreadsM * i;
+      if (m < shape.M && n < shape.N) {
+        store_c<mode, scalar_t, index_t>(args, g, shape, grp, m, n, c_r[i][j]);
       }
     }
   }
