@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One command for a CUDA machine (torch with CUDA, nvcc, ninja, pytest; no network needed):
 #   1. build in place: pip install --no-build-isolation --no-deps -e .  (TORCH_CUDA_ARCH_LIST=9.0)
-#   2. the CUDA tests (pytest -k cuda: both CUDA pooling kernel families, every CUDA conv algorithm, TF32 off)
+#   2. the CUDA tests (pytest -k cuda: both CUDA pooling kernel families, every CUDA conv algorithm, TF32 off),
+#      then the error-path tests that once crashed workers
 #   3. compute-sanitizer memcheck over scripts/cuda_smoke.py (every operator once, both pooling families)
 #   4. speed beside torch/cuDNN (bench/gpu_speed.py), the benchmark harness (again for the conv rows with
 #      the opt-in direct conv kernels, and the fused-block rows with its opt-in pass), and the two CUDA pooling
@@ -140,6 +141,15 @@ OMP_NUM_THREADS=$threads step pytest-cuda 180 "$out/pytest-cuda.log" \
   "$python" -m pytest "${pytest_args[@]}" -k cuda tests
 counts pytest-cuda "$out/pytest-cuda.log"
 
+# 2b. the tests whose C++ argument errors once crashed test workers on a GPU machine (issue: no process
+# crash), under the same pytest-xdist workers, in a few seconds: the rest of the suite runs last, if time
+# is left, and a crash here must not wait for it
+OMP_NUM_THREADS=$threads step error-paths 60 "$out/error-paths.log" \
+  "$python" -m pytest "${pytest_args[@]}" tests/test_shape_math.py tests/test_error_paths.py \
+  tests/test_conv2d.py::test_operator_rejects_bad_arguments_directly \
+  tests/test_pool2d.py::test_operators_check_their_arguments tests/test_fused.py::test_bad_arguments
+counts error-paths "$out/error-paths.log"
+
 # 3. memcheck
 sanitizer=$(command -v compute-sanitizer)
 for candidate in "${CUDA_HOME:-/usr/local/cuda}/bin/compute-sanitizer" \
@@ -155,7 +165,7 @@ else
 fi
 
 # 4. speed (TF32 off in both: they say so in their output)
-step gpu_speed 60 "$out/gpu_speed.log" "$python" bench/gpu_speed.py --json "$out/gpu_speed.json"
+step gpu_speed 90 "$out/gpu_speed.log" "$python" bench/gpu_speed.py --json "$out/gpu_speed.json"
 step bench 90 "$out/bench.log" "$python" -m lenet_ext bench --device cuda --json "$out/bench.json"
 # the opt-in direct conv kernels on the same rows, so the next change to the default heuristic has numbers
 step bench-direct 45 "$out/bench-direct.log" "$python" -m lenet_ext bench --device cuda --filter conv2d \
