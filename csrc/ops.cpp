@@ -101,6 +101,13 @@ TORCH_LIBRARY(lenet_ext, m) {
   m.def(
       "_cuda_conv2d_direct_on_host(Tensor input, Tensor weight, Tensor? bias, Tensor grad_output, int[2] stride, "
       "int[4] padding, int[2] dilation, int groups, bool int64_index=False) -> (Tensor, Tensor, Tensor)");
+  // Private: the CUDA implicit GEMMs' forward, input gradient (in stride phases when `phased`) and weight
+  // gradient, computed on CPU tensors by the kernels' own gathers and stores (gemm_gather.h), without their
+  // tiling. Returns (output, grad_input, grad_weight).
+  m.def(
+      "_cuda_conv2d_gemm_on_host(Tensor input, Tensor weight, Tensor? bias, Tensor grad_output, int[2] stride, "
+      "int[4] padding, int[2] dilation, int groups, bool phased, bool int64_index=False) "
+      "-> (Tensor, Tensor, Tensor)");
   // Private: the CUDA pooling operator `op` computed on CPU tensors by the CUDA kernels' own work items,
   // so tests check their index arithmetic without a GPU; int64_index forces the int64 work items.
   // Returns (result, indices of max_pool2d_forward).

@@ -383,6 +383,46 @@ def test_cuda_direct_kernels_on_host_index_and_half_types(case, dtype, int64_ind
     _direct_on_host(case, dtype, int64_index)
 
 
+# _cuda_conv2d_gemm_on_host runs the CUDA implicit GEMMs' gathers and stores (csrc/gemm_gather.h) element
+# by element on the CPU: every mode of the verified GEMM, and the input gradient in stride phases.
+def _gemm_on_host(case, dtype, phased, int64_index=False):
+    conf = case.op_args()
+    x = torch.randn(case.shape(batched=True), dtype=dtype)
+    w = torch.randn(case.weight, dtype=dtype)
+    b = torch.randn(case.weight[0], dtype=dtype)
+    xr, wr, br = (t.double().requires_grad_() for t in (x, w, b))
+    want = torch_conv2d(xr, wr, br, *conf)
+    go = torch.randn(want.shape, dtype=torch.float64)
+    want_gx, want_gw = torch.autograd.grad(want, (xr, wr), go)
+    got = torch.ops.lenet_ext._cuda_conv2d_gemm_on_host(x, w, b, go.to(dtype), *conf, phased, int64_index)
+    for ours, exact in zip(got, (want.detach(), want_gx, want_gw)):
+        assert ours.dtype == dtype
+        tol = 1e-10 if dtype == torch.float64 else 1e-4
+        torch.testing.assert_close(ours.double(), exact, rtol=tol, atol=tol * max(exact.abs().max().item(), 1.0))
+
+
+_UNDILATED = [c for c in _NONEMPTY + _DIRECT_EXTRA if tuple(c.op_args()[2]) == (1, 1)]
+
+
+@pytest.mark.parametrize("case", _NONEMPTY + _DIRECT_EXTRA, ids=str)
+def test_cuda_gemm_gathers_on_host(case):
+    _gemm_on_host(case, torch.float64, phased=False)
+
+
+@pytest.mark.parametrize("case", _UNDILATED, ids=str)
+@pytest.mark.parametrize("dtype,int64_index", [(torch.float64, False), (torch.float32, True)])
+def test_cuda_gemm_phased_input_gradient_on_host(case, dtype, int64_index):
+    """Phases cover every input pixel once, including those no tap reaches (stride 3, 2x2 kernel)."""
+    _gemm_on_host(case, dtype, phased=True, int64_index=int64_index)
+
+
+def test_cuda_gemm_phases_skip_structural_zeros():
+    # Stride 3 with a 2x2 kernel: input rows with (ih + pad) % 3 == 2 are read by no tap, and their phase
+    # has no k at all: its gradient is zero, written by the empty GEMM.
+    case = Conv2dCase.unnamed((1, 2, 11, 10), (3, 2, 2, 2), stride=3, padding=1)
+    _gemm_on_host(case, torch.float64, phased=True)
+
+
 def test_cuda_conv_algorithm_setting():
     from lenet_ext.backends import cuda_conv_algorithm, current_cuda_conv_algorithm
 

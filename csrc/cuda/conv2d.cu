@@ -2,7 +2,9 @@
 //
 // Algorithms, as lenet_ext.backends.cuda_conv_algorithm chooses them:
 //   "auto" (default)  the kernels below, verified on a GPU; the heuristic is `use_direct`;
-//   "gemm"            the implicit GEMM for every pass;
+//   "gemm"            the implicit GEMM for every pass, a strided undilated input gradient split into
+//                     stride phases (gemm_gather.h: no products with structural zeros; opt-in, as
+//                     "direct");
 //   "direct"          the direct kernels of conv2d_items.h for every pass (forward, input gradient with
 //                     no taps that only meet a stride's structural zeros, weight gradient reduced in
 //                     registers and per block). Not yet run on a GPU, so opt-in;
@@ -61,6 +63,7 @@ using cuda::kTileK;
 using cuda::kTileM;
 using cuda::kTileN;
 using cuda::Mode;
+using cuda::Phase;
 
 using conv::kMaxWeightChunks;
 
@@ -183,12 +186,13 @@ dim3 gemm_grid(const Geom<index_t>& g, index_t m_tiles, index_t n_tiles, int64_t
 }
 
 template <Mode mode, typename scalar_t, typename index_t, bool kVecA = false>
-void launch_gemm(const GemmArgs<scalar_t>& args, const Geom<index_t>& g, int64_t chunks, index_t k_chunk) {
-  const GemmShape<index_t> s = cuda::gemm_shape<mode, index_t>(g);
+void launch_gemm(const GemmArgs<scalar_t>& args, const Geom<index_t>& g, int64_t chunks, index_t k_chunk,
+                 const Phase<index_t>& ph = {}) {
+  const GemmShape<index_t> s = cuda::gemm_shape<mode, index_t>(g, ph);
   const index_t m_tiles = static_cast<index_t>(ceil_div(s.M, kTileM));
   const index_t n_tiles = static_cast<index_t>(ceil_div(s.N, kTileN));
   cuda::conv2d_gemm_kernel<mode, scalar_t, index_t, kVecA>
-      <<<gemm_grid(g, m_tiles, n_tiles, chunks), kGemmThreads, 0, cuda::current_stream()>>>(args, g, m_tiles,
+      <<<gemm_grid(g, m_tiles, n_tiles, chunks), kGemmThreads, 0, cuda::current_stream()>>>(args, g, ph, m_tiles,
                                                                                              n_tiles, k_chunk);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
@@ -212,18 +216,29 @@ bool use_tensor_cores() {
 
 // The implicit GEMM on tensor cores (16-bit types only; use_tensor_cores says when).
 template <Mode mode, typename scalar_t, typename index_t>
-void launch_gemm_tc(const GemmArgs<scalar_t>& args, const Geom<index_t>& g, int64_t chunks, index_t k_chunk) {
+void launch_gemm_tc(const GemmArgs<scalar_t>& args, const Geom<index_t>& g, int64_t chunks, index_t k_chunk,
+                    const Phase<index_t>& ph = {}) {
   if constexpr (std::is_same_v<scalar_t, at::Half> || std::is_same_v<scalar_t, at::BFloat16>) {
-    const GemmShape<index_t> s = cuda::gemm_shape<mode, index_t>(g);
+    const GemmShape<index_t> s = cuda::gemm_shape<mode, index_t>(g, ph);
     const index_t m_tiles = static_cast<index_t>(ceil_div(s.M, cuda::kTcTileM));
     const index_t n_tiles = static_cast<index_t>(ceil_div(s.N, cuda::kTcTileN));
     cuda::conv2d_gemm_tc_kernel<mode, scalar_t, index_t>
         <<<gemm_grid(g, m_tiles, n_tiles, chunks), cuda::kTcThreads, 0, cuda::current_stream()>>>(
-            args, g, m_tiles, n_tiles, k_chunk);
+            args, g, ph, m_tiles, n_tiles, k_chunk);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   } else {
     TORCH_INTERNAL_ASSERT(false, "tensor cores take float16 and bfloat16 only");
   }
+}
+
+// The strided input gradient split into stride phases (opt-in: "gemm" and "tensor_cores"): strided and
+// undilated convolutions, whose input gradient otherwise multiplies (s_h s_w - 1) / (s_h s_w) of its
+// terms by structural zeros.
+bool use_phases(const Conv2dParams& p) {
+  const conv::CudaAlgorithm a = conv::cuda_conv_algorithm();
+  const Window2d& w = p.win;
+  return (a == conv::CudaAlgorithm::kGemm || a == conv::CudaAlgorithm::kTensorCores) &&
+         (w.stride[0] > 1 || w.stride[1] > 1) && w.dilation[0] == 1 && w.dilation[1] == 1;
 }
 
 template <typename scalar_t, typename index_t>
@@ -275,8 +290,28 @@ void conv2d_grad_input_impl(const at::Tensor& go, const at::Tensor& w, at::Tenso
   const Geom<index_t> g = geom_of<index_t>(p);
   GemmArgs<scalar_t> args{nullptr, w.const_data_ptr<scalar_t>(), go.const_data_ptr<scalar_t>(), nullptr,
                           gx.mutable_data_ptr<scalar_t>(), nullptr};
+  const bool tensor_cores = use_tensor_cores<scalar_t>();
+  if (use_phases(p)) {
+    // one GEMM per stride phase, each over only the taps that reach it (gemm_gather.h); together they
+    // write every input pixel once (a phase that no tap reaches writes zeros: K = 0)
+    for (index_t ry = 0; ry < g.sh; ++ry) {
+      for (index_t rx = 0; rx < g.sw; ++rx) {
+        const Phase<index_t> ph = cuda::phase_of(g, ry, rx);
+        if (ph.H == 0 || ph.W == 0) {
+          continue;
+        }
+        const index_t K = cuda::gemm_shape<Mode::kGradInputPhased, index_t>(g, ph).K;
+        if (tensor_cores) {
+          launch_gemm_tc<Mode::kGradInputPhased, scalar_t, index_t>(args, g, 1, K, ph);
+        } else {
+          launch_gemm<Mode::kGradInputPhased, scalar_t, index_t>(args, g, 1, K, ph);
+        }
+      }
+    }
+    return;
+  }
   const index_t K = cuda::gemm_shape<Mode::kGradInput, index_t>(g).K;
-  if (use_tensor_cores<scalar_t>()) {
+  if (tensor_cores) {
     launch_gemm_tc<Mode::kGradInput, scalar_t, index_t>(args, g, 1, K);
   } else {
     launch_gemm<Mode::kGradInput, scalar_t, index_t>(args, g, 1, K);

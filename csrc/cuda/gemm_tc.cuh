@@ -57,8 +57,8 @@ struct WmmaType<c10::BFloat16> {
 
 template <Mode mode, typename scalar_t, typename index_t>
 __global__ void __launch_bounds__(kTcThreads)
-    conv2d_gemm_tc_kernel(GemmArgs<scalar_t> args, Geom<index_t> g, index_t m_tiles, index_t n_tiles,
-                          index_t k_chunk) {
+    conv2d_gemm_tc_kernel(GemmArgs<scalar_t> args, Geom<index_t> g, Phase<index_t> ph, index_t m_tiles,
+                          index_t n_tiles, index_t k_chunk) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
   namespace wmma = nvcuda::wmma;
   using T = typename WmmaType<scalar_t>::type;
@@ -66,7 +66,7 @@ __global__ void __launch_bounds__(kTcThreads)
   __shared__ __align__(32) T b_s[kTcTileK * kTcLdB];  // [k][n]
   __shared__ __align__(32) float c_s[kTcTileM * kTcLdC];
 
-  const GemmShape<index_t> shape = gemm_shape<mode, index_t>(g);
+  const GemmShape<index_t> shape = gemm_shape<mode, index_t>(g, ph);
   const index_t block = blockIdx.x;
   const index_t n_tile = block % n_tiles;
   const index_t m_tile = (block / n_tiles) % m_tiles;
@@ -80,7 +80,7 @@ __global__ void __launch_bounds__(kTcThreads)
   // B loads: thread t gathers column t % kTcTileN, k rows t / kTcTileN + (kTcThreads / kTcTileN) * i
   constexpr int kBRows = kTcThreads / kTcTileN;
   const int b_col = tid % kTcTileN, b_k = tid / kTcTileN;
-  const Column<index_t> col = column_of<mode, index_t>(g, grp, n0 + b_col, shape.N);
+  const Column<index_t> col = column_of<mode, index_t>(g, ph, grp, n0 + b_col, shape.N);
 
   wmma::fragment<wmma::accumulator, kWmma, kWmma, kWmma, float> c_frag[2][2];
 #pragma unroll
@@ -98,7 +98,7 @@ __global__ void __launch_bounds__(kTcThreads)
       const int e = tid + kTcThreads * i;
       const int row = e / kTcTileK, kk = e % kTcTileK;
       const index_t m = m0 + row, k = k0 + kk;
-      const float v = m < shape.M && k < k_end ? load_a<mode, scalar_t, index_t>(args, g, grp, m, k) : 0.f;
+      const float v = m < shape.M && k < k_end ? load_a<mode, scalar_t, index_t>(args, g, ph, grp, m, k) : 0.f;
       a_s[row * kTcLdA + kk] = WmmaType<scalar_t>::from_float(v);
     }
     // B tile
@@ -106,7 +106,7 @@ __global__ void __launch_bounds__(kTcThreads)
     for (int i = 0; i < kTcTileK / kBRows; ++i) {
       const int kk = b_k + kBRows * i;
       const index_t k = k0 + kk;
-      const float v = col.valid && k < k_end ? load_b<mode, scalar_t, index_t>(args, g, col, k) : 0.f;
+      const float v = col.valid && k < k_end ? load_b<mode, scalar_t, index_t>(args, g, ph, col, k) : 0.f;
       b_s[kk * kTcLdB + b_col] = WmmaType<scalar_t>::from_float(v);
     }
     __syncthreads();
@@ -142,7 +142,8 @@ __global__ void __launch_bounds__(kTcThreads)
     const int row = e / kTcTileN, cn = e % kTcTileN;  // consecutive threads: consecutive n
     const index_t m = m0 + row, n = n0 + cn;
     if (m < shape.M && n < shape.N) {
-      store_c<mode, scalar_t, index_t>(args, g, shape, grp, m, n, c_s[row * kTcLdC + cn]);
+      store_c<mode, scalar_t, index_t>(args, g, ph, shape, grp, m, n, static_cast<index_t>(blockIdx.y),
+                                       c_s[row * kTcLdC + cn]);
     }
   }
 #else
