@@ -16,6 +16,13 @@ __all__ = ["conv2d", "conv2d_sigmoid_avgpool2d", "max_pool2d", "avg_pool2d"]
 
 _INT64_MAX = (1 << 63) - 1
 
+# the operators' overloads, looked up once
+_CONV2D = torch.ops.lenet_ext.conv2d_forward.default
+_FUSED = torch.ops.lenet_ext.conv2d_sigmoid_avgpool2d.default
+_MAX_POOL2D = torch.ops.lenet_ext.max_pool2d_forward.default
+_MAX_POOL2D_VALUES = torch.ops.lenet_ext.max_pool2d_forward_values.default
+_AVG_POOL2D = torch.ops.lenet_ext.avg_pool2d_forward.default
+
 
 def _as_int(fn, name, value):
     if isinstance(value, bool) or not isinstance(value, (int, torch.SymInt)):
@@ -186,7 +193,7 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     unbatched = input.dim() == 3
     if unbatched:
         input = input.unsqueeze(0)
-    out = torch.ops.lenet_ext.conv2d_forward(input, weight, bias, stride, pads, dilation, groups)
+    out = _ops.call(_CONV2D, input, weight, bias, stride, pads, dilation, groups)
     return out.squeeze(0) if unbatched else out
 
 
@@ -209,7 +216,7 @@ def conv2d_sigmoid_avgpool2d(input, weight, bias=None, stride=1, padding=0, dila
     unbatched = input.dim() == 3
     if unbatched:
         input = input.unsqueeze(0)
-    out, _ = torch.ops.lenet_ext.conv2d_sigmoid_avgpool2d(input, weight, bias, stride, pads, dilation, groups, pool)
+    out, _ = _ops.call(_FUSED, input, weight, bias, stride, pads, dilation, groups, pool)
     return out.squeeze(0) if unbatched else out
 
 
@@ -352,9 +359,9 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
     x = input.unsqueeze(0) if unbatched else input
     conf = (kernel, stride, padding, dilation, ceil_mode)
     if return_indices or (torch.is_grad_enabled() and input.requires_grad):
-        out, indices = torch.ops.lenet_ext.max_pool2d_forward(x, *conf)
+        out, indices = _ops.call(_MAX_POOL2D, x, *conf)
     else:
-        out, indices = torch.ops.lenet_ext.max_pool2d_forward_values(x, *conf), None
+        out, indices = _ops.call(_MAX_POOL2D_VALUES, x, *conf), None
     if unbatched:
         out = out.squeeze(0)
         indices = indices.squeeze(0) if indices is not None else None
@@ -381,7 +388,5 @@ def avg_pool2d(
 
     unbatched = input.dim() == 3
     x = input.unsqueeze(0) if unbatched else input
-    out = torch.ops.lenet_ext.avg_pool2d_forward(
-        x, kernel, stride, padding, ceil_mode, count_include_pad, divisor_override
-    )
+    out = _ops.call(_AVG_POOL2D, x, kernel, stride, padding, ceil_mode, count_include_pad, divisor_override)
     return out.squeeze(0) if unbatched else out

@@ -423,6 +423,26 @@ def test_cuda_gemm_phases_skip_structural_zeros():
     _gemm_on_host(case, torch.float64, phased=True)
 
 
+def test_inference_calls_skip_the_python_autograd_kernel(monkeypatch):
+    """A call that cannot need autograd goes below the Autograd key from the functional itself (ops.call):
+    _may_differentiate runs once per call, not again in the operator's Python Autograd kernel. A call that
+    may need it still goes through that kernel and records its graph."""
+    from lenet_ext import ops
+
+    calls = []
+    original = ops._may_differentiate
+    monkeypatch.setattr(ops, "_may_differentiate", lambda args: calls.append(1) or original(args))
+    x, w = torch.randn(2, 3, 8, 8), torch.randn(4, 3, 3, 3)
+    for fn in (lambda: LF.conv2d(x, w), lambda: LF.max_pool2d(x, 2), lambda: LF.avg_pool2d(x, 2)):
+        calls.clear()
+        out = fn()
+        assert len(calls) == 1 and out.grad_fn is None
+    calls.clear()
+    out = LF.conv2d(x, w.requires_grad_())
+    assert len(calls) == 2 and out.grad_fn is not None
+    assert_close(out, F.conv2d(x, w))
+
+
 def test_cuda_conv_algorithm_setting():
     from lenet_ext.backends import cuda_conv_algorithm, current_cuda_conv_algorithm
 
