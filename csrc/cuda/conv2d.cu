@@ -2,9 +2,10 @@
 //
 // Algorithms, as lenet_ext.backends.cuda_conv_algorithm chooses them:
 //   "auto" (default)  the kernels below, verified on a GPU; the heuristic is `use_direct`;
-//   "gemm"            the implicit GEMM for every pass, a strided undilated input gradient split into
-//                     stride phases (gemm_gather.h: no products with structural zeros; opt-in, as
-//                     "direct");
+//   "gemm"            the implicit GEMM for every pass, register-staged (the next k tile's loads in flight
+//                     during the current one's products), with a strided undilated input gradient split
+//                     into stride phases (gemm_gather.h: no products with structural zeros); opt-in, as
+//                     "direct";
 //   "direct"          the direct kernels of conv2d_items.h for every pass (forward, input gradient with
 //                     no taps that only meet a stride's structural zeros, weight gradient reduced in
 //                     registers and per block). Not yet run on a GPU, so opt-in;
@@ -185,15 +186,27 @@ dim3 gemm_grid(const Geom<index_t>& g, index_t m_tiles, index_t n_tiles, int64_t
   return dim3(static_cast<unsigned int>(blocks), static_cast<unsigned int>(chunks));
 }
 
+// The register-staged GEMM (gemm.cuh's kStaged: the next k tile's loads in flight during the current
+// tile's products) is opt-in with "gemm" until a GPU run has passed its tests; "auto" keeps the kernel
+// verified on one.
+bool staged_gemm() {
+  return conv::cuda_conv_algorithm() == conv::CudaAlgorithm::kGemm;
+}
+
 template <Mode mode, typename scalar_t, typename index_t, bool kVecA = false>
 void launch_gemm(const GemmArgs<scalar_t>& args, const Geom<index_t>& g, int64_t chunks, index_t k_chunk,
                  const Phase<index_t>& ph = {}) {
   const GemmShape<index_t> s = cuda::gemm_shape<mode, index_t>(g, ph);
   const index_t m_tiles = static_cast<index_t>(ceil_div(s.M, kTileM));
   const index_t n_tiles = static_cast<index_t>(ceil_div(s.N, kTileN));
-  cuda::conv2d_gemm_kernel<mode, scalar_t, index_t, kVecA>
-      <<<gemm_grid(g, m_tiles, n_tiles, chunks), kGemmThreads, 0, cuda::current_stream()>>>(args, g, ph, m_tiles,
-                                                                                             n_tiles, k_chunk);
+  const dim3 grid = gemm_grid(g, m_tiles, n_tiles, chunks);
+  if (staged_gemm()) {
+    cuda::conv2d_gemm_kernel<mode, scalar_t, index_t, kVecA, true>
+        <<<grid, kGemmThreads, 0, cuda::current_stream()>>>(args, g, ph, m_tiles, n_tiles, k_chunk);
+  } else {
+    cuda::conv2d_gemm_kernel<mode, scalar_t, index_t, kVecA, false>
+        <<<grid, kGemmThreads, 0, cuda::current_stream()>>>(args, g, ph, m_tiles, n_tiles, k_chunk);
+  }
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 

@@ -43,7 +43,12 @@ static_assert(kGemmThreads % kTileN == 0 && kTileK % kBRowsPerPass == 0, "B load
 // One (group, m tile, n tile, k chunk) of C = A B. Block x is (group, m tile, n tile) flattened; block y
 // is the k chunk (grad weight only; 1 otherwise). kVecA: A rows are 16-byte aligned float rows, read
 // four at a time (forward with float weights whose row length is a multiple of 4).
-template <Mode mode, typename scalar_t, typename index_t, bool kVecA>
+//
+// Each k tile is gathered into registers (a Stage: the thread's kAVec values of A and its column's
+// kTileK / kBRowsPerPass values of B), then stored to shared memory. kStaged gathers the next k tile's
+// stage before the products of the current one, so its global loads are in flight while the tile
+// computes (register double buffering); without it, each tile is gathered, stored and computed in turn.
+template <Mode mode, typename scalar_t, typename index_t, bool kVecA, bool kStaged = false>
 __global__ void __launch_bounds__(kGemmThreads)
     conv2d_gemm_kernel(GemmArgs<scalar_t> args, Geom<index_t> g, Phase<index_t> ph, index_t m_tiles,
                        index_t n_tiles, index_t k_chunk) {
@@ -67,6 +72,48 @@ __global__ void __launch_bounds__(kGemmThreads)
   const Column<index_t> col = column_of<mode, index_t>(g, ph, grp, n0 + b_col, shape.N);
   const bool a_row_valid = m0 + a_row < shape.M;
 
+  constexpr int kBPerThread = kTileK / kBRowsPerPass;
+  struct Stage {
+    acc a[kAVec];
+    acc b[kBPerThread];
+  };
+  // the thread's share of the k tile at k0
+  auto gather = [&](index_t k0, Stage& st) {
+    if constexpr (kVecA) {
+      float4 v = make_float4(0.f, 0.f, 0.f, 0.f);
+      const index_t k = k0 + a_k;
+      if (a_row_valid && k < k_end) {  // K % 4 == 0 and k0 % 4 == 0, so all four are in range
+        v = *reinterpret_cast<const float4*>(args.weight + (grp * g.Og + m0 + a_row) * shape.K + k);
+      }
+      st.a[0] = v.x;
+      st.a[1] = v.y;
+      st.a[2] = v.z;
+      st.a[3] = v.w;
+    } else {
+#pragma unroll
+      for (int j = 0; j < kAVec; ++j) {
+        const index_t k = k0 + a_k + j;
+        st.a[j] =
+            a_row_valid && k < k_end ? load_a<mode, scalar_t, index_t>(args, g, ph, grp, m0 + a_row, k) : acc(0);
+      }
+    }
+#pragma unroll
+    for (int i = 0; i < kBPerThread; ++i) {
+      const index_t k = k0 + b_k + kBRowsPerPass * i;
+      st.b[i] = col.valid && k < k_end ? load_b<mode, scalar_t, index_t>(args, g, ph, col, k) : acc(0);
+    }
+  };
+  auto deposit = [&](const Stage& st) {
+#pragma unroll
+    for (int j = 0; j < kAVec; ++j) {
+      a_s[a_k + j][a_row] = st.a[j];
+    }
+#pragma unroll
+    for (int i = 0; i < kBPerThread; ++i) {
+      b_s[b_k + kBRowsPerPass * i][b_col] = st.b[i];
+    }
+  };
+
   acc c_r[kThreadM][kThreadN];
 #pragma unroll
   for (int i = 0; i < kThreadM; ++i) {
@@ -76,34 +123,23 @@ __global__ void __launch_bounds__(kGemmThreads)
     }
   }
 
+  Stage stage;
+  if constexpr (kStaged) {
+    if (k_begin < k_end) {
+      gather(k_begin, stage);
+    }
+  }
   for (index_t k0 = k_begin; k0 < k_end; k0 += kTileK) {
-    // A tile: kTileM rows x kTileK k
-    if constexpr (kVecA) {
-      float4 v = make_float4(0.f, 0.f, 0.f, 0.f);
-      const index_t k = k0 + a_k;
-      if (a_row_valid && k < k_end) {  // K % 4 == 0 and k0 % 4 == 0, so all four are in range
-        v = *reinterpret_cast<const float4*>(args.weight + (grp * g.Og + m0 + a_row) * shape.K + k);
-      }
-      a_s[a_k + 0][a_row] = v.x;
-      a_s[a_k + 1][a_row] = v.y;
-      a_s[a_k + 2][a_row] = v.z;
-      a_s[a_k + 3][a_row] = v.w;
-    } else {
-#pragma unroll
-      for (int j = 0; j < kAVec; ++j) {
-        const index_t k = k0 + a_k + j;
-        a_s[a_k + j][a_row] =
-            a_row_valid && k < k_end ? load_a<mode, scalar_t, index_t>(args, g, ph, grp, m0 + a_row, k) : acc(0);
-      }
+    if constexpr (!kStaged) {
+      gather(k0, stage);
     }
-    // B tile: kTileK k x kTileN columns
-#pragma unroll
-    for (int i = 0; i < kTileK / kBRowsPerPass; ++i) {
-      const int kk = b_k + kBRowsPerPass * i;
-      const index_t k = k0 + kk;
-      b_s[kk][b_col] = col.valid && k < k_end ? load_b<mode, scalar_t, index_t>(args, g, ph, col, k) : acc(0);
-    }
+    deposit(stage);
     __syncthreads();
+    if constexpr (kStaged) {
+      if (k0 + kTileK < k_end) {
+        gather(k0 + kTileK, stage);  // in flight during the products below
+      }
+    }
 
 #pragma unroll
     for (int kk = 0; kk < kTileK; ++kk) {
@@ -135,7 +171,8 @@ __global__ void __launch_bounds__(kGemmThreads)
     for (int i = 0; i < kThreadM; ++i) {
       const index_t m = m0 + ty + kThreadsM * i;
       if (m < shape.M && n < shape.N) {
-        store_c<mode, scalar_t, index_t>(args, g, ph, shape, grp, m, n, static_cast<index_t>(blockIdx.y), c_r[i][j]);
+        const index_t chunk = blockIdx.y;
+        store_c<mode, scalar_t, index_t>(args, g, ph, shape, grp, m, n, chunk, c_r[i][j]);
       }
     }
   }
