@@ -185,6 +185,16 @@ for batch in 64 256; do
   [ -f "$out/train-graph-b$batch.log" ] && grep -E "loss gap|speed" "$out/train-graph-b$batch.log" | tail -2 >>"$summary"
 done
 
+# the same with the opt-in kernels LeNet would take (direct convs, the fused block's pass), to say whether
+# making them the default reaches the training targets
+step train-opt-in 45 "$out/train-opt-in.log" "$python" -c "
+import sys
+from lenet_ext import backends, cli
+backends.cuda_conv_algorithm('direct')
+backends.cuda_fused_block('fused')
+sys.exit(cli.main(['train', '--device', 'cuda', '--epochs', '3', '--cuda-graph', '--json', '$out/train-opt-in.json']))"
+[ -f "$out/train-opt-in.log" ] && grep -E "loss gap|speed" "$out/train-opt-in.log" | tail -2 >>"$summary"
+
 # 6. the rest of the suite
 OMP_NUM_THREADS=$threads step pytest-rest 150 "$out/pytest-rest.log" \
   "$python" -m pytest "${pytest_args[@]}" -k "not cuda" tests
