@@ -18,9 +18,11 @@ levels with 16 vector registers, strided ones of more than 64 channels per group
 3 channels per group run over the input's stride phases); im2col + matrix product for the rest (and for
 the weight gradient of 1x1 convolutions). The choice knows the instruction-set
 level. ``"direct"`` forces the direct kernels, ``"im2col"`` the matrix product, ``"winograd"`` Winograd's
-F(2x2, 3x3) for the forward of 3x3 stride-1 undilated convolutions (2.25 times fewer multiplications, spent
-in ATen's batched matrix product; the heuristic for every other pass and shape). ``"auto"`` does not take
-Winograd yet: it wins only some deep layers at AVX2 by 5-10%, but ``benchmark`` times it as a candidate.
+F(2x2, 3x3) for 3x3 stride-1 undilated convolutions of 8 or more channels per group (2.25 times fewer
+multiplications, spent in ATen's batched matrix product), forward and input gradient; the heuristic for
+every other pass and shape. ``"auto"`` takes Winograd on levels with 16 vector registers (AVX2, default)
+for 32 to 256 channels on planes of 14 x 14 or more, where it beat the register tiles; ``benchmark`` times
+it as a candidate everywhere it applies.
 
 ``cpu_isa``: the register tiles are compiled once per instruction-set level and the best one the CPU
 runs is picked at import (``csrc/cpu/dispatch.cpp``). The environment variable ``LENET_EXT_CPU_ISA``

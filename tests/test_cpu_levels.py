@@ -62,6 +62,20 @@ def test_tile_shapes_at_each_level(case, layout, algorithm, level):
         check_conv2d(case, torch.float32, layout=layout)
 
 
+# The shapes that auto gives Winograd on levels with 16 vector registers (32-256 channels, 3x3, stride 1,
+# planes of 14 x 14 or more), forward and input gradient, at every level: on the others they take the tiles.
+@pytest.mark.parametrize(
+    "case",
+    [
+        Conv2dCase.unnamed((2, 32, 16, 15), (32, 32, 3, 3), padding=1),
+        Conv2dCase.unnamed((1, 64, 14, 17), (40, 64, 3, 3), padding=(0, 1)),
+    ],
+    ids=str,
+)
+def test_winograd_shapes_at_each_level(case, level):
+    check_conv2d(case, torch.float32)
+
+
 # Strided layers of many output channels: channel tiles of 16, 32 or 64 channels (as wide as the level's
 # registers allow), images taller than one band of rows, stride 2 (a compiled-in stride) and others.
 WIDE_STRIDED_SHAPES = [

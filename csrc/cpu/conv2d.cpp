@@ -5,7 +5,8 @@
 //   im2col + matrix product   any shape (cpu/conv2d_im2col.cpp)
 //   pixel tiles               stride 1: forward, and the weight gradient of <= 3 channels per group
 //   channel tiles             4 to 32 output channels per group: strided forward, weight gradient
-//   Winograd F(2x2, 3x3)      3x3 stride-1 undilated forwards, when forced or timed (benchmark mode)
+//   Winograd F(2x2, 3x3)      3x3 stride-1 undilated forwards (and input gradients, as convolutions) of
+//                             32-256 channels on levels with 16 registers, or forced, or timed
 //   input gradient            for stride 1, a convolution of the padded grad_output with the flipped,
 //                             transposed weight, which then runs through the forward's choice; else
 //                             im2col's col2im
@@ -106,8 +107,26 @@ enum class WeightGradKernel { kIm2col, kPixelTiles, kChannelTiles };
 // lost to them by 7% at AVX2 and on 64 -> 128 and 256 -> 512 stride 2 by 1.3-1.6x.
 constexpr int64_t kDeepTaps = 1152;  // 128 channels x 3x3
 
+// Winograd F(2x2, 3x3), on levels with 16 vector registers, for 3x3 stride-1 layers of 32 to 256
+// channels per group each way on planes of at least 14 x 14. Measured (Intel Xeon, 2 threads, float32,
+// at AVX2 with torch held to AVX2 too): it beat the pixel tiles 1.2x on 64 -> 64 (56 x 56, batch 8 and
+// batch 1) and 1.3x on 128 -> 128 (28 x 28), tied im2col on 256 -> 256 (14 x 14), and lost 1.7x on
+// 512 -> 512 (7 x 7) and 2x on 16 -> 16; at AVX-512 the pixel tiles beat it on every one of these.
+constexpr int64_t kWinogradChannels[2] = {32, 256};
+constexpr int64_t kWinogradMinPlane = 14;
+
+bool winograd_preferred(const Conv2dParams& p) {
+  const ConvDims d(p);
+  return winograd_applies(p) && cpu::active_kernels().shape.registers < 32 && d.Cg >= kWinogradChannels[0] &&
+         d.Cg <= kWinogradChannels[1] && d.Og >= kWinogradChannels[0] && d.Og <= kWinogradChannels[1] &&
+         d.OH >= kWinogradMinPlane && d.OW >= kWinogradMinPlane;
+}
+
 ForwardKernel heuristic_forward(const Conv2dParams& p) {
   const ConvDims d(p);
+  if (winograd_preferred(p)) {
+    return ForwardKernel::kWinograd;
+  }
   if (d.K > kDeepTaps) {
     return ForwardKernel::kIm2col;
   }
@@ -359,11 +378,21 @@ at::Tensor flipped_transposed(const at::Tensor& w, const Conv2dParams& p) {
       .contiguous();
 }
 
-// The input gradient: for stride 1, as a convolution by pixel tiles when that convolution exists and the
-// forward's heuristic gives it to the pixel tiles; by im2col + col2im otherwise. That convolution also multiplies the zero padding of grad_output by the
-// weight: with an inf or NaN weight the products are NaN where torch, which never forms them, is finite,
-// so such weights take im2col, whose col2im adds only real contributions.
+// The input gradient: for stride 1, as a convolution (by pixel tiles, or Winograd: as_conv_kernel) when
+// that convolution exists and the forward's heuristic does not give it to im2col; by im2col + col2im
+// otherwise. That convolution also multiplies the zero padding of grad_output by the weight: with an inf or
+// NaN weight the products are NaN where torch, which never forms them, is finite, so such weights take
+// im2col, whose col2im adds only real contributions.
 enum class GradInputKernel { kIm2col, kPixelTiles };
+
+// The forward kernel that computes an input gradient as a convolution q: Winograd where the forward would
+// take it for q (its heuristic, or "winograd" forced), else the pixel tiles.
+ForwardKernel as_conv_kernel(const Conv2dParams& q) {
+  const Algorithm forced = forced_algorithm();
+  const bool winograd = forced == Algorithm::kWinograd ? winograd_applies(q)
+                                                       : forced == Algorithm::kAuto && winograd_preferred(q);
+  return winograd ? ForwardKernel::kWinograd : ForwardKernel::kPixelTiles;
+}
 
 template <typename scalar_t>
 at::Tensor conv2d_grad_input_any(const at::Tensor& go, const at::Tensor& w, const Conv2dParams& p) {
@@ -380,7 +409,7 @@ at::Tensor conv2d_grad_input_any(const at::Tensor& go, const at::Tensor& w, cons
       return conv2d_grad_input_im2col<scalar_t>(go, w, p);
     }
     at::Tensor gx = at::empty({p.batch, p.in_channels, p.win.in[0], p.win.in[1]}, go.options());
-    forward_with<scalar_t>(ForwardKernel::kPixelTiles, go, wt, nullptr, gx, *q);
+    forward_with<scalar_t>(as_conv_kernel(*q), go, wt, nullptr, gx, *q);
     return gx;
   };
   const GradInputKernel as_conv = q ? GradInputKernel::kPixelTiles : GradInputKernel::kIm2col;

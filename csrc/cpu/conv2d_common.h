@@ -126,8 +126,9 @@ template <typename scalar_t>
 at::Tensor conv2d_grad_weight_pixels(const at::Tensor& go, const at::Tensor& x, const Conv2dParams& p,
                                      const cpu::LevelKernels& level);
 
-// Winograd F(2x2, 3x3): 3x3 kernels, stride 1, no dilation (winograd_applies). Returns false, after
-// writing `out`, when the result is not all finite: the caller computes such a result again directly.
+// Winograd F(2x2, 3x3): 3x3 kernels, stride 1, no dilation, 8+ channels per group each way
+// (winograd_applies). Returns false, after writing `out`, when the result is not all finite: the caller
+// computes such a result again directly.
 bool winograd_applies(const Conv2dParams& p);
 template <typename scalar_t>
 bool conv2d_forward_winograd(const at::Tensor& x, const at::Tensor& w, const at::Tensor* bias, at::Tensor& out,
