@@ -1,8 +1,9 @@
 """Is `auto` (the CPU conv2d heuristic in csrc/cpu/conv2d.cpp) within 10% of the best of our algorithms?
 
-Runs the conv2d rows of `lenet-ext bench` once per (instruction-set level, algorithm): direct, im2col and
-auto, at each level this CPU has (a lower level is forced for torch's side too, as bench/run.sh LEVEL=
-does), `--repeats` times, and prints each row's best time per algorithm and auto / min(direct, im2col).
+Runs the conv2d rows of `lenet-ext bench` once per (instruction-set level, algorithm): direct, im2col,
+winograd and auto, at each level this CPU has (a lower level is forced for torch's side too, as
+bench/run.sh LEVEL= does), `--repeats` times, and prints each row's best time per algorithm and
+auto / min(direct, im2col, winograd). Forced "winograd" runs the heuristic where Winograd does not apply.
 
     python bench/heuristic_check.py [--repeats 2] [--threads 2] [--out bench/results/NAME.txt]
 """
@@ -18,7 +19,8 @@ import tempfile
 from lenet_ext import backends
 from lenet_ext.benchmarking.levels import environment
 
-ALGORITHMS = ("direct", "im2col", "auto")
+ALGORITHMS = ("direct", "im2col", "winograd", "auto")
+FORCED = ALGORITHMS[:-1]
 
 
 def main(argv=None) -> int:
@@ -64,17 +66,16 @@ def main(argv=None) -> int:
 
     lines = [
         f"{machine.get('cpu', '?')}, {args.threads} threads, torch {machine.get('torch', '?')}, "
-        f"best of {args.repeats} runs (ms); ratio = auto / best of direct and im2col",
-        f"{'level':7} {'row':52} {'direct':>8} {'im2col':>8} {'auto':>8}  ratio",
+        f"best of {args.repeats} runs (ms); ratio = auto / best of direct, im2col and winograd",
+        f"{'level':7} {'row':52} {'direct':>8} {'im2col':>8} {'winograd':>8} {'auto':>8}  ratio",
     ]
     worst = 0.0
     for level, name in sorted({(lv, n) for lv, n, _ in times}):
         best = {a: min(times[level, name, a]) for a in ALGORITHMS}
-        ratio = best["auto"] / min(best["direct"], best["im2col"])
+        ratio = best["auto"] / min(best[a] for a in FORCED)
         worst = max(worst, ratio)
-        lines.append(
-            f"{level:7} {name:52} {best['direct']:8.3f} {best['im2col']:8.3f} {best['auto']:8.3f}  {ratio:.2f}"
-        )
+        cols = " ".join(f"{best[a]:8.3f}" for a in ALGORITHMS)
+        lines.append(f"{level:7} {name:52} {cols}  {ratio:.2f}")
     lines.append(f"worst ratio: {worst:.2f} (goal: at most 1.10)")
     print("\n".join(lines))
     if args.out:

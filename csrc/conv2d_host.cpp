@@ -4,33 +4,52 @@
 #include <ATen/Dispatch.h>
 #include <torch/library.h>
 
-#include <atomic>
 #include <optional>
 #include <tuple>
 
 #include "conv2d_items.h"
 #include "gemm_gather.h"
 #include "items_host.h"
+#include "setting.h"
 
 namespace lenet_ext {
 
 namespace {
 
-std::atomic<int> g_cuda_conv_algorithm{static_cast<int>(conv::CudaAlgorithm::kAuto)};
+// conv::CudaAlgorithm's values, kAuto (0) first
+Setting g_cuda_conv_algorithm{"_set_cuda_conv_algorithm", 4};
 
 int64_t set_cuda_conv_algorithm(int64_t algorithm) {
-  TORCH_CHECK(algorithm >= -1 && algorithm <= 3,
-              "lenet_ext._set_cuda_conv_algorithm: expected -1, 0, 1, 2 or 3, got ", algorithm);
-  return algorithm < 0 ? g_cuda_conv_algorithm.load() : g_cuda_conv_algorithm.exchange(static_cast<int>(algorithm));
+  return g_cuda_conv_algorithm.set(algorithm);
 }
 
 }  // namespace
 
 conv::CudaAlgorithm conv::cuda_conv_algorithm() {
-  return static_cast<CudaAlgorithm>(g_cuda_conv_algorithm.load());
+  return static_cast<CudaAlgorithm>(g_cuda_conv_algorithm.get());
 }
 
 namespace {
+
+// What both host operators check and prepare: a forward and backward of one convolution on CPU tensors
+// with elements, its parameters, and its operands made contiguous.
+struct HostConv {
+  Conv2dParams p;
+  at::Tensor x, w, go;
+  std::optional<at::Tensor> b;
+};
+
+HostConv host_conv(const char* name, const at::Tensor& input, const at::Tensor& weight,
+                   const std::optional<at::Tensor>& bias, const at::Tensor& grad_output, c10::IntArrayRef stride,
+                   c10::IntArrayRef padding, c10::IntArrayRef dilation, int64_t groups) {
+  TORCH_CHECK(input.device().is_cpu(), name, ": expected CPU tensors");
+  const Conv2dParams p = check_conv2d_forward(input, weight, bias, stride, padding, dilation, groups);
+  check_conv2d_backward(grad_output, input, weight, stride, padding, dilation, groups);
+  TORCH_CHECK(input.numel() > 0 && weight.numel() > 0 && grad_output.numel() > 0, name,
+              ": expected tensors with elements");
+  return {p, input.contiguous(), weight.contiguous(), grad_output.contiguous(),
+          bias ? std::optional<at::Tensor>(bias->contiguous()) : std::nullopt};
+}
 
 // The direct CUDA kernels' forward, input gradient and weight gradient, computed on CPU tensors by their
 // own work items. Operands and results must not be empty.
@@ -39,13 +58,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> cuda_conv2d_direct_on_host(
     const at::Tensor& grad_output, c10::IntArrayRef stride, c10::IntArrayRef padding, c10::IntArrayRef dilation,
     int64_t groups, bool int64_index) {
   constexpr const char* name = "lenet_ext._cuda_conv2d_direct_on_host";
-  TORCH_CHECK(input.device().is_cpu(), name, ": expected CPU tensors");
-  const Conv2dParams p = check_conv2d_forward(input, weight, bias, stride, padding, dilation, groups);
-  check_conv2d_backward(grad_output, input, weight, stride, padding, dilation, groups);
-  TORCH_CHECK(input.numel() > 0 && weight.numel() > 0 && grad_output.numel() > 0, name,
-              ": expected tensors with elements");
-  const at::Tensor x = input.contiguous(), w = weight.contiguous(), go = grad_output.contiguous();
-  const std::optional<at::Tensor> b = bias ? std::optional<at::Tensor>(bias->contiguous()) : std::nullopt;
+  const auto [p, x, w, go, b] = host_conv(name, input, weight, bias, grad_output, stride, padding, dilation, groups);
   at::Tensor out = at::empty(grad_output.sizes(), x.options());
   at::Tensor gx = at::empty(x.sizes(), x.options()), gw = at::empty(w.sizes(), w.options());
   const HostRunner run{int64_index};
@@ -89,15 +102,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> cuda_conv2d_gemm_on_host(
     const at::Tensor& grad_output, c10::IntArrayRef stride, c10::IntArrayRef padding, c10::IntArrayRef dilation,
     int64_t groups, bool phased, bool int64_index) {
   constexpr const char* name = "lenet_ext._cuda_conv2d_gemm_on_host";
-  TORCH_CHECK(input.device().is_cpu(), name, ": expected CPU tensors");
-  const Conv2dParams p = check_conv2d_forward(input, weight, bias, stride, padding, dilation, groups);
-  check_conv2d_backward(grad_output, input, weight, stride, padding, dilation, groups);
-  TORCH_CHECK(input.numel() > 0 && weight.numel() > 0 && grad_output.numel() > 0, name,
-              ": expected tensors with elements");
+  const auto [p, x, w, go, b] = host_conv(name, input, weight, bias, grad_output, stride, padding, dilation, groups);
   TORCH_CHECK(!phased || (p.win.dilation[0] == 1 && p.win.dilation[1] == 1), name,
               ": the phased input gradient is for undilated convolutions");
-  const at::Tensor x = input.contiguous(), w = weight.contiguous(), go = grad_output.contiguous();
-  const std::optional<at::Tensor> b = bias ? std::optional<at::Tensor>(bias->contiguous()) : std::nullopt;
   at::Tensor out = at::empty(grad_output.sizes(), x.options());
   at::Tensor gx = at::empty(x.sizes(), x.options()), gw;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), name, [&] {

@@ -74,6 +74,30 @@ C10_HOST_DEVICE inline index_t first_reaching_tap(index_t t, index_t s, index_t 
   return kernel;
 }
 
+// Where a forward or input-gradient item is: i = (((image * G + group) * runs + run) * rows + y) * cols + x,
+// over a run of channels of one group and one pixel (y, x) of a rows x cols plane.
+template <typename index_t>
+struct PixelRun {
+  index_t img, grp, run, y, x;
+
+  static int64_t count(const Geom<index_t>& g, index_t runs, index_t rows, index_t cols) {
+    return static_cast<int64_t>(g.N) * g.G * runs * rows * cols;
+  }
+
+  C10_HOST_DEVICE static PixelRun of(index_t i, const Geom<index_t>& g, index_t runs, index_t rows, index_t cols) {
+    PixelRun at;
+    at.x = i % cols;
+    index_t r = i / cols;
+    at.y = r % rows;
+    r /= rows;
+    at.run = r % runs;
+    r /= runs;
+    at.grp = r % g.G;
+    at.img = r / g.G;
+    return at;
+  }
+};
+
 template <typename scalar_t, typename index_t, int V>
 struct DirectForward {
   using index_type = index_t;
@@ -86,18 +110,13 @@ struct DirectForward {
   index_t runs;  // runs of V output channels per group
 
   static int64_t items(const Geom<index_t>& g, index_t runs) {
-    return static_cast<int64_t>(g.N) * g.G * runs * g.OH * g.OW;
+    return PixelRun<index_t>::count(g, runs, g.OH, g.OW);
   }
 
-  // i = (((image * G + group) * runs + run) * OH + oh) * OW + ow
+  // one run of output channels at output pixel (oh, ow)
   C10_HOST_DEVICE void operator()(index_t i) const {
-    const index_t ow = i % g.OW;
-    index_t r = i / g.OW;
-    const index_t oh = r % g.OH;
-    r /= g.OH;
-    const index_t run = r % runs;
-    r /= runs;
-    const index_t grp = r % g.G, img = r / g.G;
+    const PixelRun<index_t> at = PixelRun<index_t>::of(i, g, runs, g.OH, g.OW);
+    const index_t img = at.img, grp = at.grp, run = at.run, oh = at.y, ow = at.x;
     const index_t o0 = grp * g.Og + run * V;
     const int n = static_cast<int>(imin<index_t>(V, g.Og - run * V));
     const index_t taps = g.Cg * g.KH * g.KW;
@@ -151,18 +170,13 @@ struct DirectGradInput {
   index_t period_h, period_w;  // s / gcd(s, d) per dimension
 
   static int64_t items(const Geom<index_t>& g, index_t runs) {
-    return static_cast<int64_t>(g.N) * g.G * runs * g.H * g.W;
+    return PixelRun<index_t>::count(g, runs, g.H, g.W);
   }
 
-  // i = (((image * G + group) * runs + run) * H + ih) * W + iw
+  // one run of input channels at input pixel (ih, iw)
   C10_HOST_DEVICE void operator()(index_t i) const {
-    const index_t iw = i % g.W;
-    index_t r = i / g.W;
-    const index_t ih = r % g.H;
-    r /= g.H;
-    const index_t run = r % runs;
-    r /= runs;
-    const index_t grp = r % g.G, img = r / g.G;
+    const PixelRun<index_t> at = PixelRun<index_t>::of(i, g, runs, g.H, g.W);
+    const index_t img = at.img, grp = at.grp, run = at.run, ih = at.y, iw = at.x;
     const index_t c0 = run * V;
     const int n = static_cast<int>(imin<index_t>(V, g.Cg - c0));
     const index_t khw = g.KH * g.KW;

@@ -2,21 +2,19 @@
 // (fused_items.h) on the host, so tests check them without a GPU.
 #include <torch/library.h>
 
-#include <atomic>
-
 #include "fused_items.h"
 #include "items_host.h"
+#include "setting.h"
 
 namespace lenet_ext {
 
 namespace {
 
 // 0: the composite (ATen's sigmoid and lenet_ext's avg_pool2d), 1: the fused pass of fused_items.h.
-std::atomic<int> g_cuda_fused_block{0};
+Setting g_cuda_fused_block{"_set_cuda_fused_block", 2};
 
 int64_t set_cuda_fused_block(int64_t choice) {
-  TORCH_CHECK(choice >= -1 && choice <= 1, "lenet_ext._set_cuda_fused_block: expected -1, 0 or 1, got ", choice);
-  return choice < 0 ? g_cuda_fused_block.load() : g_cuda_fused_block.exchange(static_cast<int>(choice));
+  return g_cuda_fused_block.set(choice);
 }
 
 // The CUDA fused block's forward and backward (every gradient) on CPU tensors, by its own work items;
@@ -36,7 +34,7 @@ std::tuple<at::Tensor, at::Tensor, fused::MaybeTensor, fused::MaybeTensor, fused
 }  // namespace
 
 bool fused::cuda_fused_pass() {
-  return g_cuda_fused_block.load() == 1;
+  return g_cuda_fused_block.get() == 1;
 }
 
 TORCH_LIBRARY_IMPL(lenet_ext, CompositeExplicitAutograd, m) {

@@ -2,27 +2,25 @@
 // items on the host (pool2d_items.h), so tests check their index arithmetic without a GPU.
 #include <torch/library.h>
 
-#include <atomic>
-
 #include "items_host.h"
 #include "pool2d_items.h"
+#include "setting.h"
 
 namespace lenet_ext {
 
 namespace {
 
 // 0: planar kernels (the default), 1: native channels_last kernels.
-std::atomic<int> g_cuda_pool_layout{0};
+Setting g_cuda_pool_layout{"_set_cuda_pool_layout", 2};
 
 int64_t set_cuda_pool_layout(int64_t layout) {
-  TORCH_CHECK(layout >= -1 && layout <= 1, "lenet_ext._set_cuda_pool_layout: expected -1, 0 or 1, got ", layout);
-  return layout < 0 ? g_cuda_pool_layout.load() : g_cuda_pool_layout.exchange(static_cast<int>(layout));
+  return g_cuda_pool_layout.set(layout);
 }
 
 }  // namespace
 
 bool pool::cuda_pool_native_nhwc() {
-  return g_cuda_pool_layout.load() == 1;
+  return g_cuda_pool_layout.get() == 1;
 }
 
 namespace {

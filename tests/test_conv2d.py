@@ -351,7 +351,9 @@ _DIRECT_EXTRA = [
 ]
 
 
-def _direct_on_host(case, dtype, int64_index=False):
+def _on_host(op, case, dtype, *flags):
+    """A host-emulation operator's (output, grad_input, grad_weight) against torch in float64, on the same
+    rounded inputs, with the dtype's tolerance at the result's scale."""
     conf = case.op_args()
     x = torch.randn(case.shape(batched=True), dtype=dtype)
     w = torch.randn(case.weight, dtype=dtype)
@@ -360,12 +362,15 @@ def _direct_on_host(case, dtype, int64_index=False):
     want = torch_conv2d(xr, wr, br, *conf)
     go = torch.randn(want.shape, dtype=torch.float64)
     want_gx, want_gw = torch.autograd.grad(want, (xr, wr), go)
-    got = torch.ops.lenet_ext._cuda_conv2d_direct_on_host(x, w, b, go.to(dtype), *conf, int64_index)
+    got = op(x, w, b, go.to(dtype), *conf, *flags)
     for ours, exact in zip(got, (want.detach(), want_gx, want_gw)):
         assert ours.dtype == dtype
-        # each result against float64 on the same rounded inputs, with the dtype's tolerance at its scale
         tol = 1e-10 if dtype == torch.float64 else 1e-4 if dtype == torch.float32 else 1.6e-2
         torch.testing.assert_close(ours.double(), exact, rtol=tol, atol=tol * max(exact.abs().max().item(), 1.0))
+
+
+def _direct_on_host(case, dtype, int64_index=False):
+    _on_host(torch.ops.lenet_ext._cuda_conv2d_direct_on_host, case, dtype, int64_index)
 
 
 _NONEMPTY = [c for c in CONV2D if 0 not in c.shape() and 0 not in c.weight]
@@ -386,19 +391,7 @@ def test_cuda_direct_kernels_on_host_index_and_half_types(case, dtype, int64_ind
 # _cuda_conv2d_gemm_on_host runs the CUDA implicit GEMMs' gathers and stores (csrc/gemm_gather.h) element
 # by element on the CPU: every mode of the verified GEMM, and the input gradient in stride phases.
 def _gemm_on_host(case, dtype, phased, int64_index=False):
-    conf = case.op_args()
-    x = torch.randn(case.shape(batched=True), dtype=dtype)
-    w = torch.randn(case.weight, dtype=dtype)
-    b = torch.randn(case.weight[0], dtype=dtype)
-    xr, wr, br = (t.double().requires_grad_() for t in (x, w, b))
-    want = torch_conv2d(xr, wr, br, *conf)
-    go = torch.randn(want.shape, dtype=torch.float64)
-    want_gx, want_gw = torch.autograd.grad(want, (xr, wr), go)
-    got = torch.ops.lenet_ext._cuda_conv2d_gemm_on_host(x, w, b, go.to(dtype), *conf, phased, int64_index)
-    for ours, exact in zip(got, (want.detach(), want_gx, want_gw)):
-        assert ours.dtype == dtype
-        tol = 1e-10 if dtype == torch.float64 else 1e-4
-        torch.testing.assert_close(ours.double(), exact, rtol=tol, atol=tol * max(exact.abs().max().item(), 1.0))
+    _on_host(torch.ops.lenet_ext._cuda_conv2d_gemm_on_host, case, dtype, phased, int64_index)
 
 
 _UNDILATED = [c for c in _NONEMPTY + _DIRECT_EXTRA if tuple(c.op_args()[2]) == (1, 1)]

@@ -24,7 +24,6 @@
 #include <torch/library.h>
 
 #include <array>
-#include <atomic>
 #include <chrono>
 #include <map>
 #include <mutex>
@@ -32,6 +31,7 @@
 
 #include "checks.h"
 #include "cpu/conv2d_common.h"
+#include "setting.h"
 
 namespace lenet_ext {
 
@@ -65,19 +65,14 @@ namespace {
 // lenet_ext.backends.conv_algorithm("auto" | "direct" | "im2col" | "winograd") sets this through the
 // lenet_ext::_set_conv_algorithm operator.
 enum class Algorithm : int64_t { kAuto = 0, kDirect = 1, kIm2col = 2, kWinograd = 3 };
-std::atomic<int64_t> g_conv_algorithm{0};
+Setting g_conv_algorithm{"_set_conv_algorithm", 4};
 
 Algorithm forced_algorithm() {
-  return static_cast<Algorithm>(g_conv_algorithm.load(std::memory_order_relaxed));
+  return static_cast<Algorithm>(g_conv_algorithm.get());
 }
 
-// -1 only reads the setting.
 int64_t set_conv_algorithm(int64_t algorithm) {
-  if (algorithm == -1) {
-    return g_conv_algorithm.load();
-  }
-  TORCH_CHECK(algorithm >= 0 && algorithm <= 3, "lenet_ext: unknown conv algorithm code ", algorithm);
-  return g_conv_algorithm.exchange(algorithm);
+  return g_conv_algorithm.set(algorithm);
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -175,14 +170,10 @@ WeightGradKernel direct_weight_grad(const Conv2dParams& p) {
 // runs every candidate algorithm, times the best of three runs of each, and keeps the fastest for the
 // rest of the process, as torch.backends.cudnn.benchmark does. Off by default: timing costs a few calls'
 // time per new shape, and the choice may differ between runs.
-std::atomic<int64_t> g_conv_benchmark{0};
+Setting g_conv_benchmark{"_set_conv_benchmark", 2};
 
 int64_t set_conv_benchmark(int64_t enabled) {
-  if (enabled == -1) {
-    return g_conv_benchmark.load();
-  }
-  TORCH_CHECK(enabled == 0 || enabled == 1, "lenet_ext: conv benchmark setting must be 0 or 1, got ", enabled);
-  return g_conv_benchmark.exchange(enabled);
+  return g_conv_benchmark.set(enabled);
 }
 
 enum class Pass : int64_t { kForward, kGradInput, kGradWeight };
@@ -261,7 +252,7 @@ Kernel choose(Pass pass, const Conv2dParams& p, at::ScalarType dtype, Kernel heu
     case Algorithm::kAuto:
       break;
   }
-  if (g_conv_benchmark.load(std::memory_order_relaxed) == 0 || candidates.size() < 2) {
+  if (g_conv_benchmark.get() == 0 || candidates.size() < 2) {
     return heuristic;
   }
   const ShapeKey key = shape_key(pass, p, dtype);
