@@ -73,9 +73,9 @@ at::Tensor avg_pool2d_backward(const at::Tensor& grad, const at::Tensor& x, at::
 
 // ------------------------------------------------------------------------------------ any device
 std::tuple<at::Tensor, at::Tensor> forward_composite(const at::Tensor& input, const at::Tensor& weight,
-                                                           const MaybeTensor& bias, at::IntArrayRef stride,
-                                                           at::IntArrayRef padding, at::IntArrayRef dilation,
-                                                           int64_t groups, at::IntArrayRef pool) {
+                                                     const MaybeTensor& bias, at::IntArrayRef stride,
+                                                     at::IntArrayRef padding, at::IntArrayRef dilation,
+                                                     int64_t groups, at::IntArrayRef pool) {
   const at::Tensor z = conv2d_forward(input, weight, bias, stride, padding, dilation, groups);
   check_fused_pool(pool, z);
   at::Tensor act = at::sigmoid(z);
@@ -83,9 +83,8 @@ std::tuple<at::Tensor, at::Tensor> forward_composite(const at::Tensor& input, co
 }
 
 Grads backward_composite(const at::Tensor& grad, const at::Tensor& input, const at::Tensor& weight,
-                               const at::Tensor& act, at::IntArrayRef stride, at::IntArrayRef padding,
-                               at::IntArrayRef dilation, int64_t groups, at::IntArrayRef pool,
-                               std::array<bool, 3> mask) {
+                         const at::Tensor& act, at::IntArrayRef stride, at::IntArrayRef padding,
+                         at::IntArrayRef dilation, int64_t groups, at::IntArrayRef pool, std::array<bool, 3> mask) {
   check_fused_grad(grad, act, pool);
   const at::Tensor g_act = avg_pool2d_backward(grad, act, pool);
   return conv2d_backward(g_act * act * (1 - act), input, weight, stride, padding, dilation, groups, mask);

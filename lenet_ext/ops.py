@@ -48,8 +48,7 @@ def _register_autograd(name, function):
 
     def autograd_kernel(*args):
         if not _may_differentiate(args):  # inference: skip the autograd.Function's cost
-            with torch._C._AutoDispatchBelowAutograd():
-                return op(*args)
+            return _below_autograd(op, args)
         # autograd.Function runs its forward with grad and forward-grad modes off. A C++ operator
         # re-dispatches with the caller's modes, and torch.func's levels below this one need them
         # (a jvp level under a grad level would otherwise see no tangents): the forward restores them.
@@ -71,6 +70,12 @@ def _may_differentiate(args):
     )
 
 
+def _below_autograd(op, args):
+    """op(*args) below the Autograd key: how a call that cannot need autograd runs."""
+    with torch._C._AutoDispatchBelowAutograd():
+        return op(*args)
+
+
 def call(op, *args):
     """``op(*args)`` for the user-facing functions. A call that cannot need autograd (_may_differentiate)
     goes straight below the Autograd key, as its Autograd kernel would send it, without the round trip
@@ -78,8 +83,7 @@ def call(op, *args):
     is traced as it is."""
     if torch.compiler.is_compiling() or _may_differentiate(args):
         return op(*args)
-    with torch._C._AutoDispatchBelowAutograd():
-        return op(*args)
+    return _below_autograd(op, args)
 
 
 def _forward_below_autograd(op):

@@ -369,46 +369,37 @@ at::Tensor flipped_transposed(const at::Tensor& w, const Conv2dParams& p) {
       .contiguous();
 }
 
-// The input gradient: for stride 1, as a convolution (by pixel tiles, or Winograd: as_conv_kernel) when
-// that convolution exists and the forward's heuristic does not give it to im2col; by im2col + col2im
-// otherwise. That convolution also multiplies the zero padding of grad_output by the weight: with an inf or
-// NaN weight the products are NaN where torch, which never forms them, is finite, so such weights take
-// im2col, whose col2im adds only real contributions.
-enum class GradInputKernel { kIm2col, kPixelTiles };
-
-// The forward kernel that computes an input gradient as a convolution q: Winograd where the forward would
-// take it for q (its heuristic, or "winograd" forced), else the pixel tiles.
-ForwardKernel as_conv_kernel(const Conv2dParams& q) {
-  const Algorithm forced = forced_algorithm();
-  const bool winograd = forced == Algorithm::kWinograd ? winograd_applies(q)
-                                                       : forced == Algorithm::kAuto && winograd_preferred(q);
-  return winograd ? ForwardKernel::kWinograd : ForwardKernel::kPixelTiles;
-}
+// The input gradient: for stride 1, as a convolution, which takes the forward's own choice for it (pixel
+// tiles or Winograd), when that convolution exists and the forward's heuristic does not give it to
+// im2col; by im2col + col2im otherwise. That convolution also multiplies the zero padding of grad_output
+// by the weight: with an inf or NaN weight the products are NaN where torch, which never forms them, is
+// finite, so such weights take im2col, whose col2im adds only real contributions.
+enum class GradInputKernel { kIm2col, kAsConv };
 
 template <typename scalar_t>
 at::Tensor conv2d_grad_input_any(const at::Tensor& go, const at::Tensor& w, const Conv2dParams& p) {
   const std::optional<Conv2dParams> q = grad_input_as_conv_params(p);
-  // The flipped, transposed weight, made only when pixel tiles run (the first time) and the weight is
+  // The flipped, transposed weight, made only when the convolution runs (the first time) and the weight is
   // finite: for a deep layer that im2col takes (512 x 512 x 3 x 3), checking and copying it cost as much
   // as the gradient.
   at::Tensor wt;
   const auto run = [&](GradInputKernel k) {
-    if (k == GradInputKernel::kPixelTiles && !wt.defined() && w.isfinite().all().item<bool>()) {
+    if (k == GradInputKernel::kAsConv && !wt.defined() && w.isfinite().all().item<bool>()) {
       wt = flipped_transposed(w, p);
     }
     if (k == GradInputKernel::kIm2col || !wt.defined()) {
       return conv2d_grad_input_im2col<scalar_t>(go, w, p);
     }
     at::Tensor gx = at::empty({p.batch, p.in_channels, p.win.in[0], p.win.in[1]}, go.options());
-    forward_with<scalar_t>(as_conv_kernel(*q), go, wt, nullptr, gx, *q);
+    conv2d_forward_any<scalar_t>(go, wt, nullptr, gx, *q);
     return gx;
   };
-  const GradInputKernel as_conv = q ? GradInputKernel::kPixelTiles : GradInputKernel::kIm2col;
+  const GradInputKernel as_conv = q ? GradInputKernel::kAsConv : GradInputKernel::kIm2col;
   const GradInputKernel heuristic =
-      q && heuristic_forward(*q) != ForwardKernel::kIm2col ? GradInputKernel::kPixelTiles : GradInputKernel::kIm2col;
+      q && heuristic_forward(*q) != ForwardKernel::kIm2col ? GradInputKernel::kAsConv : GradInputKernel::kIm2col;
   std::vector<GradInputKernel> candidates{GradInputKernel::kIm2col};
   if (q) {
-    candidates.push_back(GradInputKernel::kPixelTiles);
+    candidates.push_back(GradInputKernel::kAsConv);
   }
   return run(choose(Pass::kGradInput, p, go.scalar_type(), heuristic, as_conv, candidates, run));
 }

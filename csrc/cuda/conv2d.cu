@@ -40,6 +40,7 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <limits>
 #include <optional>
@@ -193,32 +194,25 @@ bool staged_gemm() {
   return conv::cuda_conv_algorithm() == conv::CudaAlgorithm::kGemm;
 }
 
-template <Mode mode, typename scalar_t, typename index_t, bool kVecA = false>
-void launch_gemm(const GemmArgs<scalar_t>& args, const Geom<index_t>& g, int64_t chunks, index_t k_chunk,
-                 const Phase<index_t>& ph = {}) {
-  const GemmShape<index_t> s = cuda::gemm_shape<mode, index_t>(g, ph);
-  const index_t m_tiles = static_cast<index_t>(ceil_div(s.M, kTileM));
-  const index_t n_tiles = static_cast<index_t>(ceil_div(s.N, kTileN));
-  const dim3 grid = gemm_grid(g, m_tiles, n_tiles, chunks);
-  if (staged_gemm()) {
-    cuda::conv2d_gemm_kernel<mode, scalar_t, index_t, kVecA, true>
-        <<<grid, kGemmThreads, 0, cuda::current_stream()>>>(args, g, ph, m_tiles, n_tiles, k_chunk);
-  } else {
-    cuda::conv2d_gemm_kernel<mode, scalar_t, index_t, kVecA, false>
-        <<<grid, kGemmThreads, 0, cuda::current_stream()>>>(args, g, ph, m_tiles, n_tiles, k_chunk);
-  }
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
-}
-
 static_assert(cuda::kTcTileM == kTileM && cuda::kTcTileN == kTileN && cuda::kTcTileK == kTileK,
-              "the weight gradient's chunks are sized in tiles that both GEMMs share");
+              "the grid and the weight gradient's chunks are sized in tiles that both GEMMs share");
 
-// Whether the current device has the tensor cores gemm_tc.cuh needs (sm_80: float16 and bfloat16 WMMA).
+// Whether the current device has the tensor cores gemm_tc.cuh needs (sm_80: float16 and bfloat16 WMMA),
+// asked of the driver once per device.
 bool tensor_cores_available() {
-  int device = 0, major = 0;
+  constexpr int kMaxDevices = 64;
+  static std::atomic<int8_t> known[kMaxDevices] = {};  // 0 not asked yet, 1 no, 2 yes
+  int device = 0;
   C10_CUDA_CHECK(cudaGetDevice(&device));
-  C10_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
-  return major >= 8;
+  if (device >= kMaxDevices) {
+    return false;
+  }
+  if (known[device].load() == 0) {
+    int major = 0;
+    C10_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
+    known[device].store(major >= 8 ? 2 : 1);
+  }
+  return known[device].load() == 2;
 }
 
 template <typename scalar_t>
@@ -227,21 +221,32 @@ bool use_tensor_cores() {
   return half_type && conv::cuda_conv_algorithm() == conv::CudaAlgorithm::kTensorCores && tensor_cores_available();
 }
 
-// The implicit GEMM on tensor cores (16-bit types only; use_tensor_cores says when).
-template <Mode mode, typename scalar_t, typename index_t>
-void launch_gemm_tc(const GemmArgs<scalar_t>& args, const Geom<index_t>& g, int64_t chunks, index_t k_chunk,
-                    const Phase<index_t>& ph = {}) {
+// One launch of the implicit GEMM of `mode`: on tensor cores where use_tensor_cores says so, else on CUDA
+// cores, register-staged under "gemm".
+template <Mode mode, typename scalar_t, typename index_t, bool kVecA = false>
+void launch_gemm(const GemmArgs<scalar_t>& args, const Geom<index_t>& g, int64_t chunks, index_t k_chunk,
+                 const Phase<index_t>& ph = {}) {
+  const GemmShape<index_t> s = cuda::gemm_shape<mode, index_t>(g, ph);
+  const index_t m_tiles = static_cast<index_t>(ceil_div(s.M, kTileM));
+  const index_t n_tiles = static_cast<index_t>(ceil_div(s.N, kTileN));
+  const dim3 grid = gemm_grid(g, m_tiles, n_tiles, chunks);
+  const cudaStream_t stream = cuda::current_stream();
   if constexpr (std::is_same_v<scalar_t, at::Half> || std::is_same_v<scalar_t, at::BFloat16>) {
-    const GemmShape<index_t> s = cuda::gemm_shape<mode, index_t>(g, ph);
-    const index_t m_tiles = static_cast<index_t>(ceil_div(s.M, cuda::kTcTileM));
-    const index_t n_tiles = static_cast<index_t>(ceil_div(s.N, cuda::kTcTileN));
-    cuda::conv2d_gemm_tc_kernel<mode, scalar_t, index_t>
-        <<<gemm_grid(g, m_tiles, n_tiles, chunks), cuda::kTcThreads, 0, cuda::current_stream()>>>(
-            args, g, ph, m_tiles, n_tiles, k_chunk);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
-  } else {
-    TORCH_INTERNAL_ASSERT(false, "tensor cores take float16 and bfloat16 only");
+    if (use_tensor_cores<scalar_t>()) {
+      cuda::conv2d_gemm_tc_kernel<mode, scalar_t, index_t>
+          <<<grid, cuda::kTcThreads, 0, stream>>>(args, g, ph, m_tiles, n_tiles, k_chunk);
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+      return;
+    }
   }
+  if (staged_gemm()) {
+    cuda::conv2d_gemm_kernel<mode, scalar_t, index_t, kVecA, true>
+        <<<grid, kGemmThreads, 0, stream>>>(args, g, ph, m_tiles, n_tiles, k_chunk);
+  } else {
+    cuda::conv2d_gemm_kernel<mode, scalar_t, index_t, kVecA, false>
+        <<<grid, kGemmThreads, 0, stream>>>(args, g, ph, m_tiles, n_tiles, k_chunk);
+  }
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
 // The strided input gradient split into stride phases (opt-in: "gemm" and "tensor_cores"): strided and
@@ -284,10 +289,6 @@ void conv2d_forward_impl(const at::Tensor& x, const at::Tensor& w, const at::Ten
   GemmArgs<scalar_t> args{x.const_data_ptr<scalar_t>(), w.const_data_ptr<scalar_t>(), nullptr, b,
                           out.mutable_data_ptr<scalar_t>(), nullptr};
   const index_t K = cuda::gemm_shape<Mode::kForward, index_t>(g).K;
-  if (use_tensor_cores<scalar_t>()) {
-    launch_gemm_tc<Mode::kForward, scalar_t, index_t>(args, g, 1, K);
-    return;
-  }
   if constexpr (std::is_same_v<scalar_t, float>) {
     const bool aligned = reinterpret_cast<uintptr_t>(args.weight) % 16 == 0 && K % 4 == 0;
     if (aligned) {
@@ -303,7 +304,6 @@ void conv2d_grad_input_impl(const at::Tensor& go, const at::Tensor& w, at::Tenso
   const Geom<index_t> g = geom_of<index_t>(p);
   GemmArgs<scalar_t> args{nullptr, w.const_data_ptr<scalar_t>(), go.const_data_ptr<scalar_t>(), nullptr,
                           gx.mutable_data_ptr<scalar_t>(), nullptr};
-  const bool tensor_cores = use_tensor_cores<scalar_t>();
   if (use_phases(p)) {
     // one GEMM per stride phase, each over only the taps that reach it (gemm_gather.h); together they
     // write every input pixel once (a phase that no tap reaches writes zeros: K = 0)
@@ -314,21 +314,12 @@ void conv2d_grad_input_impl(const at::Tensor& go, const at::Tensor& w, at::Tenso
           continue;
         }
         const index_t K = cuda::gemm_shape<Mode::kGradInputPhased, index_t>(g, ph).K;
-        if (tensor_cores) {
-          launch_gemm_tc<Mode::kGradInputPhased, scalar_t, index_t>(args, g, 1, K, ph);
-        } else {
-          launch_gemm<Mode::kGradInputPhased, scalar_t, index_t>(args, g, 1, K, ph);
-        }
+        launch_gemm<Mode::kGradInputPhased, scalar_t, index_t>(args, g, 1, K, ph);
       }
     }
     return;
   }
-  const index_t K = cuda::gemm_shape<Mode::kGradInput, index_t>(g).K;
-  if (tensor_cores) {
-    launch_gemm_tc<Mode::kGradInput, scalar_t, index_t>(args, g, 1, K);
-  } else {
-    launch_gemm<Mode::kGradInput, scalar_t, index_t>(args, g, 1, K);
-  }
+  launch_gemm<Mode::kGradInput, scalar_t, index_t>(args, g, 1, cuda::gemm_shape<Mode::kGradInput, index_t>(g).K);
 }
 
 // Split-K: enough chunks to give the GPU ~1024 blocks, each chunk at least 8 k tiles long, at most
@@ -351,11 +342,7 @@ void conv2d_grad_weight_impl(const at::Tensor& go, const at::Tensor& x, at::Tens
   at::Tensor partial = at::empty({chunks, gw.numel()}, gw.options().dtype(acc_dtype));
   GemmArgs<scalar_t> args{x.const_data_ptr<scalar_t>(), nullptr, go.const_data_ptr<scalar_t>(), nullptr, nullptr,
                           partial.mutable_data_ptr<acc_t<scalar_t>>()};
-  if (use_tensor_cores<scalar_t>()) {
-    launch_gemm_tc<Mode::kGradWeight, scalar_t, index_t>(args, g, chunks, static_cast<index_t>(k_chunk));
-  } else {
-    launch_gemm<Mode::kGradWeight, scalar_t, index_t>(args, g, chunks, static_cast<index_t>(k_chunk));
-  }
+  launch_gemm<Mode::kGradWeight, scalar_t, index_t>(args, g, chunks, static_cast<index_t>(k_chunk));
   CudaRunner{}(conv::SumChunks<scalar_t>{partial.const_data_ptr<acc_t<scalar_t>>(), gw.mutable_data_ptr<scalar_t>(),
                                         gw.numel(), chunks},
                gw.numel());
