@@ -163,7 +163,7 @@ def test_filter_and_list(capsys):
     assert benchmark.main(["--quick", "--filter", "matches no row at all"]) == 2
 
 
-@pytest.mark.parametrize("algorithm", ["direct", "im2col"])
+@pytest.mark.parametrize("algorithm", ["direct", "im2col", "winograd"])
 def test_conv_algorithm_is_forced_for_the_run_and_restored(tmp_path, algorithm):
     backends = pytest.importorskip("lenet_ext.backends")
     before = backends.current_conv_algorithm()
@@ -174,6 +174,18 @@ def test_conv_algorithm_is_forced_for_the_run_and_restored(tmp_path, algorithm):
     assert result["conv_algorithm"] == algorithm
     assert {r["status"] for r in result["rows"]} == {"ok"}
     assert backends.current_conv_algorithm() == before
+
+
+def test_cuda_settings_are_forced_for_the_run_recorded_and_restored(tmp_path):
+    # the CUDA settings change nothing on the CPU rows, but the run records them and restores them after
+    backends = pytest.importorskip("lenet_ext.backends")
+    path = tmp_path / "r.json"
+    argv = ["--quick", "--threads", "1", "--filter", "lenet_block.forward |", "--cuda-conv-algorithm", "direct"]
+    assert benchmark.main([*argv, "--cuda-fused-block", "fused", "--json", str(path)]) == 0
+    result = json.loads(path.read_text())
+    assert result["cuda_conv_algorithm"] == "direct" and result["cuda_fused_block"] == "fused"
+    assert {r["status"] for r in result["rows"]} == {"ok"}
+    assert backends.current_cuda_conv_algorithm() == "auto" and backends.current_cuda_fused_block() == "composite"
 
 
 # torchvision's published sizes (the num_params of each model's weights): the zoo must have its shapes
