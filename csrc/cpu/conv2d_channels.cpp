@@ -58,6 +58,7 @@ void conv2d_forward_channels(const at::Tensor& x, const at::Tensor& weight, cons
   const scalar_t* b_data = bias ? bias->const_data_ptr<scalar_t>() : nullptr;
   scalar_t* out_data = out.mutable_data_ptr<scalar_t>();
   const auto kernel = level.of<scalar_t>().channel_tiles;
+  const auto transpose = level.of<scalar_t>().transpose;
 
   // (image, group) pairs are independent: no reduction, so any split across threads is deterministic.
   // A band of output rows at a time, whose pixel-major results stay in cache until they are moved out.
@@ -73,8 +74,8 @@ void conv2d_forward_channels(const at::Tensor& x, const at::Tensor& weight, cons
         const int64_t rows = std::min(band, d.OH - oh0);
         kernel({src.data() + oh0 * win.stride[0] * d.Wp, taps.data(), d.K, wt_data + grp * d.K * og_pad, res.data(),
                 OV, og_pad, rows, d.OW, d.Wp, win.stride[0], win.stride[1]});
-        transpose_plane(res.data(), og_pad, out_data + (n * p.out_channels + grp * d.Og) * d.L + oh0 * d.OW, d.L,
-                        rows * d.OW, d.Og, b_data ? b_data + grp * d.Og : nullptr);
+        transpose(res.data(), og_pad, out_data + (n * p.out_channels + grp * d.Og) * d.L + oh0 * d.OW, d.L,
+                  rows * d.OW, d.Og, b_data ? b_data + grp * d.Og : nullptr);
       }
     }
   });
@@ -91,6 +92,7 @@ at::Tensor conv2d_grad_weight_channels(const at::Tensor& go, const at::Tensor& x
   const scalar_t* x_data = x.const_data_ptr<scalar_t>();
   const scalar_t* go_data = go.const_data_ptr<scalar_t>();
   const auto kernel = level.of<scalar_t>().grad_channel_tiles;
+  const auto transpose = level.of<scalar_t>().transpose;
 
   // One partial sum per batch slice ([groups][K][og_pad]), merged in slice order below.
   const BatchSlices slices(p.batch, p.groups * d.K * og_pad * int64_t{sizeof(scalar_t)});
@@ -102,7 +104,7 @@ at::Tensor conv2d_grad_weight_channels(const at::Tensor& go, const at::Tensor& x
     for (int64_t n = n0; n < n1; ++n) {
       for (int64_t grp = 0; grp < p.groups; ++grp) {
         pad_input(x_data + (n * p.in_channels + grp * d.Cg) * d.in_plane, src.data(), d.Cg, win, d.Hp, d.Wp);
-        transpose_plane(go_data + (n * p.out_channels + grp * d.Og) * d.L, d.L, gop.data(), og_pad, d.Og, d.L);
+        transpose(go_data + (n * p.out_channels + grp * d.Og) * d.L, d.L, gop.data(), og_pad, d.Og, d.L, nullptr);
         kernel({src.data(), taps.data(), d.K, gop.data(), acc + grp * d.K * og_pad, OV, og_pad, d.OH, d.OW, d.Wp,
                 win.stride[0], win.stride[1]});
       }

@@ -69,34 +69,6 @@ void pad_input(const scalar_t* x, scalar_t* xp, int64_t channels, const Window2d
   }
 }
 
-// dst[c * ldd + r] = src[r * lds + c] (+ add[c], if given) for r < rows, c < cols: a transposition
-// between pixel-major and channel-major buffers, in square blocks that stay in L1 cache. (One pass per
-// column over a buffer larger than the cache would fetch each of its cache lines once per column: on the
-// 7x7 stem that took more time than the convolution.)
-template <typename scalar_t>
-void transpose_plane(const scalar_t* src, int64_t lds, scalar_t* dst, int64_t ldd, int64_t rows, int64_t cols,
-                     const scalar_t* add = nullptr) {
-  constexpr int64_t kBlock = 32;
-  for (int64_t r0 = 0; r0 < rows; r0 += kBlock) {
-    const int64_t r1 = std::min(rows, r0 + kBlock);
-    for (int64_t c0 = 0; c0 < cols; c0 += kBlock) {
-      const int64_t c1 = std::min(cols, c0 + kBlock);
-      for (int64_t c = c0; c < c1; ++c) {
-        scalar_t* d = dst + c * ldd;
-        if (add) {
-          for (int64_t r = r0; r < r1; ++r) {
-            d[r] = src[r * lds + c] + add[c];
-          }
-        } else {  // a copy: adding 0 would turn -0.0 into 0.0
-          for (int64_t r = r0; r < r1; ++r) {
-            d[r] = src[r * lds + c];
-          }
-        }
-      }
-    }
-  }
-}
-
 // The offset of each tap (c, i, j), in that order, from a window's origin in `channels` planes of Hp rows
 // of `pitch` elements, where kernel column j adds j * j_step: in a padded image (pitch Wp) j_step is the
 // column dilation; in the pixel tiles' compact layout (pitch OW) it is one shifted copy's size.

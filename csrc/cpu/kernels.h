@@ -85,6 +85,8 @@ struct TileKernels {
   void (*channel_tiles)(const ChannelTileJob<T>&);
   void (*grad_channel_tiles)(const GradChannelTileJob<T>&);
   void (*grad_pixel_tiles)(const GradPixelTileJob<T>&);
+  // dst[c * ldd + r] = src[r * lds + c] (+ add[c] unless add is null), r < rows, c < cols
+  void (*transpose)(const T* src, int64_t lds, T* dst, int64_t ldd, int64_t rows, int64_t cols, const T* add);
   double (*plane_sum)(const T*, int64_t);  // the sum of n values, in a fixed order
 };
 
