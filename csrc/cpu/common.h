@@ -14,9 +14,22 @@ namespace lenet_ext {
 
 // A dense copy in `fmt` (or the tensor itself) in the dtype the kernels compute in: the 16-bit floats
 // are computed in float32.
+// (Tests first, then converts: a small layer's call should not go through the dispatcher for nothing.)
 inline at::Tensor to_compute(const at::Tensor& t, at::MemoryFormat fmt = at::MemoryFormat::Contiguous) {
   const auto dt = t.scalar_type();
-  return t.to(dt == at::kBFloat16 || dt == at::kHalf ? at::kFloat : dt).contiguous(fmt);
+  if (dt == at::kBFloat16 || dt == at::kHalf) {
+    return t.to(at::kFloat).contiguous(fmt);
+  }
+  return t.contiguous(fmt);
+}
+
+// A result computed in to_compute's dtype, as t.to(dtype, fmt): itself when that aliases (the same
+// test as ATen's to_will_alias), without the dispatcher.
+inline at::Tensor as_result(const at::Tensor& t, at::ScalarType dtype, at::MemoryFormat fmt) {
+  if (t.scalar_type() == dtype && t.suggest_memory_format() == fmt) {
+    return t;
+  }
+  return t.to(dtype, false, false, fmt);
 }
 
 // Calls f(std::integral_constant<int, V>{}) for the V among Vs that equals v, else with 0, meaning "any

@@ -45,12 +45,28 @@ std::vector<int64_t> tap_offsets(const Window2d& win, int64_t channels, int64_t 
   return taps;
 }
 
-at::Tensor tap_major_weights(const at::Tensor& weight, const Conv2dParams& p, int64_t width) {
+template <typename scalar_t>
+at::Tensor tap_major_weights(const at::Tensor& weight, const Conv2dParams& p, int64_t block) {
   const ConvDims d(p);
-  at::Tensor wt = at::zeros({p.groups, d.K, width}, weight.options());
-  wt.narrow(2, 0, d.Og).copy_(weight.view({p.groups, d.Og, d.K}).transpose(1, 2));
+  const int64_t blocks = (d.Og + block - 1) / block;
+  at::Tensor wt = at::empty({p.groups, blocks, d.K, block}, weight.options());
+  const scalar_t* w = weight.const_data_ptr<scalar_t>();  // [groups * Og][K]
+  scalar_t* out = wt.mutable_data_ptr<scalar_t>();
+  for (int64_t g = 0; g < p.groups; ++g) {
+    for (int64_t b = 0; b < blocks; ++b, out += d.K * block) {
+      const int64_t first = g * d.Og + b * block, width = std::min(block, d.Og - b * block);
+      for (int64_t k = 0; k < d.K; ++k) {
+        for (int64_t o = 0; o < width; ++o) {
+          out[k * block + o] = w[(first + o) * d.K + k];
+        }
+        std::fill(out + k * block + width, out + (k + 1) * block, scalar_t(0));
+      }
+    }
+  }
   return wt;
 }
+template at::Tensor tap_major_weights<float>(const at::Tensor&, const Conv2dParams&, int64_t);
+template at::Tensor tap_major_weights<double>(const at::Tensor&, const Conv2dParams&, int64_t);
 
 at::Tensor sum_slices(const at::Tensor& partial) {
   at::Tensor sum = partial[0];
@@ -317,7 +333,8 @@ at::Tensor weight_grad_with(WeightGradKernel kernel, const at::Tensor& go, const
       at::Tensor g = conv2d_grad_weight_pixels<scalar_t>(go, x, p, level);
       // Its dropped positions multiply a zero gradient by real inputs: an inf or NaN there makes NaN
       // where torch, which never reads them, is finite. Such a result is computed again by im2col.
-      return g.isfinite().all().item<bool>() ? g : conv2d_grad_weight_im2col<scalar_t>(go, x, p);
+      const bool finite = all_finite(g.const_data_ptr<scalar_t>(), g.numel());
+      return finite ? g : conv2d_grad_weight_im2col<scalar_t>(go, x, p);
     }
     case WeightGradKernel::kChannelTiles:
       return conv2d_grad_weight_channels<scalar_t>(go, x, p, level);
@@ -384,7 +401,7 @@ at::Tensor conv2d_grad_input_any(const at::Tensor& go, const at::Tensor& w, cons
   // as the gradient.
   at::Tensor wt;
   const auto run = [&](GradInputKernel k) {
-    if (k == GradInputKernel::kAsConv && !wt.defined() && w.isfinite().all().item<bool>()) {
+    if (k == GradInputKernel::kAsConv && !wt.defined() && all_finite(w.const_data_ptr<scalar_t>(), w.numel())) {
       wt = flipped_transposed(w, p);
     }
     if (k == GradInputKernel::kIm2col || !wt.defined()) {
@@ -433,12 +450,12 @@ at::Tensor conv2d_forward_cpu(const at::Tensor& input, const at::Tensor& weight,
   at::Tensor out = at::empty({p.batch, p.out_channels, p.win.out[0], p.win.out[1]}, x.options());
   const at::MemoryFormat fmt = conv2d_memory_format(input, weight);
   if (out.numel() == 0) {
-    return out.to(input.scalar_type(), false, false, fmt);
+    return as_result(out, input.scalar_type(), fmt);
   }
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "conv2d_forward_cpu", [&] {
     conv2d_forward_any<scalar_t>(x, w, b ? &*b : nullptr, out, p);
   });
-  return out.to(input.scalar_type(), false, false, fmt);
+  return as_result(out, input.scalar_type(), fmt);
 }
 
 std::tuple<std::optional<at::Tensor>, std::optional<at::Tensor>, std::optional<at::Tensor>> conv2d_backward_cpu(
@@ -450,13 +467,13 @@ std::tuple<std::optional<at::Tensor>, std::optional<at::Tensor>, std::optional<a
   std::optional<at::Tensor> gx, gw, gb;
   AT_DISPATCH_FLOATING_TYPES(go.scalar_type(), "conv2d_backward_cpu", [&] {
     if (output_mask[0]) {
-      gx = conv2d_grad_input_any<scalar_t>(go, to_compute(weight), p).to(input.scalar_type(), false, false, fmt);
+      gx = as_result(conv2d_grad_input_any<scalar_t>(go, to_compute(weight), p), input.scalar_type(), fmt);
     }
     if (output_mask[1]) {
-      gw = conv2d_grad_weight_any<scalar_t>(go, to_compute(input), p).to(input.scalar_type(), false, false, fmt);
+      gw = as_result(conv2d_grad_weight_any<scalar_t>(go, to_compute(input), p), input.scalar_type(), fmt);
     }
     if (output_mask[2]) {
-      gb = conv2d_grad_bias<scalar_t>(go, p).to(input.scalar_type());
+      gb = as_result(conv2d_grad_bias<scalar_t>(go, p), input.scalar_type(), at::MemoryFormat::Contiguous);
     }
   });
   return {gx, gw, gb};

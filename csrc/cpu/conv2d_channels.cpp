@@ -51,7 +51,7 @@ void conv2d_forward_channels(const at::Tensor& x, const at::Tensor& weight, cons
   const Window2d& win = p.win;
   const int OV = channel_width(d.Og, level.shape, sizeof(scalar_t));
   const int64_t og_pad = padded(d.Og, OV);
-  const at::Tensor wt = tap_major_weights(weight, p, og_pad);
+  const at::Tensor wt = tap_major_weights<scalar_t>(weight, p, og_pad);
   const std::vector<int64_t> taps = tap_offsets(win, d.Cg, d.Hp, d.Wp, win.dilation[1]);
   const scalar_t* x_data = x.const_data_ptr<scalar_t>();
   const scalar_t* wt_data = wt.const_data_ptr<scalar_t>();

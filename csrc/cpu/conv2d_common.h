@@ -15,6 +15,9 @@
 #include <ATen/ATen.h>
 
 #include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <type_traits>
 #include <vector>
 
 #include "cpu/common.h"
@@ -69,14 +72,34 @@ void pad_input(const scalar_t* x, scalar_t* xp, int64_t channels, const Window2d
   }
 }
 
+// True when every value of row[0, n) is finite: its exponent bits are not all ones (an integer test, which
+// vectorises; the float comparisons of isfinite() cost as much as Winograd's matrix products, and
+// ATen's isfinite().all() is six operators, a small layer's whole gradient).
+template <typename scalar_t>
+bool all_finite(const scalar_t* row, int64_t n) {
+  using bits_t = std::conditional_t<sizeof(scalar_t) == 4, uint32_t, uint64_t>;
+  constexpr bits_t exponent = static_cast<bits_t>(sizeof(scalar_t) == 4 ? 0x7f800000ull : 0x7ff0000000000000ull);
+  bits_t bad = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    bits_t b;
+    std::memcpy(&b, row + i, sizeof(b));
+    bad |= static_cast<bits_t>((b & exponent) == exponent);
+  }
+  return bad == 0;
+}
+
 // The offset of each tap (c, i, j), in that order, from a window's origin in `channels` planes of Hp rows
 // of `pitch` elements, where kernel column j adds j * j_step: in a padded image (pitch Wp) j_step is the
 // column dilation; in the pixel tiles' compact layout (pitch OW) it is one shifted copy's size.
 std::vector<int64_t> tap_offsets(const Window2d& win, int64_t channels, int64_t Hp, int64_t pitch, int64_t j_step);
 
-// Per group, the weights as K x width, tap-major (one row of output channels per tap), with zero columns
-// past the group's Og channels: what the direct tiles load or broadcast per tap.
-at::Tensor tap_major_weights(const at::Tensor& weight, const Conv2dParams& p, int64_t width);
+// The weights tap-major in blocks of output channels, [groups][blocks][K][block]: per group, each block of
+// `block` output channels has one row of them per tap, with zeros past the group's Og channels. What the
+// direct tiles load or broadcast per tap: the channel tiles take one block as wide as the padded group,
+// the pixel tiles blocks of OB. (Plain loops over a contiguous weight: a small layer's call should not
+// pay for five ATen operators here.)
+template <typename scalar_t>
+at::Tensor tap_major_weights(const at::Tensor& weight, const Conv2dParams& p, int64_t block);
 
 // The per-slice partial sums ([slices][...]) added up in slice order, which keeps results reproducible.
 at::Tensor sum_slices(const at::Tensor& partial);

@@ -200,10 +200,7 @@ void conv2d_forward_pixels(const at::Tensor& x, const at::Tensor& weight, const 
       phases ? phase_tap_offsets(pw, d.Cg, Hh, Wh)
              : tap_offsets(win, d.Cg, d.Hp, pitch, compact ? d.Cg * d.Hp * d.OW : win.dilation[1]);
   // [groups][blocks][K][OB]: each channel block's weights are contiguous, OB per tap.
-  const at::Tensor wt = tap_major_weights(weight, p, blocks * OB)
-                            .view({p.groups, d.K, blocks, OB})
-                            .permute({0, 2, 1, 3})
-                            .contiguous();
+  const at::Tensor wt = tap_major_weights<scalar_t>(weight, p, OB);
   std::vector<scalar_t> b_pad(p.groups * blocks * OB, scalar_t(0));  // the bias, blocks * OB per group
   for (int64_t oc = 0; bias && oc < p.out_channels; ++oc) {
     b_pad[oc / d.Og * blocks * OB + oc % d.Og] = bias->const_data_ptr<scalar_t>()[oc];

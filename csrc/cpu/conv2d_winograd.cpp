@@ -67,21 +67,6 @@ at::Tensor transformed_weights(const at::Tensor& w, const ConvDims& d, int64_t g
   return u;
 }
 
-// True when every value of row[0, n) is finite: its exponent bits are not all ones (an integer test, which
-// vectorises; the float comparisons of isfinite() cost as much as the matrix products here).
-template <typename scalar_t>
-bool all_finite(const scalar_t* row, int64_t n) {
-  using bits_t = std::conditional_t<sizeof(scalar_t) == 4, uint32_t, uint64_t>;
-  constexpr bits_t exponent = static_cast<bits_t>(sizeof(scalar_t) == 4 ? 0x7f800000ull : 0x7ff0000000000000ull);
-  bits_t bad = 0;
-  for (int64_t i = 0; i < n; ++i) {
-    bits_t b;
-    std::memcpy(&b, row + i, sizeof(b));
-    bad |= static_cast<bits_t>((b & exponent) == exponent);
-  }
-  return bad == 0;
-}
-
 // One unit's geometry: tile rows [ty0, ty1) of one image, TW tiles per row; V and M hold `ld` tiles per
 // row of their matrices.
 struct Band {

@@ -516,7 +516,8 @@ double plane_sum(const T* row, int64_t n) {
 
 template <typename T>
 constexpr TileKernels<T> table() {
-  return {&pixel_tiles<T>, &channel_tiles<T>, &grad_channel_tiles<T>, &grad_pixel_tiles<T>, &transpose<T>, &plane_sum<T>};
+  return {&pixel_tiles<T>,      &channel_tiles<T>, &grad_channel_tiles<T>,
+          &grad_pixel_tiles<T>, &transpose<T>,     &plane_sum<T>};
 }
 
 }  // namespace
