@@ -38,8 +38,17 @@ def _as_int(fn, name, value):
     return value
 
 
+def _refuse_bool(fn, name, value):
+    """torch's argument parser takes no bool for an int, nor a sequence that starts with one (it tells an
+    int list by its first element, and converts the rest as indices, bools included)."""
+    first = value[0] if isinstance(value, (list, tuple)) and value else value
+    if isinstance(first, bool):
+        raise TypeError(f"{fn}(): argument '{name}' must be an int or a tuple of ints, but found element of type bool")
+
+
 def _conv_pair(name, value):
     """torch's rule for conv arguments: one int, or a sequence of one or two (one is repeated)."""
+    _refuse_bool("conv2d", name, value)
     if isinstance(value, (list, tuple)):
         values = [_as_int("conv2d", name, v) for v in value]
         if len(values) == 1:
@@ -167,16 +176,92 @@ def _short_dtype(t):
     )
 
 
+# ------------------------------------------------------------------------------- calls checked before
+# A model calls each layer with the same kinds of arguments every step. The checks and the normalisation
+# read only the tensors' shapes, dtypes and devices and the other arguments' values, so a call whose
+# signature (those, with the arguments' exact types) passed them once reuses their result: the
+# normalised window arguments. That is most of a small call's Python time. Not under torch.compile,
+# which traces the checks, nor under autocast, whose casts the checks must see.
+_CHECKED_LIMIT = 4096  # signatures kept per function; past it the cache starts again
+
+
+class _CheckedCalls:
+    def __init__(self):
+        self._results = {}
+
+    def get(self, key):
+        return self._results.get(key) if key is not None else None
+
+    def put(self, key, result):
+        if key is None:
+            return
+        if len(self._results) >= _CHECKED_LIMIT:
+            self._results.clear()
+        self._results[key] = result
+
+
+def _plain_window_arg(value):
+    """``value`` as part of a signature when it is an int, a bool, a string or a tuple or list of ints (by
+    exact type: 1.0 and True must not pass for 1), else None."""
+    kind = type(value)
+    if kind is int or kind is str:
+        return value
+    if kind is bool:  # True == 1 and hashes alike: keep the type in the key
+        return kind, value
+    if (kind is tuple or kind is list) and all(type(v) is int for v in value):
+        return kind, *value
+    return None
+
+
+def _tensor_signature(t):
+    return t.shape, t.dtype, t.device
+
+
+def _signature(tensors, window_args):
+    """The key of a call whose tensors are all torch.Tensor and whose other arguments are plain
+    (_plain_window_arg), or None. ``tensors`` may hold None (an absent bias)."""
+    if torch.compiler.is_compiling() or _ops.autocast_on():
+        return None
+    key = []
+    for t in tensors:
+        if t is None:
+            key.append(None)
+        elif isinstance(t, torch.Tensor):
+            key.append(_tensor_signature(t))
+        else:
+            return None
+    for value in window_args:
+        plain = _plain_window_arg(value)
+        if plain is None and value is not None:
+            return None
+        key.append(plain)
+    return tuple(key)
+
+
+_CONV_CHECKED = {"conv2d": _CheckedCalls(), "conv2d_sigmoid_avgpool2d": _CheckedCalls()}
+
+
 def _conv_args(fn, input, weight, bias, stride, padding, dilation, groups):
     """torch's normalisation and checks of conv2d's arguments: (input, weight, bias, stride, (top, bottom,
     left, right), dilation, groups), or torch's exception. Under torch.autocast the tensors are cast to
     the autocast dtype first (as the operator's autocast kernel would), so the checks see what torch's see."""
+    checked = _CONV_CHECKED[fn]
+    key = _signature((input, weight, bias), (stride, padding, dilation, groups))
+    window = checked.get(key)
+    if window is None:
+        input, weight, bias, *window = _checked_conv_args(fn, input, weight, bias, stride, padding, dilation, groups)
+        checked.put(key, window)
+    return input, weight, bias, *window
+
+
+def _checked_conv_args(fn, input, weight, bias, stride, padding, dilation, groups):
     _check_tensor(fn, "input", input)
     _check_tensor(fn, "weight", weight)
     _check_tensor(fn, "bias", bias, optional=True)
     input, weight, bias = _ops.autocast_args(input.device.type, [input, weight, bias])
     stride = _conv_pair("stride", stride)
     dilation = _conv_pair("dilation", dilation)
+    _refuse_bool(fn, "groups", groups)
     groups = _as_int(fn, "groups", groups)
     kernel = list(weight.shape[2:]) if weight.dim() == 4 else [1, 1]
     pads = _conv_padding(padding, kernel, stride, dilation)
@@ -342,22 +427,23 @@ def _check_pool_window(fn, input, kernel, stride, padding, dilation, ceil_mode):
         )
 
 
+_POOL_CHECKED = {"max_pool2d": _CheckedCalls(), "avg_pool2d": _CheckedCalls()}
+
+
 def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False):
     """Same as :func:`torch.nn.functional.max_pool2d`, computed by lenet_ext's kernels.
 
     Indices are computed only when they are returned or a gradient will need them.
     """
-    fn = "max_pool2d"
-    _check_tensor(fn, "input", input, position=1)
-    kernel, stride, padding, dilation = _pool_args(fn, kernel_size, stride, padding, dilation)
-    ceil_mode = _pool_bool(fn, "ceil_mode", 6, ceil_mode)
-    if input.dim() not in (3, 4):
-        raise RuntimeError("non-empty 3D or 4D (batch mode) tensor expected for input")
-    _check_pool_window(fn, input, kernel, stride, padding, dilation, ceil_mode)
+    checked = _POOL_CHECKED["max_pool2d"]
+    key = _signature((input,), (kernel_size, stride, padding, dilation, ceil_mode))
+    conf = checked.get(key)
+    if conf is None:
+        conf = _checked_max_pool_args(input, kernel_size, stride, padding, dilation, ceil_mode)
+        checked.put(key, conf)
 
     unbatched = input.dim() == 3
     x = input.unsqueeze(0) if unbatched else input
-    conf = (kernel, stride, padding, dilation, ceil_mode)
     if return_indices or (torch.is_grad_enabled() and input.requires_grad):
         out, indices = _ops.call(_MAX_POOL2D, x, *conf)
     else:
@@ -368,10 +454,37 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
     return (out, indices) if return_indices else out
 
 
+def _checked_max_pool_args(input, kernel_size, stride, padding, dilation, ceil_mode):
+    fn = "max_pool2d"
+    _check_tensor(fn, "input", input, position=1)
+    kernel, stride, padding, dilation = _pool_args(fn, kernel_size, stride, padding, dilation)
+    ceil_mode = _pool_bool(fn, "ceil_mode", 6, ceil_mode)
+    if input.dim() not in (3, 4):
+        raise RuntimeError("non-empty 3D or 4D (batch mode) tensor expected for input")
+    _check_pool_window(fn, input, kernel, stride, padding, dilation, ceil_mode)
+    return kernel, stride, padding, dilation, ceil_mode
+
+
 def avg_pool2d(
     input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True, divisor_override=None
 ):
     """Same as :func:`torch.nn.functional.avg_pool2d`, computed by lenet_ext's kernels."""
+    checked = _POOL_CHECKED["avg_pool2d"]
+    key = _signature((input,), (kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override))
+    conf = checked.get(key)
+    if conf is None:
+        conf = _checked_avg_pool_args(
+            input, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override
+        )
+        checked.put(key, conf)
+
+    unbatched = input.dim() == 3
+    x = input.unsqueeze(0) if unbatched else input
+    out = _ops.call(_AVG_POOL2D, x, *conf)
+    return out.squeeze(0) if unbatched else out
+
+
+def _checked_avg_pool_args(input, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override):
     fn = "avg_pool2d"
     _check_tensor(fn, "input", input, position=1)
     kernel, stride, padding, _ = _pool_args(fn, kernel_size, stride, padding, 1)
@@ -385,8 +498,4 @@ def avg_pool2d(
             raise RuntimeError("divisor must be not zero")
     input.size(-3)  # torch reads the channel count first: fewer than 3 dims raise its IndexError
     _check_pool_window(fn, input, kernel, stride, padding, [1, 1], ceil_mode)
-
-    unbatched = input.dim() == 3
-    x = input.unsqueeze(0) if unbatched else input
-    out = _ops.call(_AVG_POOL2D, x, kernel, stride, padding, ceil_mode, count_include_pad, divisor_override)
-    return out.squeeze(0) if unbatched else out
+    return kernel, stride, padding, ceil_mode, count_include_pad, divisor_override

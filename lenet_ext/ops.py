@@ -42,13 +42,20 @@ class _OperatorFunction(torch.autograd.function._SingleLevelFunction):
         return (ctx._autograd_function_id,)
 
 
+_APPLY = {}  # each operator's overload -> its autograd Function's apply, for call()'s reverse-mode shortcut
+
+
 def _register_autograd(name, function):
     base_apply = function.apply
     op = getattr(_ops, name).default
+    _APPLY[op] = base_apply
 
     def autograd_kernel(*args):
-        if not _may_differentiate(args):  # inference: skip the autograd.Function's cost
-            return _below_autograd(op, args)
+        if not _transforms_or_forward_ad():
+            if not (torch.is_grad_enabled() and torch._C._any_requires_grad(*args)):
+                return _below_autograd(op, args)  # inference: skip the autograd.Function's cost
+            _modes.value = None  # plain reverse mode: the forward needs no modes restored
+            return base_apply(*args)
         # autograd.Function runs its forward with grad and forward-grad modes off. A C++ operator
         # re-dispatches with the caller's modes, and torch.func's levels below this one need them
         # (a jvp level under a grad level would otherwise see no tangents): the forward restores them.
@@ -60,14 +67,16 @@ def _register_autograd(name, function):
     _lib.impl(name, autograd_kernel, "Autograd")
 
 
+def _transforms_or_forward_ad():
+    """Whether forward mode (a dual level is open, so an input may carry a tangent) or a torch.func
+    transform may be in play."""
+    return torch.autograd.forward_ad._current_level >= 0 or torch._C._are_functorch_transforms_active()
+
+
 def _may_differentiate(args):
-    """Whether a call may need autograd: reverse mode (an input requires grad), forward mode (a dual
-    level is open, so an input may carry a tangent) or a torch.func transform."""
-    return (
-        (torch.is_grad_enabled() and torch._C._any_requires_grad(*args))
-        or torch.autograd.forward_ad._current_level >= 0
-        or torch._C._are_functorch_transforms_active()
-    )
+    """Whether a call may need autograd: reverse mode (an input requires grad), forward mode or a
+    torch.func transform."""
+    return (torch.is_grad_enabled() and torch._C._any_requires_grad(*args)) or _transforms_or_forward_ad()
 
 
 def _below_autograd(op, args):
@@ -77,18 +86,31 @@ def _below_autograd(op, args):
 
 
 def call(op, *args):
-    """``op(*args)`` for the user-facing functions. A call that cannot need autograd (_may_differentiate)
-    goes straight below the Autograd key, as its Autograd kernel would send it, without the round trip
-    through that Python kernel (about a third of a small call's host time). Under torch.compile the call
-    is traced as it is."""
-    if torch.compiler.is_compiling() or _may_differentiate(args):
+    """``op(*args)`` for the user-facing functions, taking the Autograd kernel's own branches without the
+    round trip through the dispatcher into that Python kernel (a third of a small call's host time): a
+    call that cannot need autograd goes straight below the Autograd key; a plain reverse-mode call
+    (no torch.func transform, no forward-mode level, no autocast, whose kernel runs first) applies the
+    operator's autograd Function. Anything else, and every call under torch.compile, which traces the
+    call as it is, goes through the dispatcher."""
+    if torch.compiler.is_compiling() or _transforms_or_forward_ad():
         return op(*args)
-    return _below_autograd(op, args)
+    if not (torch.is_grad_enabled() and torch._C._any_requires_grad(*args)):
+        return _below_autograd(op, args)
+    apply = _APPLY.get(op)
+    if apply is None or autocast_on():
+        return op(*args)
+    _modes.value = None
+    return apply(*args)
 
 
-def _forward_below_autograd(op):
+def _forward_below_autograd(packet):
+    op = packet.default
+
     def forward(*args):
-        grad_mode, fw_grad_mode = _modes.value
+        modes = _modes.value
+        if modes is None:
+            return _below_autograd(op, args)
+        grad_mode, fw_grad_mode = modes
         with (
             torch._C._AutoDispatchBelowAutograd(),
             torch.set_grad_enabled(grad_mode),
@@ -182,6 +204,11 @@ def _unfold_groups(t, dim, vmapped):
 
 # ------------------------------------------------------------------------------------ autocast kernels
 _AUTOCAST_DEVICES = ("cpu", "cuda")
+
+
+def autocast_on():
+    """Whether torch.autocast is on for any device we have autocast kernels for."""
+    return any(torch.is_autocast_enabled(device_type) for device_type in _AUTOCAST_DEVICES)
 
 
 def autocast_args(device_type, args):
@@ -305,7 +332,7 @@ class _Conv2d(_OperatorFunction):
         input, weight = ctx.saved_tensors
         needs = ctx.needs_input_grad
         mask = [needs[0], needs[1], ctx.has_bias and needs[2]]
-        grad_input, grad_weight, grad_bias = _ops.conv2d_backward(grad, input, weight, *ctx.conf, mask)
+        grad_input, grad_weight, grad_bias = call(_ops.conv2d_backward.default, grad, input, weight, *ctx.conf, mask)
         return grad_input, grad_weight, grad_bias, None, None, None, None
 
     @staticmethod
@@ -469,7 +496,7 @@ class _MaxPool2d(_OperatorFunction):
     @staticmethod
     def backward(ctx, grad, _grad_indices):
         input, indices = ctx.saved_tensors
-        grad_input = None if grad is None else _ops.max_pool2d_backward(grad, input, indices, *ctx.conf)
+        grad_input = None if grad is None else call(_ops.max_pool2d_backward.default, grad, input, indices, *ctx.conf)
         return grad_input, None, None, None, None, None
 
     @staticmethod
@@ -557,7 +584,7 @@ class _AvgPool2d(_OperatorFunction):
     @staticmethod
     def backward(ctx, grad):
         (input,) = ctx.saved_tensors
-        return _ops.avg_pool2d_backward(grad, input, *ctx.conf), None, None, None, None, None, None
+        return call(_ops.avg_pool2d_backward.default, grad, input, *ctx.conf), None, None, None, None, None, None
 
     @staticmethod
     def jvp(ctx, d_input, *_):
@@ -628,7 +655,7 @@ class _Fused(_OperatorFunction):
         input, weight, act = ctx.saved_tensors
         needs = ctx.needs_input_grad
         mask = [needs[0], needs[1], ctx.has_bias and needs[2]]
-        grads = _ops.conv2d_sigmoid_avgpool2d_backward(grad, input, weight, act, *ctx.conf, mask)
+        grads = call(_ops.conv2d_sigmoid_avgpool2d_backward.default, grad, input, weight, act, *ctx.conf, mask)
         return *grads, None, None, None, None, None
 
     @staticmethod

@@ -110,3 +110,72 @@ def test_gradient_checks_name_the_operator():
     out, act = ops.conv2d_sigmoid_avgpool2d(x, w, None, [1, 1], [0] * 4, [1, 1], 1, [1, 1])
     with pytest.raises(RuntimeError, match="^conv2d_sigmoid_avgpool2d_backward: expected grad_output of dtype"):
         ops.conv2d_sigmoid_avgpool2d_backward(out.double(), x, w, act, [1, 1], [0] * 4, [1, 1], 1, [1, 1], [True] * 3)
+
+
+# ---------------------------------------------------------------------------------- calls checked before
+# functional remembers the signatures (shapes, dtypes, devices, argument values and their exact types)
+# whose checks passed, and skips the checks for them. A call that differs in anything the checks read
+# must be checked again, and raise as torch does.
+def _raises_like_torch(ours, theirs):
+    with pytest.raises(Exception) as expected:
+        theirs()
+    with pytest.raises(type(expected.value)):
+        ours()
+
+
+def test_a_checked_signature_does_not_admit_a_different_call():
+    x, w, b = torch.randn(2, 3, 8, 8), torch.randn(4, 3, 3, 3), torch.randn(4)
+    assert LF.conv2d(x, w, b, stride=1, padding=1).shape == (2, 4, 8, 8)  # remembered
+    for kwargs in (
+        dict(stride=1.0, padding=1),
+        dict(stride=True, padding=1),
+        dict(stride=(True, 1), padding=1),
+        dict(stride=1, padding=(1, 1.5)),
+        dict(padding=1, groups=True),
+    ):
+        _raises_like_torch(lambda: LF.conv2d(x, w, b, **kwargs), lambda: F.conv2d(x, w, b, **kwargs))  # noqa: B023
+    for bad in (torch.randn(5), torch.randn(4, dtype=torch.float64)):
+        _raises_like_torch(lambda: LF.conv2d(x, w, bad, padding=1), lambda: F.conv2d(x, w, bad, padding=1))  # noqa: B023
+    with pytest.raises(RuntimeError, match="should be the same"):  # torch computes this one; we refuse (bad_inputs)
+        LF.conv2d(x, w, torch.randn(4, device="meta"), padding=1)
+    _raises_like_torch(lambda: LF.conv2d(x[:, :2], w, b, padding=1), lambda: F.conv2d(x[:, :2], w, b, padding=1))
+
+    assert LF.max_pool2d(x, 2, ceil_mode=True).shape == (2, 3, 4, 4)
+    _raises_like_torch(lambda: LF.max_pool2d(x, 2, ceil_mode=1), lambda: F.max_pool2d(x, 2, ceil_mode=1))
+    _raises_like_torch(lambda: LF.max_pool2d(x, 2.0), lambda: F.max_pool2d(x, 2.0))
+    assert LF.avg_pool2d(x, 2, divisor_override=3).shape == (2, 3, 4, 4)
+    _raises_like_torch(lambda: LF.avg_pool2d(x, 2, divisor_override=0), lambda: F.avg_pool2d(x, 2, divisor_override=0))
+    _raises_like_torch(lambda: LF.avg_pool2d(x[0, 0], 2), lambda: F.avg_pool2d(x[0, 0], 2))
+
+
+def test_a_checked_signature_skips_the_checks(monkeypatch):
+    from lenet_ext import functional
+
+    checks = []
+    for name in ("_checked_conv_args", "_checked_max_pool_args", "_checked_avg_pool_args"):
+        original = getattr(functional, name)
+        monkeypatch.setattr(functional, name, lambda *a, _f=original, _n=name: checks.append(_n) or _f(*a))
+    x, w = torch.randn(2, 3, 9, 9), torch.randn(4, 3, 3, 3)
+    for call in (
+        lambda t: LF.conv2d(t, w, None, (2, 1), 1),
+        lambda t: LF.max_pool2d(t, 3, 2, 1, ceil_mode=True),
+        lambda t: LF.avg_pool2d(t, [2, 2], None, 1, False, False, 3),
+    ):
+        checks.clear()
+        first, again = call(x), call(x.clone())
+        assert len(checks) == 1 and torch.equal(first, again)
+        call(x[:1])  # another shape: checked again
+        call(x.to(memory_format=torch.channels_last)[..., :8, :])
+        assert len(checks) == 3
+
+
+def test_autocast_calls_are_checked_with_their_casts():
+    x, w = torch.randn(2, 3, 8, 8), torch.randn(4, 3, 3, 3)
+    assert LF.conv2d(x, w).dtype == torch.float32
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        ours, theirs = LF.conv2d(x, w), F.conv2d(x, w)
+        # with autocast on, a float64 bias joins bfloat16 tensors: torch raises, so must we
+        _raises_like_torch(
+            lambda: LF.conv2d(x, w, torch.randn(4).double()), lambda: F.conv2d(x, w, torch.randn(4).double())
+        )
+    assert ours.dtype == theirs.dtype == torch.bfloat16
