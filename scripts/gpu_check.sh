@@ -4,9 +4,10 @@
 #   2. the CUDA tests (pytest -k cuda: both CUDA pooling kernel families, every CUDA conv algorithm, TF32 off),
 #      then the error-path tests that once crashed workers
 #   3. compute-sanitizer memcheck over scripts/cuda_smoke.py (every operator once, both pooling families)
-#   4. speed beside torch/cuDNN (bench/gpu_speed.py), the benchmark harness (again for the conv rows with
-#      the opt-in direct conv kernels, and the fused-block rows with its opt-in pass), and the two CUDA pooling
-#      kernel families for channels_last side by side (scripts/cuda_pool_layouts.py)
+#   4. speed beside torch/cuDNN (bench/gpu_speed.py), host time per small call (bench/host_time.py), the
+#      benchmark harness (again for the conv rows with the opt-in direct conv kernels, and the fused-block
+#      rows with its opt-in pass), and the two CUDA pooling kernel families for channels_last side by side
+#      (scripts/cuda_pool_layouts.py)
 #   5. LeNet training on CUDA for 3 epochs beside its torch.nn twin, eagerly and replayed as CUDA graphs
 #   6. the rest of the test suite (the CPU tests), if time is left
 # Everything it writes goes to $OUT (default ./gpu-check-out/), flat: one log per step, summary.txt
@@ -169,6 +170,7 @@ fi
 step gpu_speed 90 "$out/gpu_speed.log" "$python" bench/gpu_speed.py --json "$out/gpu_speed.json"
 step bench 90 "$out/bench.log" "$python" -m lenet_ext bench --device cuda --json "$out/bench.json"
 # the opt-in direct conv kernels on the same rows, so the next change to the default heuristic has numbers
+step host_time 20 "$out/host_time.log" "$python" bench/host_time.py --device cuda --json "$out/host_time.json"
 step bench-direct 45 "$out/bench-direct.log" "$python" -m lenet_ext bench --device cuda --filter conv2d \
   --cuda-conv-algorithm direct --json "$out/bench-direct.json"
 step bench-fused 30 "$out/bench-fused.log" "$python" -m lenet_ext bench --device cuda --filter lenet_block \

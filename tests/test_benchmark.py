@@ -437,3 +437,19 @@ def test_pool_variants_runs_through_the_harness(tmp_path):
         assert r["ours_operator"]["time"] == benchmark.OPERATOR_TIME
         assert r["l2_flush"]["flushed"] is False and r["l2_flush"]["data_bytes"] > 0
     assert "ours operator time ms" in printed.getvalue()
+
+
+def test_host_time_runs_through_the_harness(tmp_path):
+    """Its rows (conv with and without gradients, the backward through autograd, pooling with a gradient
+    wanted) agree with torch, and each is timed as a call with our raw operator beside it."""
+    path = tmp_path / "host.json"
+    host_time = _load_script("host_time")
+    threads = torch.get_num_threads()
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert host_time.main(["--quick", "--threads", "1", "--json", str(path)]) == 0
+    torch.set_num_threads(threads)
+    result = json.loads(path.read_text())
+    assert [r["what"] for r in result["rows"]] == [row.what for row, _ in host_time.JOBS]
+    for r in result["rows"]:
+        assert r["status"] == "ok" and r["ours"]["time"] == benchmark.CALL_TIME, r
+        assert r["ours_operator"]["time"] == benchmark.OPERATOR_TIME
