@@ -14,7 +14,6 @@ gradient (the autograd graph is recorded), and with its backward too; max and av
 first map at batch 1 with its input needing a gradient. Rates are calls per second ("img/s", one image).
 """
 
-import argparse
 import sys
 
 import torch
@@ -88,17 +87,7 @@ JOBS = [
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
-    parser.add_argument("--threads", type=int, help="torch.set_num_threads(N) first")
-    benchmark.add_run_options(parser)
-    args = parser.parse_args(argv)
-    if args.device == "cuda" and not torch.cuda.is_available():
-        print("host_time: --device cuda, but torch sees no CUDA device", file=sys.stderr)
-        return 2
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    return benchmark.run_rows(args, torch.device(args.device), JOBS)
+    return benchmark.run_script("host_time", __doc__, JOBS, argv)
 
 
 if __name__ == "__main__":

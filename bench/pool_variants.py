@@ -9,10 +9,7 @@ the same work timed beside it (operator time). Rates are GB/s of the bytes that 
 fraction of the measured copy bandwidth is the distance to the ceiling. --quick is the smoke mode.
 """
 
-import argparse
 import sys
-
-import torch
 
 from lenet_ext import benchmark
 from lenet_ext.benchmarking.cases import pool_call_case
@@ -44,17 +41,7 @@ def job(what, kind, shape, channels_last, backward):
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
-    parser.add_argument("--threads", type=int, help="torch.set_num_threads(N) first")
-    benchmark.add_run_options(parser)
-    args = parser.parse_args(argv)
-    if args.device == "cuda" and not torch.cuda.is_available():
-        print("pool_variants: --device cuda, but torch sees no CUDA device", file=sys.stderr)
-        return 2
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    return benchmark.run_rows(args, torch.device(args.device), [job(*case) for case in CASES])
+    return benchmark.run_script("pool_variants", __doc__, [job(*case) for case in CASES], argv)
 
 
 if __name__ == "__main__":

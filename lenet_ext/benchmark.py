@@ -182,6 +182,23 @@ def run(args, rows):
     return run_rows(args, torch.device(args.device), [(row, None) for row in rows], cpu_isa_requested=args.cpu_isa)
 
 
+def run_script(name, doc, jobs, argv=None) -> int:
+    """The command line of the bench/ script ``name`` whose rows run on either device: ``--device``,
+    ``--threads`` and the run options, then run_rows over ``jobs``. ``doc`` is the script's docstring,
+    whose first line describes it in --help."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    parser.add_argument("--threads", type=int, help="torch.set_num_threads(N) first")
+    add_run_options(parser)
+    args = parser.parse_args(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        print(f"{name}: --device cuda, but torch sees no CUDA device", file=sys.stderr)
+        return 2
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    return run_rows(args, torch.device(args.device), jobs)
+
+
 def run_rows(args, device, jobs, **extra) -> int:
     """A whole run: the machine's line, its ceilings, then each job (a Row, and the builder of its Case
     for a row that is not the suite's, else None) checked and timed; prints the table and writes the JSON
