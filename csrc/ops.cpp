@@ -80,6 +80,10 @@ TORCH_LIBRARY(lenet_ext, m) {
   // Selects the CUDA pooling kernels for channels_last inputs: 0 planar (copy to NCHW and back), 1 native
   // channels_last; -1 only reads it. Returns the previous setting. Used by lenet_ext.backends.cuda_pool_layout.
   m.def("_set_cuda_pool_layout(int layout) -> int");
+  // Selects how the CUDA planar pooling forwards split their work: 0 one output per item, 1 runs of
+  // outputs along a row; -1 only reads it. Returns the previous setting. Used by
+  // lenet_ext.backends.cuda_pool_planar.
+  m.def("_set_cuda_pool_planar(int planar) -> int");
   // Selects the CUDA conv2d kernels: 0 auto (the kernels verified on a GPU), 1 implicit GEMM for every
   // pass, 2 the direct kernels of conv2d_items.h for every pass, 3 the implicit GEMM on tensor cores for
   // 16-bit types; -1 only reads it. Returns the previous setting. Used by
@@ -109,10 +113,11 @@ TORCH_LIBRARY(lenet_ext, m) {
       "int[4] padding, int[2] dilation, int groups, bool phased, bool int64_index=False) "
       "-> (Tensor, Tensor, Tensor)");
   // Private: the CUDA pooling operator `op` computed on CPU tensors by the CUDA kernels' own work items,
-  // so tests check their index arithmetic without a GPU; int64_index forces the int64 work items.
-  // Returns (result, indices of max_pool2d_forward).
+  // so tests check their index arithmetic without a GPU; int64_index forces the int64 work items,
+  // planar_runs the planar forwards' run items. Returns (result, indices of max_pool2d_forward).
   m.def(
       "_cuda_pool2d_on_host(str op, Tensor input, Tensor? grad_output, Tensor? indices, int[2] kernel_size, "
       "int[2] stride, int[2] padding, int[2] dilation, bool ceil_mode, bool count_include_pad, "
-      "int? divisor_override, bool native_nhwc, bool int64_index=False) -> (Tensor, Tensor?)");
+      "int? divisor_override, bool native_nhwc, bool int64_index=False, bool planar_runs=False) "
+      "-> (Tensor, Tensor?)");
 }

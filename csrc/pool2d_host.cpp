@@ -12,15 +12,21 @@ namespace {
 
 // 0: planar kernels (the default), 1: native channels_last kernels.
 Setting g_cuda_pool_layout{"_set_cuda_pool_layout", 2};
+// 0: one output per planar forward item (the default), 1: runs of pool::kRun outputs.
+Setting g_cuda_pool_planar{"_set_cuda_pool_planar", 2};
 
 int64_t set_cuda_pool_layout(int64_t layout) {
   return g_cuda_pool_layout.set(layout);
 }
 
+int64_t set_cuda_pool_planar(int64_t planar) {
+  return g_cuda_pool_planar.set(planar);
+}
+
 }  // namespace
 
-bool pool::cuda_pool_native_nhwc() {
-  return g_cuda_pool_layout.get() == 1;
+pool::Kernels pool::cuda_pool_kernels() {
+  return {g_cuda_pool_layout.get() == 1, g_cuda_pool_planar.get() == 1};
 }
 
 namespace {
@@ -40,10 +46,12 @@ std::tuple<at::Tensor, std::optional<at::Tensor>> cuda_pool2d_on_host(
     bool count_include_pad,
     std::optional<int64_t> divisor_override,
     bool native_nhwc,
-    bool int64_index) {
+    bool int64_index,
+    bool planar_runs) {
   constexpr const char* name = "lenet_ext._cuda_pool2d_on_host";
   TORCH_CHECK(input.device().is_cpu(), name, ": expected CPU tensors");
   const HostRunner run{int64_index};
+  const pool::Kernels kernels{native_nhwc, planar_runs};
   auto needs = [&](const std::optional<at::Tensor>& t, const char* what) -> const at::Tensor& {
     TORCH_CHECK(t.has_value(), name, ": ", op, " needs ", what);
     return *t;
@@ -51,22 +59,22 @@ std::tuple<at::Tensor, std::optional<at::Tensor>> cuda_pool2d_on_host(
   if (op == "max_pool2d_forward" || op == "max_pool2d_forward_values") {
     const bool with_indices = op == "max_pool2d_forward";
     auto [out, ind] = pool::max_pool2d_forward_impl(run, with_indices, input, kernel_size, stride, padding,
-                                                    dilation, ceil_mode, native_nhwc);
+                                                    dilation, ceil_mode, kernels);
     return {out, with_indices ? std::optional<at::Tensor>(ind) : std::nullopt};
   }
   if (op == "max_pool2d_backward") {
     return {pool::max_pool2d_backward_impl(run, needs(grad_output, "grad_output"), input, needs(indices, "indices"),
-                                           kernel_size, stride, padding, dilation, ceil_mode, native_nhwc),
+                                           kernel_size, stride, padding, dilation, ceil_mode, kernels),
             std::nullopt};
   }
   if (op == "avg_pool2d_forward") {
     return {pool::avg_pool2d_forward_impl(run, input, kernel_size, stride, padding, ceil_mode, count_include_pad,
-                                          divisor_override, native_nhwc),
+                                          divisor_override, kernels),
             std::nullopt};
   }
   TORCH_CHECK(op == "avg_pool2d_backward", name, ": unknown pooling operator '", op, "'");
   return {pool::avg_pool2d_backward_impl(run, needs(grad_output, "grad_output"), input, kernel_size, stride, padding,
-                                         ceil_mode, count_include_pad, divisor_override, native_nhwc),
+                                         ceil_mode, count_include_pad, divisor_override, kernels),
           std::nullopt};
 }
 
@@ -74,6 +82,7 @@ std::tuple<at::Tensor, std::optional<at::Tensor>> cuda_pool2d_on_host(
 
 TORCH_LIBRARY_IMPL(lenet_ext, CompositeExplicitAutograd, m) {
   m.impl("_set_cuda_pool_layout", &set_cuda_pool_layout);
+  m.impl("_set_cuda_pool_planar", &set_cuda_pool_planar);
   m.impl("_cuda_pool2d_on_host", &cuda_pool2d_on_host);
 }
 

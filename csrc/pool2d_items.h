@@ -202,6 +202,32 @@ struct AvgRule {
 // ------------------------------------------------------------------------------------ planar items
 // Item i of the forwards is output (plane, oh, ow) = i; of the backwards, input (plane, h, w) = i.
 
+// One output's max over its window: the window's rows are `th` (they depend on oh alone, so a run of
+// outputs along a row computes them once), its columns follow from ow.
+template <typename acc, typename index_t>
+struct MaxOf {
+  acc best;
+  index_t at;  // flat index in the plane
+};
+
+template <typename scalar_t, typename index_t>
+C10_HOST_DEVICE inline MaxOf<acc_t<scalar_t>, index_t> max_at(const scalar_t* src, const Taps<index_t>& th,
+                                                               index_t ow, const Geom<index_t>& g) {
+  using acc = acc_t<scalar_t>;
+  const Taps<index_t> tw = max_taps<index_t>(ow, g.sw, g.pw, g.KW, g.dw, g.W);
+  MaxOf<acc, index_t> m{lowest<acc>(), th.first * g.W + tw.first};
+  for (index_t h = th.first; h < th.end; h += g.dh) {
+    for (index_t w = tw.first; w < tw.end; w += g.dw) {
+      const acc v = static_cast<acc>(src[h * g.W + w]);
+      if (v > m.best || at::_isnan(v)) {
+        m.best = v;
+        m.at = h * g.W + w;
+      }
+    }
+  }
+  return m;
+}
+
 template <typename scalar_t, typename index_t, bool kWithIndices>
 struct MaxForwardPlanar {
   using index_type = index_t;
@@ -211,25 +237,12 @@ struct MaxForwardPlanar {
   Geom<index_t> g;
 
   C10_HOST_DEVICE void operator()(index_t i) const {
-    using acc = acc_t<scalar_t>;
     const index_t ow = i % g.OW, oh = (i / g.OW) % g.OH, plane = i / (g.OW * g.OH);
     const Taps<index_t> th = max_taps<index_t>(oh, g.sh, g.ph, g.KH, g.dh, g.H);
-    const Taps<index_t> tw = max_taps<index_t>(ow, g.sw, g.pw, g.KW, g.dw, g.W);
-    const scalar_t* src = x + plane * g.H * g.W;
-    acc best = lowest<acc>();
-    index_t best_at = th.first * g.W + tw.first;
-    for (index_t h = th.first; h < th.end; h += g.dh) {
-      for (index_t w = tw.first; w < tw.end; w += g.dw) {
-        const acc v = static_cast<acc>(src[h * g.W + w]);
-        if (v > best || at::_isnan(v)) {
-          best = v;
-          best_at = h * g.W + w;
-        }
-      }
-    }
-    out[i] = static_cast<scalar_t>(best);
+    const auto m = max_at<scalar_t, index_t>(x + plane * g.H * g.W, th, ow, g);
+    out[i] = static_cast<scalar_t>(m.best);
     if constexpr (kWithIndices) {
-      indices[i] = best_at;
+      indices[i] = m.at;
     }
   }
 };
@@ -262,6 +275,24 @@ struct MaxBackwardPlanar {
   }
 };
 
+// One output's average over its window (0 for a window with no input element).
+template <typename scalar_t, typename index_t>
+C10_HOST_DEVICE inline acc_t<scalar_t> avg_at(const scalar_t* src, index_t oh, index_t ow, const Geom<index_t>& g,
+                                              const AvgRule& rule) {
+  using acc = acc_t<scalar_t>;
+  const AvgWindow<index_t> win = avg_window<index_t>(oh, ow, g);
+  if (win.empty()) {
+    return acc(0);
+  }
+  acc sum = 0;
+  for (index_t h = win.h0; h < win.h1; ++h) {
+    for (index_t w = win.w0; w < win.w1; ++w) {
+      sum += static_cast<acc>(src[h * g.W + w]);
+    }
+  }
+  return sum / static_cast<acc>(avg_divisor<index_t>(win, rule.count_include_pad, rule.divisor_override));
+}
+
 template <typename scalar_t, typename index_t>
 struct AvgForwardPlanar {
   using index_type = index_t;
@@ -271,22 +302,8 @@ struct AvgForwardPlanar {
   AvgRule rule;
 
   C10_HOST_DEVICE void operator()(index_t i) const {
-    using acc = acc_t<scalar_t>;
     const index_t ow = i % g.OW, oh = (i / g.OW) % g.OH, plane = i / (g.OW * g.OH);
-    const AvgWindow<index_t> win = avg_window<index_t>(oh, ow, g);
-    if (win.empty()) {
-      out[i] = scalar_t(0);
-      return;
-    }
-    const scalar_t* src = x + plane * g.H * g.W;
-    acc sum = 0;
-    for (index_t h = win.h0; h < win.h1; ++h) {
-      for (index_t w = win.w0; w < win.w1; ++w) {
-        sum += static_cast<acc>(src[h * g.W + w]);
-      }
-    }
-    const index_t divisor = avg_divisor<index_t>(win, rule.count_include_pad, rule.divisor_override);
-    out[i] = static_cast<scalar_t>(sum / static_cast<acc>(divisor));
+    out[i] = static_cast<scalar_t>(avg_at<scalar_t, index_t>(x + plane * g.H * g.W, oh, ow, g, rule));
   }
 };
 
@@ -316,6 +333,77 @@ struct AvgBackwardPlanar {
       }
     }
     grad_in[i] = static_cast<scalar_t>(sum);
+  }
+};
+
+// --------------------------------------------------------------------------------- planar run items
+// The planar forwards by runs of kRun neighbouring outputs of one row (lenet_ext.backends.cuda_pool_planar
+// "runs"): item i is the run starting at output (plane, oh, ow0 = (i % runs_per_row) * kRun). A forward
+// that moves little data per output spends its time on the decoding (integer divisions) and the window's
+// row range, which a run does once for kRun outputs; the kRun windows are independent, so their loads
+// are in flight together.
+constexpr int kRun = 4;
+
+template <typename index_t>
+struct RowRun {
+  index_t plane, oh, ow0, count;  // count: outputs in the run, kRun but at a row's end
+  index_t first;                  // flat index of output (plane, oh, ow0)
+};
+
+template <typename index_t>
+C10_HOST_DEVICE inline RowRun<index_t> row_run(index_t i, const Geom<index_t>& g) {
+  const index_t per_row = (g.OW + kRun - 1) / kRun;
+  const index_t row = i / per_row, ow0 = (i - row * per_row) * kRun;
+  return {row / g.OH, row % g.OH, ow0, imin<index_t>(index_t{kRun}, g.OW - ow0), row * g.OW + ow0};
+}
+
+// Work items of the run kernels: every row's runs.
+inline int64_t row_runs(const Pool2dParams& p) {
+  return p.batch * p.channels * p.win.out[0] * ((p.win.out[1] + kRun - 1) / kRun);
+}
+
+template <typename scalar_t, typename index_t, bool kWithIndices>
+struct MaxForwardRuns {
+  using index_type = index_t;
+  const scalar_t* x;
+  scalar_t* out;
+  int64_t* indices;
+  Geom<index_t> g;
+
+  C10_HOST_DEVICE void operator()(index_t i) const {
+    const RowRun<index_t> r = row_run<index_t>(i, g);
+    const Taps<index_t> th = max_taps<index_t>(r.oh, g.sh, g.ph, g.KH, g.dh, g.H);
+    const scalar_t* src = x + r.plane * g.H * g.W;
+LENET_EXT_UNROLL
+    for (int k = 0; k < kRun; ++k) {
+      if (k < r.count) {
+        const auto m = max_at<scalar_t, index_t>(src, th, r.ow0 + k, g);
+        out[r.first + k] = static_cast<scalar_t>(m.best);
+        if constexpr (kWithIndices) {
+          indices[r.first + k] = m.at;
+        }
+      }
+    }
+  }
+};
+
+template <typename scalar_t, typename index_t>
+struct AvgForwardRuns {
+  using index_type = index_t;
+  const scalar_t* x;
+  scalar_t* out;
+  Geom<index_t> g;
+  AvgRule rule;
+
+  C10_HOST_DEVICE void operator()(index_t i) const {
+    const RowRun<index_t> r = row_run<index_t>(i, g);
+    const scalar_t* src = x + r.plane * g.H * g.W;
+LENET_EXT_UNROLL
+    for (int k = 0; k < kRun; ++k) {
+      if (k < r.count) {
+        out[r.first + k] = static_cast<scalar_t>(avg_at<scalar_t, index_t>(src, r.oh, r.ow0 + k, g, rule));
+      }
+    }
   }
 };
 
@@ -471,10 +559,17 @@ struct AvgBackwardNhwc {
   }
 };
 
-// Which CUDA kernels pool a channels_last input (lenet_ext.backends.cuda_pool_layout): false, the
-// default, copies it to NCHW for the planar kernels and the result back; true runs the channels_last
-// kernels on it as it is. Process-wide (pool2d_host.cpp); read once per call.
-bool cuda_pool_native_nhwc();
+// Which CUDA kernels pool (process-wide settings, pool2d_host.cpp; read once per call):
+//   native_nhwc  (lenet_ext.backends.cuda_pool_layout) false, the default, copies a channels_last input
+//                to NCHW for the planar kernels and the result back; true runs the channels_last kernels
+//                on it as it is;
+//   planar_runs  (lenet_ext.backends.cuda_pool_planar) false, the default, runs the planar forwards one
+//                output per item; true, kRun outputs of a row per item. The backwards are the same.
+struct Kernels {
+  bool native_nhwc = false;
+  bool planar_runs = false;
+};
+Kernels cuda_pool_kernels();
 
 // ----------------------------------------------------------------------------------------- host side
 // The operators' bodies, shared by the CUDA entry points and the host emulation. `run(op, n)` runs the
@@ -520,12 +615,13 @@ struct Layout {
   bool nhwc;                   // run the channels_last kernels
   at::MemoryFormat compute;    // the layout the kernels read and write
   at::MemoryFormat result;     // the layout the caller gets
+  bool runs;                   // a planar forward runs its run items
 };
 
-inline Layout layout_for(const at::Tensor& input, bool native_nhwc) {
+inline Layout layout_for(const at::Tensor& input, const Kernels& k) {
   const at::MemoryFormat result = pool_output_format(input);
-  const bool nhwc = native_nhwc && result == at::MemoryFormat::ChannelsLast;
-  return {nhwc, nhwc ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous, result};
+  const bool nhwc = k.native_nhwc && result == at::MemoryFormat::ChannelsLast;
+  return {nhwc, nhwc ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous, result, k.planar_runs};
 }
 
 inline std::vector<int64_t> output_sizes(const Pool2dParams& p) {
@@ -539,12 +635,23 @@ inline bool small_indices(const Pool2dParams& p, int64_t divisor = 0) {
 }
 
 // Builds a planar or a channels_last work item (make(std::integral_constant<int, V>) for the latter)
-// over `work` elements, and runs it.
-template <typename scalar_t, typename Runner, typename MakePlanar, typename MakeNhwc>
+// over `work` elements, and runs it. A forward also passes the maker of its planar run item, with the
+// number of runs, which replaces the planar item when the runs are chosen.
+struct NoRuns {};
+template <typename, typename>
+using NoRunsFor = NoRuns;  // a pass with no run items (the backwards), as run_avg's Runs
+
+template <typename scalar_t, typename Runner, typename MakePlanar, typename MakeNhwc, typename MakeRuns = NoRuns>
 void run_layout(const Runner& run, const Layout& l, int64_t channels, int64_t work,
                 std::initializer_list<const void*> vector_pointers, const MakePlanar& planar,
-                const MakeNhwc& nhwc) {
+                const MakeNhwc& nhwc, const MakeRuns& runs = {}, int64_t run_items = 0) {
   if (!l.nhwc) {
+    if constexpr (!std::is_same_v<MakeRuns, NoRuns>) {
+      if (l.runs) {
+        run(runs(), run_items);
+        return;
+      }
+    }
     run(planar(), work);
     return;
   }
@@ -559,10 +666,10 @@ std::tuple<at::Tensor, at::Tensor> max_pool2d_forward_impl(const Runner& run, bo
                                                            const at::Tensor& input, c10::IntArrayRef kernel_size,
                                                            c10::IntArrayRef stride, c10::IntArrayRef padding,
                                                            c10::IntArrayRef dilation, bool ceil_mode,
-                                                           bool native_nhwc) {
+                                                           const Kernels& kernels) {
   const Pool2dParams p = check_max_pool2d_forward(with_indices ? PoolOp::MaxForward : PoolOp::MaxForwardValues,
                                                   input, kernel_size, stride, padding, dilation, ceil_mode);
-  const Layout l = layout_for(input, native_nhwc);
+  const Layout l = layout_for(input, kernels);
   const at::Tensor x = input.contiguous(l.compute);
   at::Tensor out = at::empty(output_sizes(p), x.options().memory_format(l.compute));
   at::Tensor indices =
@@ -582,7 +689,8 @@ std::tuple<at::Tensor, at::Tensor> max_pool2d_forward_impl(const Runner& run, bo
                              [&] { return MaxForwardPlanar<scalar_t, index_t, kWI>{xp, yp, ip, g}; },
                              [&](auto v) {
                                return MaxForwardNhwc<scalar_t, index_t, decltype(v)::value, kWI>{xp, yp, ip, g};
-                             });
+                             },
+                             [&] { return MaxForwardRuns<scalar_t, index_t, kWI>{xp, yp, ip, g}; }, row_runs(p));
                        });
                      });
                    }),
@@ -595,10 +703,10 @@ template <typename Runner>
 at::Tensor max_pool2d_backward_impl(const Runner& run, const at::Tensor& grad_output, const at::Tensor& input,
                                     const at::Tensor& indices, c10::IntArrayRef kernel_size, c10::IntArrayRef stride,
                                     c10::IntArrayRef padding, c10::IntArrayRef dilation, bool ceil_mode,
-                                    bool native_nhwc) {
+                                    const Kernels& kernels) {
   const Pool2dParams p =
       check_max_pool2d_backward(grad_output, input, indices, kernel_size, stride, padding, dilation, ceil_mode);
-  const Layout l = layout_for(input, native_nhwc);
+  const Layout l = layout_for(input, kernels);
   const at::Tensor go = grad_output.contiguous(l.compute), idx = indices.contiguous(l.compute);
   at::Tensor grad_in = at::empty(input.sizes(), input.options().memory_format(l.compute));
   if (grad_in.numel() > 0) {
@@ -622,7 +730,7 @@ at::Tensor max_pool2d_backward_impl(const Runner& run, const at::Tensor& grad_ou
 // The pass both avg-pool directions share: `src` (the input, or grad_output) read by the Planar or Nhwc
 // items into a new tensor of `sizes` (the output's, or the input's).
 template <template <typename, typename> class Planar, template <typename, typename, int> class Nhwc,
-          typename Runner>
+          template <typename, typename> class Runs, typename Runner>
 at::Tensor run_avg(const Runner& run, const at::Tensor& src, c10::IntArrayRef sizes,
                    const AvgPool2dParams& a, bool count_include_pad, const Layout& l) {
   const Pool2dParams& p = a.pool;
@@ -636,9 +744,14 @@ at::Tensor run_avg(const Runner& run, const at::Tensor& src, c10::IntArrayRef si
         const scalar_t* sp = s.const_data_ptr<scalar_t>();
         scalar_t* dp = dst.mutable_data_ptr<scalar_t>();
         const Geom<index_t> g = geom_of<index_t>(p, !l.nhwc);
-        run_layout<scalar_t>(
-            run, l, p.channels, dst.numel(), {sp, dp}, [&] { return Planar<scalar_t, index_t>{sp, dp, g, rule}; },
-            [&](auto v) { return Nhwc<scalar_t, index_t, decltype(v)::value>{sp, dp, g, rule}; });
+        const auto nhwc = [&](auto v) { return Nhwc<scalar_t, index_t, decltype(v)::value>{sp, dp, g, rule}; };
+        const auto planar = [&] { return Planar<scalar_t, index_t>{sp, dp, g, rule}; };
+        if constexpr (std::is_same_v<Runs<scalar_t, index_t>, NoRuns>) {
+          run_layout<scalar_t>(run, l, p.channels, dst.numel(), {sp, dp}, planar, nhwc);
+        } else {
+          run_layout<scalar_t>(run, l, p.channels, dst.numel(), {sp, dp}, planar, nhwc,
+                               [&] { return Runs<scalar_t, index_t>{sp, dp, g, rule}; }, row_runs(p));
+        }
       });
     });
   }
@@ -649,22 +762,22 @@ template <typename Runner>
 at::Tensor avg_pool2d_forward_impl(const Runner& run, const at::Tensor& input, c10::IntArrayRef kernel_size,
                                    c10::IntArrayRef stride, c10::IntArrayRef padding, bool ceil_mode,
                                    bool count_include_pad, const std::optional<int64_t>& divisor_override,
-                                   bool native_nhwc) {
+                                   const Kernels& kernels) {
   const AvgPool2dParams a =
       check_avg_pool2d_forward(input, kernel_size, stride, padding, ceil_mode, divisor_override);
-  return run_avg<AvgForwardPlanar, AvgForwardNhwc>(run, input, output_sizes(a.pool), a,
-                                                   count_include_pad, layout_for(input, native_nhwc));
+  return run_avg<AvgForwardPlanar, AvgForwardNhwc, AvgForwardRuns>(run, input, output_sizes(a.pool), a,
+                                                                   count_include_pad, layout_for(input, kernels));
 }
 
 template <typename Runner>
 at::Tensor avg_pool2d_backward_impl(const Runner& run, const at::Tensor& grad_output, const at::Tensor& input,
                                     c10::IntArrayRef kernel_size, c10::IntArrayRef stride, c10::IntArrayRef padding,
                                     bool ceil_mode, bool count_include_pad,
-                                    const std::optional<int64_t>& divisor_override, bool native_nhwc) {
+                                    const std::optional<int64_t>& divisor_override, const Kernels& kernels) {
   const AvgPool2dParams a =
       check_avg_pool2d_backward(grad_output, input, kernel_size, stride, padding, ceil_mode, divisor_override);
-  return run_avg<AvgBackwardPlanar, AvgBackwardNhwc>(run, grad_output, input.sizes(), a,
-                                                     count_include_pad, layout_for(input, native_nhwc));
+  return run_avg<AvgBackwardPlanar, AvgBackwardNhwc, NoRunsFor>(run, grad_output, input.sizes(), a,
+                                                                count_include_pad, layout_for(input, kernels));
 }
 
 }  // namespace pool

@@ -34,7 +34,8 @@ pass (forward, input gradient, weight gradient) for a new shape, dtype, level an
 candidate algorithms and keeps the fastest for the rest of the process; ``conv_algorithm`` other than
 ``"auto"`` still wins.
 
-``cuda_pool_layout``: which CUDA kernels pool a channels_last input, ``cuda_conv_algorithm``: which CUDA
+``cuda_pool_layout``: which CUDA kernels pool a channels_last input, ``cuda_pool_planar``: how the CUDA
+planar pooling forwards split their work, ``cuda_conv_algorithm``: which CUDA
 kernels convolve, ``cuda_fused_block``: whether the CUDA fused block fuses its sigmoid and pool (see the
 classes); ``tf32_disabled``:
 full float32 in torch's own CUDA convolutions inside a block, for fair comparisons.
@@ -152,6 +153,26 @@ class cuda_pool_layout(_Choice):
 
 def current_cuda_pool_layout():
     return cuda_pool_layout.current()
+
+
+CUDA_POOL_PLANAR = ("outputs", "runs")
+
+
+class cuda_pool_planar(_Choice):
+    """Chooses how the CUDA planar (NCHW) pooling forwards split their work; also a context manager.
+
+    ``"outputs"`` (the default) gives each thread one output element. ``"runs"`` gives it a run of four
+    neighbouring outputs of a row, whose row it decodes once and whose windows it reads together (a
+    forward that moves a few bytes per output is bound by that bookkeeping): not yet verified on a GPU
+    (see the table at the top of ``csrc/cuda/pool2d.cu``), so opt-in. The backwards are the same either
+    way. Process-wide; no effect on the CPU kernels.
+    """
+
+    CHOICES, SETTER = CUDA_POOL_PLANAR, "_set_cuda_pool_planar"
+
+
+def current_cuda_pool_planar():
+    return cuda_pool_planar.current()
 
 
 # ---------------------------------------------------------------------------------- CUDA conv2d kernels

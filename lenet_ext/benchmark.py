@@ -129,6 +129,12 @@ def parse_args(argv):
         help="force lenet_ext.backends.cuda_fused_block for the run (CUDA fused LeNet block), to time the opt-in pass",
     )
     p.add_argument(
+        "--cuda-pool-planar",
+        choices=list(lenet_ext.backends.CUDA_POOL_PLANAR),
+        help="force lenet_ext.backends.cuda_pool_planar for the run (CUDA NCHW pooling forwards), to time the "
+        "opt-in runs",
+    )
+    p.add_argument(
         "--cpu-isa",
         choices=["auto", "default", "avx2", "avx512"],
         default="auto",
@@ -164,6 +170,8 @@ def main(argv=None) -> int:
             settings.enter_context(lenet_ext.backends.cuda_conv_algorithm(args.cuda_conv_algorithm))
         if args.cuda_fused_block:
             settings.enter_context(lenet_ext.backends.cuda_fused_block(args.cuda_fused_block))
+        if args.cuda_pool_planar:
+            settings.enter_context(lenet_ext.backends.cuda_pool_planar(args.cuda_pool_planar))
         if args.cpu_isa != "auto":
             try:  # a level this CPU or this build lacks is refused
                 settings.enter_context(lenet_ext.backends.cpu_isa(args.cpu_isa))
@@ -234,6 +242,7 @@ def run_rows(args, device, jobs, **extra) -> int:
         "conv_algorithm": conv_algorithm_setting(),
         "cuda_conv_algorithm": conv_algorithm_setting("cuda"),
         "cuda_fused_block": lenet_ext.backends.current_cuda_fused_block(),
+        "cuda_pool_planar": lenet_ext.backends.current_cuda_pool_planar(),
         **extra,
         "ceilings": ceilings,
         "load_average_at_end": load_average(),

@@ -4,8 +4,9 @@ Covers conv under every CUDA conv algorithm (lenet_ext.backends.cuda_conv_algori
 forward and implicit GEMM with and without vector loads, and the opt-in direct kernels, on a strided stem
 and a depthwise layer too), every backward, and every dtype; LeNet's fused block through both CUDA passes
 (lenet_ext.backends.cuda_fused_block); pooling in NCHW and channels_last
-through both kernel families (lenet_ext.backends.cuda_pool_layout), with vector widths 1 to 8, and
-integer max pooling. Exits non-zero on a mismatch.
+through every kernel family (lenet_ext.backends.cuda_pool_layout, each with both ways of splitting the
+planar forwards, lenet_ext.backends.cuda_pool_planar), with vector widths 1 to 8, and integer max
+pooling. Exits non-zero on a mismatch.
 """
 
 import sys
@@ -17,10 +18,14 @@ from lenet_ext.backends import (
     CUDA_CONV_ALGORITHMS,
     CUDA_FUSED_BLOCKS,
     CUDA_POOL_LAYOUTS,
+    CUDA_POOL_PLANAR,
     cuda_conv_algorithm,
     cuda_fused_block,
     cuda_pool_layout,
+    cuda_pool_planar,
 )
+
+POOL_KERNELS = [(layout, planar) for layout in CUDA_POOL_LAYOUTS for planar in CUDA_POOL_PLANAR]
 
 ops = torch.ops.lenet_ext
 
@@ -57,10 +62,10 @@ AVG_CONF = ([3, 3], [2, 2], [1, 1], True, False, None)
 
 
 def pool_case(x):
-    """Every pooling operator on x, through both kernel families; the largest max-value error."""
+    """Every pooling operator on x, through every kernel family; the largest max-value error."""
     worst = 0.0
-    for layout in CUDA_POOL_LAYOUTS:
-        with cuda_pool_layout(layout):
+    for layout, planar in POOL_KERNELS:
+        with cuda_pool_layout(layout), cuda_pool_planar(planar):
             out, idx = ops.max_pool2d_forward(x, *MAX_CONF)
             ops.max_pool2d_forward_values(x, *MAX_CONF)
             ops.max_pool2d_backward(torch.ones_like(out), x, idx, *MAX_CONF)
@@ -88,8 +93,8 @@ def main():
                 worst = max(worst, pool_case(x.contiguous(memory_format=layout)))
     for dtype in (torch.uint8, torch.int32, torch.int64):
         x = torch.randint(0, 100, (2, 8, 11, 10), device="cuda", dtype=dtype)
-        for layout in CUDA_POOL_LAYOUTS:
-            with cuda_pool_layout(layout):
+        for layout, planar in POOL_KERNELS:
+            with cuda_pool_layout(layout), cuda_pool_planar(planar):
                 out = ops.max_pool2d_forward(x.contiguous(memory_format=torch.channels_last), *MAX_CONF)[0]
                 worst = max(worst, (out.float() - F.max_pool2d(x.float(), 3, 2, 1, ceil_mode=True)).abs().max().item())
     torch.cuda.synchronize()

@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # One command for a CUDA machine (torch with CUDA, nvcc, ninja, pytest; no network needed):
 #   1. build in place: pip install --no-build-isolation --no-deps -e .  (TORCH_CUDA_ARCH_LIST=9.0)
-#   2. the CUDA tests (pytest -k cuda: both CUDA pooling kernel families, every CUDA conv algorithm, TF32 off),
+#   2. the CUDA tests (pytest -k cuda: every CUDA pooling kernel family and conv algorithm, TF32 off),
 #      then the error-path tests that once crashed workers
-#   3. compute-sanitizer memcheck over scripts/cuda_smoke.py (every operator once, both pooling families)
+#   3. compute-sanitizer memcheck over scripts/cuda_smoke.py (every operator once, every pooling family)
 #   4. speed beside torch/cuDNN (bench/gpu_speed.py), host time per small call (bench/host_time.py), the
-#      benchmark harness (again for the conv rows with the opt-in direct conv kernels, and the fused-block
-#      rows with its opt-in pass), and the two CUDA pooling kernel families for channels_last side by side
-#      (scripts/cuda_pool_layouts.py)
+#      benchmark harness (again for the conv rows with the opt-in direct conv kernels, the fused-block rows
+#      with its opt-in pass, and the pooling forwards with the opt-in runs), and the two CUDA pooling kernel
+#      families for channels_last side by side (scripts/cuda_pool_layouts.py)
 #   5. LeNet training on CUDA for 3 epochs beside its torch.nn twin, eagerly and replayed as CUDA graphs
 #   6. the rest of the test suite (the CPU tests), if time is left
 # Everything it writes goes to $OUT (default ./gpu-check-out/), flat: one log per step, summary.txt
@@ -75,7 +75,7 @@ name, log, path = sys.argv[1:]
 outcomes = ("PASSED", "FAILED", "ERROR", "SKIPPED", "XFAIL", "XPASS")
 counts = {k.lower(): 0 for k in outcomes}
 # kernels not yet verified on a GPU, opt-in until they pass: test-id marker -> name
-opt_in = {"native": "native channels_last pooling", "conv-direct": "direct conv2d",
+opt_in = {"native": "native channels_last pooling", "runs": "planar pooling by runs", "conv-direct": "direct conv2d",
           "conv-gemm": "staged, phased GEMM conv2d", "conv-tensor_cores": "tensor-core conv2d",
           "fused-pass": "fused block pass"}
 opt_in_counts = {m: {k.lower(): 0 for k in outcomes} for m in opt_in}
@@ -175,6 +175,8 @@ step bench-direct 45 "$out/bench-direct.log" "$python" -m lenet_ext bench --devi
   --cuda-conv-algorithm direct --json "$out/bench-direct.json"
 step bench-fused 30 "$out/bench-fused.log" "$python" -m lenet_ext bench --device cuda --filter lenet_block \
   --cuda-fused-block fused --json "$out/bench-fused.json"
+step bench-pool-runs 30 "$out/bench-pool-runs.log" "$python" -m lenet_ext bench --device cuda --filter pool2d.forward \
+  --cuda-pool-planar runs --json "$out/bench-pool-runs.json"
 step pool_layouts 45 "$out/pool_layouts.log" "$python" scripts/cuda_pool_layouts.py --json "$out/pool_layouts.json"
 
 # 5. training

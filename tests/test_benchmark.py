@@ -181,11 +181,14 @@ def test_cuda_settings_are_forced_for_the_run_recorded_and_restored(tmp_path):
     backends = pytest.importorskip("lenet_ext.backends")
     path = tmp_path / "r.json"
     argv = ["--quick", "--threads", "1", "--filter", "lenet_block.forward |", "--cuda-conv-algorithm", "direct"]
-    assert benchmark.main([*argv, "--cuda-fused-block", "fused", "--json", str(path)]) == 0
+    argv += ["--cuda-fused-block", "fused", "--cuda-pool-planar", "runs"]
+    assert benchmark.main([*argv, "--json", str(path)]) == 0
     result = json.loads(path.read_text())
     assert result["cuda_conv_algorithm"] == "direct" and result["cuda_fused_block"] == "fused"
+    assert result["cuda_pool_planar"] == "runs"
     assert {r["status"] for r in result["rows"]} == {"ok"}
     assert backends.current_cuda_conv_algorithm() == "auto" and backends.current_cuda_fused_block() == "composite"
+    assert backends.current_cuda_pool_planar() == "outputs"
 
 
 # torchvision's published sizes (the num_params of each model's weights): the zoo must have its shapes

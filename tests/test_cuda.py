@@ -15,10 +15,11 @@ import torch
 import torch.nn.functional as F
 from cases import AVG_POOL2D, CONV2D, MAX_POOL2D, torch_conv2d
 from common import LAYOUTS, assert_close, make_input, to_layout
+from conftest import CUDA_POOL_KERNELS, cuda_pool_kernels
 
 import lenet_ext
 import lenet_ext.functional
-from lenet_ext.backends import CUDA_CONV_ALGORITHMS, CUDA_POOL_LAYOUTS, cuda_conv_algorithm, cuda_pool_layout
+from lenet_ext.backends import CUDA_CONV_ALGORITHMS, cuda_conv_algorithm
 
 OPS = sorted(n for n in torch._C._dispatch_get_all_op_names() if n.startswith("lenet_ext::"))
 _ops = torch.ops.lenet_ext
@@ -271,10 +272,10 @@ def _pool_case(shape, dtype, layout, out_fn, distinct=True):
     return x, go
 
 
-@pytest.fixture(params=CUDA_POOL_LAYOUTS)
+@pytest.fixture(params=CUDA_POOL_KERNELS)
 def pool_kernels(request):
-    """Both CUDA pooling kernel families for channels_last inputs (planar and native)."""
-    with cuda_pool_layout(request.param):
+    """Every CUDA pooling kernel family (conftest.CUDA_POOL_KERNELS: planar, native channels_last, runs)."""
+    with cuda_pool_kernels(request.param):
         yield request.param
 
 

@@ -115,27 +115,32 @@ def test_integer_max_pool2d_matches_torch(device, dtype, layout):
 # _cuda_pool2d_on_host runs the CUDA operators' bodies and work items (csrc/pool2d_items.h) with a plain
 # host loop in place of the kernel launch, so every machine checks their index arithmetic, both kernel
 # families for channels_last, every vector width and both index types' code.
-def _host(op, x, *conf, native, grad=None, indices=None, avg=False, int64_index=False):
+def _host(op, x, *conf, native, grad=None, indices=None, avg=False, int64_index=False, runs=False):
     if avg:
         k, s, p, ceil, include_pad, divisor = conf
         args = (k, s, p, [1, 1], ceil, include_pad, divisor)
     else:
         k, s, p, d, ceil = conf
         args = (k, s, p, d, ceil, True, None)
-    return ops._cuda_pool2d_on_host(op, x, grad, indices, *args, native, int64_index)
+    return ops._cuda_pool2d_on_host(op, x, grad, indices, *args, native, int64_index, runs)
 
 
-# ids without "native": scripts/gpu_check.sh counts the tests named so as GPU runs of the native kernels
-@pytest.mark.parametrize("native", [False, True], ids=["planar", "nhwc"])
+# (native channels_last kernels, planar forwards by runs). ids without "native" or "runs": scripts/gpu_check.sh
+# counts the tests named so as GPU runs of those opt-in kernels
+HOST_KERNELS = {"planar": (False, False), "nhwc": (True, False), "row-run": (False, True)}
+
+
+@pytest.mark.parametrize("kernels", HOST_KERNELS)
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last", "sliced"])
 @pytest.mark.parametrize(
     "dtype,int64_index",
     [(torch.float64, False), (torch.float32, False), (torch.float16, False), (torch.float32, True)],
     ids=["float64", "float32", "float16", "float32-int64-index"],
 )
-def test_cuda_kernels_on_host_match_torch(native, layout, dtype, int64_index):
+def test_cuda_kernels_on_host_match_torch(kernels, layout, dtype, int64_index):
     channels = 8  # with float16, float32, float64: vector widths 8, 4, 2 on the native path
-    host = functools.partial(_host, native=native, int64_index=int64_index)
+    native, runs = HOST_KERNELS[kernels]
+    host = functools.partial(_host, native=native, int64_index=int64_index, runs=runs)
     for case in MAX_POOL2D:
         shape = case.shape(channels, batched=True)
         x = make_input(shape, dtype, "cpu", layout, distinct=True)
@@ -174,8 +179,8 @@ def test_cuda_kernels_on_host_every_vector_width(channels, dtype):
         x = base[offset:].view(2, 9, 10, channels).permute(0, 3, 1, 2)
         conf = ([3, 2], [2, 1], [1, 1], [1, 2], True)
         ref, ref_idx = TF.max_pool2d(x.contiguous().float(), *conf, return_indices=True)
-        for native in (False, True):
-            out, idx = _host("max_pool2d_forward", x, *conf, native=native)
+        for native, runs in HOST_KERNELS.values():
+            out, idx = _host("max_pool2d_forward", x, *conf, native=native, runs=runs)
             assert torch.equal(out.float(), ref) and torch.equal(idx, ref_idx)
             assert out.is_contiguous(memory_format=torch.channels_last) or channels == 1
 
@@ -184,8 +189,8 @@ def test_cuda_kernels_on_host_windows_of_only_padding():
     # the index recorded for a window of only padding is the first tap's, in both kernel families
     x = make_input((1, 4, 1, 3), torch.float64, "cpu", "channels_last")
     conf = ([2, 1], [1, 1], [1, 0], [2, 1], False)
-    for native in (False, True):
-        out, idx = _host("max_pool2d_forward", x, *conf, native=native)
+    for native, runs in HOST_KERNELS.values():
+        out, idx = _host("max_pool2d_forward", x, *conf, native=native, runs=runs)
         assert bool((out == float("-inf")).all()) and torch.equal(idx[0, 0, 0], torch.tensor([3, 4, 5]))
         g, _ = _host("max_pool2d_backward", x, *conf, native=native, grad=torch.ones_like(out), indices=idx)
         assert torch.equal(g, torch.zeros_like(x))
@@ -514,3 +519,18 @@ def test_backward_writes_no_gradient_for_the_indices():
     ref = x.detach().clone().requires_grad_()
     (expected,) = torch.autograd.grad(TF.max_pool2d(ref, 2).sum(), ref)
     assert torch.equal(gx, expected)
+
+
+def test_cuda_run_items_on_host_every_row_end():
+    # rows of 1 to 9 outputs: runs of kRun (4) that end inside a row, exactly at its end, or are the
+    # whole row; with padding, ceil mode and dilation so that the first and last windows are clipped
+    for width in range(1, 10):
+        x = make_input((2, 3, 5, 2 * width + 1), torch.float64, "cpu", "contiguous", distinct=True)
+        conf = ([3, 3], [2, 2], [1, 1], [1, 2], True)
+        ref, ref_idx = TF.max_pool2d(x, *conf, return_indices=True)
+        out, idx = _host("max_pool2d_forward", x, *conf, native=False, runs=True)
+        assert torch.equal(out, ref) and torch.equal(idx, ref_idx), width
+        assert torch.equal(_host("max_pool2d_forward_values", x, *conf, native=False, runs=True)[0], ref)
+        avg_conf = ([3, 2], [2, 2], [1, 1], True, False, None)
+        got, _ = _host("avg_pool2d_forward", x, *avg_conf, native=False, avg=True, runs=True)
+        assert_close(got, TF.avg_pool2d(x, [3, 2], [2, 2], [1, 1], True, False), dtype=torch.float64)

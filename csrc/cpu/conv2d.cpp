@@ -49,6 +49,7 @@ template <typename scalar_t>
 at::Tensor tap_major_weights(const at::Tensor& weight, const Conv2dParams& p, int64_t block) {
   const ConvDims d(p);
   const int64_t blocks = (d.Og + block - 1) / block;
+  TORCH_INTERNAL_ASSERT(weight.is_contiguous(), "tap_major_weights reads a contiguous weight");
   at::Tensor wt = at::empty({p.groups, blocks, d.K, block}, weight.options());
   const scalar_t* w = weight.const_data_ptr<scalar_t>();  // [groups * Og][K]
   scalar_t* out = wt.mutable_data_ptr<scalar_t>();

@@ -12,7 +12,10 @@
 // lenet_ext.backends.cuda_pool_layout:
 //   "planar" (default)  copy to NCHW, planar kernels, copy the result back;
 //   "native"            channels_last kernels on the input as it is, V channels per aligned vector access.
-// Every other layout is copied to contiguous NCHW for the planar kernels.
+// Every other layout is copied to contiguous NCHW for the planar kernels. How the planar forwards split
+// their work is chosen by lenet_ext.backends.cuda_pool_planar:
+//   "outputs" (default) one item per output element;
+//   "runs"              one item per run of pool::kRun outputs along a row, which decodes its row once.
 //
 // GPUs each kernel family has passed the parity tests on (tests/test_pool2d.py, tests/test_cuda.py):
 //   kernels                          | verified on
@@ -20,6 +23,7 @@
 //   planar, floating types           | H200, torch 2.11.0+cu130 (2026-11-29)
 //   planar, integer max forward      | not yet
 //   channels_last ("native")         | not yet: opt-in until a GPU run passes its tests
+//   planar forwards by runs ("runs") | not yet: opt-in until a GPU run passes its tests
 #include <ATen/Dispatch.h>
 #include <ATen/ops/empty.h>
 #include <torch/library.h>
@@ -38,7 +42,7 @@ std::tuple<at::Tensor, at::Tensor> max_pool2d_forward_cuda(const at::Tensor& inp
                                                            at::IntArrayRef dilation, bool ceil_mode) {
   const c10::cuda::CUDAGuard guard(input.device());
   return pool::max_pool2d_forward_impl(CudaRunner{}, true, input, kernel_size, stride, padding, dilation, ceil_mode,
-                                       pool::cuda_pool_native_nhwc());
+                                       pool::cuda_pool_kernels());
 }
 
 at::Tensor max_pool2d_forward_values_cuda(const at::Tensor& input, at::IntArrayRef kernel_size,
@@ -46,7 +50,7 @@ at::Tensor max_pool2d_forward_values_cuda(const at::Tensor& input, at::IntArrayR
                                           at::IntArrayRef dilation, bool ceil_mode) {
   const c10::cuda::CUDAGuard guard(input.device());
   return std::get<0>(pool::max_pool2d_forward_impl(CudaRunner{}, false, input, kernel_size, stride, padding,
-                                                   dilation, ceil_mode, pool::cuda_pool_native_nhwc()));
+                                                   dilation, ceil_mode, pool::cuda_pool_kernels()));
 }
 
 at::Tensor max_pool2d_backward_cuda(const at::Tensor& grad_output, const at::Tensor& input,
@@ -54,7 +58,7 @@ at::Tensor max_pool2d_backward_cuda(const at::Tensor& grad_output, const at::Ten
                                     at::IntArrayRef padding, at::IntArrayRef dilation, bool ceil_mode) {
   const c10::cuda::CUDAGuard guard(input.device());
   return pool::max_pool2d_backward_impl(CudaRunner{}, grad_output, input, indices, kernel_size, stride, padding,
-                                        dilation, ceil_mode, pool::cuda_pool_native_nhwc());
+                                        dilation, ceil_mode, pool::cuda_pool_kernels());
 }
 
 at::Tensor avg_pool2d_forward_cuda(const at::Tensor& input, at::IntArrayRef kernel_size, at::IntArrayRef stride,
@@ -62,7 +66,7 @@ at::Tensor avg_pool2d_forward_cuda(const at::Tensor& input, at::IntArrayRef kern
                                    std::optional<int64_t> divisor_override) {
   const c10::cuda::CUDAGuard guard(input.device());
   return pool::avg_pool2d_forward_impl(CudaRunner{}, input, kernel_size, stride, padding, ceil_mode,
-                                       count_include_pad, divisor_override, pool::cuda_pool_native_nhwc());
+                                       count_include_pad, divisor_override, pool::cuda_pool_kernels());
 }
 
 at::Tensor avg_pool2d_backward_cuda(const at::Tensor& grad_output, const at::Tensor& input,
@@ -70,7 +74,7 @@ at::Tensor avg_pool2d_backward_cuda(const at::Tensor& grad_output, const at::Ten
                                     bool ceil_mode, bool count_include_pad, std::optional<int64_t> divisor_override) {
   const c10::cuda::CUDAGuard guard(input.device());
   return pool::avg_pool2d_backward_impl(CudaRunner{}, grad_output, input, kernel_size, stride, padding, ceil_mode,
-                                        count_include_pad, divisor_override, pool::cuda_pool_native_nhwc());
+                                        count_include_pad, divisor_override, pool::cuda_pool_kernels());
 }
 
 }  // namespace
