@@ -4,8 +4,9 @@
 // Forward: no unrolled copy of the input. Each register tile (cpu/tiles.h) holds P consecutive output
 // pixels of one row x OV output channels, and for every tap (c, i, j) adds one input value per pixel (a
 // broadcast) times the OV weights of that tap (one vector load). Any stride and dilation: pixel p of the
-// tile reads the padded input at p * stride. Results go to a pixel-major buffer, then to NCHW with the
-// bias.
+// tile reads the padded input at p * stride. Each tile transposes its results in registers and stores
+// them to NCHW with the bias, or (when its pixels are few against a vector, cpu/tiles.h) a band of them
+// goes to a pixel-major buffer, then to NCHW.
 //
 // Weight gradient: register tiles of T taps x OV output channels, each accumulating
 // input(tap, pixel) * grad_output(pixel, channels) over every output pixel of an image. grad_output is
@@ -58,10 +59,10 @@ void conv2d_forward_channels(const at::Tensor& x, const at::Tensor& weight, cons
   const scalar_t* b_data = bias ? bias->const_data_ptr<scalar_t>() : nullptr;
   scalar_t* out_data = out.mutable_data_ptr<scalar_t>();
   const auto kernel = level.of<scalar_t>().channel_tiles;
-  const auto transpose = level.of<scalar_t>().transpose;
 
   // (image, group) pairs are independent: no reduction, so any split across threads is deterministic.
-  // A band of output rows at a time, whose pixel-major results stay in cache until they are moved out.
+  // A band of output rows at a time, whose pixel-major results (where the tiles do not store in place) stay
+  // in cache until they are moved out.
   const int64_t band = std::min(d.OH, cpu::band_rows(d.OW * og_pad * int64_t{sizeof(scalar_t)}));
   WorkQueue queue(p.batch * p.groups);
   run_workers(p.batch * p.groups, [&] {
@@ -73,9 +74,9 @@ void conv2d_forward_channels(const at::Tensor& x, const at::Tensor& weight, cons
       for (int64_t oh0 = 0; oh0 < d.OH; oh0 += band) {
         const int64_t rows = std::min(band, d.OH - oh0);
         kernel({src.data() + oh0 * win.stride[0] * d.Wp, taps.data(), d.K, wt_data + grp * d.K * og_pad, res.data(),
-                OV, og_pad, rows, d.OW, d.Wp, win.stride[0], win.stride[1]});
-        transpose(res.data(), og_pad, out_data + (n * p.out_channels + grp * d.Og) * d.L + oh0 * d.OW, d.L,
-                  rows * d.OW, d.Og, b_data ? b_data + grp * d.Og : nullptr);
+                OV, og_pad, rows, d.OW, d.Wp, win.stride[0], win.stride[1],
+                out_data + (n * p.out_channels + grp * d.Og) * d.L + oh0 * d.OW, d.L,
+                b_data ? b_data + grp * d.Og : nullptr, d.Og});
       }
     }
   });

@@ -41,17 +41,22 @@ struct PixelTileJob {
 };
 
 // Strided forward channel tiles for one band of rows of one (image, group): P pixels of a row x OV output
-// channels.
+// channels, written to the NCHW output with the bias added.
 template <typename T>
 struct ChannelTileJob {
   const T* src;          // the zero-padded image: channels of Hp x Wp
   const int64_t* taps;   // K tap offsets in src
   int64_t K;
   const T* weights;      // [K][og_pad]: tap-major, zero past the group's channels
-  T* res;                // pixel-major result: res[(oh * OW + ow) * og_pad + o], oh counted from the band
+  T* res;                // scratch for the band, pixel-major (res[(oh * OW + ow) * og_pad + o]), where tiles
+                         // do not store in place (cpu/tiles.h says when)
   int OV;                // 8, 16, 32 or 64 channels per tile (cpu::max_channel_width)
   int64_t og_pad;        // a multiple of OV
   int64_t OH, OW, Wp, stride_h, stride_w;
+  T* out;                // the band's first output row of the group's first channel; channels ldo apart
+  int64_t ldo;
+  const T* bias;         // the group's bias, or null
+  int64_t channels;      // the group's output channels (Og <= og_pad)
 };
 
 // Channel-tile weight gradient for one (image, group): T taps x OV channels, summed over every pixel.
