@@ -54,22 +54,31 @@ inline bool is_stride1(const Window2d& w) {
   return w.stride[0] == 1 && w.stride[1] == 1;
 }
 
+// Rows [r0, r0 + rows) of the zero-padded image (Hp x Wp planes, `channels` of them, the input in their
+// middle) into planes of `rows` x Wp: a band of the padded image, rows past its end included (as zeros).
+template <typename scalar_t>
+void pad_rows(const scalar_t* x, scalar_t* xp, int64_t channels, const Window2d& w, int64_t rows, int64_t Wp,
+              int64_t r0) {
+  const int64_t H = w.in[0], W = w.in[1], top = w.pad[0], left = w.pad[1];
+  for (int64_t c = 0; c < channels; ++c) {
+    for (int64_t r = 0; r < rows; ++r) {
+      scalar_t* row = xp + (c * rows + r) * Wp;
+      const int64_t h = r0 + r - top;
+      if (h < 0 || h >= H) {
+        std::fill(row, row + Wp, scalar_t(0));
+        continue;
+      }
+      std::fill(row, row + left, scalar_t(0));
+      std::copy(x + (c * H + h) * W, x + (c * H + h + 1) * W, row + left);
+      std::fill(row + left + W, row + Wp, scalar_t(0));
+    }
+  }
+}
+
 // Copies `channels` planes of one image into the middle of Hp x Wp planes, and zeroes their borders.
 template <typename scalar_t>
 void pad_input(const scalar_t* x, scalar_t* xp, int64_t channels, const Window2d& w, int64_t Hp, int64_t Wp) {
-  const int64_t H = w.in[0], W = w.in[1], top = w.pad[0], left = w.pad[1], right = Wp - left - W;
-  for (int64_t c = 0; c < channels; ++c) {
-    scalar_t* plane = xp + c * Hp * Wp;
-    // the top rows and the first row's left border (with no rows, the plane may end first)
-    std::fill(plane, plane + std::min(top * Wp + left, Hp * Wp), scalar_t(0));
-    for (int64_t h = 0; h < H; ++h) {
-      scalar_t* row = plane + (top + h) * Wp + left;
-      std::copy(x + (c * H + h) * W, x + (c * H + h + 1) * W, row);
-      // this row's right border and the next row's left border (or the bottom rows after the last)
-      std::fill(row + W, row + W + right + (h + 1 < H ? left : 0), scalar_t(0));
-    }
-    std::fill(plane + (top + H) * Wp, plane + Hp * Wp, scalar_t(0));
-  }
+  pad_rows(x, xp, channels, w, Hp, Wp, 0);
 }
 
 // True when every value of row[0, n) is finite: its exponent bits are not all ones (an integer test, which
