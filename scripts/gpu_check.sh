@@ -151,6 +151,11 @@ OMP_NUM_THREADS=$threads step error-paths 60 "$out/error-paths.log" \
   tests/test_conv2d.py::test_operator_rejects_bad_arguments_directly \
   tests/test_pool2d.py::test_operators_check_their_arguments tests/test_fused.py::test_bad_arguments
 counts error-paths "$out/error-paths.log"
+# a crash there is the one to pin down: the toolchain, the mapped libraries and a native backtrace, for
+# each build variant (scripts/error_path_probe.sh; three builds, so only when it is needed)
+if grep -q -E "Segmentation fault|Fatal Python error|node down|crashed|[1-9][0-9]* failed" "$out/error-paths.log"; then
+  OUT="$out/error-probe" step error-probe 150 "$out/error-probe.log" scripts/error_path_probe.sh
+fi
 
 # 3. memcheck
 sanitizer=$(command -v compute-sanitizer)
