@@ -52,10 +52,7 @@ def _register_autograd(name, function):
 
     def autograd_kernel(*args):
         if not _transforms_or_forward_ad():
-            if not (torch.is_grad_enabled() and torch._C._any_requires_grad(*args)):
-                return _below_autograd(op, args)  # inference: skip the autograd.Function's cost
-            _modes.value = None  # plain reverse mode: the forward needs no modes restored
-            return base_apply(*args)
+            return _reverse_mode(op, base_apply, args)
         # autograd.Function runs its forward with grad and forward-grad modes off. A C++ operator
         # re-dispatches with the caller's modes, and torch.func's levels below this one need them
         # (a jvp level under a grad level would otherwise see no tangents): the forward restores them.
@@ -79,6 +76,16 @@ def _may_differentiate(args):
     return (torch.is_grad_enabled() and torch._C._any_requires_grad(*args)) or _transforms_or_forward_ad()
 
 
+def _reverse_mode(op, apply, args):
+    """A call with no torch.func transform and no forward-mode level: below the Autograd key when nothing
+    needs a gradient (skipping the autograd Function's cost), else the operator's autograd Function, whose
+    forward then needs no grad modes restored."""
+    if not (torch.is_grad_enabled() and torch._C._any_requires_grad(*args)):
+        return _below_autograd(op, args)
+    _modes.value = None
+    return apply(*args)
+
+
 def _below_autograd(op, args):
     """op(*args) below the Autograd key: how a call that cannot need autograd runs."""
     with torch._C._AutoDispatchBelowAutograd():
@@ -94,13 +101,10 @@ def call(op, *args):
     call as it is, goes through the dispatcher."""
     if torch.compiler.is_compiling() or _transforms_or_forward_ad():
         return op(*args)
-    if not (torch.is_grad_enabled() and torch._C._any_requires_grad(*args)):
-        return _below_autograd(op, args)
     apply = _APPLY.get(op)
     if apply is None or autocast_on():
         return op(*args)
-    _modes.value = None
-    return apply(*args)
+    return _reverse_mode(op, apply, args)
 
 
 def _forward_below_autograd(packet):
