@@ -189,15 +189,17 @@ class _CheckedCalls:
     def __init__(self):
         self._results = {}
 
-    def get(self, key):
-        return self._results.get(key) if key is not None else None
-
-    def put(self, key, result):
-        if key is None:
-            return
-        if len(self._results) >= _CHECKED_LIMIT:
-            self._results.clear()
-        self._results[key] = result
+    def result(self, key, check, *args):
+        """``check(*args)``, which raises torch's exception or returns the normalised arguments; once it has
+        passed for the signature ``key``, its result without running it again (``key`` None: every time)."""
+        result = self._results.get(key) if key is not None else None
+        if result is None:
+            result = check(*args)
+            if key is not None:
+                if len(self._results) >= _CHECKED_LIMIT:
+                    self._results.clear()
+                self._results[key] = result
+        return result
 
 
 def _plain_window_arg(value):
@@ -245,13 +247,17 @@ def _conv_args(fn, input, weight, bias, stride, padding, dilation, groups):
     """torch's normalisation and checks of conv2d's arguments: (input, weight, bias, stride, (top, bottom,
     left, right), dilation, groups), or torch's exception. Under torch.autocast the tensors are cast to
     the autocast dtype first (as the operator's autocast kernel would), so the checks see what torch's see."""
-    checked = _CONV_CHECKED[fn]
     key = _signature((input, weight, bias), (stride, padding, dilation, groups))
-    window = checked.get(key)
-    if window is None:
-        input, weight, bias, *window = _checked_conv_args(fn, input, weight, bias, stride, padding, dilation, groups)
-        checked.put(key, window)
+    if key is None:  # checked every time: autocast's casts included
+        return _checked_conv_args(fn, input, weight, bias, stride, padding, dilation, groups)
+    window = _CONV_CHECKED[fn].result(
+        key, _checked_conv_window, fn, input, weight, bias, stride, padding, dilation, groups
+    )
     return input, weight, bias, *window
+
+
+def _checked_conv_window(*args):
+    return _checked_conv_args(*args)[3:]
 
 
 def _checked_conv_args(fn, input, weight, bias, stride, padding, dilation, groups):
@@ -435,12 +441,10 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
 
     Indices are computed only when they are returned or a gradient will need them.
     """
-    checked = _POOL_CHECKED["max_pool2d"]
     key = _signature((input,), (kernel_size, stride, padding, dilation, ceil_mode))
-    conf = checked.get(key)
-    if conf is None:
-        conf = _checked_max_pool_args(input, kernel_size, stride, padding, dilation, ceil_mode)
-        checked.put(key, conf)
+    conf = _POOL_CHECKED["max_pool2d"].result(
+        key, _checked_max_pool_args, input, kernel_size, stride, padding, dilation, ceil_mode
+    )
 
     unbatched = input.dim() == 3
     x = input.unsqueeze(0) if unbatched else input
@@ -469,14 +473,10 @@ def avg_pool2d(
     input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True, divisor_override=None
 ):
     """Same as :func:`torch.nn.functional.avg_pool2d`, computed by lenet_ext's kernels."""
-    checked = _POOL_CHECKED["avg_pool2d"]
     key = _signature((input,), (kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override))
-    conf = checked.get(key)
-    if conf is None:
-        conf = _checked_avg_pool_args(
-            input, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override
-        )
-        checked.put(key, conf)
+    conf = _POOL_CHECKED["avg_pool2d"].result(
+        key, _checked_avg_pool_args, input, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override
+    )
 
     unbatched = input.dim() == 3
     x = input.unsqueeze(0) if unbatched else input
