@@ -132,6 +132,8 @@ def test_a_checked_signature_does_not_admit_a_different_call():
         dict(stride=(True, 1), padding=1),
         dict(stride=1, padding=(1, 1.5)),
         dict(padding=1, groups=True),
+        dict(padding=True),
+        dict(padding=1, dilation=True),
     ):
         _raises_like_torch(lambda: LF.conv2d(x, w, b, **kwargs), lambda: F.conv2d(x, w, b, **kwargs))  # noqa: B023
     for bad in (torch.randn(5), torch.randn(4, dtype=torch.float64)):
