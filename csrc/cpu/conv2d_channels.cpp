@@ -66,18 +66,15 @@ void conv2d_forward_channels(const at::Tensor& x, const at::Tensor& weight, cons
   // all), and the last items are short (a thread slowed down at the end holds the others up by one band,
   // not one image). On this project's 2-vCPU VM, whose two threads share about one core's throughput, bands
   // and whole images measured the same (the stem at batch 8 and 1, AVX2): the gain is for real cores.
-  const int64_t band = std::min(d.OH, cpu::band_rows(d.OW * og_pad * int64_t{sizeof(scalar_t)}));
-  const int64_t bands = (d.OH + band - 1) / band;
-  const int64_t band_in_rows = std::min(d.Hp, (band - 1) * win.stride[0] + (d.KH - 1) * win.dilation[0] + 1);
-  const std::vector<int64_t> taps = tap_offsets(win, d.Cg, band_in_rows, d.Wp, win.dilation[1]);
-  WorkQueue queue(p.batch * p.groups * bands);
-  run_workers(p.batch * p.groups * bands, [&] {
-    std::vector<scalar_t> src(d.Cg * band_in_rows * d.Wp);
-    std::vector<scalar_t> res(band * d.OW * og_pad);  // pixel-major: res[l * og_pad + o]
+  const RowBands bands(d, win, std::min(d.OH, cpu::band_rows(d.OW * og_pad * int64_t{sizeof(scalar_t)})));
+  const std::vector<int64_t> taps = tap_offsets(win, d.Cg, bands.in_rows, d.Wp, win.dilation[1]);
+  WorkQueue queue(bands.items(p.batch, p.groups));
+  run_workers(bands.items(p.batch, p.groups), [&] {
+    std::vector<scalar_t> src(d.Cg * bands.in_rows * d.Wp);
+    std::vector<scalar_t> res(bands.rows * d.OW * og_pad);  // pixel-major: res[l * og_pad + o]
     for (int64_t q; queue.pop(q);) {
-      const int64_t image_group = q / bands, n = image_group / p.groups, grp = image_group % p.groups;
-      const int64_t oh0 = q % bands * band, rows = std::min(band, d.OH - oh0);
-      pad_rows(x_data + (n * p.in_channels + grp * d.Cg) * d.in_plane, src.data(), d.Cg, win, band_in_rows, d.Wp,
+      const auto [n, grp, oh0, rows] = bands.item(q, p.groups, d.OH);
+      pad_rows(x_data + (n * p.in_channels + grp * d.Cg) * d.in_plane, src.data(), d.Cg, win, bands.in_rows, d.Wp,
                oh0 * win.stride[0]);
       kernel({src.data(), taps.data(), d.K, wt_data + grp * d.K * og_pad, res.data(), OV, og_pad, rows, d.OW, d.Wp,
               win.stride[0], win.stride[1], out_data + (n * p.out_channels + grp * d.Og) * d.L + oh0 * d.OW, d.L,

@@ -54,6 +54,29 @@ inline bool is_stride1(const Window2d& w) {
   return w.stride[0] == 1 && w.stride[1] == 1;
 }
 
+// A plane's output rows taken `rows` at a time, as work items (image, group, band): `count` bands (the
+// last may be shorter), each reading `in_rows` rows of the padded input from padded row
+// first_row * stride, which pad_rows copies for it alone.
+struct RowBands {
+  int64_t rows, count, in_rows;
+
+  RowBands(const ConvDims& d, const Window2d& w, int64_t rows_per_band)
+      : rows(rows_per_band),
+        count((d.OH + rows_per_band - 1) / rows_per_band),
+        in_rows(std::min(d.Hp, (rows_per_band - 1) * w.stride[0] + (d.KH - 1) * w.dilation[0] + 1)) {}
+
+  int64_t items(int64_t batch, int64_t groups) const { return batch * groups * count; }
+
+  // Work item q: image n, group grp, output rows [first_row, first_row + band_rows).
+  struct Item {
+    int64_t n, grp, first_row, band_rows;
+  };
+  Item item(int64_t q, int64_t groups, int64_t OH) const {
+    const int64_t image_group = q / count, first_row = q % count * rows;
+    return {image_group / groups, image_group % groups, first_row, std::min(rows, OH - first_row)};
+  }
+};
+
 // Rows [r0, r0 + rows) of the zero-padded image (Hp x Wp planes, `channels` of them, the input in their
 // middle) into planes of `rows` x Wp: a band of the padded image, rows past its end included (as zeros).
 template <typename scalar_t>
