@@ -7,7 +7,9 @@ ceilings (copy bandwidth of a 1 GiB device-to-device copy, bytes read + written;
 against torch before timing, interleaved torch.utils.benchmark timing, L2 flush, table and JSON:
 
 * pooling forward on 32x64x112x112: GB/s (input read + outputs written, indices too where returned) as a
-  fraction of the copy ceiling, and the ratio to torch's own pooling;
+  fraction of the copy ceiling, and the ratio to torch's own pooling; each row again with the opt-in
+  lenet_ext.backends.cuda_pool_planar("runs") kernels (a run of outputs per thread, vector loads for 2x2
+  stride-2 windows);
 * conv2d float32 forward, and forward + every gradient through autograd, with TF32 off: LeNet's two
   layers at batch 256 and a 64->64 3x3 layer at 56x56, batch 32, against cuDNN (cudnn.benchmark on, so
   cuDNN picks its best);
@@ -21,6 +23,7 @@ suite's own (`lenet-ext bench --device cuda` has the same conv2d.forward rows), 
 """
 
 import argparse
+import dataclasses
 import math
 import sys
 
@@ -29,7 +32,7 @@ import torch.nn.functional as F
 
 from lenet_ext import benchmark
 from lenet_ext import functional as LF
-from lenet_ext.backends import cuda_conv_algorithm
+from lenet_ext.backends import cuda_conv_algorithm, cuda_pool_planar
 from lenet_ext.benchmarking.cases import pool_call_case
 from lenet_ext.benchmarking.suite import CONV64_B32, LENET_CONV1, LENET_CONV2, Pool, Row
 
@@ -93,17 +96,55 @@ def half_forward(dtype, algorithm):
     return build
 
 
+def under(setting, build):
+    """A Case builder: build's case with ours, and our operator, run inside setting() (a lenet_ext.backends
+    choice), so the check before timing checks those kernels too."""
+
+    def wrapped(shape, device):
+        case = build(shape, device)
+
+        def inside(f):
+            def run():
+                with setting():
+                    return f()
+
+            return run
+
+        return dataclasses.replace(case, ours=inside(case.ours), operator=case.operator and inside(case.operator))
+
+    return wrapped
+
+
 POOL_MAPS = (32, 64, 112, 112)
+
+
+def pool_job(what, kind, window, indices=False, runs=False):
+    """A pooling forward on POOL_MAPS as a user calls it, with the default kernels or the opt-in runs."""
+
+    def build(shape, device):
+        return pool_call_case(kind, shape, device, return_indices=indices)
+
+    row = Row(
+        f"{what} {'x'.join(map(str, POOL_MAPS))}{' (runs)' if runs else ''}",
+        f"{kind}_pool2d.forward{'_with_indices' if indices else ''}",
+        Pool(*POOL_MAPS, *window),
+    )
+    return row, under(lambda: cuda_pool_planar("runs"), build) if runs else build
+
+
 CONVS = [("LeNet conv1", LENET_CONV1), ("LeNet conv2", LENET_CONV2), ("64->64 3x3 b32", CONV64_B32)]
 # (row, builder of its Case, or None for the suite's own operation)
 JOBS = [
-    (Row("2x2 s2 32x64x112x112", "max_pool2d.forward", Pool(*POOL_MAPS, 2, 2)), None),
-    (
-        Row("2x2 s2 32x64x112x112", "max_pool2d.forward_with_indices", Pool(*POOL_MAPS, 2, 2)),
-        lambda shape, device: pool_call_case("max", shape, device, return_indices=True),
-    ),
-    (Row("3x3 s2 p1 32x64x112x112", "max_pool2d.forward", Pool(*POOL_MAPS, 3, 2, 1)), None),
-    (Row("2x2 s2 32x64x112x112", "avg_pool2d.forward", Pool(*POOL_MAPS, 2, 2)), None),
+    *[
+        job
+        for runs in (False, True)
+        for job in (
+            pool_job("2x2 s2", "max", (2, 2), runs=runs),
+            pool_job("2x2 s2", "max", (2, 2), indices=True, runs=runs),
+            pool_job("3x3 s2 p1", "max", (3, 2, 1), runs=runs),
+            pool_job("2x2 s2", "avg", (2, 2), runs=runs),
+        )
+    ],
     *[(Row(what, "conv2d.forward", shape), None) for what, shape in CONVS],
     *[(Row(what, "conv2d.forward+backward", shape), conv_forward_backward) for what, shape in CONVS],
     *[

@@ -362,18 +362,80 @@ inline int64_t row_runs(const Pool2dParams& p) {
   return p.batch * p.channels * p.win.out[0] * ((p.win.out[1] + kRun - 1) / kRun);
 }
 
-template <typename scalar_t, typename index_t, bool kWithIndices>
+// Windows two columns wide at column stride two, with no column padding or dilation (2x2 stride-2
+// pooling: LeNet's, VGG's, U-Net's): the kRun windows of a run that lies wholly inside its row read
+// kPairSpan consecutive columns of each window row, which the run loads V elements at a time (V from
+// vector_width: it divides the row length and the plane is aligned to it, so every run's span is aligned,
+// its first column 2 kRun times a multiple of kRun). Every other run, and every other geometry, reads its
+// windows one element at a time. Either way the taps are visited in max_at's and avg_at's order, so the
+// results are the same bits.
+constexpr int kPairSpan = 2 * kRun;
+
+template <typename index_t>
+C10_HOST_DEVICE inline bool paired_columns(const Geom<index_t>& g) {
+  return g.KW == 2 && g.sw == 2 && g.pw == 0 && g.dw == 1;
+}
+
+// Whether run r's kRun windows are all whole pairs inside the row (paired_columns already holds).
+template <typename index_t>
+C10_HOST_DEVICE inline bool whole_pairs(const RowRun<index_t>& r, const Geom<index_t>& g) {
+  return r.count == kRun && 2 * (r.ow0 + kRun) <= g.W;
+}
+
+// The kPairSpan columns of one window row starting at p, V at a time.
+template <typename scalar_t, int V>
+C10_HOST_DEVICE inline void load_pairs(const scalar_t* p, acc_t<scalar_t> (&span)[kPairSpan]) {
+  static_assert(kPairSpan % V == 0, "whole vectors per span");
+LENET_EXT_UNROLL
+  for (int j = 0; j < kPairSpan; j += V) {
+    const Lanes<scalar_t, V> lanes = load<scalar_t, V>(p + j);
+LENET_EXT_UNROLL
+    for (int v = 0; v < V; ++v) {
+      span[j + v] = static_cast<acc_t<scalar_t>>(lanes.v[v]);
+    }
+  }
+}
+
+// V: the span's load width (1 unless `pairs`); pairs: paired_columns(g), decided once by the host.
+template <typename scalar_t, typename index_t, int V, bool kWithIndices>
 struct MaxForwardRuns {
   using index_type = index_t;
   const scalar_t* x;
   scalar_t* out;
   int64_t* indices;
   Geom<index_t> g;
+  bool pairs;
 
   C10_HOST_DEVICE void operator()(index_t i) const {
+    using acc = acc_t<scalar_t>;
     const RowRun<index_t> r = row_run<index_t>(i, g);
     const Taps<index_t> th = max_taps<index_t>(r.oh, g.sh, g.ph, g.KH, g.dh, g.H);
     const scalar_t* src = x + r.plane * g.H * g.W;
+    if (pairs && whole_pairs<index_t>(r, g)) {
+      MaxOf<acc, index_t> m[kRun];
+LENET_EXT_UNROLL
+      for (int k = 0; k < kRun; ++k) {
+        m[k] = {lowest<acc>(), th.first * g.W + 2 * (r.ow0 + k)};
+      }
+      for (index_t h = th.first; h < th.end; h += g.dh) {
+        acc span[kPairSpan];
+        load_pairs<scalar_t, V>(src + h * g.W + 2 * r.ow0, span);
+LENET_EXT_UNROLL
+        for (int j = 0; j < kPairSpan; ++j) {  // window j / 2, its column j % 2
+          if (span[j] > m[j / 2].best || at::_isnan(span[j])) {
+            m[j / 2] = {span[j], h * g.W + 2 * r.ow0 + j};
+          }
+        }
+      }
+LENET_EXT_UNROLL
+      for (int k = 0; k < kRun; ++k) {
+        out[r.first + k] = static_cast<scalar_t>(m[k].best);
+        if constexpr (kWithIndices) {
+          indices[r.first + k] = m[k].at;
+        }
+      }
+      return;
+    }
 LENET_EXT_UNROLL
     for (int k = 0; k < kRun; ++k) {
       if (k < r.count) {
@@ -387,17 +449,39 @@ LENET_EXT_UNROLL
   }
 };
 
-template <typename scalar_t, typename index_t>
+template <typename scalar_t, typename index_t, int V>
 struct AvgForwardRuns {
   using index_type = index_t;
   const scalar_t* x;
   scalar_t* out;
   Geom<index_t> g;
   AvgRule rule;
+  bool pairs;
 
   C10_HOST_DEVICE void operator()(index_t i) const {
+    using acc = acc_t<scalar_t>;
     const RowRun<index_t> r = row_run<index_t>(i, g);
     const scalar_t* src = x + r.plane * g.H * g.W;
+    if (pairs && whole_pairs<index_t>(r, g)) {
+      // the kRun windows share their rows, and so their divisor: each is two whole columns wide
+      const AvgWindow<index_t> win = avg_window<index_t>(r.oh, r.ow0, g);
+      acc sum[kRun] = {};
+      for (index_t h = win.h0; h < win.h1; ++h) {
+        acc span[kPairSpan];
+        load_pairs<scalar_t, V>(src + h * g.W + 2 * r.ow0, span);
+LENET_EXT_UNROLL
+        for (int j = 0; j < kPairSpan; ++j) {
+          sum[j / 2] += span[j];
+        }
+      }
+      const acc divisor =
+          win.empty() ? acc(1) : static_cast<acc>(avg_divisor<index_t>(win, rule.count_include_pad, rule.divisor_override));
+LENET_EXT_UNROLL
+      for (int k = 0; k < kRun; ++k) {
+        out[r.first + k] = static_cast<scalar_t>(win.empty() ? acc(0) : sum[k] / divisor);
+      }
+      return;
+    }
 LENET_EXT_UNROLL
     for (int k = 0; k < kRun; ++k) {
       if (k < r.count) {
@@ -406,6 +490,12 @@ LENET_EXT_UNROLL
     }
   }
 };
+
+// The load width of the run items' paired spans for input x (1 when the geometry has no pairs).
+template <typename scalar_t, typename index_t>
+int pair_width(const Geom<index_t>& g, const scalar_t* x) {
+  return paired_columns<index_t>(g) ? vector_width<scalar_t>(g.W, {x}) : 1;
+}
 
 // ---------------------------------------------------------------------------- channels_last items
 // Item i is the run of channels [c, c + V) at one pixel, c = (i % (C / V)) * V. The forwards' pixel is
@@ -564,7 +654,8 @@ struct AvgBackwardNhwc {
 //                to NCHW for the planar kernels and the result back; true runs the channels_last kernels
 //                on it as it is;
 //   planar_runs  (lenet_ext.backends.cuda_pool_planar) false, the default, runs the planar forwards one
-//                output per item; true, kRun outputs of a row per item. The backwards are the same.
+//                output per item; true, kRun outputs of a row per item (vector loads for paired columns).
+//                The backwards are the same.
 struct Kernels {
   bool native_nhwc = false;
   bool planar_runs = false;
@@ -635,20 +726,21 @@ inline bool small_indices(const Pool2dParams& p, int64_t divisor = 0) {
 }
 
 // Builds a planar or a channels_last work item (make(std::integral_constant<int, V>) for the latter)
-// over `work` elements, and runs it. A forward also passes the maker of its planar run item, with the
-// number of runs, which replaces the planar item when the runs are chosen.
+// over `work` elements, and runs it. A forward also passes the maker of its planar run item (also given
+// its load width), with the number of runs and their load width (pair_width), which replaces the planar
+// item when the runs are chosen.
 struct NoRuns {};
-template <typename, typename>
+template <typename, typename, int>
 using NoRunsFor = NoRuns;  // a pass with no run items (the backwards), as run_avg's Runs
 
 template <typename scalar_t, typename Runner, typename MakePlanar, typename MakeNhwc, typename MakeRuns = NoRuns>
 void run_layout(const Runner& run, const Layout& l, int64_t channels, int64_t work,
                 std::initializer_list<const void*> vector_pointers, const MakePlanar& planar,
-                const MakeNhwc& nhwc, const MakeRuns& runs = {}, int64_t run_items = 0) {
+                const MakeNhwc& nhwc, const MakeRuns& runs = {}, int64_t run_items = 0, int run_width = 1) {
   if (!l.nhwc) {
     if constexpr (!std::is_same_v<MakeRuns, NoRuns>) {
       if (l.runs) {
-        run(runs(), run_items);
+        with_vector_width<scalar_t>(run_width, [&](auto v) { run(runs(v), run_items); });
         return;
       }
     }
@@ -690,7 +782,11 @@ std::tuple<at::Tensor, at::Tensor> max_pool2d_forward_impl(const Runner& run, bo
                              [&](auto v) {
                                return MaxForwardNhwc<scalar_t, index_t, decltype(v)::value, kWI>{xp, yp, ip, g};
                              },
-                             [&] { return MaxForwardRuns<scalar_t, index_t, kWI>{xp, yp, ip, g}; }, row_runs(p));
+                             [&](auto v) {
+                               return MaxForwardRuns<scalar_t, index_t, decltype(v)::value, kWI>{
+                                   xp, yp, ip, g, paired_columns<index_t>(g)};
+                             },
+                             row_runs(p), pair_width<scalar_t, index_t>(g, xp));
                        });
                      });
                    }),
@@ -730,7 +826,7 @@ at::Tensor max_pool2d_backward_impl(const Runner& run, const at::Tensor& grad_ou
 // The pass both avg-pool directions share: `src` (the input, or grad_output) read by the Planar or Nhwc
 // items into a new tensor of `sizes` (the output's, or the input's).
 template <template <typename, typename> class Planar, template <typename, typename, int> class Nhwc,
-          template <typename, typename> class Runs, typename Runner>
+          template <typename, typename, int> class Runs, typename Runner>
 at::Tensor run_avg(const Runner& run, const at::Tensor& src, c10::IntArrayRef sizes,
                    const AvgPool2dParams& a, bool count_include_pad, const Layout& l) {
   const Pool2dParams& p = a.pool;
@@ -746,11 +842,13 @@ at::Tensor run_avg(const Runner& run, const at::Tensor& src, c10::IntArrayRef si
         const Geom<index_t> g = geom_of<index_t>(p, !l.nhwc);
         const auto nhwc = [&](auto v) { return Nhwc<scalar_t, index_t, decltype(v)::value>{sp, dp, g, rule}; };
         const auto planar = [&] { return Planar<scalar_t, index_t>{sp, dp, g, rule}; };
-        if constexpr (std::is_same_v<Runs<scalar_t, index_t>, NoRuns>) {
+        if constexpr (std::is_same_v<Runs<scalar_t, index_t, 1>, NoRuns>) {
           run_layout<scalar_t>(run, l, p.channels, dst.numel(), {sp, dp}, planar, nhwc);
         } else {
-          run_layout<scalar_t>(run, l, p.channels, dst.numel(), {sp, dp}, planar, nhwc,
-                               [&] { return Runs<scalar_t, index_t>{sp, dp, g, rule}; }, row_runs(p));
+          run_layout<scalar_t>(
+              run, l, p.channels, dst.numel(), {sp, dp}, planar, nhwc,
+              [&](auto v) { return Runs<scalar_t, index_t, decltype(v)::value>{sp, dp, g, rule, paired_columns(g)}; },
+              row_runs(p), pair_width<scalar_t, index_t>(g, sp));
         }
       });
     });

@@ -163,7 +163,9 @@ class cuda_pool_planar(_Choice):
 
     ``"outputs"`` (the default) gives each thread one output element. ``"runs"`` gives it a run of four
     neighbouring outputs of a row, whose row it decodes once and whose windows it reads together (a
-    forward that moves a few bytes per output is bound by that bookkeeping): not yet verified on a GPU
+    forward that moves a few bytes per output is bound by that bookkeeping); for windows two columns wide
+    at column stride two (2x2 stride-2 pooling), a run reads its eight columns of each window row in
+    16-byte vectors where the row length and alignment allow. Not yet verified on a GPU
     (see the table at the top of ``csrc/cuda/pool2d.cu``), so opt-in. The backwards are the same either
     way. Process-wide; no effect on the CPU kernels.
     """

@@ -534,3 +534,50 @@ def test_cuda_run_items_on_host_every_row_end():
         avg_conf = ([3, 2], [2, 2], [1, 1], True, False, None)
         got, _ = _host("avg_pool2d_forward", x, *avg_conf, native=False, avg=True, runs=True)
         assert_close(got, TF.avg_pool2d(x, [3, 2], [2, 2], [1, 1], True, False), dtype=torch.float64)
+
+
+# 2x2 stride-2 column windows (kernel width 2, stride 2, no column padding or dilation): a run wholly inside
+# its row loads its span of 2 * kRun columns V at a time, V from the row length and the plane's alignment
+def _same(actual, expected):
+    """The same values, NaNs in the same places."""
+    torch.testing.assert_close(actual, expected, rtol=0, atol=0, equal_nan=True)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16, torch.bfloat16, torch.int32])
+@pytest.mark.parametrize(
+    "rows",
+    [(2, 2, 0, 1), (3, 1, 1, 2), (1, 3, 0, 1)],
+    ids=["2x2", "rows-3-s1-p1-d2", "rows-1-s3"],
+)
+def test_cuda_run_items_on_host_paired_columns(dtype, rows):
+    kh, sh, ph, dh = rows
+    conf = ([kh, 2], [sh, 2], [ph, 0], [dh, 1])
+    for width in range(2, 21):  # row lengths of every residue: vector widths 8, 4, 2 and 1, whole and partial runs
+        for offset in (0, 1):  # storage one element in: no span can be aligned, so the runs load one at a time
+            n = 2 * 3 * 7 * width
+            if dtype.is_floating_point:
+                base = torch.randperm(offset + n).to(dtype) / (offset + n)
+                base[offset + 5 :: 17] = float("nan")  # NaNs win, and the last one's index is kept
+                base[offset + 3 :: 11] = float("-inf")
+            else:
+                base = torch.randint(-50, 50, (offset + n,), dtype=dtype)
+            x = base[offset:].view(2, 3, 7, width)
+            for ceil in (False, True):
+                ref, ref_idx = TF.max_pool2d(x.double(), *conf, ceil, return_indices=True)
+                one, one_idx = _host("max_pool2d_forward", x, *conf, ceil, native=False)
+                out, idx = _host("max_pool2d_forward", x, *conf, ceil, native=False, runs=True)
+                assert torch.equal(idx, ref_idx)
+                _same(out, ref.to(dtype))
+                _same(out, one)
+                assert torch.equal(idx, one_idx), (width, offset, ceil)
+                values, _ = _host("max_pool2d_forward_values", x, *conf, ceil, native=False, runs=True)
+                _same(values, out)
+                if not dtype.is_floating_point:
+                    continue
+                for include_pad, divisor in ((True, None), (False, None), (True, 3)):
+                    avg_conf = ([kh, 2], [sh, 2], [ph, 0], ceil, include_pad, divisor)
+                    got, _ = _host("avg_pool2d_forward", x, *avg_conf, native=False, avg=True, runs=True)
+                    one, _ = _host("avg_pool2d_forward", x, *avg_conf, native=False, avg=True)
+                    _same(got, one)
+                    want = TF.avg_pool2d(x.double(), *avg_conf)
+                    assert_close(got.double(), want, dtype=dtype, equal_nan=True)

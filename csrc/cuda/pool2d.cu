@@ -15,7 +15,8 @@
 // Every other layout is copied to contiguous NCHW for the planar kernels. How the planar forwards split
 // their work is chosen by lenet_ext.backends.cuda_pool_planar:
 //   "outputs" (default) one item per output element;
-//   "runs"              one item per run of pool::kRun outputs along a row, which decodes its row once.
+//   "runs"              one item per run of pool::kRun outputs along a row, which decodes its row once;
+//                       for 2x2 stride-2 column windows it loads its span of each window row in vectors.
 //
 // GPUs each kernel family has passed the parity tests on (tests/test_pool2d.py, tests/test_cuda.py):
 //   kernels                          | verified on
