@@ -84,31 +84,44 @@ struct GemmArgs {
   acc_t<scalar_t>* partial;  // grad weight: [chunks][O][Cg*KH*KW]
 };
 
-// A[m][k] of the GEMM (m < M and k < K are checked by the caller).
-template <Mode mode, typename scalar_t, typename index_t>
-C10_HOST_DEVICE inline acc_t<scalar_t> load_a(const GemmArgs<scalar_t>& args, const Geom<index_t>& g,
-                                              const Phase<index_t>& ph, index_t grp, index_t m, index_t k) {
-  using acc = acc_t<scalar_t>;
+// Where A[m][k] of the GEMM lives (m < M and k < K are checked by the caller): its offset in a_source's
+// tensor. Every A element is an element of the weight (forward, input gradient) or of grad_output (weight
+// gradient), so a kernel may copy it as it is (cp.async) or load and convert it (load_a).
+template <Mode mode, typename scalar_t>
+C10_HOST_DEVICE inline const scalar_t* a_source(const GemmArgs<scalar_t>& args) {
+  return mode == Mode::kGradWeight ? args.grad : args.weight;
+}
+
+template <Mode mode, typename index_t>
+C10_HOST_DEVICE inline index_t a_at(const Geom<index_t>& g, const Phase<index_t>& ph, index_t grp, index_t m,
+                                    index_t k) {
   if constexpr (mode == Mode::kForward) {
     // weight[grp*Og + m][k], k = (c, kh, kw)
-    return static_cast<acc>(args.weight[(grp * g.Og + m) * (g.Cg * g.KH * g.KW) + k]);
+    return (grp * g.Og + m) * (g.Cg * g.KH * g.KW) + k;
   } else if constexpr (mode == Mode::kGradInput) {
     // k = (o, kh, kw): weight[grp*Og + o][m][kh][kw]
     const index_t khw = g.KH * g.KW;
     const index_t o = k / khw, r = k % khw;
-    return static_cast<acc>(args.weight[((grp * g.Og + o) * g.Cg + m) * khw + r]);
+    return ((grp * g.Og + o) * g.Cg + m) * khw + r;
   } else if constexpr (mode == Mode::kGradInputPhased) {
     // k = (o, t, u): weight[grp*Og + o][m][ry + sh*t][rx + sw*u]
     const index_t taps = ph.TH * ph.TW;
     const index_t o = k / taps, r = k % taps;
     const index_t kh = ph.ry + g.sh * (r / ph.TW), kw = ph.rx + g.sw * (r % ph.TW);
-    return static_cast<acc>(args.weight[(((grp * g.Og + o) * g.Cg + m) * g.KH + kh) * g.KW + kw]);
+    return (((grp * g.Og + o) * g.Cg + m) * g.KH + kh) * g.KW + kw;
   } else {
     // k = (image, oh, ow): grad_output[image][grp*Og + m][oh][ow]
     const index_t L = g.OH * g.OW;
     const index_t img = k / L, l = k % L;
-    return static_cast<acc>(args.grad[(img * g.O + grp * g.Og + m) * L + l]);
+    return (img * g.O + grp * g.Og + m) * L + l;
   }
+}
+
+// A[m][k] of the GEMM (m < M and k < K are checked by the caller).
+template <Mode mode, typename scalar_t, typename index_t>
+C10_HOST_DEVICE inline acc_t<scalar_t> load_a(const GemmArgs<scalar_t>& args, const Geom<index_t>& g,
+                                              const Phase<index_t>& ph, index_t grp, index_t m, index_t k) {
+  return static_cast<acc_t<scalar_t>>(a_source<mode, scalar_t>(args)[a_at<mode, index_t>(g, ph, grp, m, k)]);
 }
 
 // What a thread knows about its B column n, computed once per tile.
@@ -158,56 +171,70 @@ C10_HOST_DEVICE inline Column<index_t> column_of(const Geom<index_t>& g, const P
   return col;
 }
 
-// B[k][n] for the thread's column (k < K is checked by the caller); 0 where the tap reads padding.
-template <Mode mode, typename scalar_t, typename index_t>
-C10_HOST_DEVICE inline acc_t<scalar_t> load_b(const GemmArgs<scalar_t>& args, const Geom<index_t>& g,
-                                              const Phase<index_t>& ph, const Column<index_t>& col, index_t k) {
-  using acc = acc_t<scalar_t>;
+// Where B[k][n] lives for the thread's column (k < K is checked by the caller): its offset in b_source's
+// tensor (the input, or grad_output for the input gradients), or -1 where the tap reads padding or meets
+// a stride's structural zero (B is 0 there).
+template <Mode mode, typename scalar_t>
+C10_HOST_DEVICE inline const scalar_t* b_source(const GemmArgs<scalar_t>& args) {
+  return mode == Mode::kGradInput || mode == Mode::kGradInputPhased ? args.grad : args.x;
+}
+
+template <Mode mode, typename index_t>
+C10_HOST_DEVICE inline index_t b_at(const Geom<index_t>& g, const Phase<index_t>& ph, const Column<index_t>& col,
+                                    index_t k) {
   if constexpr (mode == Mode::kForward) {
     // k = (c, kh, kw)
     const index_t khw = g.KH * g.KW;
     const index_t c = k / khw, r = k % khw;
     const index_t ih = col.y + (r / g.KW) * g.dh, iw = col.x + (r % g.KW) * g.dw;
     if (ih < 0 || ih >= g.H || iw < 0 || iw >= g.W) {
-      return acc(0);
+      return -1;
     }
-    return static_cast<acc>(args.x[col.base + (c * g.H + ih) * g.W + iw]);
+    return col.base + (c * g.H + ih) * g.W + iw;
   } else if constexpr (mode == Mode::kGradInput) {
     // k = (o, kh, kw): the output (oh, ow) with oh*sh + kh*dh = ih + ph, if it exists
     const index_t khw = g.KH * g.KW;
     const index_t o = k / khw, r = k % khw;
     const index_t th = col.y - (r / g.KW) * g.dh, tw = col.x - (r % g.KW) * g.dw;
     if (th < 0 || tw < 0 || th % g.sh != 0 || tw % g.sw != 0) {
-      return acc(0);
+      return -1;
     }
     const index_t oh = th / g.sh, ow = tw / g.sw;
     if (oh >= g.OH || ow >= g.OW) {
-      return acc(0);
+      return -1;
     }
-    return static_cast<acc>(args.grad[col.base + (o * g.OH + oh) * g.OW + ow]);
+    return col.base + (o * g.OH + oh) * g.OW + ow;
   } else if constexpr (mode == Mode::kGradInputPhased) {
     // k = (o, t, u): tap (ry + sh*t, rx + sw*u) reaches output ((ih + ph - kh) / sh, ...) exactly
     const index_t taps = ph.TH * ph.TW;
     const index_t o = k / taps, r = k % taps;
     const index_t th = col.y - ph.ry - g.sh * (r / ph.TW), tw = col.x - ph.rx - g.sw * (r % ph.TW);
     if (th < 0 || tw < 0) {
-      return acc(0);
+      return -1;
     }
     const index_t oh = th / g.sh, ow = tw / g.sw;
     if (oh >= g.OH || ow >= g.OW) {
-      return acc(0);
+      return -1;
     }
-    return static_cast<acc>(args.grad[col.base + (o * g.OH + oh) * g.OW + ow]);
+    return col.base + (o * g.OH + oh) * g.OW + ow;
   } else {
     // k = (image, oh, ow)
     const index_t L = g.OH * g.OW;
     const index_t img = k / L, l = k % L;
     const index_t ih = (l / g.OW) * g.sh + col.y, iw = (l % g.OW) * g.sw + col.x;
     if (ih < 0 || ih >= g.H || iw < 0 || iw >= g.W) {
-      return acc(0);
+      return -1;
     }
-    return static_cast<acc>(args.x[img * g.C * g.H * g.W + col.base + ih * g.W + iw]);
+    return img * g.C * g.H * g.W + col.base + ih * g.W + iw;
   }
+}
+
+// B[k][n] for the thread's column (k < K is checked by the caller); 0 where the tap reads padding.
+template <Mode mode, typename scalar_t, typename index_t>
+C10_HOST_DEVICE inline acc_t<scalar_t> load_b(const GemmArgs<scalar_t>& args, const Geom<index_t>& g,
+                                              const Phase<index_t>& ph, const Column<index_t>& col, index_t k) {
+  const index_t at = b_at<mode, index_t>(g, ph, col, k);
+  return at < 0 ? acc_t<scalar_t>(0) : static_cast<acc_t<scalar_t>>(b_source<mode, scalar_t>(args)[at]);
 }
 
 // Writes C[m][n] of group grp (m < M and n < N are checked by the caller) where its mode keeps it: the

@@ -186,16 +186,18 @@ class cuda_conv_algorithm(_Choice):
 
     ``"auto"`` (the default) takes the kernels verified on a GPU: a direct forward for narrow layers, the
     implicit GEMM for the rest and for both gradients. ``"gemm"`` takes the implicit GEMM for every pass,
-    register-staged (each k tile's loads in flight while the previous tile computes), with a strided,
-    undilated convolution's input gradient split into stride phases, each a GEMM over only the taps that
-    reach it (no products with structural zeros). ``"direct"`` takes the direct kernels of
+    pipelined (float and double: asynchronous copies, cp.async on sm_80 and later, into a ring of
+    shared-memory stages, k tiles ahead of the products; float16 and bfloat16: each k tile's loads in
+    registers while the previous tile computes), with a strided, undilated convolution's input gradient
+    split into stride phases, each a GEMM over only the taps that reach it (no products with structural
+    zeros). ``"direct"`` takes the direct kernels of
     ``csrc/conv2d_items.h`` for every pass: for narrow layers (LeNet's, depthwise, a 3-channel stem), with an
     input gradient that skips the taps a stride leaves without an output, and a weight gradient summed in
     registers and per block instead of in GEMM tiles. ``"tensor_cores"`` takes, for float16 and bfloat16 on
     sm_80 and later GPUs, the implicit GEMM on tensor cores (WMMA, float accumulation) for every pass, with
     the phased input gradient; other dtypes and older GPUs run as ``"auto"``.
 
-    "direct", "tensor_cores" and what "gemm" adds (the staging and the phases) have not yet run on a GPU,
+    "direct", "tensor_cores" and what "gemm" adds (the pipelines and the phases) have not yet run on a GPU,
     so they are opt-in. Process-wide; no effect on the CPU kernels.
     """
 

@@ -76,7 +76,7 @@ outcomes = ("PASSED", "FAILED", "ERROR", "SKIPPED", "XFAIL", "XPASS")
 counts = {k.lower(): 0 for k in outcomes}
 # kernels not yet verified on a GPU, opt-in until they pass: test-id marker -> name
 opt_in = {"native": "native channels_last pooling", "runs": "planar pooling by runs", "conv-direct": "direct conv2d",
-          "conv-gemm": "staged, phased GEMM conv2d", "conv-tensor_cores": "tensor-core conv2d",
+          "conv-gemm": "pipelined, phased GEMM conv2d", "conv-tensor_cores": "tensor-core conv2d",
           "fused-pass": "fused block pass"}
 opt_in_counts = {m: {k.lower(): 0 for k in outcomes} for m in opt_in}
 failed = []

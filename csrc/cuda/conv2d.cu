@@ -2,8 +2,9 @@
 //
 // Algorithms, as lenet_ext.backends.cuda_conv_algorithm chooses them:
 //   "auto" (default)  the kernels below, verified on a GPU; the heuristic is `use_direct`;
-//   "gemm"            the implicit GEMM for every pass, register-staged (the next k tile's loads in flight
-//                     during the current one's products), with a strided undilated input gradient split
+//   "gemm"            the implicit GEMM for every pass, pipelined (float and double: cp.async copies into a
+//                     ring of shared-memory stages, k tiles ahead of the products; 16-bit types: the next
+//                     k tile's loads in registers), with a strided undilated input gradient split
 //                     into stride phases (gemm_gather.h: no products with structural zeros); opt-in, as
 //                     "direct";
 //   "direct"          the direct kernels of conv2d_items.h for every pass (forward, input gradient with
@@ -187,9 +188,9 @@ dim3 gemm_grid(const Geom<index_t>& g, index_t m_tiles, index_t n_tiles, int64_t
   return dim3(static_cast<unsigned int>(blocks), static_cast<unsigned int>(chunks));
 }
 
-// The register-staged GEMM (gemm.cuh's kStaged: the next k tile's loads in flight during the current
-// tile's products) is opt-in with "gemm" until a GPU run has passed its tests; "auto" keeps the kernel
-// verified on one.
+// The pipelined GEMMs (gemm.cuh: asynchronous copies into a ring of shared-memory stages for float and
+// double, the next k tile's loads in registers for the 16-bit types) are opt-in with "gemm" until a GPU
+// run has passed their tests; "auto" keeps the kernel verified on one.
 bool staged_gemm() {
   return conv::cuda_conv_algorithm() == conv::CudaAlgorithm::kGemm;
 }
@@ -222,7 +223,8 @@ bool use_tensor_cores() {
 }
 
 // One launch of the implicit GEMM of `mode`: on tensor cores where use_tensor_cores says so, else on CUDA
-// cores, register-staged under "gemm".
+// cores; under "gemm", float and double through the ring of asynchronous copies (conv2d_gemm_async_kernel),
+// the 16-bit types register-staged.
 template <Mode mode, typename scalar_t, typename index_t, bool kVecA = false>
 void launch_gemm(const GemmArgs<scalar_t>& args, const Geom<index_t>& g, int64_t chunks, index_t k_chunk,
                  const Phase<index_t>& ph = {}) {
@@ -233,15 +235,28 @@ void launch_gemm(const GemmArgs<scalar_t>& args, const Geom<index_t>& g, int64_t
   const cudaStream_t stream = cuda::current_stream();
   if constexpr (std::is_same_v<scalar_t, at::Half> || std::is_same_v<scalar_t, at::BFloat16>) {
     if (use_tensor_cores<scalar_t>()) {
-      cuda::conv2d_gemm_tc_kernel<mode, scalar_t, index_t>
-          <<<grid, cuda::kTcThreads, 0, stream>>>(args, g, ph, m_tiles, n_tiles, k_chunk);
+      // the forward's weight rows, copied with cp.async 8 elements at a time where they are 16-byte pieces
+      const bool async_a = mode == Mode::kForward && s.K % cuda::kTcPiece == 0 &&
+                           reinterpret_cast<uintptr_t>(args.weight) % 16 == 0;
+      if (async_a) {
+        cuda::conv2d_gemm_tc_kernel<mode, scalar_t, index_t, mode == Mode::kForward>
+            <<<grid, cuda::kTcThreads, 0, stream>>>(args, g, ph, m_tiles, n_tiles, k_chunk);
+      } else {
+        cuda::conv2d_gemm_tc_kernel<mode, scalar_t, index_t, false>
+            <<<grid, cuda::kTcThreads, 0, stream>>>(args, g, ph, m_tiles, n_tiles, k_chunk);
+      }
       C10_CUDA_KERNEL_LAUNCH_CHECK();
       return;
     }
   }
   if (staged_gemm()) {
-    cuda::conv2d_gemm_kernel<mode, scalar_t, index_t, kVecA, true>
-        <<<grid, kGemmThreads, 0, stream>>>(args, g, ph, m_tiles, n_tiles, k_chunk);
+    if constexpr (std::is_same_v<scalar_t, float> || std::is_same_v<scalar_t, double>) {
+      cuda::conv2d_gemm_async_kernel<mode, scalar_t, index_t, cuda::kAsyncStages<scalar_t>>
+          <<<grid, kGemmThreads, 0, stream>>>(args, g, ph, m_tiles, n_tiles, k_chunk);
+    } else {
+      cuda::conv2d_gemm_kernel<mode, scalar_t, index_t, kVecA, true>
+          <<<grid, kGemmThreads, 0, stream>>>(args, g, ph, m_tiles, n_tiles, k_chunk);
+    }
   } else {
     cuda::conv2d_gemm_kernel<mode, scalar_t, index_t, kVecA, false>
         <<<grid, kGemmThreads, 0, stream>>>(args, g, ph, m_tiles, n_tiles, k_chunk);
