@@ -29,6 +29,30 @@ conv::CudaAlgorithm conv::cuda_conv_algorithm() {
   return static_cast<CudaAlgorithm>(g_cuda_conv_algorithm.get());
 }
 
+bool conv::cuda_takes(cuda_families::Family family) {
+  using cuda_families::Family;
+  const CudaAlgorithm a = cuda_conv_algorithm();
+  bool named = false;  // the choices that force the family
+  switch (family) {
+    case Family::kConvGemmPipelined:
+      named = a == CudaAlgorithm::kGemm;
+      break;
+    case Family::kConvPhased:
+      named = a == CudaAlgorithm::kGemm || a == CudaAlgorithm::kTensorCores;
+      break;
+    case Family::kConvTensorCores:
+      named = a == CudaAlgorithm::kTensorCores;
+      break;
+    case Family::kConvDirect:
+      named = a == CudaAlgorithm::kDirect;
+      break;
+    default:
+      TORCH_CHECK(false, "lenet_ext: ", cuda_families::kNames[static_cast<int>(family)],
+                  " is not an opt-in conv2d family");
+  }
+  return cuda_families::takes(family, named, a == CudaAlgorithm::kAuto);
+}
+
 namespace {
 
 // What both host operators check and prepare: a forward and backward of one convolution on CPU tensors

@@ -21,7 +21,8 @@
 //                weights are summed in chunk order by a second pass (SumChunks).
 //
 // Which passes take these kernels is lenet_ext.backends.cuda_conv_algorithm's to say (conv2d.cu). They
-// have not yet run on a GPU, so only "direct" selects them; "auto" keeps the kernels verified on one.
+// have not yet run on a GPU, so only "direct" selects them; "auto" takes their gradients for narrow layers
+// once csrc/cuda_families.h lists them.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -34,6 +35,7 @@
 #include <type_traits>
 
 #include "checks.h"
+#include "cuda_families.h"
 #include "geom.h"
 
 namespace lenet_ext {
@@ -44,6 +46,11 @@ namespace conv {
 // "tensor_cores" (the implicit GEMM on tensor cores for float16 and bfloat16, cuda/gemm_tc.cuh).
 enum class CudaAlgorithm : int { kAuto = 0, kGemm = 1, kDirect = 2, kTensorCores = 3 };
 CudaAlgorithm cuda_conv_algorithm();  // conv2d_host.cpp
+
+// Whether the setting takes an opt-in conv family of cuda_families.h (conv_gemm_pipelined, conv_phased,
+// conv_tensor_cores, conv_direct) for the convolutions it applies to: named by the setting, or "auto"
+// and verified (conv2d_host.cpp).
+bool cuda_takes(cuda_families::Family family);
 
 // The weight gradient's split-K (GEMM and direct alike): at most this many chunks of output pixels, each
 // summed into its own copy of the weight and added up in order afterwards. The cap bounds that buffer at

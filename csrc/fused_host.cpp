@@ -2,6 +2,7 @@
 // (fused_items.h) on the host, so tests check them without a GPU.
 #include <torch/library.h>
 
+#include "cuda_families.h"
 #include "fused_items.h"
 #include "items_host.h"
 #include "setting.h"
@@ -10,8 +11,9 @@ namespace lenet_ext {
 
 namespace {
 
-// 0: the composite (ATen's sigmoid and lenet_ext's avg_pool2d), 1: the fused pass of fused_items.h.
-Setting g_cuda_fused_block{"_set_cuda_fused_block", 2};
+// 0: auto (the default: cuda_families.h), 1: the composite (ATen's sigmoid and lenet_ext's avg_pool2d),
+// 2: the fused pass of fused_items.h.
+Setting g_cuda_fused_block{"_set_cuda_fused_block", 3};
 
 int64_t set_cuda_fused_block(int64_t choice) {
   return g_cuda_fused_block.set(choice);
@@ -34,7 +36,8 @@ std::tuple<at::Tensor, at::Tensor, fused::MaybeTensor, fused::MaybeTensor, fused
 }  // namespace
 
 bool fused::cuda_fused_pass() {
-  return g_cuda_fused_block.get() == 1;
+  const int choice = g_cuda_fused_block.get();
+  return cuda_families::takes(cuda_families::Family::kFusedPass, choice == 2, choice == 0);
 }
 
 TORCH_LIBRARY_IMPL(lenet_ext, CompositeExplicitAutograd, m) {

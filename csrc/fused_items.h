@@ -14,7 +14,8 @@
 // summed in the accumulation type. Gathers only: deterministic, no atomics.
 //
 // Which CUDA pass runs is lenet_ext.backends.cuda_fused_block's to say: "composite" (ATen's sigmoid and
-// our avg_pool2d, verified on a GPU) unless "fused" is asked for.
+// our avg_pool2d, verified on a GPU), "fused", or "auto" (the default: the fused pass once
+// csrc/cuda_families.h lists it).
 #pragma once
 
 #include <ATen/Dispatch.h>
@@ -34,7 +35,7 @@
 namespace lenet_ext {
 namespace fused {
 
-bool cuda_fused_pass();  // fused_host.cpp: lenet_ext.backends.cuda_fused_block is "fused"
+bool cuda_fused_pass();  // fused_host.cpp: cuda_fused_block is "fused", or "auto" with fused_pass verified
 
 template <typename acc>
 C10_HOST_DEVICE inline acc sigmoid(acc v) {

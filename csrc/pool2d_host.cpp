@@ -2,6 +2,7 @@
 // items on the host (pool2d_items.h), so tests check their index arithmetic without a GPU.
 #include <torch/library.h>
 
+#include "cuda_families.h"
 #include "items_host.h"
 #include "pool2d_items.h"
 #include "setting.h"
@@ -10,10 +11,11 @@ namespace lenet_ext {
 
 namespace {
 
-// 0: planar kernels (the default), 1: native channels_last kernels.
-Setting g_cuda_pool_layout{"_set_cuda_pool_layout", 2};
-// 0: one output per planar forward item (the default), 1: runs of pool::kRun outputs.
-Setting g_cuda_pool_planar{"_set_cuda_pool_planar", 2};
+// 0: auto (the default: cuda_families.h), 1: planar kernels, 2: native channels_last kernels.
+Setting g_cuda_pool_layout{"_set_cuda_pool_layout", 3};
+// 0: auto (the default: cuda_families.h), 1: one output per planar forward item, 2: runs of pool::kRun
+// outputs.
+Setting g_cuda_pool_planar{"_set_cuda_pool_planar", 3};
 
 int64_t set_cuda_pool_layout(int64_t layout) {
   return g_cuda_pool_layout.set(layout);
@@ -26,7 +28,10 @@ int64_t set_cuda_pool_planar(int64_t planar) {
 }  // namespace
 
 pool::Kernels pool::cuda_pool_kernels() {
-  return {g_cuda_pool_layout.get() == 1, g_cuda_pool_planar.get() == 1};
+  using cuda_families::Family;
+  const int layout = g_cuda_pool_layout.get(), planar = g_cuda_pool_planar.get();
+  return {cuda_families::takes(Family::kPoolNhwc, layout == 2, layout == 0),
+          cuda_families::takes(Family::kPoolRuns, planar == 2, planar == 0)};
 }
 
 namespace {

@@ -650,12 +650,13 @@ struct AvgBackwardNhwc {
 };
 
 // Which CUDA kernels pool (process-wide settings, pool2d_host.cpp; read once per call):
-//   native_nhwc  (lenet_ext.backends.cuda_pool_layout) false, the default, copies a channels_last input
-//                to NCHW for the planar kernels and the result back; true runs the channels_last kernels
-//                on it as it is;
-//   planar_runs  (lenet_ext.backends.cuda_pool_planar) false, the default, runs the planar forwards one
-//                output per item; true, kRun outputs of a row per item (vector loads for paired columns).
-//                The backwards are the same.
+//   native_nhwc  (lenet_ext.backends.cuda_pool_layout) false copies a channels_last input to NCHW for
+//                the planar kernels and the result back; true runs the channels_last kernels on it as it is;
+//   planar_runs  (lenet_ext.backends.cuda_pool_planar) false runs the planar forwards one output per item;
+//                true, kRun outputs of a row per item (vector loads for paired columns). The backwards are
+//                the same.
+// Each is true when its setting names it, or when the setting is "auto" (the default) and
+// csrc/cuda_families.h lists the family (pool_nhwc, pool_runs).
 struct Kernels {
   bool native_nhwc = false;
   bool planar_runs = false;

@@ -35,10 +35,11 @@ candidate algorithms and keeps the fastest for the rest of the process; ``conv_a
 ``"auto"`` still wins.
 
 ``cuda_pool_layout``: which CUDA kernels pool a channels_last input, ``cuda_pool_planar``: how the CUDA
-planar pooling forwards split their work, ``cuda_conv_algorithm``: which CUDA
-kernels convolve, ``cuda_fused_block``: whether the CUDA fused block fuses its sigmoid and pool (see the
-classes); ``tf32_disabled``:
-full float32 in torch's own CUDA convolutions inside a block, for fair comparisons.
+planar pooling forwards split their work, ``cuda_conv_algorithm``: which CUDA kernels convolve,
+``cuda_fused_block``: whether the CUDA fused block fuses its sigmoid and pool (see the classes). Each
+defaults to ``"auto"``, which takes a kernel family only once ``cuda_verified()`` names a GPU run that
+passed its parity tests; the other choices force a family, verified or not. ``tf32_disabled``: full float32
+in torch's own CUDA convolutions inside a block, for fair comparisons.
 
 All settings are process-wide.
 """
@@ -135,17 +136,17 @@ def available_cpu_isas():
 
 
 # ------------------------------------------------------------------------------- CUDA pooling layout
-CUDA_POOL_LAYOUTS = ("planar", "native")
+CUDA_POOL_LAYOUTS = ("auto", "planar", "native")
 
 
 class cuda_pool_layout(_Choice):
     """Chooses the CUDA pooling kernels for channels_last inputs; also a context manager.
 
-    ``"planar"`` (the default) copies a channels_last input to NCHW, runs the planar kernels and copies
-    the result back to channels_last. ``"native"`` runs kernels that read and write channels_last as it is,
-    a vector of channels per access: no copies, but not yet verified on a GPU (see the table at the top
-    of ``csrc/cuda/pool2d.cu``), so opt-in. Either way the result is channels_last. Process-wide; no effect
-    on the CPU kernels.
+    ``"planar"`` copies a channels_last input to NCHW, runs the planar kernels and copies the result back
+    to channels_last. ``"native"`` runs kernels that read and write channels_last as it is, a vector of
+    channels per access: no copies, but not yet verified on a GPU, so opt-in. ``"auto"`` (the default)
+    takes "native" once ``cuda_verified()`` lists it (``pool_nhwc``), "planar" until then. Either way the
+    result is channels_last. Process-wide; no effect on the CPU kernels.
     """
 
     CHOICES, SETTER = CUDA_POOL_LAYOUTS, "_set_cuda_pool_layout"
@@ -155,19 +156,19 @@ def current_cuda_pool_layout():
     return cuda_pool_layout.current()
 
 
-CUDA_POOL_PLANAR = ("outputs", "runs")
+CUDA_POOL_PLANAR = ("auto", "outputs", "runs")
 
 
 class cuda_pool_planar(_Choice):
     """Chooses how the CUDA planar (NCHW) pooling forwards split their work; also a context manager.
 
-    ``"outputs"`` (the default) gives each thread one output element. ``"runs"`` gives it a run of four
+    ``"outputs"`` gives each thread one output element. ``"runs"`` gives it a run of four
     neighbouring outputs of a row, whose row it decodes once and whose windows it reads together (a
     forward that moves a few bytes per output is bound by that bookkeeping); for windows two columns wide
     at column stride two (2x2 stride-2 pooling), a run reads its eight columns of each window row in
-    16-byte vectors where the row length and alignment allow. Not yet verified on a GPU
-    (see the table at the top of ``csrc/cuda/pool2d.cu``), so opt-in. The backwards are the same either
-    way. Process-wide; no effect on the CPU kernels.
+    16-byte vectors where the row length and alignment allow. Not yet verified on a GPU, so opt-in:
+    ``"auto"`` (the default) takes "runs" once ``cuda_verified()`` lists it (``pool_runs``), "outputs"
+    until then. The backwards are the same either way. Process-wide; no effect on the CPU kernels.
     """
 
     CHOICES, SETTER = CUDA_POOL_PLANAR, "_set_cuda_pool_planar"
@@ -185,7 +186,9 @@ class cuda_conv_algorithm(_Choice):
     """Chooses the CUDA conv2d kernels; also a context manager.
 
     ``"auto"`` (the default) takes the kernels verified on a GPU: a direct forward for narrow layers, the
-    implicit GEMM for the rest and for both gradients. ``"gemm"`` takes the implicit GEMM for every pass,
+    implicit GEMM for the rest and for both gradients; each family below joins it once ``cuda_verified()``
+    lists a GPU run it passed (``conv_gemm_pipelined``, ``conv_phased``, ``conv_direct`` for the gradients
+    of narrow layers, ``conv_tensor_cores``). ``"gemm"`` takes the implicit GEMM for every pass,
     pipelined (float and double: asynchronous copies, cp.async on sm_80 and later, into a ring of
     shared-memory stages, k tiles ahead of the products; float16 and bfloat16: each k tile's loads in
     registers while the previous tile computes), with a strided, undilated convolution's input gradient
@@ -208,16 +211,17 @@ def current_cuda_conv_algorithm():
     return cuda_conv_algorithm.current()
 
 
-CUDA_FUSED_BLOCKS = ("composite", "fused")
+CUDA_FUSED_BLOCKS = ("auto", "composite", "fused")
 
 
 class cuda_fused_block(_Choice):
     """Chooses what follows the convolution in the CUDA fused LeNet block (conv2d_sigmoid_avgpool2d);
     also a context manager.
 
-    ``"composite"`` (the default) runs ATen's sigmoid and our avg_pool2d, each a pass over the conv's
-    output, and in the backward ATen's arithmetic on the unpooled gradient. ``"fused"`` runs one pass each
-    way (``csrc/fused_items.h``), as the CPU kernel does. Not yet run on a GPU, so opt-in.
+    ``"composite"`` runs ATen's sigmoid and our avg_pool2d, each a pass over the conv's output, and in the
+    backward ATen's arithmetic on the unpooled gradient. ``"fused"`` runs one pass each way
+    (``csrc/fused_items.h``), as the CPU kernel does. Not yet run on a GPU, so opt-in: ``"auto"`` (the
+    default) takes "fused" once ``cuda_verified()`` lists it (``fused_pass``), "composite" until then.
     Process-wide; no effect on the CPU kernels.
     """
 
@@ -226,6 +230,17 @@ class cuda_fused_block(_Choice):
 
 def current_cuda_fused_block():
     return cuda_fused_block.current()
+
+
+def cuda_verified():
+    """The CUDA kernel families (``csrc/cuda_families.h``), each with the GPU run that first passed its
+    parity tests (``{"gpu", "torch", "commit", "date"}``), or None for a family no GPU has run yet. The
+    ``"auto"`` choice of each CUDA setting takes an opt-in family only once it is listed here."""
+    families = {}
+    for row in _ops._cuda_families():
+        name, *run = row.split("|")
+        families[name] = dict(zip(("gpu", "torch", "commit", "date"), run)) if run else None
+    return families
 
 
 @contextlib.contextmanager

@@ -131,6 +131,14 @@ step build 180 "$out/build.log" "$python" -m pip install --no-build-isolation --
   exit 1
 }
 
+# the kernel families and the GPU runs that verified them (csrc/cuda_families.h): a family whose parity
+# tests pass below, and whose timings hold, gets a row there naming this run
+"$python" -c "
+from lenet_ext.backends import cuda_verified
+for name, run in cuda_verified().items():
+    print(f'  {name:22}', 'not yet verified' if run is None else 'verified: ' + ', '.join(run.values()))
+" >>"$summary" 2>&1
+
 pytest_args=(-v -p no:cacheprovider --durations=15)
 if has_module xdist; then
   pytest_args+=(-n "$workers")

@@ -187,8 +187,8 @@ def test_cuda_settings_are_forced_for_the_run_recorded_and_restored(tmp_path):
     assert result["cuda_conv_algorithm"] == "direct" and result["cuda_fused_block"] == "fused"
     assert result["cuda_pool_planar"] == "runs"
     assert {r["status"] for r in result["rows"]} == {"ok"}
-    assert backends.current_cuda_conv_algorithm() == "auto" and backends.current_cuda_fused_block() == "composite"
-    assert backends.current_cuda_pool_planar() == "outputs"
+    assert backends.current_cuda_conv_algorithm() == "auto" and backends.current_cuda_fused_block() == "auto"
+    assert backends.current_cuda_pool_planar() == "auto"
 
 
 # torchvision's published sizes (the num_params of each model's weights): the zoo must have its shapes

@@ -8,7 +8,9 @@ set, and requires the full set when LENET_EXT_CUDA=1 (CI's CUDA build) or a GPU 
 Pooling is tested at the operator level (torch.ops.lenet_ext.*), so these tests need only the operators.
 """
 
+import datetime
 import os
+import re
 
 import pytest
 import torch
@@ -19,7 +21,14 @@ from conftest import CUDA_POOL_KERNELS, cuda_pool_kernels
 
 import lenet_ext
 import lenet_ext.functional
-from lenet_ext.backends import CUDA_CONV_ALGORITHMS, cuda_conv_algorithm
+from lenet_ext.backends import (
+    CUDA_CONV_ALGORITHMS,
+    cuda_conv_algorithm,
+    cuda_fused_block,
+    cuda_pool_layout,
+    cuda_pool_planar,
+    cuda_verified,
+)
 
 OPS = sorted(n for n in torch._C._dispatch_get_all_op_names() if n.startswith("lenet_ext::"))
 _ops = torch.ops.lenet_ext
@@ -60,6 +69,50 @@ def test_every_operator_has_a_cuda_kernel():
     # (CompositeExplicitAutograd: the fused LeNet block, the algorithm setting)
     missing = [n for n in OPS if not (_has_cuda_kernel(n) or _has_any_device_kernel(n))]
     assert not missing, f"no CUDA kernel registered for {missing}"
+
+
+# ------------------------------------------------------------------------------------ kernel families
+# csrc/cuda_families.h: the GPU run each kernel family passed its parity tests in. Every CUDA setting
+# defaults to "auto", which takes an opt-in family only once it is listed there. Checkable without a GPU:
+# the settings resolve on the host (_cuda_families_in_use).
+OPT_IN = {  # family -> (its setting, the choices that name it)
+    "conv_gemm_pipelined": (cuda_conv_algorithm, {"gemm"}),
+    "conv_phased": (cuda_conv_algorithm, {"gemm", "tensor_cores"}),
+    "conv_direct": (cuda_conv_algorithm, {"direct"}),
+    "conv_tensor_cores": (cuda_conv_algorithm, {"tensor_cores"}),
+    "pool_nhwc": (cuda_pool_layout, {"native"}),
+    "pool_runs": (cuda_pool_planar, {"runs"}),
+    "fused_pass": (cuda_fused_block, {"fused"}),
+}
+
+
+def test_every_verified_family_names_its_gpu_run():
+    table = cuda_verified()
+    assert set(OPT_IN) <= set(table)
+    # the defaults' own kernels are the ones a GPU run has verified
+    for family in ("conv_gemm", "conv_direct_forward", "conv_grad_bias", "pool_planar"):
+        assert table[family] is not None, family
+    for family, run in table.items():
+        if run is not None:
+            assert set(run) == {"gpu", "torch", "commit", "date"} and run["gpu"] and run["torch"], family
+            assert re.fullmatch(r"[0-9a-f]{7,40}", run["commit"]), run
+            assert datetime.date.fromisoformat(run["date"]) <= datetime.date.today()
+
+
+def test_auto_takes_an_opt_in_family_only_once_it_is_verified():
+    def in_use():
+        return set(_ops._cuda_families_in_use())
+
+    verified = {family for family, run in cuda_verified().items() if run is not None}
+    for setting, _ in OPT_IN.values():
+        assert setting.current() == "auto"
+    assert in_use() == set(OPT_IN) & verified
+    for family, (setting, naming) in OPT_IN.items():
+        for choice in setting.CHOICES:
+            with setting(choice):
+                taken = choice in naming or (choice == "auto" and family in verified)
+                assert (family in in_use()) == taken, (family, choice)
+    assert in_use() == set(OPT_IN) & verified  # every setting restored
 
 
 # --------------------------------------------------------------------------------------------- helpers

@@ -91,10 +91,10 @@ def test_cuda_fused_items_on_host(cfg, dtype, int64_index):
 def test_cuda_fused_block_setting():
     from lenet_ext.backends import current_cuda_fused_block
 
-    assert current_cuda_fused_block() == "composite"
+    assert current_cuda_fused_block() == "auto"
     with cuda_fused_block("fused"):
         assert current_cuda_fused_block() == "fused"
-    assert current_cuda_fused_block() == "composite"
+    assert current_cuda_fused_block() == "auto"
     with pytest.raises(ValueError, match="cuda_fused_block must be one of"):
         cuda_fused_block("separate")
 

@@ -1,7 +1,8 @@
 // conv2d on CUDA: forward, and one backward computing any subset of (input, weight, bias) gradients.
 //
 // Algorithms, as lenet_ext.backends.cuda_conv_algorithm chooses them:
-//   "auto" (default)  the kernels below, verified on a GPU; the heuristic is `use_direct`;
+//   "auto" (default)  the kernels below, verified on a GPU; the heuristic is `use_direct`; each family of
+//                     the other choices joins "auto" once csrc/cuda_families.h lists a GPU run it passed;
 //   "gemm"            the implicit GEMM for every pass, pipelined (float and double: cp.async copies into a
 //                     ring of shared-memory stages, k tiles ahead of the products; 16-bit types: the next
 //                     k tile's loads in registers), with a strided undilated input gradient split
@@ -50,6 +51,7 @@
 
 #include "checks.h"
 #include "conv2d_items.h"
+#include "cuda_families.h"
 #include "cuda/gemm.cuh"
 #include "cuda/gemm_tc.cuh"
 #include "cuda/items.cuh"
@@ -188,11 +190,13 @@ dim3 gemm_grid(const Geom<index_t>& g, index_t m_tiles, index_t n_tiles, int64_t
   return dim3(static_cast<unsigned int>(blocks), static_cast<unsigned int>(chunks));
 }
 
+using cuda_families::Family;
+
 // The pipelined GEMMs (gemm.cuh: asynchronous copies into a ring of shared-memory stages for float and
-// double, the next k tile's loads in registers for the 16-bit types) are opt-in with "gemm" until a GPU
-// run has passed their tests; "auto" keeps the kernel verified on one.
+// double, the next k tile's loads in registers for the 16-bit types): "gemm" names them; "auto" takes
+// them once cuda_families.h lists them.
 bool staged_gemm() {
-  return conv::cuda_conv_algorithm() == conv::CudaAlgorithm::kGemm;
+  return conv::cuda_takes(Family::kConvGemmPipelined);
 }
 
 static_assert(cuda::kTcTileM == kTileM && cuda::kTcTileN == kTileN && cuda::kTcTileK == kTileK,
@@ -219,7 +223,7 @@ bool tensor_cores_available() {
 template <typename scalar_t>
 bool use_tensor_cores() {
   constexpr bool half_type = std::is_same_v<scalar_t, at::Half> || std::is_same_v<scalar_t, at::BFloat16>;
-  return half_type && conv::cuda_conv_algorithm() == conv::CudaAlgorithm::kTensorCores && tensor_cores_available();
+  return half_type && conv::cuda_takes(Family::kConvTensorCores) && tensor_cores_available();
 }
 
 // One launch of the implicit GEMM of `mode`: on tensor cores where use_tensor_cores says so, else on CUDA
@@ -264,14 +268,13 @@ void launch_gemm(const GemmArgs<scalar_t>& args, const Geom<index_t>& g, int64_t
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
-// The strided input gradient split into stride phases (opt-in: "gemm" and "tensor_cores"): strided and
-// undilated convolutions, whose input gradient otherwise multiplies (s_h s_w - 1) / (s_h s_w) of its
-// terms by structural zeros.
+// The strided input gradient split into stride phases ("gemm" and "tensor_cores" name it; "auto" takes it
+// once cuda_families.h lists it): strided and undilated convolutions, whose input gradient otherwise
+// multiplies (s_h s_w - 1) / (s_h s_w) of its terms by structural zeros.
 bool use_phases(const Conv2dParams& p) {
-  const conv::CudaAlgorithm a = conv::cuda_conv_algorithm();
   const Window2d& w = p.win;
-  return (a == conv::CudaAlgorithm::kGemm || a == conv::CudaAlgorithm::kTensorCores) &&
-         (w.stride[0] > 1 || w.stride[1] > 1) && w.dilation[0] == 1 && w.dilation[1] == 1;
+  return conv::cuda_takes(Family::kConvPhased) && (w.stride[0] > 1 || w.stride[1] > 1) && w.dilation[0] == 1 &&
+         w.dilation[1] == 1;
 }
 
 template <typename scalar_t, typename index_t>
@@ -402,7 +405,9 @@ std::tuple<std::optional<at::Tensor>, std::optional<at::Tensor>, std::optional<a
   const at::Tensor go = grad_output.contiguous();
   const bool small = conv::fits_int32(p);
   const bool no_terms = go.numel() == 0;  // no output pixels: every gradient is zero
-  const bool direct = conv::cuda_conv_algorithm() == conv::CudaAlgorithm::kDirect;
+  // the direct kernels' gradients: for every layer when named, for narrow ones when "auto" takes them
+  const bool direct = conv::cuda_conv_algorithm() == conv::CudaAlgorithm::kDirect ||
+                      (conv::cuda_takes(Family::kConvDirect) && use_direct(p));
   std::optional<at::Tensor> gx, gw, gb;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "conv2d_backward_cuda", [&] {
     with_index_type(small, [&](auto index_zero) {

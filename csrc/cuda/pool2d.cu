@@ -9,22 +9,20 @@
 // per input element or run: no atomics, so both backwards are deterministic.
 //
 // Layout: channels_last inputs give channels_last results. Which kernels compute them is chosen by
-// lenet_ext.backends.cuda_pool_layout:
-//   "planar" (default)  copy to NCHW, planar kernels, copy the result back;
+// lenet_ext.backends.cuda_pool_layout ("auto", the default, takes "native" once it is verified):
+//   "planar"            copy to NCHW, planar kernels, copy the result back;
 //   "native"            channels_last kernels on the input as it is, V channels per aligned vector access.
 // Every other layout is copied to contiguous NCHW for the planar kernels. How the planar forwards split
-// their work is chosen by lenet_ext.backends.cuda_pool_planar:
-//   "outputs" (default) one item per output element;
+// their work is chosen by lenet_ext.backends.cuda_pool_planar ("auto", the default, takes "runs" once it
+// is verified):
+//   "outputs"           one item per output element;
 //   "runs"              one item per run of pool::kRun outputs along a row, which decodes its row once;
 //                       for 2x2 stride-2 column windows it loads its span of each window row in vectors.
 //
-// GPUs each kernel family has passed the parity tests on (tests/test_pool2d.py, tests/test_cuda.py):
-//   kernels                          | verified on
-//   ---------------------------------|----------------------------------------------
-//   planar, floating types           | H200, torch 2.11.0+cu130 (2026-11-29)
-//   planar, integer max forward      | not yet
-//   channels_last ("native")         | not yet: opt-in until a GPU run passes its tests
-//   planar forwards by runs ("runs") | not yet: opt-in until a GPU run passes its tests
+// The GPUs each kernel family has passed its parity tests on (tests/test_pool2d.py, tests/test_cuda.py)
+// are in csrc/cuda_families.h, which "auto" (each setting's default) reads: pool_planar is verified;
+// pool_nhwc ("native") and pool_runs ("runs") run only when named until a row lists them;
+// pool_planar_integer, the only integer kernel, runs unverified.
 #include <ATen/Dispatch.h>
 #include <ATen/ops/empty.h>
 #include <torch/library.h>
