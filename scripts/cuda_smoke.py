@@ -74,6 +74,10 @@ def pool_case(x):
             ops.avg_pool2d_backward(torch.ones_like(avg), x, *AVG_CONF)
             want = F.max_pool2d(x.float(), 3, 2, 1, ceil_mode=True)
             worst = max(worst, (out.float() - want).abs().max().item())
+            # 2x2 stride 2: the runs' vector loads of paired columns (ceil mode: a partial last window)
+            pairs = ops.max_pool2d_forward_values(x, [2, 2], [2, 2], [0, 0], [1, 1], True)
+            ops.avg_pool2d_forward(x, [2, 2], [2, 2], [0, 0], True, True, None)
+            worst = max(worst, (pairs.float() - F.max_pool2d(x.float(), 2, 2, ceil_mode=True)).abs().max().item())
     return worst
 
 

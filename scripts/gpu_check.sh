@@ -5,9 +5,9 @@
 #      then the error-path tests that once crashed workers
 #   3. compute-sanitizer memcheck over scripts/cuda_smoke.py (every operator once, every pooling family)
 #   4. speed beside torch/cuDNN (bench/gpu_speed.py), host time per small call (bench/host_time.py), the
-#      benchmark harness (again for the conv rows with the opt-in direct conv kernels, the fused-block rows
-#      with its opt-in pass, and the pooling forwards with the opt-in runs), and the two CUDA pooling kernel
-#      families for channels_last side by side (scripts/cuda_pool_layouts.py)
+#      benchmark harness (again for the conv rows with the opt-in direct and pipelined GEMM kernels, the
+#      fused-block rows with its opt-in pass, and the pooling forwards with the opt-in runs), and the two
+#      CUDA pooling kernel families for channels_last side by side (scripts/cuda_pool_layouts.py)
 #   5. LeNet training on CUDA for 3 epochs beside its torch.nn twin, eagerly and replayed as CUDA graphs
 #   6. the rest of the test suite (the CPU tests), if time is left
 # Everything it writes goes to $OUT (default ./gpu-check-out/), flat: one log per step, summary.txt
@@ -182,10 +182,13 @@ fi
 # 4. speed (TF32 off in both: they say so in their output)
 step gpu_speed 90 "$out/gpu_speed.log" "$python" bench/gpu_speed.py --json "$out/gpu_speed.json"
 step bench 90 "$out/bench.log" "$python" -m lenet_ext bench --device cuda --json "$out/bench.json"
-# the opt-in direct conv kernels on the same rows, so the next change to the default heuristic has numbers
 step host_time 20 "$out/host_time.log" "$python" bench/host_time.py --device cuda --json "$out/host_time.json"
+# the opt-in conv kernels on the same rows (direct; the pipelined GEMM with the phased input gradient), so
+# a row in csrc/cuda_families.h, which makes "auto" take them, has numbers behind it
 step bench-direct 45 "$out/bench-direct.log" "$python" -m lenet_ext bench --device cuda --filter conv2d \
   --cuda-conv-algorithm direct --json "$out/bench-direct.json"
+step bench-gemm 45 "$out/bench-gemm.log" "$python" -m lenet_ext bench --device cuda --filter conv2d \
+  --cuda-conv-algorithm gemm --json "$out/bench-gemm.json"
 step bench-fused 30 "$out/bench-fused.log" "$python" -m lenet_ext bench --device cuda --filter lenet_block \
   --cuda-fused-block fused --json "$out/bench-fused.json"
 step bench-pool-runs 30 "$out/bench-pool-runs.log" "$python" -m lenet_ext bench --device cuda --filter pool2d.forward \
