@@ -239,8 +239,9 @@ void launch_gemm(const GemmArgs<scalar_t>& args, const Geom<index_t>& g, int64_t
   const cudaStream_t stream = cuda::current_stream();
   if constexpr (std::is_same_v<scalar_t, at::Half> || std::is_same_v<scalar_t, at::BFloat16>) {
     if (use_tensor_cores<scalar_t>()) {
-      // the forward's weight rows, copied with cp.async 8 elements at a time where they are 16-byte pieces
-      const bool async_a = mode == Mode::kForward && s.K % cuda::kTcPiece == 0 &&
+      // the forward's weight rows, copied with cp.async 8 elements at a time where they are 16-byte pieces:
+      // rows of a multiple of 8, an aligned weight, and k chunks starting at multiples of 8
+      const bool async_a = mode == Mode::kForward && s.K % cuda::kTcPiece == 0 && k_chunk % cuda::kTcPiece == 0 &&
                            reinterpret_cast<uintptr_t>(args.weight) % 16 == 0;
       if (async_a) {
         cuda::conv2d_gemm_tc_kernel<mode, scalar_t, index_t, mode == Mode::kForward>

@@ -222,10 +222,10 @@ __global__ void __launch_bounds__(kGemmThreads)
 // ahead of the products, with no registers to stage them in and one barrier per k tile (CUTLASS's
 // multistage mainloop, with its zero fill for what a tap does not read).
 //
-// Iteration t computes stage t % kStages. Before it, wait_prior(kStages - 2) completes this thread's
-// copies of tile t (the copy groups are one per tile, committed in order, empty past the last), and the
-// barrier makes every thread's copies visible and every thread done with tile t - 1, whose stage the
-// copies of tile t + kStages - 1 then refill.
+// Iteration i computes k tile i from stage i % kStages. Before it, wait_prior(kStages - 2) completes this
+// thread's copies of tile i (the copy groups are one per tile, committed in order, empty past the last),
+// and the barrier makes every thread's copies visible and every thread done with tile i - 1, whose stage
+// the copies of tile i + kStages - 1 then refill.
 template <Mode mode, typename scalar_t, typename index_t, int kStages>
 __global__ void __launch_bounds__(kGemmThreads)
     conv2d_gemm_async_kernel(GemmArgs<scalar_t> args, Geom<index_t> g, Phase<index_t> ph, index_t m_tiles,
@@ -247,7 +247,7 @@ __global__ void __launch_bounds__(kGemmThreads)
   const scalar_t* a_src = a_source<mode, scalar_t>(args);
   const scalar_t* b_src = b_source<mode, scalar_t>(args);
 
-  // one element to shared memory: from src, or zeros without a read
+  // one element to shared memory: from src, or zeros without a read (src is then any valid address)
   auto copy = [](scalar_t* dst, const scalar_t* src, bool valid) {
     __pipeline_memcpy_async(dst, src, sizeof(scalar_t), valid ? 0 : sizeof(scalar_t));
   };

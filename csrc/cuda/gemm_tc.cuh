@@ -132,6 +132,7 @@ __global__ void __launch_bounds__(kTcThreads)
       const int row = tid / (kTcTileK / kTcPiece), kk = (tid % (kTcTileK / kTcPiece)) * kTcPiece;
       const index_t m = t.m0 + row, k = k0 + kk;
       const bool valid = m < shape.M && k < t.k_end;  // K % 8 == 0: a piece is wholly in or out
+      // a zero-filled piece reads nothing; its source is any valid address
       const scalar_t* src = valid ? args.weight + a_at<mode, index_t>(g, ph, t.grp, m, k) : args.weight;
       __pipeline_memcpy_async(&a_s[s][row * kTcLdA + kk], src, 16, valid ? 0 : 16);
       __pipeline_commit();
@@ -153,7 +154,9 @@ __global__ void __launch_bounds__(kTcThreads)
     copy_a(t.k_begin, 0);
     gather(t.k_begin, stage);
     deposit(stage, 0);
-    __pipeline_wait_prior(0);
+    if constexpr (kAsyncA) {
+      __pipeline_wait_prior(0);
+    }
     __syncthreads();
   }
   for (index_t i = 0; i < tiles; ++i) {
@@ -181,7 +184,9 @@ __global__ void __launch_bounds__(kTcThreads)
 
     if (more) {
       deposit(stage, next);
-      __pipeline_wait_prior(0);
+      if constexpr (kAsyncA) {
+        __pipeline_wait_prior(0);
+      }
     }
     __syncthreads();
   }
