@@ -11,7 +11,9 @@ it (operator time): the difference between the two is our Python's share.
 
 Rows: a convolution with no gradient wanted; LeNet's first layer at batch 1 with its weight needing a
 gradient (the autograd graph is recorded), and with its backward too; max and average pooling of LeNet's
-first map at batch 1 with its input needing a gradient. Rates are calls per second ("img/s", one image).
+first map at batch 1 with its input needing a gradient, and of a single 2x2 window, whose kernel costs
+nothing, so that on the CPU too the row is the host time alone. Rates are calls per second ("img/s", one
+image).
 """
 
 import sys
@@ -29,6 +31,7 @@ ops = torch.ops.lenet_ext
 TINY = Conv(1, 1, 8, 8, 2, 3, padding=1)
 LENET_CONV1 = Conv(1, 1, 28, 28, 6, 5, padding=2)
 LENET_POOL1 = Pool(1, 6, 28, 28, 2, 2)
+SPECK = Pool(1, 1, 2, 2, 2, 2)  # one window: the kernel's share is nil, the time is the call's overhead
 
 
 def _conv_tensors(shape, device, grad):
@@ -83,6 +86,8 @@ JOBS = [
     ),
     (Row("LeNet pool1 batch 1, input grad", "host.max_pool2d.forward", LENET_POOL1), lambda s, d: pool("max", s, d)),
     (Row("LeNet pool1 batch 1, input grad", "host.avg_pool2d.forward", LENET_POOL1), lambda s, d: pool("avg", s, d)),
+    (Row("one 2x2 window, input grad", "host.max_pool2d.forward", SPECK), lambda s, d: pool("max", s, d)),
+    (Row("one 2x2 window, input grad", "host.avg_pool2d.forward", SPECK), lambda s, d: pool("avg", s, d)),
 ]
 
 
