@@ -234,7 +234,7 @@ def current_cuda_fused_block():
 
 def cuda_verified():
     """The CUDA kernel families (``csrc/cuda_families.h``), each with the GPU run that first passed its
-    parity tests (``{"gpu", "torch", "commit", "date"}``), or None for a family no GPU has run yet. The
+    parity tests (``{"gpu", "torch", "commit", "date"}``), or None for a family no GPU run has verified. The
     ``"auto"`` choice of each CUDA setting takes an opt-in family only once it is listed here."""
     families = {}
     for row in _ops._cuda_families():
