@@ -63,9 +63,9 @@ def conv_forward_backward(shape, device):
     )
 
 
-def half_forward(dtype, algorithm):
-    """A Case builder: the forward in a 16-bit dtype with our kernels chosen by cuda_conv_algorithm; the
-    check allows that dtype's rounding (both sides accumulate in float, in different orders)."""
+def half_forward(dtype):
+    """A Case builder: the forward in a 16-bit dtype; the check allows that dtype's rounding (both sides
+    accumulate in float, in different orders). Run it under a cuda_conv_algorithm with `under`."""
 
     def build(shape, device):
         x = torch.randn(shape.n, shape.c, shape.h, shape.w, device=device, dtype=dtype)
@@ -75,12 +75,7 @@ def half_forward(dtype, algorithm):
         op_conf = ([shape.stride] * 2, [shape.padding] * 4, [1, 1], shape.groups)
 
         def ours():
-            with cuda_conv_algorithm(algorithm):
-                return LF.conv2d(x, w, *conf)
-
-        def operator():
-            with cuda_conv_algorithm(algorithm):
-                return ops.conv2d_forward(x, w, None, *op_conf)
+            return LF.conv2d(x, w, *conf)
 
         def check():
             a, b = ours().float(), F.conv2d(x, w, *conf).float()
@@ -89,16 +84,16 @@ def half_forward(dtype, algorithm):
             return (a - b).abs().max().item()
 
         return benchmark.Case(
-            ours, lambda: F.conv2d(x, w, *conf), work=shape.flops(), unit="flop", check=check, operator=operator,
-            reads=(x, w),
+            ours, lambda: F.conv2d(x, w, *conf), work=shape.flops(), unit="flop", check=check,
+            operator=lambda: ops.conv2d_forward(x, w, None, *op_conf), reads=(x, w),
         )  # fmt: skip
 
     return build
 
 
 def under(setting, build):
-    """A Case builder: build's case with ours, and our operator, run inside setting() (a lenet_ext.backends
-    choice), so the check before timing checks those kernels too."""
+    """A Case builder: build's case with ours, our operator and its check run inside setting() (a
+    lenet_ext.backends choice), so the check before timing checks those kernels too."""
 
     def wrapped(shape, device):
         case = build(shape, device)
@@ -110,7 +105,12 @@ def under(setting, build):
 
             return run
 
-        return dataclasses.replace(case, ours=inside(case.ours), operator=case.operator and inside(case.operator))
+        return dataclasses.replace(
+            case,
+            ours=inside(case.ours),
+            operator=case.operator and inside(case.operator),
+            check=case.check and inside(case.check),
+        )
 
     return wrapped
 
@@ -150,7 +150,7 @@ JOBS = [
     *[
         (
             Row(f"64->64 3x3 b32 {str(dtype)[6:]} ({algorithm})", "conv2d.forward", CONV64_B32),
-            half_forward(dtype, algorithm),
+            under(lambda algorithm=algorithm: cuda_conv_algorithm(algorithm), half_forward(dtype)),
         )
         for dtype in (torch.float16, torch.bfloat16)
         for algorithm in ("auto", "tensor_cores")

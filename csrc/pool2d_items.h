@@ -376,10 +376,10 @@ C10_HOST_DEVICE inline bool paired_columns(const Geom<index_t>& g) {
   return g.KW == 2 && g.sw == 2 && g.pw == 0 && g.dw == 1;
 }
 
-// Whether run r's kRun windows are all whole pairs inside the row (paired_columns already holds).
+// Whether run r's kRun windows are all whole pairs of columns inside the row.
 template <typename index_t>
 C10_HOST_DEVICE inline bool whole_pairs(const RowRun<index_t>& r, const Geom<index_t>& g) {
-  return r.count == kRun && 2 * (r.ow0 + kRun) <= g.W;
+  return paired_columns<index_t>(g) && r.count == kRun && 2 * (r.ow0 + kRun) <= g.W;
 }
 
 // The kPairSpan columns of one window row starting at p, V at a time.
@@ -396,7 +396,7 @@ LENET_EXT_UNROLL
   }
 }
 
-// V: the span's load width (1 unless `pairs`); pairs: paired_columns(g), decided once by the host.
+// V: the load width of the paired spans (pair_width; 1 for any other geometry).
 template <typename scalar_t, typename index_t, int V, bool kWithIndices>
 struct MaxForwardRuns {
   using index_type = index_t;
@@ -404,14 +404,13 @@ struct MaxForwardRuns {
   scalar_t* out;
   int64_t* indices;
   Geom<index_t> g;
-  bool pairs;
 
   C10_HOST_DEVICE void operator()(index_t i) const {
     using acc = acc_t<scalar_t>;
     const RowRun<index_t> r = row_run<index_t>(i, g);
     const Taps<index_t> th = max_taps<index_t>(r.oh, g.sh, g.ph, g.KH, g.dh, g.H);
     const scalar_t* src = x + r.plane * g.H * g.W;
-    if (pairs && whole_pairs<index_t>(r, g)) {
+    if (whole_pairs<index_t>(r, g)) {
       MaxOf<acc, index_t> m[kRun];
 LENET_EXT_UNROLL
       for (int k = 0; k < kRun; ++k) {
@@ -456,13 +455,12 @@ struct AvgForwardRuns {
   scalar_t* out;
   Geom<index_t> g;
   AvgRule rule;
-  bool pairs;
 
   C10_HOST_DEVICE void operator()(index_t i) const {
     using acc = acc_t<scalar_t>;
     const RowRun<index_t> r = row_run<index_t>(i, g);
     const scalar_t* src = x + r.plane * g.H * g.W;
-    if (pairs && whole_pairs<index_t>(r, g)) {
+    if (whole_pairs<index_t>(r, g)) {
       // the kRun windows share their rows, and so their divisor: each is two whole columns wide
       const AvgWindow<index_t> win = avg_window<index_t>(r.oh, r.ow0, g);
       acc sum[kRun] = {};
@@ -784,8 +782,7 @@ std::tuple<at::Tensor, at::Tensor> max_pool2d_forward_impl(const Runner& run, bo
                                return MaxForwardNhwc<scalar_t, index_t, decltype(v)::value, kWI>{xp, yp, ip, g};
                              },
                              [&](auto v) {
-                               return MaxForwardRuns<scalar_t, index_t, decltype(v)::value, kWI>{
-                                   xp, yp, ip, g, paired_columns<index_t>(g)};
+                               return MaxForwardRuns<scalar_t, index_t, decltype(v)::value, kWI>{xp, yp, ip, g};
                              },
                              row_runs(p), pair_width<scalar_t, index_t>(g, xp));
                        });
@@ -848,7 +845,7 @@ at::Tensor run_avg(const Runner& run, const at::Tensor& src, c10::IntArrayRef si
         } else {
           run_layout<scalar_t>(
               run, l, p.channels, dst.numel(), {sp, dp}, planar, nhwc,
-              [&](auto v) { return Runs<scalar_t, index_t, decltype(v)::value>{sp, dp, g, rule, paired_columns(g)}; },
+              [&](auto v) { return Runs<scalar_t, index_t, decltype(v)::value>{sp, dp, g, rule}; },
               row_runs(p), pair_width<scalar_t, index_t>(g, sp));
         }
       });

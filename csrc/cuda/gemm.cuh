@@ -50,6 +50,18 @@ static_assert(kAVec == 4 && kTileK % kAVec == 0, "A's vector loads are float4, w
 static_assert(kTileM * kALoadersPerRow == kGemmThreads, "A loads: each thread one run of kAVec, once per k tile");
 static_assert(kGemmThreads % kTileN == 0 && kTileK % kBRowsPerPass == 0, "B loads: whole rows per pass");
 
+// Thread threadIdx.x's roles, the mapping at the top of the file: the A run it loads (row, first k), the B
+// column and first k row it loads, and its place (tx, ty) in the compute grid.
+struct GemmThread {
+  int a_row, a_k, b_col, b_k, tx, ty;
+};
+
+__device__ __forceinline__ GemmThread gemm_thread() {
+  const int tid = threadIdx.x;
+  return {tid / kALoadersPerRow, (tid % kALoadersPerRow) * kAVec, tid % kTileN, tid / kTileN, tid % kThreadsN,
+          tid / kThreadsN};
+}
+
 // The block's tile of C: group, first row and column, and its range of k.
 template <typename index_t>
 struct GemmTile {
@@ -131,10 +143,7 @@ __global__ void __launch_bounds__(kGemmThreads)
   const GemmTile<index_t> t = gemm_tile<index_t>(shape, m_tiles, n_tiles, k_chunk);
   const index_t grp = t.grp, m0 = t.m0, n0 = t.n0, k_begin = t.k_begin, k_end = t.k_end;
 
-  const int tid = threadIdx.x;  // the mapping at the top of the file
-  const int a_row = tid / kALoadersPerRow, a_k = (tid % kALoadersPerRow) * kAVec;
-  const int b_col = tid % kTileN, b_k = tid / kTileN;
-  const int tx = tid % kThreadsN, ty = tid / kThreadsN;
+  const auto [a_row, a_k, b_col, b_k, tx, ty] = gemm_thread();
   const Column<index_t> col = column_of<mode, index_t>(g, ph, grp, n0 + b_col, shape.N);
   const bool a_row_valid = m0 + a_row < shape.M;
 
@@ -180,14 +189,7 @@ __global__ void __launch_bounds__(kGemmThreads)
     }
   };
 
-  acc c_r[kThreadM][kThreadN];
-#pragma unroll
-  for (int i = 0; i < kThreadM; ++i) {
-#pragma unroll
-    for (int j = 0; j < kThreadN; ++j) {
-      c_r[i][j] = 0;
-    }
-  }
+  acc c_r[kThreadM][kThreadN] = {};  // the thread's block of C
 
   Stage stage;
   if constexpr (kStaged) {
@@ -238,10 +240,7 @@ __global__ void __launch_bounds__(kGemmThreads)
 
   const GemmShape<index_t> shape = gemm_shape<mode, index_t>(g, ph);
   const GemmTile<index_t> t = gemm_tile<index_t>(shape, m_tiles, n_tiles, k_chunk);
-  const int tid = threadIdx.x;  // the mapping at the top of the file
-  const int a_row = tid / kALoadersPerRow, a_k = (tid % kALoadersPerRow) * kAVec;
-  const int b_col = tid % kTileN, b_k = tid / kTileN;
-  const int tx = tid % kThreadsN, ty = tid / kThreadsN;
+  const auto [a_row, a_k, b_col, b_k, tx, ty] = gemm_thread();
   const Column<index_t> col = column_of<mode, index_t>(g, ph, t.grp, t.n0 + b_col, shape.N);
   const bool a_row_valid = t.m0 + a_row < shape.M;
   const scalar_t* a_src = a_source<mode, scalar_t>(args);
@@ -268,14 +267,7 @@ __global__ void __launch_bounds__(kGemmThreads)
     }
   };
 
-  scalar_t c_r[kThreadM][kThreadN];
-#pragma unroll
-  for (int i = 0; i < kThreadM; ++i) {
-#pragma unroll
-    for (int j = 0; j < kThreadN; ++j) {
-      c_r[i][j] = 0;
-    }
-  }
+  scalar_t c_r[kThreadM][kThreadN] = {};  // the thread's block of C
 
   const index_t tiles = t.k_begin < t.k_end ? (t.k_end - t.k_begin + kTileK - 1) / kTileK : 0;
 #pragma unroll
