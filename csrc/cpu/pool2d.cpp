@@ -304,14 +304,28 @@ at::Tensor max_pool2d_forward_values_cpu(const at::Tensor& input, c10::IntArrayR
 
 // ------------------------------------------------------------------------------------ max backward
 
-// Remembers the first index found outside its plane, so the kernel can finish and then report it.
+// One task's first index found outside its plane. It lives in registers during the scatter and reaches
+// BadIndex once, when the task ends: an atomic inside the loop is a compiler barrier, after which every
+// iteration reloads the lambda's captures from memory (that made the scatter 3x slower on a Zen 3 EPYC).
+struct FirstBadIndex {
+  bool seen = false;
+  int64_t value = 0;
+  void note(int64_t v) {
+    if (!seen) {
+      seen = true;
+      value = v;
+    }
+  }
+};
+
+// Remembers the first index any task found outside its plane, so the kernel can finish and then report it.
 struct BadIndex {
   std::atomic<bool> seen{false};
   int64_t value = 0;
-  void record(int64_t v) {
+  void record(const FirstBadIndex& found) {
     bool expected = false;
-    if (seen.compare_exchange_strong(expected, true)) {
-      value = v;
+    if (found.seen && seen.compare_exchange_strong(expected, true)) {
+      value = found.value;
     }
   }
 };
@@ -320,18 +334,23 @@ template <typename scalar_t>
 void max_unpool_nchw(const scalar_t* go, const int64_t* ind, scalar_t* gx, int64_t planes, int64_t plane_in,
                      int64_t plane_out, BadIndex& bad) {
   at::parallel_for(0, planes, grain_for(plane_out), [&](int64_t c0, int64_t c1) {
+    FirstBadIndex found;
     for (int64_t c = c0; c < c1; ++c) {
+      // plane c's pointers as locals of the task, which stay in registers through the scatter
       scalar_t* gp = gx + c * plane_in;
+      const scalar_t* gop = go + c * plane_out;
+      const int64_t* ip = ind + c * plane_out;
       std::fill(gp, gp + plane_in, scalar_t(0));  // zeroed here, while the plane is about to be in cache
-      for (int64_t k = c * plane_out; k < (c + 1) * plane_out; ++k) {
-        const int64_t pos = ind[k];
+      for (int64_t k = 0; k < plane_out; ++k) {
+        const int64_t pos = ip[k];  // where output k of plane c took its maximum
         if (pos < 0 || pos >= plane_in) {
-          bad.record(pos);
+          found.note(pos);
           continue;
         }
-        gp[pos] += go[k];
+        gp[pos] += gop[k];
       }
     }
+    bad.record(found);
   });
 }
 
@@ -347,21 +366,25 @@ void max_unpool_nhwc(const scalar_t* go, const int64_t* ind, scalar_t* gx, int64
   // Tasks are (image, block of channels).
   const int64_t blocks = ceil_div(C, kChannelBlock);
   at::parallel_for(0, batch * blocks, grain_for(plane_out * kChannelBlock), [&](int64_t t0, int64_t t1) {
+    FirstBadIndex found;
     for (int64_t t = t0; t < t1; ++t) {
       const int64_t n = t / blocks, c_lo = (t % blocks) * kChannelBlock, c_hi = std::min(C, c_lo + kChannelBlock);
       scalar_t* gimg = gx + n * plane_in * C;
       for (int64_t q = 0; q < plane_out; ++q) {
         const int64_t base = (n * plane_out + q) * C;  // output pixel q of image n
+        const scalar_t* gop = go + base;
+        const int64_t* ip = ind + base;
         for (int64_t c = c_lo; c < c_hi; ++c) {
-          const int64_t pos = ind[base + c];
+          const int64_t pos = ip[c];
           if (pos < 0 || pos >= plane_in) {
-            bad.record(pos);
+            found.note(pos);
             continue;
           }
-          gimg[pos * C + c] += go[base + c];
+          gimg[pos * C + c] += gop[c];
         }
       }
     }
+    bad.record(found);
   });
 }
 
