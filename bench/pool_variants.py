@@ -27,6 +27,9 @@ CASES = [
     ("2x2 s2 112x112 channels_last", "avg", Pool(*MAPS, 2, 2), True, True),
     ("3x3 s1 p1 56x56", "avg", Pool(16, 64, 56, 56, 3, 1, 1), False, True),
     ("LeNet pool1", "max", Pool(256, 6, 28, 28, 2, 2), False, True),
+    ("LeNet pool1 channels_last", "max", Pool(256, 6, 28, 28, 2, 2), True, True),
+    ("LeNet pool2", "max", Pool(256, 16, 10, 10, 2, 2), False, True),
+    ("3x3 s2 p1 112x112 channels_last", "max", Pool(*MAPS, 3, 2, 1), True, True),
 ]
 
 

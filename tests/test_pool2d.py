@@ -301,6 +301,28 @@ def test_nan_and_inf(device):
                 torch.testing.assert_close(F.max_pool2d(xl, *cfg), ref, rtol=0, atol=0, equal_nan=True)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16, torch.int32])
+def test_max_ties_and_signed_zeros(device, dtype):
+    """Windows whose maximum occurs more than once, as +0 and -0 among others: the first in torch's tap order
+    wins, with its own value (its sign) and index, in both layouts, for overlapping and dilated windows."""
+    g = torch.Generator().manual_seed(7)
+    x = torch.randint(-2, 2, (2, 3, 9, 11), generator=g).to(torch.float64)  # few values: many ties
+    if dtype.is_floating_point:
+        x = torch.where(torch.rand(x.shape, generator=g) < 0.5, x, -x)  # half the zeros are -0
+        x[0, 0, 4, :] = float("nan")  # and a row of NaNs: the last NaN of a window wins
+    x = x.to(dtype).to(device)
+    for layout in ("contiguous", "channels_last"):
+        xl = x.contiguous(memory_format=torch.channels_last) if layout == "channels_last" else x
+        for kernel, stride, padding, dilation in [(2, 2, 0, 1), (3, 2, 1, 1), (3, 1, 1, 2), ((2, 3), (1, 2), 0, 1)]:
+            out, idx = F.max_pool2d(xl, kernel, stride, padding, dilation, return_indices=True)
+            ref, ref_idx = TF.max_pool2d(xl, kernel, stride, padding, dilation, return_indices=True)
+            assert torch.equal(idx, ref_idx), (layout, kernel, stride, padding, dilation)
+            torch.testing.assert_close(out, ref, rtol=0, atol=0, equal_nan=True)
+            if dtype.is_floating_point:  # the sign of a zero (a NaN's sign is its payload's: torch's bfloat16 differs)
+                numbers = ~ref.isnan()
+                assert torch.equal(out.signbit()[numbers], ref.signbit()[numbers]), (layout, kernel, stride, padding)
+
+
 def test_ceil_mode_edges():
     x = torch.arange(25.0).reshape(1, 1, 5, 5)
     # a last window starting in the left padding counts; one starting in the right padding is dropped
