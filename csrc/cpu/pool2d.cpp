@@ -115,23 +115,18 @@ std::vector<Range> column_ranges(const Window2d& w) {
 // Zen 3 than with these masks.
 template <typename T>
 inline T select_bits(bool take, T a, T b) {
-  if constexpr (std::is_integral_v<T> && !std::is_same_v<T, bool>) {
-    const T mask = static_cast<T>(-static_cast<int64_t>(take));
-    return static_cast<T>((a & mask) | (b & ~mask));
-  } else {
-    using Bits = std::conditional_t<sizeof(T) == 8, uint64_t,
-                                    std::conditional_t<sizeof(T) == 4, uint32_t,
-                                                       std::conditional_t<sizeof(T) == 2, uint16_t, uint8_t>>>;
-    static_assert(sizeof(Bits) == sizeof(T) && std::is_trivially_copyable_v<T>);
-    Bits ab, bb;
-    std::memcpy(&ab, &a, sizeof(T));
-    std::memcpy(&bb, &b, sizeof(T));
-    const Bits mask = static_cast<Bits>(-static_cast<int64_t>(take));
-    const Bits r = static_cast<Bits>((ab & mask) | (bb & static_cast<Bits>(~mask)));
-    T out;
-    std::memcpy(&out, &r, sizeof(T));
-    return out;
-  }
+  using Bits = std::conditional_t<sizeof(T) == 8, uint64_t,
+                                  std::conditional_t<sizeof(T) == 4, uint32_t,
+                                                     std::conditional_t<sizeof(T) == 2, uint16_t, uint8_t>>>;
+  static_assert(sizeof(Bits) == sizeof(T) && std::is_trivially_copyable_v<T>);
+  Bits ab, bb;
+  std::memcpy(&ab, &a, sizeof(T));
+  std::memcpy(&bb, &b, sizeof(T));
+  const Bits mask = static_cast<Bits>(-static_cast<int64_t>(take));  // all ones when take
+  const Bits r = static_cast<Bits>((ab & mask) | (bb & static_cast<Bits>(~mask)));
+  T out;
+  std::memcpy(&out, &r, sizeof(T));
+  return out;
 }
 
 // Folds one kernel tap into one output row: y[ow] = max(y[ow], xrow[ow*S + off]) for ow in [lo, hi),
