@@ -77,27 +77,27 @@ TORCH_LIBRARY(lenet_ext, m) {
   // Private: the operators' dtype tables (checks.h), read by the fake kernels in ops.py; true when
   // operator `op` (a conv or pooling schema name above) takes dtype `dtype`.
   m.def("_accepts_dtype(str op, ScalarType dtype) -> bool");
-  // Selects the CUDA pooling kernels for channels_last inputs: 0 auto (csrc/cuda_families.h), 1 planar
+  // Selects the CUDA pooling kernels for channels_last inputs: 0 auto (csrc/cuda/families.h), 1 planar
   // (copy to NCHW and back), 2 native channels_last; -1 only reads it. Returns the previous setting. Used
   // by lenet_ext.backends.cuda_pool_layout.
   m.def("_set_cuda_pool_layout(int layout) -> int");
-  // Selects how the CUDA planar pooling forwards split their work: 0 auto (csrc/cuda_families.h), 1 one
+  // Selects how the CUDA planar pooling forwards split their work: 0 auto (csrc/cuda/families.h), 1 one
   // output per item, 2 runs of outputs along a row; -1 only reads it. Returns the previous setting. Used
   // by lenet_ext.backends.cuda_pool_planar.
   m.def("_set_cuda_pool_planar(int planar) -> int");
-  // Selects the CUDA conv2d kernels: 0 auto (the verified families, csrc/cuda_families.h), 1 implicit GEMM
+  // Selects the CUDA conv2d kernels: 0 auto (the verified families, csrc/cuda/families.h), 1 implicit GEMM
   // for every pass, 2 the direct kernels of conv2d_items.h for every pass, 3 the implicit GEMM on tensor
   // cores for 16-bit types; -1 only reads it. Returns the previous setting. Used by
   // lenet_ext.backends.cuda_conv_algorithm.
   m.def("_set_cuda_conv_algorithm(int algorithm) -> int");
-  // Selects the CUDA fused block's pass after the conv: 0 auto (csrc/cuda_families.h), 1 the composite
+  // Selects the CUDA fused block's pass after the conv: 0 auto (csrc/cuda/families.h), 1 the composite
   // (ATen's sigmoid, our avg_pool2d), 2 the fused pass of fused_items.h; -1 only reads it. Returns the
   // previous setting. Used by lenet_ext.backends.cuda_fused_block.
   m.def("_set_cuda_fused_block(int choice) -> int");
-  // Private: the CUDA kernel families (csrc/cuda_families.h), each as "name" or, where a GPU run has
+  // Private: the CUDA kernel families (csrc/cuda/families.h), each as "name" or, where a GPU run has
   // passed its parity tests, "name|gpu|torch|commit|date". Used by lenet_ext.backends.cuda_verified.
   m.def("_cuda_families() -> str[]");
-  // Private: the opt-in families of csrc/cuda_families.h that the CUDA settings take now (for the calls each
+  // Private: the opt-in families of csrc/cuda/families.h that the CUDA settings take now (for the calls each
   // applies to), by name; for the tests of "auto".
   m.def("_cuda_families_in_use() -> str[]");
   // Private: the CUDA fused block's forward and backward, computed on CPU tensors by its own work items

@@ -72,7 +72,7 @@ def test_every_operator_has_a_cuda_kernel():
 
 
 # ------------------------------------------------------------------------------------ kernel families
-# csrc/cuda_families.h: the GPU run each kernel family passed its parity tests in. Every CUDA setting
+# csrc/cuda/families.h: the GPU run each kernel family passed its parity tests in. Every CUDA setting
 # defaults to "auto", which takes an opt-in family only once it is listed there. Checkable without a GPU:
 # the settings resolve on the host (_cuda_families_in_use).
 OPT_IN = {  # family -> (its setting, the choices that name it)

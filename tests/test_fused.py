@@ -39,7 +39,7 @@ def test_matches_unfused_torch(cfg, dtype, device):
         assert_close(a, e)
 
 
-# The CUDA fused pass (csrc/fused_items.h) on a GPU, opt-in until this passes there: the id "fused-pass" is
+# The CUDA fused pass (csrc/cuda/fused_items.h) on a GPU, opt-in until this passes there: the id "fused-pass" is
 # what scripts/gpu_check.sh counts as its GPU runs.
 @gpu
 @pytest.mark.parametrize("cfg", CONFIGS)

@@ -112,7 +112,7 @@ def test_integer_max_pool2d_matches_torch(device, dtype, layout):
 
 
 # ------------------------------------------------------------------- the CUDA kernels' arithmetic, on the CPU
-# _cuda_pool2d_on_host runs the CUDA operators' bodies and work items (csrc/pool2d_items.h) with a plain
+# _cuda_pool2d_on_host runs the CUDA operators' bodies and work items (csrc/cuda/pool2d_items.h) with a plain
 # host loop in place of the kernel launch, so every machine checks their index arithmetic, both kernel
 # families for channels_last, every vector width and both index types' code.
 def _host(op, x, *conf, native, grad=None, indices=None, avg=False, int64_index=False, runs=False):

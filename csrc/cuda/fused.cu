@@ -3,12 +3,12 @@
 // or, with lenet_ext.backends.cuda_fused_block("fused"), one pass of fused_items.h each way.
 //
 // The GPUs the fused pass has passed its parity tests on (tests/test_fused.py, tests/test_cuda.py) are in
-// csrc/cuda_families.h (fused_pass): none yet, so "auto", the default, runs the composite.
+// csrc/cuda/families.h (fused_pass): none yet, so "auto", the default, runs the composite.
 #include <torch/library.h>
 
 #include "cuda/items.cuh"
 #include "cuda/launch.cuh"
-#include "fused_items.h"
+#include "cuda/fused_items.h"
 
 namespace lenet_ext {
 namespace {

@@ -21,7 +21,7 @@
 #include <algorithm>
 #include <cstdint>
 
-#include "geom.h"
+#include "cuda/geom.h"
 
 namespace lenet_ext {
 namespace cuda {

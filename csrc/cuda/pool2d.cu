@@ -20,7 +20,7 @@
 //                       for 2x2 stride-2 column windows it loads its span of each window row in vectors.
 //
 // The GPUs each kernel family has passed its parity tests on (tests/test_pool2d.py, tests/test_cuda.py)
-// are in csrc/cuda_families.h, which "auto" (each setting's default) reads: pool_planar is verified;
+// are in csrc/cuda/families.h, which "auto" (each setting's default) reads: pool_planar is verified;
 // pool_nhwc ("native") and pool_runs ("runs") run only when named until a row lists them;
 // pool_planar_integer, the only integer kernel, runs unverified.
 #include <ATen/Dispatch.h>
@@ -31,7 +31,7 @@
 
 #include "cuda/items.cuh"
 #include "cuda/launch.cuh"
-#include "pool2d_items.h"
+#include "cuda/pool2d_items.h"
 
 namespace lenet_ext {
 namespace {

@@ -18,7 +18,7 @@
 
 #include <cstdint>
 
-#include "geom.h"
+#include "cuda/geom.h"
 
 namespace lenet_ext {
 namespace cuda {

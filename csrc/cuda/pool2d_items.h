@@ -43,7 +43,7 @@
 #include <vector>
 
 #include "checks.h"
-#include "geom.h"
+#include "cuda/geom.h"
 
 namespace lenet_ext {
 namespace pool {
@@ -654,7 +654,7 @@ struct AvgBackwardNhwc {
 //                true, kRun outputs of a row per item (vector loads for paired columns). The backwards are
 //                the same.
 // Each is true when its setting names it, or when the setting is "auto" (the default) and
-// csrc/cuda_families.h lists the family (pool_nhwc, pool_runs).
+// csrc/cuda/families.h lists the family (pool_nhwc, pool_runs).
 struct Kernels {
   bool native_nhwc = false;
   bool planar_runs = false;

@@ -7,9 +7,9 @@
 #include <optional>
 #include <tuple>
 
-#include "conv2d_items.h"
-#include "gemm_gather.h"
-#include "items_host.h"
+#include "cuda/conv2d_items.h"
+#include "cuda/gemm_gather.h"
+#include "testing/items_host.h"
 #include "setting.h"
 
 namespace lenet_ext {

@@ -1,7 +1,7 @@
 // conv2d's direct CUDA kernels, as work items written for host and device alike (as pool2d_items.h is
 // for pooling), with the host-side drivers that size and run them. csrc/cuda/conv2d.cu runs the drivers
 // with the GPU runner (cuda/items.cuh); the private operator _cuda_conv2d_direct_on_host
-// (conv2d_host.cpp) runs them with the host runner (items_host.h), so the tests check every item's index
+// (conv2d_host.cpp) runs them with the host runner (testing/items_host.h), so the tests check every item's index
 // arithmetic on machines without a GPU.
 //
 // These are the kernels for narrow layers, where a 64 x 64 GEMM tile is mostly idle: LeNet's convs,
@@ -22,7 +22,7 @@
 //
 // Which passes take these kernels is lenet_ext.backends.cuda_conv_algorithm's to say (conv2d.cu). They
 // have not yet run on a GPU, so only "direct" selects them; "auto" takes their gradients for narrow layers
-// once csrc/cuda_families.h lists them.
+// once csrc/cuda/families.h lists them.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -35,8 +35,8 @@
 #include <type_traits>
 
 #include "checks.h"
-#include "cuda_families.h"
-#include "geom.h"
+#include "cuda/families.h"
+#include "cuda/geom.h"
 
 namespace lenet_ext {
 namespace conv {
@@ -47,7 +47,7 @@ namespace conv {
 enum class CudaAlgorithm : int { kAuto = 0, kGemm = 1, kDirect = 2, kTensorCores = 3 };
 CudaAlgorithm cuda_conv_algorithm();  // conv2d_host.cpp
 
-// Whether the setting takes an opt-in conv family of cuda_families.h (conv_gemm_pipelined, conv_phased,
+// Whether the setting takes an opt-in conv family of cuda/families.h (conv_gemm_pipelined, conv_phased,
 // conv_tensor_cores, conv_direct) for the convolutions it applies to: named by the setting, or "auto"
 // and verified (conv2d_host.cpp).
 bool cuda_takes(cuda_families::Family family);

@@ -2,18 +2,18 @@
 // items on the host (pool2d_items.h), so tests check their index arithmetic without a GPU.
 #include <torch/library.h>
 
-#include "cuda_families.h"
-#include "items_host.h"
-#include "pool2d_items.h"
+#include "cuda/families.h"
+#include "testing/items_host.h"
+#include "cuda/pool2d_items.h"
 #include "setting.h"
 
 namespace lenet_ext {
 
 namespace {
 
-// 0: auto (the default: cuda_families.h), 1: planar kernels, 2: native channels_last kernels.
+// 0: auto (the default: cuda/families.h), 1: planar kernels, 2: native channels_last kernels.
 Setting g_cuda_pool_layout{"_set_cuda_pool_layout", 3};
-// 0: auto (the default: cuda_families.h), 1: one output per planar forward item, 2: runs of pool::kRun
+// 0: auto (the default: cuda/families.h), 1: one output per planar forward item, 2: runs of pool::kRun
 // outputs.
 Setting g_cuda_pool_planar{"_set_cuda_pool_planar", 3};
 

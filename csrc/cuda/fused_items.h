@@ -15,7 +15,7 @@
 //
 // Which CUDA pass runs is lenet_ext.backends.cuda_fused_block's to say: "composite" (ATen's sigmoid and
 // our avg_pool2d, verified on a GPU), "fused", or "auto" (the default: the fused pass once
-// csrc/cuda_families.h lists it).
+// csrc/cuda/families.h lists it).
 #pragma once
 
 #include <ATen/Dispatch.h>
@@ -30,7 +30,7 @@
 
 #include "checks.h"
 #include "fused.h"
-#include "geom.h"
+#include "cuda/geom.h"
 
 namespace lenet_ext {
 namespace fused {

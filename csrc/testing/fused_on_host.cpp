@@ -2,16 +2,16 @@
 // (fused_items.h) on the host, so tests check them without a GPU.
 #include <torch/library.h>
 
-#include "cuda_families.h"
-#include "fused_items.h"
-#include "items_host.h"
+#include "cuda/families.h"
+#include "cuda/fused_items.h"
+#include "testing/items_host.h"
 #include "setting.h"
 
 namespace lenet_ext {
 
 namespace {
 
-// 0: auto (the default: cuda_families.h), 1: the composite (ATen's sigmoid and lenet_ext's avg_pool2d),
+// 0: auto (the default: cuda/families.h), 1: the composite (ATen's sigmoid and lenet_ext's avg_pool2d),
 // 2: the fused pass of fused_items.h.
 Setting g_cuda_fused_block{"_set_cuda_fused_block", 3};
 

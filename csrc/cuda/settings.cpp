@@ -1,14 +1,14 @@
-// The private operators behind lenet_ext.backends.cuda_verified (cuda_families.h's table as strings), and
+// The private operators behind lenet_ext.backends.cuda_verified (cuda/families.h's table as strings), and
 // the one that says which opt-in families the CUDA settings take now, for the tests.
 #include <torch/library.h>
 
 #include <string>
 #include <vector>
 
-#include "conv2d_items.h"
-#include "cuda_families.h"
-#include "fused_items.h"
-#include "pool2d_items.h"
+#include "cuda/conv2d_items.h"
+#include "cuda/families.h"
+#include "cuda/fused_items.h"
+#include "cuda/pool2d_items.h"
 
 namespace lenet_ext {
 namespace {
