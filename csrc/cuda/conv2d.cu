@@ -36,6 +36,12 @@
 //
 // Layout: contiguous NCHW in and out (other layouts are copied once). Half types are stored in their
 // dtype and accumulated in float; float64 in double.
+//
+// Where the code is: the entry points conv2d_forward_cuda and conv2d_backward_cuda, the direct forward
+// and the bias reduction are in this file; the implicit GEMM's kernels in gemm.cuh (CUDA cores) and
+// gemm_tc.cuh (tensor cores), what they gather and store per element in gemm_gather.h; the opt-in direct
+// kernels' per-element code (work items) in conv2d_items.h, launched by items.cuh; the setting in
+// settings.cpp.
 #include <ATen/Dispatch.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/zeros.h>
