@@ -39,6 +39,7 @@
 
 #include "checks.h"
 #include "cuda/geom.h"
+#include "numeric.h"
 
 namespace lenet_ext {
 namespace pool {
@@ -49,16 +50,6 @@ inline bool fits_int32(const Pool2dParams& p) {
   const int64_t planes = p.batch * p.channels;
   return lenet_ext::fits_int32({planes * p.win.in[0] * p.win.in[1], planes * p.win.out[0] * p.win.out[1],
                                 window_reach(p.win, 0), window_reach(p.win, 1)});
-}
-
-// The identity of max: -inf where the type has it, its lowest value otherwise (as torch).
-template <typename acc>
-C10_HOST_DEVICE inline acc lowest() {
-  if constexpr (std::numeric_limits<acc>::has_infinity) {
-    return -std::numeric_limits<acc>::infinity();
-  } else {
-    return std::numeric_limits<acc>::lowest();
-  }
 }
 
 // V consecutive channels, loaded and stored as one aligned access (V * sizeof(T) <= 16 bytes).
@@ -81,7 +72,7 @@ C10_HOST_DEVICE inline void store(T* p, const Lanes<T, V>& lanes) {
 // average).
 template <typename scalar_t, int V>
 struct LaneSums {
-  using acc = typename Acc<scalar_t>::type;
+  using acc = acc_t<scalar_t>;
   acc v[V] = {};
 
   C10_HOST_DEVICE void add(const Lanes<scalar_t, V>& in) {
