@@ -2,8 +2,10 @@
 
 The build decides once, prints what it decided, and never hand-lists sources:
 
-* ``csrc/*.cpp`` and ``csrc/cpu/*.cpp`` are always compiled;
-* ``csrc/cuda/*.cu`` are compiled when CUDA is wanted and possible.
+* every ``.cpp`` under ``csrc/`` is always compiled: the schemas and shared rules (``csrc/``), the CPU kernels
+  (``cpu/``), the CUDA settings and families table (``cuda/*.cpp``: plain host code, so every build has the
+  same operators) and the ``lenet_ext_testing`` operators (``testing/``);
+* every ``.cu`` under ``csrc/`` (the CUDA kernels, ``cuda/*.cu``) is compiled when CUDA is wanted and possible.
 
 ``LENET_EXT_CUDA``: unset means "CUDA when the toolkit and a CUDA build of torch are both present",
 ``0`` never builds CUDA, ``1`` requires it and fails loudly when it cannot.
@@ -75,12 +77,17 @@ def _want_cuda():
 
 
 def _sources(pattern):
-    return sorted(os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(ROOT, pattern)))
+    return sorted(os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(ROOT, pattern), recursive=True))
+
+
+def _folders(sources):
+    return ", ".join(sorted({os.path.dirname(s) + "/" for s in sources}))
 
 
 def build_extension():
     with_cuda, why = _want_cuda()
-    sources = _sources("csrc/*.cpp") + _sources("csrc/cpu/*.cpp")
+    sources = _sources("csrc/**/*.cpp")
+    _say(f"host sources ({len(sources)}) from {_folders(sources)}")
     # -fopenmp: at::parallel_for is inline OpenMP; without the flag its pragma is ignored and every
     # "parallel" loop of ours runs on one thread.
     cxx_flags = ["-O3", "-fvisibility=hidden", "-fopenmp"]
@@ -102,7 +109,9 @@ def build_extension():
                 "AVX2 and AVX-512 (x86-64) and chosen when the process runs (LENET_EXT_CPU_ISA forces one)"
             )
     if with_cuda:
-        sources += _sources("csrc/cuda/*.cu")
+        cuda_sources = _sources("csrc/**/*.cu")
+        _say(f"CUDA sources ({len(cuda_sources)}) from {_folders(cuda_sources)}")
+        sources += cuda_sources
         define_macros.append(("LENET_EXT_WITH_CUDA", None))
         if not os.environ.get("TORCH_CUDA_ARCH_LIST") and not torch.cuda.is_available():
             os.environ["TORCH_CUDA_ARCH_LIST"] = DEFAULT_ARCH_LIST

@@ -2,7 +2,6 @@
 #include "checks.h"
 
 #include <c10/util/irange.h>
-#include <torch/library.h>
 
 #include <vector>
 
@@ -289,9 +288,6 @@ void check_fused_grad(const at::Tensor& grad_output, const at::Tensor& activatio
 }
 
 // ------------------------------------------------------------------------ private, for the fake kernels
-namespace {
-
-// True when operator `op` (a schema name) takes `dtype`.
 bool accepts_dtype(c10::string_view op, at::ScalarType dtype) {
   for (const ConvOp c : {ConvOp::Forward, ConvOp::Backward}) {
     if (op == conv_op_name(c)) {
@@ -305,12 +301,6 @@ bool accepts_dtype(c10::string_view op, at::ScalarType dtype) {
     }
   }
   TORCH_CHECK(false, "lenet_ext._accepts_dtype: unknown operator '", op, "'");
-}
-
-}  // namespace
-
-TORCH_LIBRARY_IMPL(lenet_ext, CompositeExplicitAutograd, m) {
-  m.impl("_accepts_dtype", &accepts_dtype);
 }
 
 }  // namespace lenet_ext

@@ -21,6 +21,7 @@
 #pragma once
 
 #include <ATen/core/Tensor.h>
+#include <c10/util/string_view.h>
 
 #include <optional>
 
@@ -75,6 +76,10 @@ bool pool_accepts_dtype(PoolOp op, at::ScalarType dtype);
 // Any strides are accepted. A channels_last input that is not also contiguous gives channels_last
 // results; every other input gives contiguous ones. ops.py's _pool_format mirrors it.
 at::MemoryFormat pool_output_format(const at::Tensor& input);
+
+// True when operator `op` (a conv or pooling schema name) takes `dtype`: the private _accepts_dtype
+// (registered in composite.cpp), which the fake kernels in lenet_ext/ops.py read.
+bool accepts_dtype(c10::string_view op, at::ScalarType dtype);
 
 // max_pool2d_forward and max_pool2d_forward_values (op says which).
 Pool2dParams check_max_pool2d_forward(

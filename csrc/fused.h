@@ -1,4 +1,4 @@
-// The fused LeNet block's pieces that every device's kernel shares (fused.cpp defines them): lenet_ext's
+// The fused LeNet block's pieces that every device's kernel shares (composite.cpp defines them): lenet_ext's
 // own conv operators called through the dispatcher, so each device runs its own conv kernel, and the
 // composite body (conv, ATen's sigmoid, lenet_ext's avg_pool2d) that devices without a fused pass run.
 #pragma once

@@ -1,10 +1,7 @@
-// The checked window of shape.h, and the private operators that let tests probe its math.
+// The checked window of shape.h (testing/shape_probes.cpp lets tests probe its math).
 #include "shape.h"
 
 #include <c10/util/irange.h>
-#include <torch/library.h>
-
-#include <vector>
 
 namespace lenet_ext {
 
@@ -52,46 +49,6 @@ Window2d make_window2d(
     w.out[i] = window_output_size(in[i], pad_begin[i], pad_end[i], kernel[i], stride[i], dilation[i], ceil_mode);
   }
   return w;
-}
-
-namespace {
-
-// The private operators behind tests/test_shape_math.py: one dimension, repeated for height and width
-// so that it goes through make_window2d's checks like every kernel's arguments.
-Window2d checked_window(
-    int64_t n, int64_t pad_begin, int64_t pad_end, int64_t kernel, int64_t stride, int64_t dilation, bool ceil_mode) {
-  constexpr const char* op = "lenet_ext._window_output_size";
-  TORCH_CHECK(n >= 0, op, ": input size must be non-negative, got ", n);
-  return make_window2d(op, {n, n}, {kernel, kernel}, {stride, stride}, {pad_begin, pad_begin}, {pad_end, pad_end},
-                       {dilation, dilation}, ceil_mode);
-}
-
-int64_t window_output_size_op(
-    int64_t n, int64_t pad_begin, int64_t pad_end, int64_t kernel, int64_t stride, int64_t dilation, bool ceil_mode) {
-  return checked_window(n, pad_begin, pad_end, kernel, stride, dilation, ceil_mode).out[0];
-}
-
-std::vector<int64_t> valid_outputs_op(
-    int64_t n,
-    int64_t pad_begin,
-    int64_t pad_end,
-    int64_t kernel,
-    int64_t stride,
-    int64_t dilation,
-    bool ceil_mode,
-    int64_t tap_index) {
-  const Window2d w = checked_window(n, pad_begin, pad_end, kernel, stride, dilation, ceil_mode);
-  TORCH_CHECK(tap_index >= 0 && tap_index < kernel, "lenet_ext._valid_outputs: tap_index must be in [0, ", kernel,
-              "), got ", tap_index);
-  const Range r = valid_outputs(n, pad_begin, tap_index * dilation, stride, w.out[0] > 0 ? w.out[0] : 0);
-  return {r.lo, r.hi};
-}
-
-}  // namespace
-
-TORCH_LIBRARY_IMPL(lenet_ext, CompositeExplicitAutograd, m) {
-  m.impl("_window_output_size", &window_output_size_op);
-  m.impl("_valid_outputs", &valid_outputs_op);
 }
 
 }  // namespace lenet_ext

@@ -194,7 +194,7 @@ class cuda_conv_algorithm(_Choice):
     registers while the previous tile computes), with a strided, undilated convolution's input gradient
     split into stride phases, each a GEMM over only the taps that reach it (no products with structural
     zeros). ``"direct"`` takes the direct kernels of
-    ``csrc/conv2d_items.h`` for every pass: for narrow layers (LeNet's, depthwise, a 3-channel stem), with an
+    ``csrc/cuda/conv2d_items.h`` for every pass: for narrow layers (LeNet's, depthwise, a 3-channel stem), with an
     input gradient that skips the taps a stride leaves without an output, and a weight gradient summed in
     registers and per block instead of in GEMM tiles. ``"tensor_cores"`` takes, for float16 and bfloat16 on
     sm_80 and later GPUs, the implicit GEMM on tensor cores (WMMA, float accumulation) for every pass, with
@@ -220,7 +220,7 @@ class cuda_fused_block(_Choice):
 
     ``"composite"`` runs ATen's sigmoid and our avg_pool2d, each a pass over the conv's output, and in the
     backward ATen's arithmetic on the unpooled gradient. ``"fused"`` runs one pass each way
-    (``csrc/fused_items.h``), as the CPU kernel does. Not yet run on a GPU, so opt-in: ``"auto"`` (the
+    (``csrc/cuda/fused_items.h``), as the CPU kernel does. Not yet run on a GPU, so opt-in: ``"auto"`` (the
     default) takes "fused" once ``cuda_verified()`` lists it (``fused_pass``), "composite" until then.
     Process-wide; no effect on the CPU kernels.
     """
@@ -233,7 +233,7 @@ def current_cuda_fused_block():
 
 
 def cuda_verified():
-    """The CUDA kernel families (``csrc/cuda_families.h``), each with the GPU run that first passed its
+    """The CUDA kernel families (``csrc/cuda/families.h``), each with the GPU run that first passed its
     parity tests (``{"gpu", "torch", "commit", "date"}``), or None for a family no GPU run has verified. The
     ``"auto"`` choice of each CUDA setting takes an opt-in family only once it is listed here."""
     families = {}

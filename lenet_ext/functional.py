@@ -292,7 +292,7 @@ def conv2d_sigmoid_avgpool2d(input, weight, bias=None, stride=1, padding=0, dila
     """``avg_pool2d(sigmoid(conv2d(input, weight, bias, ...)), pool_size)``, LeNet's block, as one operator.
 
     The pool has kernel = stride = ``pool_size``, no padding and floor mode. Forward and backward fuse the
-    sigmoid and the pool into one pass over the convolution's output (see csrc/fused.cpp). No double
+    sigmoid and the pool into one pass over the convolution's output (see csrc/cpu/fused.cpp). No double
     backward: use the separate layers for that.
     """
     fn = "conv2d_sigmoid_avgpool2d"

@@ -46,7 +46,7 @@ import os, torch, lenet_ext
 import lenet_ext.functional as F
 F.conv2d(torch.randn(4, 4, 16, 16), torch.randn(4, 4, 3, 3))
 try:
-    torch.ops.lenet_ext._window_output_size(10, 0, 0, 0, 1, 1, True)
+    torch.ops.lenet_ext_testing.window_output_size(10, 0, 0, 0, 1, 1, True)
 except RuntimeError as e:
     print("raised:", e)
 print(sorted({l.split()[-1] for l in open("/proc/self/maps") if "omp" in l.split()[-1]}))

@@ -131,7 +131,7 @@ step build 180 "$out/build.log" "$python" -m pip install --no-build-isolation --
   exit 1
 }
 
-# the kernel families and the GPU runs that verified them (csrc/cuda_families.h): a family whose parity
+# the kernel families and the GPU runs that verified them (csrc/cuda/families.h): a family whose parity
 # tests pass below, and whose timings hold, gets a row there naming this run
 "$python" -c "
 from lenet_ext.backends import cuda_verified
@@ -184,7 +184,7 @@ step gpu_speed 90 "$out/gpu_speed.log" "$python" bench/gpu_speed.py --json "$out
 step bench 90 "$out/bench.log" "$python" -m lenet_ext bench --device cuda --json "$out/bench.json"
 step host_time 20 "$out/host_time.log" "$python" bench/host_time.py --device cuda --json "$out/host_time.json"
 # the opt-in conv kernels on the same rows (direct; the pipelined GEMM with the phased input gradient), so
-# a row in csrc/cuda_families.h, which makes "auto" take them, has numbers behind it
+# a row in csrc/cuda/families.h, which makes "auto" take them, has numbers behind it
 step bench-direct 45 "$out/bench-direct.log" "$python" -m lenet_ext bench --device cuda --filter conv2d \
   --cuda-conv-algorithm direct --json "$out/bench-direct.json"
 step bench-gemm 45 "$out/bench-gemm.log" "$python" -m lenet_ext bench --device cuda --filter conv2d \

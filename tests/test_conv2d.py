@@ -337,9 +337,10 @@ def test_operator_takes_an_empty_input_plane_with_padding():
 
 
 # ------------------------------------------------------------------- the CUDA direct kernels, on the CPU
-# _cuda_conv2d_direct_on_host runs the direct CUDA kernels' work items (csrc/conv2d_items.h) with a host
-# loop in place of the launch, so every machine checks their index arithmetic: the forward, the input
-# gradient that skips a stride's structural zeros, and the weight gradient's chunks and block sums.
+# lenet_ext_testing.cuda_conv2d_direct_on_host runs the direct CUDA kernels' work items
+# (csrc/cuda/conv2d_items.h) with a host loop in place of the launch, so every machine checks their index
+# arithmetic: the forward, the input gradient that skips a stride's structural zeros, and the weight
+# gradient's chunks and block sums.
 # Strides and dilations with and without common factors (the input gradient's tap period is s / gcd(s, d)),
 # asymmetric padding, and channel counts of 1, up to 4 and more than 8 per group (the three run widths).
 _DIRECT_EXTRA = [
@@ -370,7 +371,7 @@ def _on_host(op, case, dtype, *flags):
 
 
 def _direct_on_host(case, dtype, int64_index=False):
-    _on_host(torch.ops.lenet_ext._cuda_conv2d_direct_on_host, case, dtype, int64_index)
+    _on_host(torch.ops.lenet_ext_testing.cuda_conv2d_direct_on_host, case, dtype, int64_index)
 
 
 _NONEMPTY = [c for c in CONV2D if 0 not in c.shape() and 0 not in c.weight]
@@ -388,10 +389,11 @@ def test_cuda_direct_kernels_on_host_index_and_half_types(case, dtype, int64_ind
     _direct_on_host(case, dtype, int64_index)
 
 
-# _cuda_conv2d_gemm_on_host runs the CUDA implicit GEMMs' gathers and stores (csrc/gemm_gather.h) element
-# by element on the CPU: every mode of the verified GEMM, and the input gradient in stride phases.
+# lenet_ext_testing.cuda_conv2d_gemm_on_host runs the CUDA implicit GEMMs' gathers and stores
+# (csrc/cuda/gemm_gather.h) element by element on the CPU: every mode of the verified GEMM, and the input
+# gradient in stride phases.
 def _gemm_on_host(case, dtype, phased, int64_index=False):
-    _on_host(torch.ops.lenet_ext._cuda_conv2d_gemm_on_host, case, dtype, phased, int64_index)
+    _on_host(torch.ops.lenet_ext_testing.cuda_conv2d_gemm_on_host, case, dtype, phased, int64_index)
 
 
 _UNDILATED = [c for c in _NONEMPTY + _DIRECT_EXTRA if tuple(c.op_args()[2]) == (1, 1)]

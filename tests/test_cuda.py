@@ -72,9 +72,9 @@ def test_every_operator_has_a_cuda_kernel():
 
 
 # ------------------------------------------------------------------------------------ kernel families
-# csrc/cuda_families.h: the GPU run each kernel family passed its parity tests in. Every CUDA setting
+# csrc/cuda/families.h: the GPU run each kernel family passed its parity tests in. Every CUDA setting
 # defaults to "auto", which takes an opt-in family only once it is listed there. Checkable without a GPU:
-# the settings resolve on the host (_cuda_families_in_use).
+# the settings resolve on the host (lenet_ext_testing.cuda_families_in_use).
 OPT_IN = {  # family -> (its setting, the choices that name it)
     "conv_gemm_pipelined": (cuda_conv_algorithm, {"gemm"}),
     "conv_phased": (cuda_conv_algorithm, {"gemm", "tensor_cores"}),
@@ -101,7 +101,7 @@ def test_every_verified_family_names_its_gpu_run():
 
 def test_auto_takes_an_opt_in_family_only_once_it_is_verified():
     def in_use():
-        return set(_ops._cuda_families_in_use())
+        return set(torch.ops.lenet_ext_testing.cuda_families_in_use())
 
     verified = {family for family, run in cuda_verified().items() if run is not None}
     for setting, _ in OPT_IN.values():

@@ -39,7 +39,7 @@ def test_matches_unfused_torch(cfg, dtype, device):
         assert_close(a, e)
 
 
-# The CUDA fused pass (csrc/fused_items.h) on a GPU, opt-in until this passes there: the id "fused-pass" is
+# The CUDA fused pass (csrc/cuda/fused_items.h) on a GPU, opt-in until this passes there: the id "fused-pass" is
 # what scripts/gpu_check.sh counts as its GPU runs.
 @gpu
 @pytest.mark.parametrize("cfg", CONFIGS)
@@ -62,7 +62,7 @@ def test_cuda_fused_pass_matches_unfused_torch(cfg, dtype, layout):
         assert_close(a, e)
 
 
-# The same pass's work items run on the host (_cuda_fused_on_host), on every machine: values, the
+# The same pass's work items run on the host (lenet_ext_testing.cuda_fused_on_host), on every machine: values, the
 # activation (rows and columns past the last window included) and every gradient against torch.
 @pytest.mark.parametrize("cfg", CONFIGS)
 @pytest.mark.parametrize(
@@ -80,7 +80,7 @@ def test_cuda_fused_items_on_host(cfg, dtype, int64_index):
     args = LF._conv_args("conv2d", x, w, b, kw.get("stride", 1), kw.get("padding", 0), kw.get("dilation", 1),
                          kw.get("groups", 1))[3:]  # fmt: skip
     pool2 = list(pool) if isinstance(pool, tuple) else [pool, pool]
-    got = torch.ops.lenet_ext._cuda_fused_on_host(x, w, b, g.to(dtype), *args, pool2, int64_index)
+    got = torch.ops.lenet_ext_testing.cuda_fused_on_host(x, w, b, g.to(dtype), *args, pool2, int64_index)
     tol = {torch.float64: 1e-10, torch.float32: 1e-4, torch.bfloat16: 2e-2}[dtype]
     for ours, exact_result in zip(got, want):
         assert ours.dtype == dtype and ours.shape == exact_result.shape

@@ -14,6 +14,7 @@ import lenet_ext.functional as F
 from lenet_ext.ops import POOL_DTYPES
 
 ops = torch.ops.lenet_ext
+testing_ops = torch.ops.lenet_ext_testing
 
 
 @pytest.fixture
@@ -112,8 +113,8 @@ def test_integer_max_pool2d_matches_torch(device, dtype, layout):
 
 
 # ------------------------------------------------------------------- the CUDA kernels' arithmetic, on the CPU
-# _cuda_pool2d_on_host runs the CUDA operators' bodies and work items (csrc/pool2d_items.h) with a plain
-# host loop in place of the kernel launch, so every machine checks their index arithmetic, both kernel
+# lenet_ext_testing.cuda_pool2d_on_host runs the CUDA operators' bodies (csrc/cuda/pool2d_bodies.h) and work
+# items (csrc/cuda/pool2d_items.h) with a plain host loop in place of the kernel launch, so every machine checks their index arithmetic, both kernel
 # families for channels_last, every vector width and both index types' code.
 def _host(op, x, *conf, native, grad=None, indices=None, avg=False, int64_index=False, runs=False):
     if avg:
@@ -122,7 +123,7 @@ def _host(op, x, *conf, native, grad=None, indices=None, avg=False, int64_index=
     else:
         k, s, p, d, ceil = conf
         args = (k, s, p, d, ceil, True, None)
-    return ops._cuda_pool2d_on_host(op, x, grad, indices, *args, native, int64_index, runs)
+    return testing_ops.cuda_pool2d_on_host(op, x, grad, indices, *args, native, int64_index, runs)
 
 
 # (native channels_last kernels, planar forwards by runs). ids without "native" or "runs": scripts/gpu_check.sh

@@ -1,6 +1,6 @@
 """shape.h's index math at sizes no test tensor could have: past 2^31 and up to the 2^40 limit.
 
-The private operators ``_window_output_size`` and ``_valid_outputs`` run the kernels' own C++ code,
+The test operators ``lenet_ext_testing.window_output_size`` and ``valid_outputs`` run the kernels' own C++ code,
 behind the same checks (make_window2d) that every operator's arguments pass. Each value is compared
 with the Python mirror (lenet_ext/_shape.py) and with a brute-force count over the windows, which is
 the definition itself; strides are chosen so that the brute force stays a few thousand steps.
@@ -16,6 +16,7 @@ from lenet_ext import _shape
 from lenet_ext import functional as F
 
 ops = torch.ops.lenet_ext
+testing_ops = torch.ops.lenet_ext_testing
 LIMIT = 1 << 40
 INT64_MAX = (1 << 63) - 1
 
@@ -66,7 +67,7 @@ CASES = [(c, False) for c in LARGE] + [(c, True) for c in LARGE if pool_valid(c)
 def test_window_output_size_past_int32(case, ceil_mode):
     n, p0, p1, k, s, d = case
     expected = brute_output_size(n, p0, p1, k, s, d, ceil_mode)
-    ours = ops._window_output_size(n, p0, p1, k, s, d, ceil_mode)
+    ours = testing_ops.window_output_size(n, p0, p1, k, s, d, ceil_mode)
     assert ours == _shape.window_output_size(n, p0, p1, k, s, d, ceil_mode)
     assert ours == expected if expected else ours <= 0  # "no output" may come out negative; callers check
 
@@ -76,7 +77,7 @@ def test_valid_outputs_past_int32(case, ceil_mode):
     n, p0, p1, k, s, d = case
     out = brute_output_size(n, p0, p1, k, s, d, ceil_mode)
     for tap in sorted({t for t in (0, 1, k // 2, k - 1) if t < k}):
-        lo, hi = ops._valid_outputs(n, p0, p1, k, s, d, ceil_mode, tap)
+        lo, hi = testing_ops.valid_outputs(n, p0, p1, k, s, d, ceil_mode, tap)
         assert 0 <= lo <= hi <= max(out, 0)
         expected = brute_valid_outputs(n, p0, tap, s, d, out)
         assert (lo, hi) == expected if expected else lo == hi, (tap, lo, hi, expected)
@@ -92,11 +93,11 @@ def test_small_sizes_exhaustively():
                         for ceil_mode in (False, True) if pool_valid((n, p0, p1, k, s, d)) else (False,):
                             args = (n, p0, p1, k, s, d, ceil_mode)
                             out = brute_output_size(*args)
-                            ours = ops._window_output_size(*args)
+                            ours = testing_ops.window_output_size(*args)
                             assert ours == _shape.window_output_size(*args)
                             assert ours == out if out else ours <= 0
                             for tap in range(k):
-                                lo, hi = ops._valid_outputs(*args, tap)
+                                lo, hi = testing_ops.valid_outputs(*args, tap)
                                 expected = brute_valid_outputs(n, p0, tap, s, d, max(out, 0))
                                 assert (lo, hi) == expected if expected else lo == hi
 
@@ -116,7 +117,7 @@ def test_small_sizes_exhaustively():
 )
 def test_rejects_sizes_past_the_limit(case):
     with pytest.raises(RuntimeError, match="too large"):
-        ops._window_output_size(*case, False)
+        testing_ops.window_output_size(*case, False)
 
 
 @pytest.mark.parametrize(
@@ -132,7 +133,7 @@ def test_rejects_sizes_past_the_limit(case):
 )
 def test_rejects_non_positive_arguments(case, message):
     with pytest.raises(RuntimeError, match=message):
-        ops._window_output_size(*case, True)
+        testing_ops.window_output_size(*case, True)
 
 
 def test_huge_stride_through_the_real_operators():

@@ -31,6 +31,7 @@
 
 #include "checks.h"
 #include "cpu/conv2d_common.h"
+#include "cpu/settings.h"
 #include "setting.h"
 
 namespace lenet_ext {
@@ -86,10 +87,6 @@ Setting g_conv_algorithm{"_set_conv_algorithm", 4};
 
 Algorithm forced_algorithm() {
   return static_cast<Algorithm>(g_conv_algorithm.get());
-}
-
-int64_t set_conv_algorithm(int64_t algorithm) {
-  return g_conv_algorithm.set(algorithm);
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -188,10 +185,6 @@ WeightGradKernel direct_weight_grad(const Conv2dParams& p) {
 // rest of the process, as torch.backends.cudnn.benchmark does. Off by default: timing costs a few calls'
 // time per new shape, and the choice may differ between runs.
 Setting g_conv_benchmark{"_set_conv_benchmark", 2};
-
-int64_t set_conv_benchmark(int64_t enabled) {
-  return g_conv_benchmark.set(enabled);
-}
 
 enum class Pass : int64_t { kForward, kGradInput, kGradWeight };
 
@@ -487,10 +480,13 @@ TORCH_LIBRARY_IMPL(lenet_ext, CPU, m) {
   m.impl("conv2d_backward", &conv2d_backward_cpu);
 }
 
-// Settings, not computations: no tensor argument, so they are registered for every backend at once.
-TORCH_LIBRARY_IMPL(lenet_ext, CompositeExplicitAutograd, m) {
-  m.impl("_set_conv_algorithm", &set_conv_algorithm);
-  m.impl("_set_conv_benchmark", &set_conv_benchmark);
+// The two settings behind lenet_ext.backends.conv_algorithm and .benchmark (registered in cpu/settings.cpp).
+int64_t cpu::set_conv_algorithm(int64_t algorithm) {
+  return g_conv_algorithm.set(algorithm);
+}
+
+int64_t cpu::set_conv_benchmark(int64_t enabled) {
+  return g_conv_benchmark.set(enabled);
 }
 
 }  // namespace lenet_ext

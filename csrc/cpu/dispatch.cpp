@@ -6,7 +6,6 @@
 // would stop the process with an illegal instruction.
 #include <ATen/core/Tensor.h>
 #include <c10/util/Exception.h>
-#include <torch/library.h>
 
 #include <atomic>
 #include <cstdlib>
@@ -14,6 +13,7 @@
 #include <string>
 
 #include "cpu/kernels.h"
+#include "cpu/settings.h"
 
 namespace lenet_ext {
 namespace cpu {
@@ -98,6 +98,12 @@ Level checked_level(int64_t level) {
   return static_cast<Level>(level);
 }
 
+}  // namespace
+
+const LevelKernels& active_kernels() {
+  return *active().load(std::memory_order_relaxed);
+}
+
 int64_t set_cpu_isa(int64_t level) {
   const LevelKernels* previous = active().load();
   if (level != -1) {
@@ -108,18 +114,6 @@ int64_t set_cpu_isa(int64_t level) {
 
 bool cpu_isa_supported(int64_t level) {
   return cpu_supports(checked_level(level));
-}
-
-}  // namespace
-
-const LevelKernels& active_kernels() {
-  return *active().load(std::memory_order_relaxed);
-}
-
-// Settings, not computations: no tensor argument, so they are registered for every backend at once.
-TORCH_LIBRARY_IMPL(lenet_ext, CompositeExplicitAutograd, m) {
-  m.impl("_set_cpu_isa", &set_cpu_isa);
-  m.impl("_cpu_isa_supported", &cpu_isa_supported);
 }
 
 }  // namespace cpu

@@ -42,20 +42,13 @@
 
 #include "cpu/common.h"
 #include "checks.h"
+#include "numeric.h"
 #include "shape.h"
 
 namespace lenet_ext {
 namespace {
 
 // ----------------------------------------------------------------------------------------- plumbing
-
-// Writes a computed result into a tensor of the caller's dtype (a no-op when they already agree).
-at::Tensor from_compute(const at::Tensor& result, at::ScalarType dtype, at::MemoryFormat fmt) {
-  if (result.scalar_type() == dtype) {
-    return result;
-  }
-  return at::empty(result.sizes(), result.options().dtype(dtype).memory_format(fmt)).copy_(result);
-}
 
 // The input gradient, to be accumulated into. NCHW kernels zero each plane themselves just before
 // scattering into it (one pass over memory instead of two); channels_last ones need it zeroed here.
@@ -69,12 +62,6 @@ constexpr int64_t kGrainWork = 1 << 14;
 
 int64_t grain_for(int64_t work_per_task) {
   return std::max<int64_t>(1, kGrainWork / std::max<int64_t>(1, work_per_task));
-}
-
-template <typename scalar_t>
-constexpr scalar_t lowest_value() {
-  return std::numeric_limits<scalar_t>::has_infinity ? -std::numeric_limits<scalar_t>::infinity()
-                                                     : std::numeric_limits<scalar_t>::lowest();
 }
 
 // torch's rule: a value replaces the running maximum when it is greater, or NaN. (x != x is NaN.)
@@ -181,7 +168,7 @@ void max_pool_nchw(const scalar_t* x, scalar_t* y, int64_t* ind, int64_t planes,
       const int64_t hstart = oh * sh - ph;
       const Range rows = valid_taps(H, hstart, dh, KH);
       const int64_t first_row = (hstart + rows.lo * dh) * W;
-      std::fill(yrow, yrow + OW, lowest_value<scalar_t>());
+      std::fill(yrow, yrow + OW, lowest<scalar_t>());
       if constexpr (kIndices) {
         first_positions(irow, OW, ow_inside, first_row, sw, pw, dw, W, KW);
       }
@@ -216,7 +203,7 @@ void max_pool_values_nchw(const scalar_t* x, scalar_t* y, int64_t planes, const 
       scalar_t* yrow = y + r * OW;
       const int64_t hstart = oh * sh - ph;
       const Range rows = valid_taps(H, hstart, dh, KH);
-      std::fill(yrow, yrow + OW, lowest_value<scalar_t>());
+      std::fill(yrow, yrow + OW, lowest<scalar_t>());
       if (rows.hi == rows.lo) {
         continue;
       }
@@ -266,7 +253,7 @@ void max_pool_nhwc(const scalar_t* x, scalar_t* y, int64_t* ind, int64_t batch, 
       const Range cols = valid_taps(W, wstart, w.dilation[1], KW);
       scalar_t* yp = y + p * C;
       int64_t* ip = kIndices ? ind + p * C : nullptr;
-      std::fill(yp, yp + C, lowest_value<scalar_t>());
+      std::fill(yp, yp + C, lowest<scalar_t>());
       if constexpr (kIndices) {
         std::fill(ip, ip + C, (hstart + rows.lo * w.dilation[0]) * W + wstart + cols.lo * w.dilation[1]);
       }
@@ -320,7 +307,7 @@ at::Tensor max_pool2d_run(PoolOp pool_op, const at::Tensor& input, c10::IntArray
     ind = indices->mutable_data_ptr<int64_t>();
   }
   if (out.numel() == 0) {
-    return from_compute(out, input.scalar_type(), fmt);
+    return as_result(out, input.scalar_type(), fmt);
   }
   const bool cl = fmt == at::MemoryFormat::ChannelsLast;
   AT_DISPATCH_V2(x.scalar_type(), "max_pool2d_cpu", AT_WRAP([&] {
@@ -331,7 +318,7 @@ at::Tensor max_pool2d_run(PoolOp pool_op, const at::Tensor& input, c10::IntArray
                    }
                  }),
                  AT_EXPAND(AT_FLOATING_TYPES), AT_EXPAND(AT_INTEGRAL_TYPES));
-  return from_compute(out, input.scalar_type(), fmt);
+  return as_result(out, input.scalar_type(), fmt);
 }
 
 std::tuple<at::Tensor, at::Tensor> max_pool2d_forward_cpu(const at::Tensor& input, c10::IntArrayRef kernel_size,
@@ -500,7 +487,7 @@ at::Tensor max_pool2d_backward_cpu(const at::Tensor& grad_output, const at::Tens
   }
   TORCH_CHECK(!bad.seen.load(), pool_op_name(PoolOp::MaxBackward), ": found an invalid max index ", bad.value, " (expected a flat position in [0, ",
               plane_in, ") of the ", p.win.in[0], " x ", p.win.in[1], " input plane)");
-  return from_compute(gx, input.scalar_type(), fmt);
+  return as_result(gx, input.scalar_type(), fmt);
 }
 
 // --------------------------------------------------------------------------------------------- avg
@@ -617,7 +604,7 @@ at::Tensor avg_pool2d_forward_cpu(const at::Tensor& input, c10::IntArrayRef kern
       }
     });
   }
-  return from_compute(out, input.scalar_type(), fmt);
+  return as_result(out, input.scalar_type(), fmt);
 }
 
 template <typename scalar_t, int S>
@@ -733,7 +720,7 @@ at::Tensor avg_pool2d_backward_cpu(const at::Tensor& grad_output, const at::Tens
       }
     });
   }
-  return from_compute(gx, input.scalar_type(), fmt);
+  return as_result(gx, input.scalar_type(), fmt);
 }
 
 }  // namespace

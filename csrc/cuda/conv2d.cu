@@ -2,7 +2,7 @@
 //
 // Algorithms, as lenet_ext.backends.cuda_conv_algorithm chooses them:
 //   "auto" (default)  the kernels below, verified on a GPU; the heuristic is `use_direct`; each family of
-//                     the other choices joins "auto" once csrc/cuda_families.h lists a GPU run it passed;
+//                     the other choices joins "auto" once csrc/cuda/families.h lists a GPU run it passed;
 //   "gemm"            the implicit GEMM for every pass, pipelined (float and double: cp.async copies into a
 //                     ring of shared-memory stages, k tiles ahead of the products; 16-bit types: the next
 //                     k tile's loads in registers), with a strided undilated input gradient split
@@ -36,6 +36,12 @@
 //
 // Layout: contiguous NCHW in and out (other layouts are copied once). Half types are stored in their
 // dtype and accumulated in float; float64 in double.
+//
+// Where the code is: the entry points conv2d_forward_cuda and conv2d_backward_cuda, the direct forward
+// and the bias reduction are in this file; the implicit GEMM's kernels in gemm.cuh (CUDA cores) and
+// gemm_tc.cuh (tensor cores), what they gather and store per element in gemm_gather.h; the opt-in direct
+// kernels' per-element code (work items) in conv2d_items.h, launched by items.cuh; the setting in
+// settings.cpp.
 #include <ATen/Dispatch.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/zeros.h>
@@ -50,13 +56,13 @@
 #include <type_traits>
 
 #include "checks.h"
-#include "conv2d_items.h"
-#include "cuda_families.h"
+#include "cuda/conv2d_items.h"
+#include "cuda/families.h"
 #include "cuda/gemm.cuh"
 #include "cuda/gemm_tc.cuh"
 #include "cuda/items.cuh"
 #include "cuda/launch.cuh"
-#include "geom.h"
+#include "cuda/geom.h"
 
 namespace lenet_ext {
 namespace {
@@ -194,7 +200,7 @@ using cuda_families::Family;
 
 // The pipelined GEMMs (gemm.cuh: asynchronous copies into a ring of shared-memory stages for float and
 // double, the next k tile's loads in registers for the 16-bit types): "gemm" names them; "auto" takes
-// them once cuda_families.h lists them.
+// them once cuda/families.h lists them.
 bool staged_gemm() {
   return conv::cuda_takes(Family::kConvGemmPipelined);
 }
@@ -270,7 +276,7 @@ void launch_gemm(const GemmArgs<scalar_t>& args, const Geom<index_t>& g, int64_t
 }
 
 // The strided input gradient split into stride phases ("gemm" and "tensor_cores" name it; "auto" takes it
-// once cuda_families.h lists it): strided and undilated convolutions, whose input gradient otherwise
+// once cuda/families.h lists it): strided and undilated convolutions, whose input gradient otherwise
 // multiplies (s_h s_w - 1) / (s_h s_w) of its terms by structural zeros.
 bool use_phases(const Conv2dParams& p) {
   const Window2d& w = p.win;

@@ -1,14 +1,15 @@
 // LeNet's conv -> sigmoid -> avg-pool block on CUDA. The convolutions are lenet_ext's CUDA conv kernels;
-// what follows them is either the composite (ATen's sigmoid, lenet_ext's avg_pool2d, verified on a GPU)
-// or, with lenet_ext.backends.cuda_fused_block("fused"), one pass of fused_items.h each way.
+// what follows them is either the composite (ATen's sigmoid, lenet_ext's avg_pool2d, verified on a GPU:
+// csrc/composite.cpp) or, with lenet_ext.backends.cuda_fused_block("fused"), one pass each way, whose
+// per-element code (work items) and bodies are in fused_items.h, run by items.cuh's kernel.
 //
 // The GPUs the fused pass has passed its parity tests on (tests/test_fused.py, tests/test_cuda.py) are in
-// csrc/cuda_families.h (fused_pass): none yet, so "auto", the default, runs the composite.
+// csrc/cuda/families.h (fused_pass): none yet, so "auto", the default, runs the composite.
 #include <torch/library.h>
 
 #include "cuda/items.cuh"
 #include "cuda/launch.cuh"
-#include "fused_items.h"
+#include "cuda/fused_items.h"
 
 namespace lenet_ext {
 namespace {

@@ -27,7 +27,7 @@
 #include <type_traits>
 
 #include "cuda/launch.cuh"
-#include "gemm_gather.h"
+#include "cuda/gemm_gather.h"
 
 namespace lenet_ext {
 namespace cuda {

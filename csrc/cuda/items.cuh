@@ -1,5 +1,5 @@
 // The GPU runner of the CUDA kernels' work items (pool2d_items.h, conv2d_items.h). Its host twin, and
-// what the two kinds of work mean, are in items_host.h.
+// what the two kinds of work mean, are in testing/items_host.h.
 //
 //   run(op, n)              one thread per item, in a grid-stride loop;
 //   run.block_sums(op, n)   one thread block of Op::kThreads per block of work; each thread's kValues

@@ -9,7 +9,8 @@
 //
 // Index width, accumulation type and the kernels' geometry: geom.h.
 //
-// This header is for .cu files only; it avoids ATen/cuda/CUDAContext.h (see DESIGN.md).
+// This header is for .cu files only. It avoids ATen/cuda/CUDAContext.h, which pulls in cuSPARSE and cuBLAS
+// headers that some CUDA toolkits lack; the c10/cuda headers below are all a launch needs.
 #pragma once
 
 #include <c10/cuda/CUDAException.h>
@@ -21,7 +22,7 @@
 #include <algorithm>
 #include <cstdint>
 
-#include "geom.h"
+#include "cuda/geom.h"
 
 namespace lenet_ext {
 namespace cuda {

@@ -1,8 +1,12 @@
 // max_pool2d and avg_pool2d on CUDA: forward (max with or without indices) and backward.
 //
-// The work items, their semantics (torch's, exactly) and the operators' bodies live in pool2d_items.h,
-// shared with the host emulation that tests them on the CPU; this file only launches them. Every
-// argument check and the accepted-input table come from checks.h, shared with the CPU and fake kernels.
+// Where the code is: this file holds the entry points (max_pool2d_forward_cuda, ...), which take the
+// device guard and call the operators' bodies with the GPU runner. The bodies (argument checks, layout,
+// choice of work item) are in pool2d_bodies.h; the per-element code, and torch's semantics, exactly, in
+// pool2d_items.h's work items (the max-pool forward: MaxForwardPlanar, MaxForwardRuns, MaxForwardNhwc);
+// the kernel that runs a work item, a grid-stride loop, in items.cuh. The bodies and items are shared with
+// the host emulation that tests them on the CPU (testing/pool2d_on_host.cpp). Every argument check and
+// the accepted-input table come from checks.h, shared with the CPU and fake kernels.
 //
 // Algorithm: one thread per work item, in a grid-stride loop. Forwards: an item is one output element
 // (planar NCHW) or one output pixel's run of V channels (channels_last). Backwards are gathers, one item
@@ -20,7 +24,7 @@
 //                       for 2x2 stride-2 column windows it loads its span of each window row in vectors.
 //
 // The GPUs each kernel family has passed its parity tests on (tests/test_pool2d.py, tests/test_cuda.py)
-// are in csrc/cuda_families.h, which "auto" (each setting's default) reads: pool_planar is verified;
+// are in csrc/cuda/families.h, which "auto" (each setting's default) reads: pool_planar is verified;
 // pool_nhwc ("native") and pool_runs ("runs") run only when named until a row lists them;
 // pool_planar_integer, the only integer kernel, runs unverified.
 #include <ATen/Dispatch.h>
@@ -31,7 +35,7 @@
 
 #include "cuda/items.cuh"
 #include "cuda/launch.cuh"
-#include "pool2d_items.h"
+#include "cuda/pool2d_bodies.h"
 
 namespace lenet_ext {
 namespace {

@@ -1,7 +1,8 @@
 // What conv2d's implicit GEMMs (cuda/gemm.cuh on CUDA cores, cuda/gemm_tc.cuh on tensor cores) gather
 // and where they write: C[m][n] = sum_k A[m][k] B[k][n] per group, with A and B read from the
-// convolution's own tensors (no im2col buffer). Plain host-and-device code, so the private operator
-// _cuda_conv2d_gemm_on_host (conv2d_host.cpp) runs the same gathers on the CPU and tests check them.
+// convolution's own tensors (no im2col buffer). Plain host-and-device code, so the test operator
+// lenet_ext_testing::cuda_conv2d_gemm_on_host (testing/conv2d_on_host.cpp) runs the same gathers on the
+// CPU and tests check them.
 //
 // The GEMM of each mode:
 //   forward             m = out channel, n = (image, oh, ow), k = (in channel, kh, kw)
@@ -18,7 +19,7 @@
 
 #include <cstdint>
 
-#include "geom.h"
+#include "cuda/geom.h"
 
 namespace lenet_ext {
 namespace cuda {

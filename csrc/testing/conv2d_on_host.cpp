@@ -1,58 +1,19 @@
-// The CUDA conv2d algorithm setting, and the private operators that run the CUDA conv kernels' index
-// arithmetic on the host, so tests check it without a GPU: the direct kernels' work items
-// (conv2d_items.h), and the implicit GEMMs' gathers and stores (gemm_gather.h).
+// The test operators that run the CUDA conv kernels' index arithmetic on the host, so tests check it
+// without a GPU: the direct kernels' work items (cuda/conv2d_items.h), and the implicit GEMMs' gathers and
+// stores (cuda/gemm_gather.h).
 #include <ATen/Dispatch.h>
-#include <torch/library.h>
+#include <ATen/core/Tensor.h>
 
 #include <optional>
 #include <tuple>
 
-#include "conv2d_items.h"
-#include "gemm_gather.h"
-#include "items_host.h"
-#include "setting.h"
+#include "cuda/conv2d_items.h"
+#include "cuda/gemm_gather.h"
+#include "testing/host_ops.h"
+#include "testing/items_host.h"
 
 namespace lenet_ext {
-
-namespace {
-
-// conv::CudaAlgorithm's values, kAuto (0) first
-Setting g_cuda_conv_algorithm{"_set_cuda_conv_algorithm", 4};
-
-int64_t set_cuda_conv_algorithm(int64_t algorithm) {
-  return g_cuda_conv_algorithm.set(algorithm);
-}
-
-}  // namespace
-
-conv::CudaAlgorithm conv::cuda_conv_algorithm() {
-  return static_cast<CudaAlgorithm>(g_cuda_conv_algorithm.get());
-}
-
-bool conv::cuda_takes(cuda_families::Family family) {
-  using cuda_families::Family;
-  const CudaAlgorithm a = cuda_conv_algorithm();
-  bool named = false;  // the choices that force the family
-  switch (family) {
-    case Family::kConvGemmPipelined:
-      named = a == CudaAlgorithm::kGemm;
-      break;
-    case Family::kConvPhased:
-      named = a == CudaAlgorithm::kGemm || a == CudaAlgorithm::kTensorCores;
-      break;
-    case Family::kConvTensorCores:
-      named = a == CudaAlgorithm::kTensorCores;
-      break;
-    case Family::kConvDirect:
-      named = a == CudaAlgorithm::kDirect;
-      break;
-    default:
-      TORCH_CHECK(false, "lenet_ext: ", cuda_families::kNames[static_cast<int>(family)],
-                  " is not an opt-in conv2d family");
-  }
-  return cuda_families::takes(family, named, a == CudaAlgorithm::kAuto);
-}
-
+namespace testing {
 namespace {
 
 // What both host operators check and prepare: a forward and backward of one convolution on CPU tensors
@@ -75,13 +36,15 @@ HostConv host_conv(const char* name, const at::Tensor& input, const at::Tensor& 
           bias ? std::optional<at::Tensor>(bias->contiguous()) : std::nullopt};
 }
 
+}  // namespace
+
 // The direct CUDA kernels' forward, input gradient and weight gradient, computed on CPU tensors by their
 // own work items. Operands and results must not be empty.
 std::tuple<at::Tensor, at::Tensor, at::Tensor> cuda_conv2d_direct_on_host(
     const at::Tensor& input, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
     const at::Tensor& grad_output, c10::IntArrayRef stride, c10::IntArrayRef padding, c10::IntArrayRef dilation,
     int64_t groups, bool int64_index) {
-  constexpr const char* name = "lenet_ext._cuda_conv2d_direct_on_host";
+  constexpr const char* name = "lenet_ext_testing.cuda_conv2d_direct_on_host";
   const auto [p, x, w, go, b] = host_conv(name, input, weight, bias, grad_output, stride, padding, dilation, groups);
   at::Tensor out = at::empty(grad_output.sizes(), x.options());
   at::Tensor gx = at::empty(x.sizes(), x.options()), gw = at::empty(w.sizes(), w.options());
@@ -96,6 +59,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> cuda_conv2d_direct_on_host(
   });
   return {out, gx, gw};
 }
+
+namespace {
 
 // C = A B of one implicit-GEMM mode, element by element: the kernels' gathers (load_a, load_b through
 // column_of) and stores (store_c), without their tiling. The weight gradient is one chunk.
@@ -118,6 +83,8 @@ void host_gemm(const cuda::GemmArgs<scalar_t>& args, const Geom<index_t>& g, con
   }
 }
 
+}  // namespace
+
 // The implicit GEMMs' forward, input gradient (in stride phases when `phased`) and weight gradient,
 // computed on CPU tensors by the CUDA kernels' own gathers and stores. Operands and results must not be
 // empty; `phased` needs an undilated convolution.
@@ -125,7 +92,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> cuda_conv2d_gemm_on_host(
     const at::Tensor& input, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
     const at::Tensor& grad_output, c10::IntArrayRef stride, c10::IntArrayRef padding, c10::IntArrayRef dilation,
     int64_t groups, bool phased, bool int64_index) {
-  constexpr const char* name = "lenet_ext._cuda_conv2d_gemm_on_host";
+  constexpr const char* name = "lenet_ext_testing.cuda_conv2d_gemm_on_host";
   const auto [p, x, w, go, b] = host_conv(name, input, weight, bias, grad_output, stride, padding, dilation, groups);
   TORCH_CHECK(!phased || (p.win.dilation[0] == 1 && p.win.dilation[1] == 1), name,
               ": the phased input gradient is for undilated convolutions");
@@ -166,12 +133,5 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> cuda_conv2d_gemm_on_host(
   return {out, gx, gw};
 }
 
-}  // namespace
-
-TORCH_LIBRARY_IMPL(lenet_ext, CompositeExplicitAutograd, m) {
-  m.impl("_set_cuda_conv_algorithm", &set_cuda_conv_algorithm);
-  m.impl("_cuda_conv2d_direct_on_host", &cuda_conv2d_direct_on_host);
-  m.impl("_cuda_conv2d_gemm_on_host", &cuda_conv2d_gemm_on_host);
-}
-
+}  // namespace testing
 }  // namespace lenet_ext

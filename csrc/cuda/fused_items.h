@@ -1,9 +1,9 @@
 // The fused LeNet block's pass after the convolution, as work items for host and device alike (as
 // pool2d_items.h and conv2d_items.h), and the operator bodies that run them. csrc/cuda/fused.cu runs the
-// bodies with the GPU runner; the private operator _cuda_fused_on_host (fused_host.cpp) with the host
-// runner, so tests check the items on machines without a GPU.
+// bodies with the GPU runner; the test operator lenet_ext_testing::cuda_fused_on_host
+// (testing/fused_on_host.cpp) with the host runner, so tests check the items on machines without a GPU.
 //
-// The same pass as the CPU kernel (fused.cpp), one item per element:
+// The same pass as the CPU kernel (cpu/fused.cpp), one item per element:
 //   forward   one item per pooled output: the sigmoid of its kh x kw window of conv outputs, written in
 //             place (the activation, which the backward reads), and the window's mean. The items of the
 //             last pooled row and column also take the activation's rows and columns past the last whole
@@ -15,7 +15,7 @@
 //
 // Which CUDA pass runs is lenet_ext.backends.cuda_fused_block's to say: "composite" (ATen's sigmoid and
 // our avg_pool2d, verified on a GPU), "fused", or "auto" (the default: the fused pass once
-// csrc/cuda_families.h lists it).
+// csrc/cuda/families.h lists it).
 #pragma once
 
 #include <ATen/Dispatch.h>
@@ -30,12 +30,12 @@
 
 #include "checks.h"
 #include "fused.h"
-#include "geom.h"
+#include "cuda/geom.h"
 
 namespace lenet_ext {
 namespace fused {
 
-bool cuda_fused_pass();  // fused_host.cpp: cuda_fused_block is "fused", or "auto" with fused_pass verified
+bool cuda_fused_pass();  // cuda/settings.cpp: cuda_fused_block is "fused", or "auto" with fused_pass verified
 
 template <typename acc>
 C10_HOST_DEVICE inline acc sigmoid(acc v) {

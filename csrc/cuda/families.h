@@ -8,8 +8,8 @@
 // and its timings were no worse than what "auto" ran before; it names that run's GPU, torch, commit and
 // date. lenet_ext.backends.cuda_verified() shows the table.
 //
-// The families, and what "auto" does with each once it is verified (conv2d.cu, pool2d_host.cpp,
-// fused_host.cpp read `verified`):
+// The families, and what "auto" does with each once it is verified (conv2d.cu and settings.cpp
+// read `verified`):
 //   conv_gemm            the implicit GEMM, one k tile at a time (cuda/gemm.cuh): every pass of the layers
 //                        the direct forward does not take;
 //   conv_direct_forward  conv2d.cu's direct forward for narrow layers (use_direct);

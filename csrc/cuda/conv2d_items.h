@@ -1,8 +1,8 @@
 // conv2d's direct CUDA kernels, as work items written for host and device alike (as pool2d_items.h is
 // for pooling), with the host-side drivers that size and run them. csrc/cuda/conv2d.cu runs the drivers
-// with the GPU runner (cuda/items.cuh); the private operator _cuda_conv2d_direct_on_host
-// (conv2d_host.cpp) runs them with the host runner (items_host.h), so the tests check every item's index
-// arithmetic on machines without a GPU.
+// with the GPU runner (cuda/items.cuh); the test operator lenet_ext_testing::cuda_conv2d_direct_on_host
+// (testing/conv2d_on_host.cpp) runs them with the host runner (testing/items_host.h), so the tests check
+// every item's index arithmetic on machines without a GPU.
 //
 // These are the kernels for narrow layers, where a 64 x 64 GEMM tile is mostly idle: LeNet's convs,
 // depthwise convs (one channel per group), the 3-channel stem's input gradient. Each pass gathers, so
@@ -22,7 +22,7 @@
 //
 // Which passes take these kernels is lenet_ext.backends.cuda_conv_algorithm's to say (conv2d.cu). They
 // have not yet run on a GPU, so only "direct" selects them; "auto" takes their gradients for narrow layers
-// once csrc/cuda_families.h lists them.
+// once csrc/cuda/families.h lists them.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -35,8 +35,8 @@
 #include <type_traits>
 
 #include "checks.h"
-#include "cuda_families.h"
-#include "geom.h"
+#include "cuda/families.h"
+#include "cuda/geom.h"
 
 namespace lenet_ext {
 namespace conv {
@@ -45,11 +45,11 @@ namespace conv {
 // "gemm" (implicit GEMM for every pass), "direct" (the kernels of this file for every pass) or
 // "tensor_cores" (the implicit GEMM on tensor cores for float16 and bfloat16, cuda/gemm_tc.cuh).
 enum class CudaAlgorithm : int { kAuto = 0, kGemm = 1, kDirect = 2, kTensorCores = 3 };
-CudaAlgorithm cuda_conv_algorithm();  // conv2d_host.cpp
+CudaAlgorithm cuda_conv_algorithm();  // cuda/settings.cpp
 
-// Whether the setting takes an opt-in conv family of cuda_families.h (conv_gemm_pipelined, conv_phased,
+// Whether the setting takes an opt-in conv family of cuda/families.h (conv_gemm_pipelined, conv_phased,
 // conv_tensor_cores, conv_direct) for the convolutions it applies to: named by the setting, or "auto"
-// and verified (conv2d_host.cpp).
+// and verified (cuda/settings.cpp).
 bool cuda_takes(cuda_families::Family family);
 
 // The weight gradient's split-K (GEMM and direct alike): at most this many chunks of output pixels, each

@@ -8,9 +8,8 @@
 // int64, so sizes past 2^31 stay correct.
 #pragma once
 
+#include <ATen/OpMathType.h>
 #include <c10/macros/Macros.h>
-#include <c10/util/BFloat16.h>
-#include <c10/util/Half.h>
 
 #include <algorithm>
 #include <cstdint>
@@ -38,21 +37,10 @@ C10_HOST_DEVICE inline T imax(T a, T b) {
   return a > b ? a : b;
 }
 
-// The 16-bit floats are accumulated in float; every other type (double, the integers) in itself.
+// The type a kernel accumulates in: ATen's opmath_type, float for the 16-bit floats, every other type
+// (double, the integers) itself.
 template <typename scalar_t>
-struct Acc {
-  using type = scalar_t;
-};
-template <>
-struct Acc<c10::Half> {
-  using type = float;
-};
-template <>
-struct Acc<c10::BFloat16> {
-  using type = float;
-};
-template <typename scalar_t>
-using acc_t = typename Acc<scalar_t>::type;
+using acc_t = at::opmath_type<scalar_t>;
 
 // True when int32 index math is safe: every value (tensor numels, window reaches) is below 2^30, which
 // leaves headroom for the sum or difference of two of them.

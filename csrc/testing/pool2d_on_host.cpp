@@ -1,40 +1,13 @@
-// Process-wide pooling settings, and the private operator that runs the CUDA pooling kernels' work
-// items on the host (pool2d_items.h), so tests check their index arithmetic without a GPU.
-#include <torch/library.h>
+// The test operator that runs the CUDA pooling operators' bodies and work items on the host
+// (cuda/pool2d_items.h), so tests check their index arithmetic without a GPU.
+#include <ATen/core/Tensor.h>
 
-#include "cuda_families.h"
-#include "items_host.h"
-#include "pool2d_items.h"
-#include "setting.h"
+#include "cuda/pool2d_bodies.h"
+#include "testing/host_ops.h"
+#include "testing/items_host.h"
 
 namespace lenet_ext {
-
-namespace {
-
-// 0: auto (the default: cuda_families.h), 1: planar kernels, 2: native channels_last kernels.
-Setting g_cuda_pool_layout{"_set_cuda_pool_layout", 3};
-// 0: auto (the default: cuda_families.h), 1: one output per planar forward item, 2: runs of pool::kRun
-// outputs.
-Setting g_cuda_pool_planar{"_set_cuda_pool_planar", 3};
-
-int64_t set_cuda_pool_layout(int64_t layout) {
-  return g_cuda_pool_layout.set(layout);
-}
-
-int64_t set_cuda_pool_planar(int64_t planar) {
-  return g_cuda_pool_planar.set(planar);
-}
-
-}  // namespace
-
-pool::Kernels pool::cuda_pool_kernels() {
-  using cuda_families::Family;
-  const int layout = g_cuda_pool_layout.get(), planar = g_cuda_pool_planar.get();
-  return {cuda_families::takes(Family::kPoolNhwc, layout == 2, layout == 0),
-          cuda_families::takes(Family::kPoolRuns, planar == 2, planar == 0)};
-}
-
-namespace {
+namespace testing {
 
 // The CUDA pooling operator named `op`, computed on CPU tensors by its own work items (pool2d_items.h).
 // Returns (output or input gradient, indices for max_pool2d_forward).
@@ -53,7 +26,7 @@ std::tuple<at::Tensor, std::optional<at::Tensor>> cuda_pool2d_on_host(
     bool native_nhwc,
     bool int64_index,
     bool planar_runs) {
-  constexpr const char* name = "lenet_ext._cuda_pool2d_on_host";
+  constexpr const char* name = "lenet_ext_testing.cuda_pool2d_on_host";
   TORCH_CHECK(input.device().is_cpu(), name, ": expected CPU tensors");
   const HostRunner run{int64_index};
   const pool::Kernels kernels{native_nhwc, planar_runs};
@@ -83,12 +56,5 @@ std::tuple<at::Tensor, std::optional<at::Tensor>> cuda_pool2d_on_host(
           std::nullopt};
 }
 
-}  // namespace
-
-TORCH_LIBRARY_IMPL(lenet_ext, CompositeExplicitAutograd, m) {
-  m.impl("_set_cuda_pool_layout", &set_cuda_pool_layout);
-  m.impl("_set_cuda_pool_planar", &set_cuda_pool_planar);
-  m.impl("_cuda_pool2d_on_host", &cuda_pool2d_on_host);
-}
-
+}  // namespace testing
 }  // namespace lenet_ext

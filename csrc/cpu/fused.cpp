@@ -1,7 +1,7 @@
-// LeNet's conv -> sigmoid -> avg-pool block as one operator (see csrc/ops.cpp for the schemas).
+// LeNet's conv -> sigmoid -> avg-pool block on the CPU (see csrc/ops.cpp for the schemas).
 //
-// The convolution is lenet_ext's own conv2d operator, called through the dispatcher so each device runs
-// its own kernel. What is fused is everything after it:
+// The convolution is lenet_ext's own conv2d operator, called through the dispatcher (fused.h), so it runs
+// the CPU conv kernel. What is fused is everything after it:
 //   forward   the sigmoid runs in place on the conv output (ATen's vectorised sigmoid: no new map),
 //             then one pass pools it;
 //   backward  one pass writes dz = unpool(grad) / (k*k) * a * (1 - a), then conv2d_backward; eager
@@ -9,14 +9,12 @@
 // The pool is kernel = stride = pool_size, unpadded, floor mode: every window lies inside the map, and
 // rows/columns past the last whole window get no gradient.
 //
-// The CPU kernel does the fused pass by hand; every other device gets the same arithmetic from ATen's
-// sigmoid and lenet_ext's avg_pool2d operators (CompositeExplicitAutograd), and so do a CPU dtype the fused
-// pass does not cover (bfloat16) and, by default, CUDA: its fused pass (fused_items.h, cuda/fused.cu) is
-// opt-in until a GPU run has passed its tests.
+// A dtype the fused pass does not cover (bfloat16) runs the composite every other device shares
+// (composite.cpp: ATen's sigmoid and lenet_ext's avg_pool2d), the same arithmetic. CUDA has its own
+// fused pass (cuda/fused.cu, cuda/fused_items.h), opt-in until a GPU run has passed its tests.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
-#include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/library.h>
 
 #include <algorithm>
@@ -28,70 +26,6 @@
 #include "fused.h"
 
 namespace lenet_ext {
-namespace fused {
-
-at::Tensor conv2d_forward(const at::Tensor& input, const at::Tensor& weight, const MaybeTensor& bias,
-                          at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups) {
-  static const auto op = c10::Dispatcher::singleton()
-                             .findSchemaOrThrow("lenet_ext::conv2d_forward", "")
-                             .typed<at::Tensor(const at::Tensor&, const at::Tensor&, const MaybeTensor&,
-                                               at::IntArrayRef, at::IntArrayRef, at::IntArrayRef, int64_t)>();
-  return op.call(input, weight, bias, stride, padding, dilation, groups);
-}
-
-Grads conv2d_backward(const at::Tensor& grad, const at::Tensor& input, const at::Tensor& weight,
-                      at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
-                      std::array<bool, 3> mask) {
-  static const auto op =
-      c10::Dispatcher::singleton()
-          .findSchemaOrThrow("lenet_ext::conv2d_backward", "")
-          .typed<Grads(const at::Tensor&, const at::Tensor&, const at::Tensor&, at::IntArrayRef, at::IntArrayRef,
-                       at::IntArrayRef, int64_t, std::array<bool, 3>)>();
-  return op.call(grad, input, weight, stride, padding, dilation, groups, mask);
-}
-
-namespace {
-
-at::Tensor avg_pool2d_forward(const at::Tensor& x, at::IntArrayRef pool) {
-  static const auto op = c10::Dispatcher::singleton()
-                             .findSchemaOrThrow("lenet_ext::avg_pool2d_forward", "")
-                             .typed<at::Tensor(const at::Tensor&, at::IntArrayRef, at::IntArrayRef, at::IntArrayRef,
-                                               bool, bool, std::optional<int64_t>)>();
-  return op.call(x, pool, pool, {0, 0}, false, true, std::nullopt);
-}
-
-at::Tensor avg_pool2d_backward(const at::Tensor& grad, const at::Tensor& x, at::IntArrayRef pool) {
-  static const auto op =
-      c10::Dispatcher::singleton()
-          .findSchemaOrThrow("lenet_ext::avg_pool2d_backward", "")
-          .typed<at::Tensor(const at::Tensor&, const at::Tensor&, at::IntArrayRef, at::IntArrayRef, at::IntArrayRef,
-                            bool, bool, std::optional<int64_t>)>();
-  return op.call(grad, x, pool, pool, {0, 0}, false, true, std::nullopt);
-}
-
-}  // namespace
-
-// ------------------------------------------------------------------------------------ any device
-std::tuple<at::Tensor, at::Tensor> forward_composite(const at::Tensor& input, const at::Tensor& weight,
-                                                     const MaybeTensor& bias, at::IntArrayRef stride,
-                                                     at::IntArrayRef padding, at::IntArrayRef dilation,
-                                                     int64_t groups, at::IntArrayRef pool) {
-  const at::Tensor z = conv2d_forward(input, weight, bias, stride, padding, dilation, groups);
-  check_fused_pool(pool, z);
-  at::Tensor act = at::sigmoid(z);
-  return {avg_pool2d_forward(act, pool), act};
-}
-
-Grads backward_composite(const at::Tensor& grad, const at::Tensor& input, const at::Tensor& weight,
-                         const at::Tensor& act, at::IntArrayRef stride, at::IntArrayRef padding,
-                         at::IntArrayRef dilation, int64_t groups, at::IntArrayRef pool, std::array<bool, 3> mask) {
-  check_fused_grad(grad, act, pool);
-  const at::Tensor g_act = avg_pool2d_backward(grad, act, pool);
-  return conv2d_backward(g_act * act * (1 - act), input, weight, stride, padding, dilation, groups, mask);
-}
-
-}  // namespace fused
-
 namespace {
 
 using fused::conv2d_backward;
@@ -229,11 +163,6 @@ Grads fused_backward_cpu(const at::Tensor& grad, const at::Tensor& input, const 
 }
 
 }  // namespace
-
-TORCH_LIBRARY_IMPL(lenet_ext, CompositeExplicitAutograd, m) {
-  m.impl("conv2d_sigmoid_avgpool2d", &fused::forward_composite);
-  m.impl("conv2d_sigmoid_avgpool2d_backward", &fused::backward_composite);
-}
 
 TORCH_LIBRARY_IMPL(lenet_ext, CPU, m) {
   m.impl("conv2d_sigmoid_avgpool2d", &fused_forward_cpu);

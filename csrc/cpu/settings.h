@@ -1,0 +1,21 @@
+// The CPU settings that lenet_ext.backends wraps (the schemas are in csrc/ops.cpp; cpu/settings.cpp
+// registers them). Each set(-1) reads the setting, set(v) changes it; each returns the previous value.
+#pragma once
+
+#include <cstdint>
+
+namespace lenet_ext {
+namespace cpu {
+
+// cpu/conv2d.cpp: the forced conv algorithm (0 auto, 1 direct, 2 im2col, 3 winograd), and whether new
+// shapes time their candidates (lenet_ext.backends.conv_algorithm, .benchmark).
+int64_t set_conv_algorithm(int64_t algorithm);
+int64_t set_conv_benchmark(int64_t enabled);
+
+// cpu/dispatch.cpp: the instruction-set level the tile kernels run at, and whether this CPU runs a level
+// (lenet_ext.backends.cpu_isa).
+int64_t set_cpu_isa(int64_t level);
+bool cpu_isa_supported(int64_t level);
+
+}  // namespace cpu
+}  // namespace lenet_ext
