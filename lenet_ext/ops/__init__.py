@@ -14,8 +14,8 @@ import threading
 import torch
 from torch._prims_common import suggest_memory_format
 
-from . import _C  # noqa: F401  (loads the library, which registers the schemas and C++ kernels)
-from ._shape import conv2d_output_size, pool2d_output_size
+from .. import _C  # noqa: F401  (loads the library, which registers the schemas and C++ kernels)
+from .._shape import conv2d_output_size, pool2d_output_size
 
 _ops = torch.ops.lenet_ext
 _lib = torch.library.Library("lenet_ext", "IMPL")  # our Autograd and Autocast kernels live here
