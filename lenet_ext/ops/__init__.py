@@ -70,12 +70,6 @@ def _transforms_or_forward_ad():
     return torch.autograd.forward_ad._current_level >= 0 or torch._C._are_functorch_transforms_active()
 
 
-def _may_differentiate(args):
-    """Whether a call may need autograd: reverse mode (an input requires grad), forward mode or a
-    torch.func transform."""
-    return (torch.is_grad_enabled() and torch._C._any_requires_grad(*args)) or _transforms_or_forward_ad()
-
-
 def _reverse_mode(op, apply, args):
     """A call with no torch.func transform and no forward-mode level: below the Autograd key when nothing
     needs a gradient (skipping the autograd Function's cost), else the operator's autograd Function, whose
