@@ -12,10 +12,24 @@ says so.
 import threading
 
 import torch
-from torch._prims_common import suggest_memory_format
 
 from .. import _C  # noqa: F401  (loads the library, which registers the schemas and C++ kernels)
 from .._shape import conv2d_output_size, pool2d_output_size
+from .._torch_internals import (
+    AutoDispatchBelowAutograd,
+    DispatchKey,
+    DispatchKeySet,
+    ExcludeDispatchKeyGuard,
+    SingleLevelFunction,
+    any_requires_grad,
+    dispatch_key_for_device,
+    enable_single_level_autograd_function,
+    forward_ad_or_transforms_active,
+    is_any_autocast_enabled,
+    is_fwd_grad_enabled,
+    set_fwd_grad_enabled,
+    suggest_memory_format,
+)
 
 _ops = torch.ops.lenet_ext
 _lib = torch.library.Library("lenet_ext", "IMPL")  # our Autograd and Autocast kernels live here
@@ -31,15 +45,11 @@ _lib = torch.library.Library("lenet_ext", "IMPL")  # our Autograd and Autocast k
 _modes = threading.local()
 
 
-class _OperatorFunction(torch.autograd.function._SingleLevelFunction):
+class _OperatorFunction(SingleLevelFunction):
     """The base of our operators' autograd Functions. A single-level Function, as torch.func builds for
     each level of a user's autograd.Function: applied at the level the dispatcher is at, where a
     torch.autograd.Function would be sent through torch.func's custom_function_call again (and, from
     torch 2.14 on, find no kernel for it below the transforms)."""
-
-    @staticmethod
-    def _compiled_autograd_key(ctx):
-        return (ctx._autograd_function_id,)
 
 
 _APPLY = {}  # each operator's overload -> its autograd Function's apply, for call()'s reverse-mode shortcut
@@ -56,25 +66,24 @@ def _register_autograd(name, function):
         # autograd.Function runs its forward with grad and forward-grad modes off. A C++ operator
         # re-dispatches with the caller's modes, and torch.func's levels below this one need them
         # (a jvp level under a grad level would otherwise see no tangents): the forward restores them.
-        _modes.value = torch.is_grad_enabled(), torch._C._is_fwd_grad_enabled()
+        _modes.value = torch.is_grad_enabled(), is_fwd_grad_enabled()
         # the Function is applied at this torch.func level, not lifted through all of them again
-        with torch._functorch.utils.enable_single_level_autograd_function():
+        with enable_single_level_autograd_function():
             return base_apply(*args)
 
     _lib.impl(name, autograd_kernel, "Autograd")
 
 
-def _transforms_or_forward_ad():
-    """Whether forward mode (a dual level is open, so an input may carry a tangent) or a torch.func
-    transform may be in play."""
-    return torch.autograd.forward_ad._current_level >= 0 or torch._C._are_functorch_transforms_active()
+# Whether forward mode (a dual level is open, so an input may carry a tangent) or a torch.func transform
+# may be in play (a name of this module, so a test can count its calls)
+_transforms_or_forward_ad = forward_ad_or_transforms_active
 
 
 def _reverse_mode(op, apply, args):
     """A call with no torch.func transform and no forward-mode level: below the Autograd key when nothing
     needs a gradient (skipping the autograd Function's cost), else the operator's autograd Function, whose
     forward then needs no grad modes restored."""
-    if not (torch.is_grad_enabled() and torch._C._any_requires_grad(*args)):
+    if not (torch.is_grad_enabled() and any_requires_grad(*args)):
         return _below_autograd(op, args)
     _modes.value = None
     return apply(*args)
@@ -82,7 +91,7 @@ def _reverse_mode(op, apply, args):
 
 def _below_autograd(op, args):
     """op(*args) below the Autograd key: how a call that cannot need autograd runs."""
-    with torch._C._AutoDispatchBelowAutograd():
+    with AutoDispatchBelowAutograd():
         return op(*args)
 
 
@@ -110,9 +119,9 @@ def _forward_below_autograd(packet):
             return _below_autograd(op, args)
         grad_mode, fw_grad_mode = modes
         with (
-            torch._C._AutoDispatchBelowAutograd(),
+            AutoDispatchBelowAutograd(),
             torch.set_grad_enabled(grad_mode),
-            torch.autograd.forward_ad._set_fwd_grad_enabled(fw_grad_mode),
+            set_fwd_grad_enabled(fw_grad_mode),
         ):
             return op(*args)
 
@@ -208,7 +217,7 @@ def autocast_on():
     """Whether torch.autocast is on for any device (so for any we have autocast kernels for): one query of
     torch's autocast state, a twentieth of a microsecond, where asking per device costs ten times that on
     every call."""
-    return torch._C._is_any_autocast_enabled()
+    return is_any_autocast_enabled()
 
 
 def autocast_args(device_type, args):
@@ -231,11 +240,11 @@ def autocast_args(device_type, args):
 def _register_autocast(name):
     op = getattr(_ops, name).default
     for device_type in _AUTOCAST_DEVICES:
-        key = "Autocast" + torch._C._dispatch_key_for_device(device_type)
-        excluded = torch._C.DispatchKeySet(getattr(torch._C.DispatchKey, key))
+        key = "Autocast" + dispatch_key_for_device(device_type)
+        excluded = DispatchKeySet(getattr(DispatchKey, key))
 
         def autocast_kernel(*args, device_type=device_type, excluded=excluded):
-            with torch._C._ExcludeDispatchKeyGuard(excluded):
+            with ExcludeDispatchKeyGuard(excluded):
                 return op(*autocast_args(device_type, args))
 
         _lib.impl(name, autocast_kernel, key)
