@@ -79,8 +79,8 @@ def _parser():
     s.add_argument("--model", choices=sorted(MODELS), default="lenet")
     s.set_defaults(run=_shapes)
 
-    # Only for --help: `bench` hands every argument after it to lenet_ext.benchmark untouched (see main).
-    commands.add_parser("bench", help="benchmark the kernels against torch (arguments go to lenet_ext.benchmark)")
+    # Only for --help: `bench` hands every argument after it to lenet_ext.bench.cli untouched (see main).
+    commands.add_parser("bench", help="benchmark the kernels against torch (arguments go to lenet_ext.bench)")
     return parser
 
 
@@ -127,13 +127,13 @@ def _train(args):
 
 def _bench(argv):
     try:
-        benchmark = importlib.import_module(f"{__package__}.benchmark")
+        harness = importlib.import_module(f"{__package__}.bench.cli")
     except ModuleNotFoundError as e:
-        if e.name != f"{__package__}.benchmark":
+        if e.name not in (f"{__package__}.bench", f"{__package__}.bench.cli"):
             raise  # the harness exists but something it imports is missing: show that
-        print("lenet-ext bench: this installation has no benchmark harness (lenet_ext.benchmark)", file=sys.stderr)
+        print("lenet-ext bench: this installation has no benchmark harness (lenet_ext.bench)", file=sys.stderr)
         return 2
-    return benchmark.main(argv) or 0
+    return harness.main(argv) or 0
 
 
 def _shapes(args):
