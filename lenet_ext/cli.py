@@ -14,7 +14,6 @@ import os
 import sys
 
 import torch
-from torch.nn.modules.utils import _pair
 
 from ._shape import window_output_size
 from .data import IdxError
@@ -194,6 +193,11 @@ def _formula(layer, input_hw):
         return ""
     sides = [_one_side(input_hw[i], k[i], s[i], p[i], d[i], ceil) for i in range(2)]
     return sides[0] if sides[0] == sides[1] else f"H: {sides[0]};  W: {sides[1]}"
+
+
+def _pair(value):
+    """A pooling layer's int or pair argument as a pair (torch's own helper for this is private)."""
+    return tuple(value) if isinstance(value, (tuple, list)) else (value, value)
 
 
 def _one_side(n, k, s, p, d, ceil):
