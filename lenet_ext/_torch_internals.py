@@ -25,26 +25,33 @@ CHECKED_ON = ("2.11.0 (probe)", "2.13.0 (probe, suite)", "2.14.1 (probe)")
 NAMES = {}  # "module.attribute" -> what lenet_ext uses it for: every name resolved here, for the tests
 
 
-def resolve(qualified, purpose, checked_on=CHECKED_ON):
-    """The object at ``qualified`` (a module path, then attributes), recorded in NAMES, or an ImportError
-    that names it, says what lenet_ext uses it for and which torch versions had it."""
-    NAMES[qualified] = purpose
+def owner(qualified):
+    """The module or object that holds ``qualified``'s last name (the longest prefix that is a module,
+    then attributes), and that name; AttributeError or ImportError when the prefix is not there."""
     parts = qualified.split(".")
-    for split in range(len(parts) - 1, 0, -1):  # the longest prefix that is a module, then attributes
+    for split in range(len(parts) - 1, 0, -1):
         try:
             found = importlib.import_module(".".join(parts[:split]))
         except ImportError:
             continue
-        try:
-            for attribute in parts[split:]:
-                found = getattr(found, attribute)
-            return found
-        except AttributeError:
-            break
-    raise ImportError(
-        f"lenet_ext needs {qualified}, which torch {torch.__version__} does not have ({purpose}). "
-        f"It was checked on torch {', '.join(checked_on)}."
-    )
+        for attribute in parts[split:-1]:
+            found = getattr(found, attribute)
+        return found, parts[-1]
+    raise ImportError(f"no module {parts[0]}")
+
+
+def resolve(qualified, purpose, checked_on=CHECKED_ON):
+    """The object at ``qualified``, recorded in NAMES, or an ImportError that names it, says what
+    lenet_ext uses it for and which torch versions had it."""
+    NAMES[qualified] = purpose
+    try:
+        holder, name = owner(qualified)
+        return getattr(holder, name)
+    except (AttributeError, ImportError):
+        raise ImportError(
+            f"lenet_ext needs {qualified}, which torch {torch.__version__} does not have ({purpose}). "
+            f"It was checked on torch {', '.join(checked_on)}."
+        ) from None
 
 
 # --------------------------------------------------------------------------------- autograd Functions
@@ -161,5 +168,5 @@ def _check_function_id():
         )
 
 
-with torch.enable_grad():
+with torch.inference_mode(False), torch.enable_grad():  # recorded even if lenet_ext is imported under either
     _check_function_id()
