@@ -269,7 +269,9 @@ class _BackendsModule(types.ModuleType):
     def autotune(self, enabled):
         _ops._set_conv_benchmark(int(bool(enabled)))
 
-    # the setting's old name: refused, not ignored (assigning a plain module attribute would change nothing)
+    # the setting's old name: refused, not ignored (assigning a plain module attribute would change nothing);
+    # reading it ends in the module's __getattr__, which says the same (a module replaces the message of an
+    # AttributeError raised by a property's getter)
     @property
     def benchmark(self):
         raise AttributeError(_BENCHMARK_RENAMED)
@@ -282,6 +284,12 @@ class _BackendsModule(types.ModuleType):
 _BENCHMARK_RENAMED = (
     "lenet_ext.backends.benchmark is now lenet_ext.backends.autotune (the benchmark harness is lenet_ext.bench)"
 )
+
+
+def __getattr__(name):
+    if name == "benchmark":
+        raise AttributeError(_BENCHMARK_RENAMED)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # Reading the level now makes a bad LENET_EXT_CPU_ISA fail at import, with its message.
