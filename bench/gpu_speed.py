@@ -2,7 +2,7 @@
 
     python bench/gpu_speed.py [--json out.json] [--quick] [--l2-flush off]
 
-Runs through `lenet-ext bench`'s harness (lenet_ext.benchmark.run_rows): the same header naming the GPU,
+Runs through `lenet-ext bench`'s harness (lenet_ext.bench.cli.run_rows): the same header naming the GPU,
 ceilings (copy bandwidth of a 1 GiB device-to-device copy, bytes read + written; float32 matmul), checks
 against torch before timing, interleaved torch.utils.benchmark timing, L2 flush, table and JSON:
 
@@ -30,11 +30,11 @@ import sys
 import torch
 import torch.nn.functional as F
 
-from lenet_ext import benchmark
 from lenet_ext import functional as LF
 from lenet_ext.backends import cuda_conv_algorithm, cuda_pool_planar
-from lenet_ext.benchmarking.cases import pool_call_case
-from lenet_ext.benchmarking.suite import CONV64_B32, LENET_CONV1, LENET_CONV2, Pool, Row
+from lenet_ext.bench import cli
+from lenet_ext.bench.cases import pool_call_case
+from lenet_ext.bench.suite import CONV64_B32, LENET_CONV1, LENET_CONV2, Pool, Row
 
 ops = torch.ops.lenet_ext
 
@@ -58,7 +58,7 @@ def conv_forward_backward(shape, device):
         ops.conv2d_forward(x, w, b, *op_conf)
         return ops.conv2d_backward(grad, x, w, *op_conf, [True, True, True])
 
-    return benchmark.Case(
+    return cli.Case(
         call(LF.conv2d), call(F.conv2d), work=3 * shape.flops(), unit="flop", operator=operator, reads=(x, w, b, grad)
     )
 
@@ -83,7 +83,7 @@ def half_forward(dtype):
             torch.testing.assert_close(a, b, rtol=4 * eps, atol=4 * eps * max(1.0, b.abs().max().item()))
             return (a - b).abs().max().item()
 
-        return benchmark.Case(
+        return cli.Case(
             ours, lambda: F.conv2d(x, w, *conf), work=shape.flops(), unit="flop", check=check,
             operator=lambda: ops.conv2d_forward(x, w, None, *op_conf), reads=(x, w),
         )  # fmt: skip
@@ -160,7 +160,7 @@ JOBS = [
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    benchmark.add_run_options(parser)
+    cli.add_run_options(parser)
     args = parser.parse_args(argv)
     if not torch.cuda.is_available():
         print(
@@ -170,7 +170,7 @@ def main(argv=None) -> int:
         )
         return 2
     torch.backends.cudnn.benchmark = True
-    return benchmark.run_rows(
+    return cli.run_rows(
         args,
         torch.device("cuda"),
         JOBS,

@@ -17,7 +17,7 @@ import sys
 import tempfile
 
 from lenet_ext import backends
-from lenet_ext.benchmarking.levels import environment
+from lenet_ext.bench.levels import environment
 
 ALGORITHMS = ("direct", "im2col", "winograd", "auto")
 FORCED = ALGORITHMS[:-1]
@@ -44,7 +44,7 @@ def main(argv=None) -> int:
                     cmd = [
                         sys.executable,
                         "-m",
-                        "lenet_ext.benchmark",
+                        "lenet_ext.bench",
                         "--threads",
                         str(args.threads),
                         "--filter",

@@ -6,7 +6,7 @@ The CUDA issue asks that a LeNet-sized call cost no more host time than torch's 
 the kernels of such a call take a few microseconds and run while the host prepares the next one, so a
 call's time is its host time; on the CPU the rows below are small enough that the same holds. Each row
 is a user's call (lenet_ext.functional against torch.nn.functional), checked against torch first, then
-timed through `lenet-ext bench`'s harness (lenet_ext.benchmark.run_rows), with our raw operator beside
+timed through `lenet-ext bench`'s harness (lenet_ext.bench.cli.run_rows), with our raw operator beside
 it (operator time): the difference between the two is our Python's share.
 
 Rows: a convolution with no gradient wanted; LeNet's first layer at batch 1 with its weight needing a
@@ -21,10 +21,10 @@ import sys
 import torch
 import torch.nn.functional as F
 
-from lenet_ext import benchmark
 from lenet_ext import functional as LF
-from lenet_ext.benchmarking.cases import Case
-from lenet_ext.benchmarking.suite import Conv, Pool, Row
+from lenet_ext.bench import cli
+from lenet_ext.bench.cases import Case
+from lenet_ext.bench.suite import Conv, Pool, Row
 
 ops = torch.ops.lenet_ext
 
@@ -92,7 +92,7 @@ JOBS = [
 
 
 def main(argv=None) -> int:
-    return benchmark.run_script("host_time", __doc__, JOBS, argv)
+    return cli.run_script("host_time", __doc__, JOBS, argv)
 
 
 if __name__ == "__main__":

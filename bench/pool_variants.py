@@ -2,7 +2,7 @@
 
     python bench/pool_variants.py [--device cpu|cuda] [--threads N] [--quick] [--json out.json]
 
-Runs through `lenet-ext bench`'s harness (lenet_ext.benchmark.run_rows): each row is checked against
+Runs through `lenet-ext bench`'s harness (lenet_ext.bench.cli.run_rows): each row is checked against
 torch first, then timed as a user calls it (call time: lenet_ext.functional against torch.nn.functional;
 the forward, or the forward and the input's gradient through autograd), with our raw operators doing
 the same work timed beside it (operator time). Rates are GB/s of the bytes that must move, and their
@@ -11,9 +11,9 @@ fraction of the measured copy bandwidth is the distance to the ceiling. --quick 
 
 import sys
 
-from lenet_ext import benchmark
-from lenet_ext.benchmarking.cases import pool_call_case
-from lenet_ext.benchmarking.suite import Pool, Row
+from lenet_ext.bench import cli
+from lenet_ext.bench.cases import pool_call_case
+from lenet_ext.bench.suite import Pool, Row
 
 MAPS = (16, 64, 112, 112)
 # what, kind, shape, channels_last, backward
@@ -44,7 +44,7 @@ def job(what, kind, shape, channels_last, backward):
 
 
 def main(argv=None) -> int:
-    return benchmark.run_script("pool_variants", __doc__, [job(*case) for case in CASES], argv)
+    return cli.run_script("pool_variants", __doc__, [job(*case) for case in CASES], argv)
 
 
 if __name__ == "__main__":

@@ -19,12 +19,12 @@ shift || true
 PYTHON=${PYTHON:-python}
 name="${device}${SUFFIX:-}"
 if [ -n "${LEVEL:-}" ]; then
-  # our level and torch's, from one table (lenet_ext/benchmarking/levels.py); an unknown level stops here
-  exports=$("$PYTHON" -m lenet_ext.benchmarking.levels "$LEVEL")
+  # our level and torch's, from one table (lenet_ext/bench/levels.py); an unknown level stops here
+  exports=$("$PYTHON" -m lenet_ext.bench.levels "$LEVEL")
   eval "$exports"
   name="$name-$LEVEL"
 fi
 stem="bench/results/$(hostname -s 2>/dev/null || hostname)-${name}-$(date +%Y-%m-%d)"
-"$PYTHON" -m lenet_ext.benchmark --device "$device" --json "$stem.json" --plot "docs/bench-$name.png" "$@" \
+"$PYTHON" -m lenet_ext.bench --device "$device" --json "$stem.json" --plot "docs/bench-$name.png" "$@" \
   | tee "$stem.txt"
 echo "wrote $stem.json, $stem.txt and docs/bench-$name.png" >&2

@@ -37,6 +37,8 @@ def _check_built_for_this_torch():
 
 _check_built_for_this_torch()
 
+# first: under a torch that lacks a private name we use, the import stops here, naming it
+from . import _torch_internals  # noqa: E402, F401, I001
 from . import backends, functional, nn, ops  # noqa: E402  (after the check: these load _C)
 from .nn import convert  # noqa: E402
 

@@ -10,7 +10,7 @@ algorithm, CUDA pooling layout.
         ...
     lenet_ext.backends.available_cpu_isas()       # the levels this CPU supports
 
-    lenet_ext.backends.benchmark = True           # time the candidates of each new shape once
+    lenet_ext.backends.autotune = True            # time the candidates of each new shape once
 
 ``conv_algorithm``: ``"auto"`` (the default) uses the heuristics documented in ``csrc/cpu/conv2d.cpp``:
 direct register-tiled kernels up to 1152 taps per output, except for strided 1x1 convolutions and, on
@@ -21,7 +21,7 @@ level. ``"direct"`` forces the direct kernels, ``"im2col"`` the matrix product, 
 F(2x2, 3x3) for 3x3 stride-1 undilated convolutions of 8 or more channels per group (2.25 times fewer
 multiplications, spent in ATen's batched matrix product), forward and input gradient; the heuristic for
 every other pass and shape. ``"auto"`` takes Winograd on levels with 16 vector registers (AVX2, default)
-for 32 to 256 channels on planes of 14 x 14 or more, where it beat the register tiles; ``benchmark`` times
+for 32 to 256 channels on planes of 14 x 14 or more, where it beat the register tiles; ``autotune`` times
 it as a candidate everywhere it applies.
 
 ``cpu_isa``: the register tiles are compiled once per instruction-set level and the best one the CPU
@@ -29,7 +29,7 @@ runs is picked at import (``csrc/cpu/dispatch.cpp``). The environment variable `
 (``default``, ``avx2`` or ``avx512``) picks another one at start-up; a level the CPU lacks raises
 ``RuntimeError`` instead of running instructions the CPU does not have.
 
-``benchmark``: off by default, like ``torch.backends.cudnn.benchmark``. When on, the first call of each
+``autotune``: off by default, like ``torch.backends.cudnn.benchmark``. When on, the first call of each
 pass (forward, input gradient, weight gradient) for a new shape, dtype, level and thread count times the
 candidate algorithms and keeps the fastest for the rest of the process; ``conv_algorithm`` other than
 ``"auto"`` still wins.
@@ -262,12 +262,34 @@ def tf32_disabled():
 
 class _BackendsModule(types.ModuleType):
     @property
-    def benchmark(self):
+    def autotune(self):
         return bool(_ops._set_conv_benchmark(-1))
+
+    @autotune.setter
+    def autotune(self, enabled):
+        _ops._set_conv_benchmark(int(bool(enabled)))
+
+    # the setting's old name: refused, not ignored (assigning a plain module attribute would change nothing);
+    # reading it ends in the module's __getattr__, which says the same (a module replaces the message of an
+    # AttributeError raised by a property's getter)
+    @property
+    def benchmark(self):
+        raise AttributeError(_BENCHMARK_RENAMED)
 
     @benchmark.setter
     def benchmark(self, enabled):
-        _ops._set_conv_benchmark(int(bool(enabled)))
+        raise AttributeError(_BENCHMARK_RENAMED)
+
+
+_BENCHMARK_RENAMED = (
+    "lenet_ext.backends.benchmark is now lenet_ext.backends.autotune (the benchmark harness is lenet_ext.bench)"
+)
+
+
+def __getattr__(name):
+    if name == "benchmark":
+        raise AttributeError(_BENCHMARK_RENAMED)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # Reading the level now makes a bad LENET_EXT_CPU_ISA fail at import, with its message.

@@ -14,7 +14,6 @@ import os
 import sys
 
 import torch
-from torch.nn.modules.utils import _pair
 
 from ._shape import window_output_size
 from .data import IdxError
@@ -79,8 +78,8 @@ def _parser():
     s.add_argument("--model", choices=sorted(MODELS), default="lenet")
     s.set_defaults(run=_shapes)
 
-    # Only for --help: `bench` hands every argument after it to lenet_ext.benchmark untouched (see main).
-    commands.add_parser("bench", help="benchmark the kernels against torch (arguments go to lenet_ext.benchmark)")
+    # Only for --help: `bench` hands every argument after it to lenet_ext.bench.cli untouched (see main).
+    commands.add_parser("bench", help="benchmark the kernels against torch (arguments go to lenet_ext.bench)")
     return parser
 
 
@@ -127,13 +126,13 @@ def _train(args):
 
 def _bench(argv):
     try:
-        benchmark = importlib.import_module(f"{__package__}.benchmark")
+        harness = importlib.import_module(f"{__package__}.bench.cli")
     except ModuleNotFoundError as e:
-        if e.name != f"{__package__}.benchmark":
+        if e.name not in (f"{__package__}.bench", f"{__package__}.bench.cli"):
             raise  # the harness exists but something it imports is missing: show that
-        print("lenet-ext bench: this installation has no benchmark harness (lenet_ext.benchmark)", file=sys.stderr)
+        print("lenet-ext bench: this installation has no benchmark harness (lenet_ext.bench)", file=sys.stderr)
         return 2
-    return benchmark.main(argv) or 0
+    return harness.main(argv) or 0
 
 
 def _shapes(args):
@@ -194,6 +193,11 @@ def _formula(layer, input_hw):
         return ""
     sides = [_one_side(input_hw[i], k[i], s[i], p[i], d[i], ceil) for i in range(2)]
     return sides[0] if sides[0] == sides[1] else f"H: {sides[0]};  W: {sides[1]}"
+
+
+def _pair(value):
+    """A pooling layer's int or pair argument as a pair (torch's own helper for this is private)."""
+    return tuple(value) if isinstance(value, (tuple, list)) else (value, value)
 
 
 def _one_side(n, k, s, p, d, ceil):

@@ -14,10 +14,10 @@ import torch
 from conftest import HAS_CUDA, needs_cuda
 
 import lenet_ext
-from lenet_ext import benchmark, zoo
-from lenet_ext.benchmarking import runner
+from lenet_ext import zoo
+from lenet_ext.bench import cli, runner
 
-CONVERTED_ROWS = [r for r in benchmark.ROWS if r.op.startswith("converted.")]
+CONVERTED_ROWS = [r for r in cli.ROWS if r.op.startswith("converted.")]
 BENCH = pathlib.Path(__file__).resolve().parents[1] / "bench"
 
 
@@ -29,7 +29,7 @@ def quick_run(request, tmp_path_factory):
     threads = torch.get_num_threads()
     argv = ["--quick", "--device", request.param, "--threads", "1", "--json", str(json_path), "--plot", str(plot_path)]
     with contextlib.redirect_stdout(io.StringIO()) as printed:
-        code = benchmark.main(argv)
+        code = cli.main(argv)
     assert torch.get_num_threads() == threads
     return code, json.loads(json_path.read_text()), plot_path, printed.getvalue()
 
@@ -44,33 +44,33 @@ def test_quick_run_writes_complete_json(quick_run):
     assert machine["torch"] == torch.__version__ and machine["device"] in ("cpu", "cuda")
     assert machine["cpu_isa"] == lenet_ext.backends.cpu_isa() and result["cpu_isa_requested"] == "auto"
     assert result["ceilings"]["copy_gbps"] > 0 and result["ceilings"]["matmul_gflops"] > 0
-    assert [r["name"] for r in result["rows"]] == [r.name for r in benchmark.ROWS]
+    assert [r["name"] for r in result["rows"]] == [r.name for r in cli.ROWS]
 
 
 def test_every_time_is_named_call_or_operator_time(quick_run):
     """Both sides of a row are timed alike, under one of the two names; a row that times a user-facing
     call also times our raw operator, as operator time; the table and the JSON say which is which."""
     _, result, _, stdout = quick_run
-    assert set(result["times"]) == {benchmark.CALL_TIME, benchmark.OPERATOR_TIME}
+    assert set(result["times"]) == {cli.CALL_TIME, cli.OPERATOR_TIME}
     ok = {r["name"]: r for r in result["rows"] if r["status"] == "ok"}
     for name, r in ok.items():
-        assert r["ours"]["time"] == r["torch"]["time"] in (benchmark.CALL_TIME, benchmark.OPERATOR_TIME), name
+        assert r["ours"]["time"] == r["torch"]["time"] in (cli.CALL_TIME, cli.OPERATOR_TIME), name
         if "ours_operator" in r:
-            assert r["ours"]["time"] == benchmark.CALL_TIME and r["ours_operator"]["time"] == benchmark.OPERATOR_TIME
+            assert r["ours"]["time"] == cli.CALL_TIME and r["ours_operator"]["time"] == cli.OPERATOR_TIME
             assert r["ours_operator"]["median_s"] > 0 and r["ours_operator"]["rate"] > 0
     by_op = {}
     for r in ok.values():
         by_op.setdefault(r["op"], set()).add((r["ours"]["time"], "ours_operator" in r))
-    call_and_operator = {(benchmark.CALL_TIME, True)}
+    call_and_operator = {(cli.CALL_TIME, True)}
     for op in ("conv2d.forward", "max_pool2d.forward", "avg_pool2d.forward", "lenet_block.forward"):
         assert by_op[op] == call_and_operator, op
     for op in ("conv2d.backward_input", "max_pool2d.backward", "avg_pool2d.forward+backward"):
-        assert by_op[op] == {(benchmark.OPERATOR_TIME, False)}, op
-    assert by_op["model.train_step"] == {(benchmark.CALL_TIME, False)}
+        assert by_op[op] == {(cli.OPERATOR_TIME, False)}, op
+    assert by_op["model.train_step"] == {(cli.CALL_TIME, False)}
     table = stdout[stdout.index("timed as") :]
     conv1 = next(line for line in table.splitlines() if line.startswith("conv2d.forward | LeNet conv1 "))
     operator_ms = 1e3 * ok["conv2d.forward | LeNet conv1"]["ours_operator"]["median_s"]
-    assert benchmark.CALL_TIME in conv1 and f"{operator_ms:.3f}" in conv1
+    assert cli.CALL_TIME in conv1 and f"{operator_ms:.3f}" in conv1
     for name, meaning in result["times"].items():
         assert f"{name}: {meaning}" in table
 
@@ -117,7 +117,7 @@ def test_every_row_is_checked_before_timing(quick_run):
             assert r["reason"] and "ours" not in r, r
     assert "FAILED" not in by_status, by_status.get("FAILED")
     # conv2d and max pooling are on main from the start, and the converted networks need nothing else
-    must_run = [r.name for r in benchmark.ROWS if r.op.startswith(("conv2d", "converted."))]
+    must_run = [r.name for r in cli.ROWS if r.op.startswith(("conv2d", "converted."))]
     assert set(must_run) <= set(by_status.get("ok", [])), set(must_run) - set(by_status.get("ok", []))
 
 
@@ -133,8 +133,8 @@ def test_plot_is_a_small_png(quick_run):
 )
 def test_wrong_result_fails_the_row_and_skips_timing(monkeypatch, side, caught_by):
     """Ours, or our raw operator where the row times it too, off by a bit: FAILED, and nothing is timed."""
-    row = next(r for r in benchmark.ROWS if r.op == "conv2d.forward")
-    real = benchmark.BUILDERS["conv2d.forward"]
+    row = next(r for r in cli.ROWS if r.op == "conv2d.forward")
+    real = cli.BUILDERS["conv2d.forward"]
 
     def off_by_a_bit(shape, device):
         case = real(shape, device)
@@ -142,25 +142,25 @@ def test_wrong_result_fails_the_row_and_skips_timing(monkeypatch, side, caught_b
         setattr(case, side, lambda: right() + 1e-2)
         return case
 
-    monkeypatch.setitem(benchmark.BUILDERS, "conv2d.forward", off_by_a_bit)
-    record = benchmark.run_row(row, torch.device("cpu"), {}, rounds=1, min_run_time=None, quick=True)
+    monkeypatch.setitem(cli.BUILDERS, "conv2d.forward", off_by_a_bit)
+    record = cli.run_row(row, torch.device("cpu"), {}, rounds=1, min_run_time=None, quick=True)
     assert record["status"] == "FAILED" and "ours" not in record and "ratio" not in record
     assert caught_by in record["reason"], record
 
 
 def test_missing_operator_is_skipped_with_a_reason(monkeypatch):
-    monkeypatch.setitem(benchmark.REQUIRES, "conv2d.forward", [("op", "no_such_operator")])
-    row = next(r for r in benchmark.ROWS if r.op == "conv2d.forward")
-    record = benchmark.run_row(row, torch.device("cpu"), {}, rounds=1, min_run_time=None, quick=True)
+    monkeypatch.setitem(cli.REQUIRES, "conv2d.forward", [("op", "no_such_operator")])
+    row = next(r for r in cli.ROWS if r.op == "conv2d.forward")
+    record = cli.run_row(row, torch.device("cpu"), {}, rounds=1, min_run_time=None, quick=True)
     assert record["status"] == "skipped"
     assert "no_such_operator" in record["reason"]
 
 
 def test_filter_and_list(capsys):
-    assert benchmark.main(["--list", "--filter", "LeNet CONV1"]) == 0
+    assert cli.main(["--list", "--filter", "LeNet CONV1"]) == 0
     names = capsys.readouterr().out.split("\n")
     assert names[0] and all("lenet conv1" in n.lower() for n in names if n)
-    assert benchmark.main(["--quick", "--filter", "matches no row at all"]) == 2
+    assert cli.main(["--quick", "--filter", "matches no row at all"]) == 2
 
 
 @pytest.mark.parametrize("algorithm", ["direct", "im2col", "winograd"])
@@ -169,7 +169,7 @@ def test_conv_algorithm_is_forced_for_the_run_and_restored(tmp_path, algorithm):
     before = backends.current_conv_algorithm()
     path = tmp_path / "r.json"
     argv = ["--quick", "--threads", "1", "--filter", "conv2d.forward |", "--conv-algorithm", algorithm]
-    assert benchmark.main([*argv, "--json", str(path)]) == 0
+    assert cli.main([*argv, "--json", str(path)]) == 0
     result = json.loads(path.read_text())
     assert result["conv_algorithm"] == algorithm
     assert {r["status"] for r in result["rows"]} == {"ok"}
@@ -182,7 +182,7 @@ def test_cuda_settings_are_forced_for_the_run_recorded_and_restored(tmp_path):
     path = tmp_path / "r.json"
     argv = ["--quick", "--threads", "1", "--filter", "lenet_block.forward |", "--cuda-conv-algorithm", "direct"]
     argv += ["--cuda-fused-block", "fused", "--cuda-pool-planar", "runs"]
-    assert benchmark.main([*argv, "--json", str(path)]) == 0
+    assert cli.main([*argv, "--json", str(path)]) == 0
     result = json.loads(path.read_text())
     assert result["cuda_conv_algorithm"] == "direct" and result["cuda_fused_block"] == "fused"
     assert result["cuda_pool_planar"] == "runs"
@@ -232,7 +232,7 @@ def _convert_then(monkeypatch, change):
 
 
 def _run_quick(row):
-    return benchmark.run_row(row, torch.device("cpu"), {}, rounds=1, min_run_time=None, quick=True)
+    return cli.run_row(row, torch.device("cpu"), {}, rounds=1, min_run_time=None, quick=True)
 
 
 @pytest.mark.parametrize("row", CONVERTED_ROWS, ids=lambda r: r.name)
@@ -271,7 +271,7 @@ def test_cpu_isa_is_forced_for_the_run_and_restored(tmp_path, capsys, level):
     before = backends.cpu_isa()
     path = tmp_path / "r.json"
     argv = ["--quick", "--threads", "1", "--filter", "converted.inference | SqueezeNet", "--cpu-isa", level]
-    code = benchmark.main([*argv, "--json", str(path)])
+    code = cli.main([*argv, "--json", str(path)])
     out = capsys.readouterr()
     assert backends.cpu_isa() == before
     if level not in backends.available_cpu_isas():
@@ -285,7 +285,7 @@ def test_cpu_isa_is_forced_for_the_run_and_restored(tmp_path, capsys, level):
 
 
 def test_level_environment_holds_both_sides_to_the_level(capsys):
-    from lenet_ext.benchmarking import levels
+    from lenet_ext.bench import levels
 
     env = levels.environment("avx2")
     assert env["LENET_EXT_CPU_ISA"] == "avx2"
@@ -335,9 +335,9 @@ def test_l2_flush_setting_is_recorded(tmp_path):
     path = tmp_path / "r.json"
     argv = ["--quick", "--threads", "1", "--filter", "conv2d.forward | LeNet conv1", "--l2-flush", "off"]
     with contextlib.redirect_stdout(io.StringIO()):
-        assert benchmark.main([*argv, "--json", str(path)]) == 0
+        assert cli.main([*argv, "--json", str(path)]) == 0
     result = json.loads(path.read_text())
-    assert result["l2_flush"] == "off" and result["schema"] == benchmark.SCHEMA
+    assert result["l2_flush"] == "off" and result["schema"] == cli.SCHEMA
     (row,) = result["rows"]
     assert row["l2_flush"]["setting"] == "off" and row["l2_flush"]["flushed"] is False
 
@@ -422,8 +422,8 @@ def test_gpu_speed_rows_check_on_the_cpu():
     for row, build in gpu_speed.JOBS:
         record = runner.run_row(row, torch.device("cpu"), ceilings, 1, None, quick=True, build=build)
         assert record["status"] == "ok", record
-        assert record["ours"]["time"] == benchmark.CALL_TIME
-        assert record["ours_operator"]["time"] == benchmark.OPERATOR_TIME
+        assert record["ours"]["time"] == cli.CALL_TIME
+        assert record["ours_operator"]["time"] == cli.OPERATOR_TIME
 
 
 def test_pool_variants_runs_through_the_harness(tmp_path):
@@ -436,8 +436,8 @@ def test_pool_variants_runs_through_the_harness(tmp_path):
     result = json.loads(path.read_text())
     assert [r["what"] for r in result["rows"]] == [case[0] for case in pool_variants.CASES]
     for r in result["rows"]:
-        assert r["status"] == "ok" and r["ours"]["time"] == benchmark.CALL_TIME, r
-        assert r["ours_operator"]["time"] == benchmark.OPERATOR_TIME
+        assert r["status"] == "ok" and r["ours"]["time"] == cli.CALL_TIME, r
+        assert r["ours_operator"]["time"] == cli.OPERATOR_TIME
         assert r["l2_flush"]["flushed"] is False and r["l2_flush"]["data_bytes"] > 0
     assert "ours operator time ms" in printed.getvalue()
 
@@ -454,5 +454,5 @@ def test_host_time_runs_through_the_harness(tmp_path):
     result = json.loads(path.read_text())
     assert [r["what"] for r in result["rows"]] == [row.what for row, _ in host_time.JOBS]
     for r in result["rows"]:
-        assert r["status"] == "ok" and r["ours"]["time"] == benchmark.CALL_TIME, r
-        assert r["ours_operator"]["time"] == benchmark.OPERATOR_TIME
+        assert r["status"] == "ok" and r["ours"]["time"] == cli.CALL_TIME, r
+        assert r["ours_operator"]["time"] == cli.OPERATOR_TIME

@@ -88,9 +88,9 @@ def test_shapes_arithmetic_rounds_as_torch_does():
 
 def test_bench_forwards_its_arguments(monkeypatch):
     seen = []
-    fake = types.ModuleType("lenet_ext.benchmark")
+    fake = types.ModuleType("lenet_ext.bench.cli")
     fake.main = lambda argv: seen.append(argv) or 0
-    monkeypatch.setitem(sys.modules, "lenet_ext.benchmark", fake)
+    monkeypatch.setitem(sys.modules, "lenet_ext.bench.cli", fake)
     assert cli.main(["bench", "--quick", "--json", "x.json"]) == 0
     assert seen == [["--quick", "--json", "x.json"]]
 
@@ -107,7 +107,7 @@ def test_bench_header_and_json_name_the_cpu_and_its_level(tmp_path):
 
 
 def test_bench_without_the_harness_exits_2(monkeypatch, capsys):
-    monkeypatch.setitem(sys.modules, "lenet_ext.benchmark", None)  # makes the import fail as if absent
+    monkeypatch.setitem(sys.modules, "lenet_ext.bench.cli", None)  # makes the import fail as if absent
     assert cli.main(["bench"]) == 2
     assert "no benchmark harness" in capsys.readouterr().err
 

@@ -423,11 +423,11 @@ def test_inference_calls_skip_the_python_autograd_kernel(monkeypatch):
     that cannot need autograd goes below the Autograd key, and a plain reverse-mode call applies the
     autograd Function and records its graph. The transform test runs once per call either way, never
     again in that kernel."""
-    from lenet_ext import ops
+    from lenet_ext.ops import autograd
 
     calls = []
-    original = ops._transforms_or_forward_ad
-    monkeypatch.setattr(ops, "_transforms_or_forward_ad", lambda: calls.append(1) or original())
+    original = autograd._transforms_or_forward_ad
+    monkeypatch.setattr(autograd, "_transforms_or_forward_ad", lambda: calls.append(1) or original())
     x, w = torch.randn(2, 3, 8, 8), torch.randn(4, 3, 3, 3)
     for fn in (lambda: LF.conv2d(x, w), lambda: LF.max_pool2d(x, 2), lambda: LF.avg_pool2d(x, 2)):
         calls.clear()

@@ -130,17 +130,23 @@ def test_lenet_training_step_at_each_level(model_class, level):
         assert_close(p.grad, q.grad, msg=name)
 
 
-def test_benchmark_mode_picks_a_correct_kernel(level):
-    before = backends.benchmark
-    backends.benchmark = True
+def test_autotune_picks_a_correct_kernel(level):
+    before = backends.autotune
+    backends.autotune = True
     try:
-        assert backends.benchmark is True
+        assert backends.autotune is True
         for case in [*CONV2D, *LEVEL_SHAPES]:
             for _ in range(2):  # the first call times the candidates, the second uses the cached choice
                 check_conv2d(case, torch.float32)
     finally:
-        backends.benchmark = before
-    assert backends.benchmark is before
+        backends.autotune = before
+    assert backends.autotune is before
+
+
+def test_the_old_name_of_autotune_is_refused_naming_the_new_one():
+    for use in (lambda: backends.benchmark, lambda: setattr(backends, "benchmark", True)):
+        with pytest.raises(AttributeError, match=r"lenet_ext\.backends\.autotune"):
+            use()
 
 
 def test_level_setting_round_trips():

@@ -4,7 +4,7 @@ sets), so that the ratio is the one a CPU of that level would see. torch reads i
 loads, so they are set before the process starts: ``bench/run.sh LEVEL=...`` evaluates what this module
 prints, and ``bench/heuristic_check.py`` hands ``environment(level)`` to its child processes.
 
-    python -m lenet_ext.benchmarking.levels avx2     # prints one `export NAME=value` line per variable
+    python -m lenet_ext.bench.levels avx2     # prints one `export NAME=value` line per variable
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ def environment(level: str) -> dict[str, str]:
 def main(argv=None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1:
-        print(f"usage: python -m lenet_ext.benchmarking.levels {{{','.join(LEVELS)}}}", file=sys.stderr)
+        print(f"usage: python -m lenet_ext.bench.levels {{{','.join(LEVELS)}}}", file=sys.stderr)
         return 2
     try:
         env = environment(args[0])

@@ -1,8 +1,8 @@
-"""The benchmark harness: lenet_ext's kernels against torch's built-ins, side by side.
+"""The benchmark harness's command line: lenet_ext's kernels against torch's built-ins, side by side.
 
     lenet-ext bench                      # the full CPU suite (a few minutes on 2 cores)
     lenet-ext bench --quick              # smoke mode: tiny shapes, one short round
-    python -m lenet_ext.benchmark --device cuda --filter conv2d --json out.json --plot out.png
+    python -m lenet_ext.bench --device cuda --filter conv2d --json out.json --plot out.png
 
 Every row is data (``ROWS``): an operation (``BUILDERS`` turns it into an ``ours`` and a ``theirs``
 callable doing the same work) and a shape. One code path, ``run_row``, handles any row:
@@ -23,10 +23,10 @@ The ceilings are measured here, on the device and at the thread count in use: co
 tensor copy, counting bytes read plus written) and a large float32 matrix product.
 
 This module is the command line, and the run that bench/ scripts share (``add_run_options``,
-``run_rows``), so their rows get the same checks, timing, words, table and JSON. The harness is
-``lenet_ext.benchmarking``, one job per module: ``suite`` (shapes, rows, goals), ``cases`` (what each
-operation runs, and the correctness check), ``runner`` (skip, check, time, flush L2; the machine's
-ceilings and description) and ``report`` (the names of the times, table, chart).
+``run_rows``), so their rows get the same checks, timing, words, table and JSON. The rest of the
+harness is its package, ``lenet_ext.bench``, one job per module: ``suite`` (shapes, rows, goals),
+``cases`` (what each operation runs, and the correctness check), ``runner`` (skip, check, time, flush
+L2; the machine's ceilings and description) and ``report`` (the names of the times, table, chart).
 """
 
 import argparse
@@ -40,9 +40,9 @@ import torch
 
 import lenet_ext
 
-from .benchmarking.cases import BUILDERS, REQUIRES, Case, check_close
-from .benchmarking.report import CALL_TIME, OPERATOR_TIME, TIME_MEANINGS, format_table, plot_ratios
-from .benchmarking.runner import (
+from .cases import BUILDERS, REQUIRES, Case, check_close
+from .report import CALL_TIME, OPERATOR_TIME, TIME_MEANINGS, format_table, plot_ratios
+from .runner import (
     L2_FLUSH_SETTINGS,
     conv_algorithm_setting,
     describe_machine,
@@ -55,7 +55,7 @@ from .benchmarking.runner import (
     run_row,
     time_interleaved,
 )
-from .benchmarking.suite import GOALS, ROWS, Row
+from .suite import GOALS, ROWS, Row
 
 __all__ = [
     "BUILDERS",
