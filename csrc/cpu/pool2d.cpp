@@ -498,8 +498,7 @@ at::Tensor max_pool2d_backward_cpu(const at::Tensor& grad_output, const at::Tens
       }
     });
   }
-  TORCH_CHECK(!bad.seen.load(), pool_op_name(PoolOp::MaxBackward), ": found an invalid max index ", bad.value, " (expected a flat position in [0, ",
-              plane_in, ") of the ", p.win.in[0], " x ", p.win.in[1], " input plane)");
+  check_max_index(!bad.seen.load(), bad.value, p);
   return from_compute(gx, input.scalar_type(), fmt);
 }
 
