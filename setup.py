@@ -2,7 +2,7 @@
 
 The build decides once, prints what it decided, and never hand-lists sources:
 
-* ``csrc/*.cpp`` and ``csrc/cpu/*.cpp`` are always compiled;
+* ``csrc/*.cpp``, ``csrc/cpu/*.cpp`` and ``csrc/cpu/reference/*.cpp`` are always compiled;
 * ``csrc/cuda/*.cu`` are compiled when CUDA is wanted and possible.
 
 ``LENET_EXT_CUDA``: unset means "CUDA when the toolkit and a CUDA build of torch are both present",
@@ -80,7 +80,7 @@ def _sources(pattern):
 
 def build_extension():
     with_cuda, why = _want_cuda()
-    sources = _sources("csrc/*.cpp") + _sources("csrc/cpu/*.cpp")
+    sources = _sources("csrc/*.cpp") + _sources("csrc/cpu/*.cpp") + _sources("csrc/cpu/reference/*.cpp")
     # -fopenmp: at::parallel_for is inline OpenMP; without the flag its pragma is ignored and every
     # "parallel" loop of ours runs on one thread.
     cxx_flags = ["-O3", "-fvisibility=hidden", "-fopenmp"]
