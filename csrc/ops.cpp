@@ -23,9 +23,12 @@ TORCH_LIBRARY(lenet_ext, m) {
   m.def(
       "conv2d_forward(Tensor input, Tensor weight, Tensor? bias, int[2] stride, int[4] padding, "
       "int[2] dilation, int groups) -> Tensor");
-  // Selects the CPU conv2d forward algorithm: 0 auto (the documented heuristic), 1 direct, 2 im2col;
-  // -1 only reads it. Returns the previous setting. Used by lenet_ext.backends.conv_algorithm.
+  // Selects the CPU conv2d algorithm: 0 auto (the documented heuristic), 1 direct, 2 im2col, 3 winograd,
+  // 4 reference (every pass); -1 only reads it. Returns the previous setting. Used by lenet_ext.backends.conv_algorithm.
   m.def("_set_conv_algorithm(int algorithm) -> int");
+  // Selects the CPU pooling kernels, every pass: 0 auto (the fast kernels), 1 reference; -1 only reads it.
+  // Returns the previous setting. Used by lenet_ext.backends.pool_algorithm.
+  m.def("_set_pool_algorithm(int algorithm) -> int");
   // The CPU instruction-set level of the tile kernels: 0 default, 1 avx2, 2 avx512; -1 only reads it.
   // Returns the previous level; a level this CPU lacks is an error. Used by lenet_ext.backends.cpu_isa.
   m.def("_set_cpu_isa(int level) -> int");
