@@ -4,6 +4,7 @@ ties, integer and 16-bit types, bad arguments); and probes that fail if the sett
 
 import itertools
 import struct
+from functools import partial
 
 import pytest
 import test_bad_inputs as bad_inputs
@@ -25,12 +26,24 @@ reference_pool = lambda: lenet_ext.backends.pool_algorithm("reference")  # noqa:
 
 
 # ------------------------------------------------------------------------------- every case table
+# (check, case, setting) for every case of every table; check compares ours with torch (tests/common.py)
+EVERY_CASE = [
+    pytest.param(check, case, setting, id=f"{op}-{case.id}")
+    for op, check, table, setting in [
+        ("conv2d", check_conv2d, CONV2D, reference_conv),
+        ("max_pool2d", check_max_pool2d, MAX_POOL2D, reference_pool),
+        ("avg_pool2d", check_avg_pool2d, AVG_POOL2D, reference_pool),
+    ]
+    for case in table
+]
+
+
 @pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("case", CONV2D, ids=str)
-def test_conv2d(case, dtype, layout):
-    with reference_conv():
-        check_conv2d(case, dtype, "cpu", layout)
+@pytest.mark.parametrize("check,case,setting", EVERY_CASE)
+def test_every_case(check, case, setting, dtype, layout):
+    with setting():
+        check(case, dtype, "cpu", layout)
 
 
 @pytest.mark.parametrize("case", CONV2D.tagged("core"), ids=str)
@@ -39,43 +52,30 @@ def test_conv2d_without_bias_and_unbatched(case):
         conv_tests.test_without_bias_and_unbatched(case, "cpu")
 
 
-@pytest.mark.parametrize("layout", LAYOUTS)
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("case", MAX_POOL2D, ids=str)
-def test_max_pool2d(case, dtype, layout):
-    with reference_pool():
-        check_max_pool2d(case, dtype, "cpu", layout)
-
-
-@pytest.mark.parametrize("layout", LAYOUTS)
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("case", AVG_POOL2D, ids=str)
-def test_avg_pool2d(case, dtype, layout):
-    with reference_pool():
-        check_avg_pool2d(case, dtype, "cpu", layout)
-
-
 # ------------------------------------------------------------- what the fast kernels' tests single out
-@pytest.mark.parametrize(
-    "test",
-    [
-        pool_tests.test_nan_and_inf,
-        *(lambda device, d=d: pool_tests.test_max_ties_and_signed_zeros(device, d) for d in (torch.float32,
-                                                                                               torch.bfloat16,
-                                                                                               torch.int32)),
-        *(lambda device, d=d, l=l: pool_tests.test_integer_max_pool2d_matches_torch(device, d, l)
-          for d, l in itertools.product((torch.uint8, torch.int64), ("contiguous", "channels_last"))),
-        *(lambda device, l=l: pool_tests.test_windows_of_only_padding_get_no_gradient(device, l)
-          for l in ("contiguous", "channels_last")),
-        pool_tests.test_avg_pool2d_channels_last_gradient_by_hand,
-        pool_tests.test_bfloat16_matches_torch,
-        lambda device: pool_tests.test_gradcheck_and_gradgradcheck(device, "max"),
-        lambda device: pool_tests.test_gradcheck_and_gradgradcheck(device, "avg"),
-        lambda device: pool_tests.test_operators_check_their_arguments(),
-    ],
-    ids=["nan-inf", "ties-float32", "ties-bfloat16", "ties-int32", "uint8", "uint8-cl", "int64", "int64-cl",
-         "only-padding", "only-padding-cl", "avg-by-hand", "bfloat16", "gradcheck-max", "gradcheck-avg", "errors"],
-)
+# test_pool2d.py's tests of NaNs, ties, integer and 16-bit types, windows of only padding, gradcheck and the
+# operators' own argument checks, each called with device "cpu"
+POOL_EDGE_CASES = {
+    "nan-inf": pool_tests.test_nan_and_inf,
+    **{f"ties-{d}": partial(pool_tests.test_max_ties_and_signed_zeros, dtype=d) for d in (torch.float32,
+                                                                                       torch.bfloat16, torch.int32)},
+    **{
+        f"{d}-{layout}": partial(pool_tests.test_integer_max_pool2d_matches_torch, dtype=d, layout=layout)
+        for d, layout in itertools.product((torch.uint8, torch.int64), ("contiguous", "channels_last"))
+    },
+    **{
+        f"only-padding-{layout}": partial(pool_tests.test_windows_of_only_padding_get_no_gradient, layout=layout)
+        for layout in ("contiguous", "channels_last")
+    },
+    "avg-by-hand": pool_tests.test_avg_pool2d_channels_last_gradient_by_hand,
+    "bfloat16": pool_tests.test_bfloat16_matches_torch,
+    "gradcheck-max": partial(pool_tests.test_gradcheck_and_gradgradcheck, op="max"),
+    "gradcheck-avg": partial(pool_tests.test_gradcheck_and_gradgradcheck, op="avg"),
+    "errors": lambda device: pool_tests.test_operators_check_their_arguments(),
+}
+
+
+@pytest.mark.parametrize("test", POOL_EDGE_CASES.values(), ids=POOL_EDGE_CASES.keys())
 def test_pooling_edge_cases(test):
     with reference_pool():
         test("cpu")

@@ -493,7 +493,8 @@ at::Tensor max_pool2d_backward_cpu(const at::Tensor& grad_output, const at::Tens
                                    c10::IntArrayRef kernel_size, c10::IntArrayRef stride, c10::IntArrayRef padding,
                                    c10::IntArrayRef dilation, bool ceil_mode) {
   if (reference_forced()) {
-    return max_pool2d_backward_reference(grad_output, input, indices, kernel_size, stride, padding, dilation, ceil_mode);
+    return max_pool2d_backward_reference(grad_output, input, indices, kernel_size, stride, padding, dilation,
+                                         ceil_mode);
   }
   const Pool2dParams p =
       check_max_pool2d_backward(grad_output, input, indices, kernel_size, stride, padding, dilation, ceil_mode);

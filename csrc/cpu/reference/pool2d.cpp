@@ -138,7 +138,8 @@ void for_each_average(const AvgPool2dParams& a, bool count_include_pad, const F&
       for (int64_t ow = 0; ow < w.out[1]; ++ow) {
         const Span rows = avg_span(oh, w.in[0], w.kernel[0], w.stride[0], w.pad[0]);
         const Span cols = avg_span(ow, w.in[1], w.kernel[1], w.stride[1], w.pad[1]);
-        f(q, (q * w.out[0] + oh) * w.out[1] + ow, rows, cols, avg_divisor(rows, cols, count_include_pad, a.divisor_override));
+        const int64_t out_at = (q * w.out[0] + oh) * w.out[1] + ow;  // (plane q, oh, ow) is one output element
+        f(q, out_at, rows, cols, avg_divisor(rows, cols, count_include_pad, a.divisor_override));
       }
     }
   }
