@@ -92,7 +92,7 @@ def test_every_operator_is_covered():
         "_set_conv_algorithm", "_window_output_size", "_valid_outputs",  # no tensors: nothing to opcheck
         "_set_cuda_pool_layout", "_accepts_dtype", "_set_cpu_isa", "_cpu_isa_supported", "_set_conv_benchmark",
         "_set_cuda_conv_algorithm", "_set_cuda_fused_block", "_set_cuda_pool_planar", "_cuda_families",
-        "_cuda_families_in_use",
+        "_cuda_families_in_use", "_set_pool_algorithm",
         "_cuda_pool2d_on_host",  # CPU-only test hooks (test_pool2d.py, test_conv2d.py, test_fused.py), never traced
         "_cuda_conv2d_direct_on_host", "_cuda_fused_on_host", "_cuda_conv2d_gemm_on_host",
     }  # fmt: skip
