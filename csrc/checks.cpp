@@ -242,6 +242,12 @@ Pool2dParams check_max_pool2d_backward(
   return p;
 }
 
+void check_max_index(bool valid, int64_t index, const Pool2dParams& p) {
+  TORCH_CHECK(valid, pool_op_name(PoolOp::MaxBackward), ": found an invalid max index ", index,
+              " (expected a flat position in [0, ", p.win.in[0] * p.win.in[1], ") of the ", p.win.in[0], " x ",
+              p.win.in[1], " input plane)");
+}
+
 AvgPool2dParams check_avg_pool2d_forward(
     const at::Tensor& input,
     c10::IntArrayRef kernel_size,

@@ -103,6 +103,11 @@ Pool2dParams check_max_pool2d_backward(
     c10::IntArrayRef dilation,
     bool ceil_mode);
 
+// max_pool2d_backward's indices are checked as the kernels read them (a pass of its own would cost as much
+// as the scatter): each must be a flat position h * W + w in the input plane. A kernel reports the first
+// one that is not (`valid` false) here, in one wording.
+void check_max_index(bool valid, int64_t index, const Pool2dParams& p);
+
 struct AvgPool2dParams {
   Pool2dParams pool;
   int64_t divisor_override;  // 0 for none (an explicit 0 is torch's error)

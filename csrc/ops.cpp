@@ -64,10 +64,13 @@ TORCH_LIBRARY(lenet_ext, m) {
   // it; it returns the previous setting. lenet_ext.backends wraps each one in a setting users call.
 
   // The CPU conv2d algorithm: 0 auto (the documented heuristic), 1 direct (the register tiles), 2 im2col,
-  // 3 winograd. Used by lenet_ext.backends.conv_algorithm.
+  // 3 winograd, 4 reference (every pass). Used by lenet_ext.backends.conv_algorithm.
   m.def("_set_conv_algorithm(int algorithm) -> int");
+  // The CPU pooling kernels, every pass: 0 auto (the fast kernels), 1 reference. Used by
+  // lenet_ext.backends.pool_algorithm.
+  m.def("_set_pool_algorithm(int algorithm) -> int");
   // When true, each new CPU conv2d shape times its candidate algorithms once and keeps the fastest for
-  // the process. Used by lenet_ext.backends.benchmark.
+  // the process. Used by lenet_ext.backends.autotune.
   m.def("_set_conv_benchmark(int enabled) -> int");
   // The CPU instruction-set level of the tile kernels: 0 default, 1 avx2, 2 avx512; a level this CPU
   // lacks is an error. Used by lenet_ext.backends.cpu_isa.

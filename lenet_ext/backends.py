@@ -1,9 +1,11 @@
-"""Settings of the kernels: CPU conv2d algorithm, CPU instruction-set level, autotuning, CUDA conv2d
-algorithm, CUDA pooling layout.
+"""Settings of the kernels: CPU conv2d and pooling algorithms, CPU instruction-set level, autotuning, CUDA
+conv2d algorithm, CUDA pooling layout.
 
-    lenet_ext.backends.conv_algorithm("direct")   # force one algorithm (or "im2col", "winograd")
+    lenet_ext.backends.conv_algorithm("direct")   # force one algorithm (or "im2col", "winograd", "reference")
     with lenet_ext.backends.conv_algorithm("im2col"):
         ...                                       # or only inside a block
+    with lenet_ext.backends.pool_algorithm("reference"):
+        ...                                       # CPU pooling by the reference loops
 
     lenet_ext.backends.cpu_isa()                  # the level in use: "default", "avx2" or "avx512"
     with lenet_ext.backends.cpu_isa("avx2"):      # force a level this CPU supports
@@ -22,7 +24,17 @@ F(2x2, 3x3) for 3x3 stride-1 undilated convolutions of 8 or more channels per gr
 multiplications, spent in ATen's batched matrix product), forward and input gradient; the heuristic for
 every other pass and shape. ``"auto"`` takes Winograd on levels with 16 vector registers (AVX2, default)
 for 32 to 256 channels on planes of 14 x 14 or more, where it beat the register tiles; ``autotune`` times
-it as a candidate everywhere it applies.
+it as a candidate everywhere it applies. ``"reference"`` runs every pass (forward, input, weight and bias
+gradients) by ``csrc/cpu/reference/conv2d.cpp``: the plain loops of the convolution's definition, on one
+thread, summed in a fixed order (bias first, then input channel, kernel row, kernel column), in float32 for
+the 16-bit types; meant to be read first, and to be the tests' second oracle, not to be fast.
+
+``pool_algorithm``: ``"auto"`` (the default) runs the CPU pooling kernels of ``csrc/cpu/pool2d.cpp``;
+``"reference"`` runs every pass of max_pool2d (with or without indices, and its backward) and avg_pool2d
+(forward and backward) by ``csrc/cpu/reference/pool2d.cpp``, the same kind of plain loops, with torch's
+tap order everywhere (so the values-only max forward keeps torch's NaN too). Neither setting reaches the
+CUDA kernels. The CPU kernel of the fused conv -> sigmoid -> avg-pool block follows ``conv_algorithm`` for
+its convolution (it calls the conv2d operators) but pools in its own pass, whatever ``pool_algorithm`` says.
 
 ``cpu_isa``: the register tiles are compiled once per instruction-set level and the best one the CPU
 runs is picked at import (``csrc/cpu/dispatch.cpp``). The environment variable ``LENET_EXT_CPU_ISA``
@@ -52,7 +64,8 @@ import torch
 
 from . import _C  # noqa: F401
 
-ALGORITHMS = ("auto", "direct", "im2col", "winograd")
+ALGORITHMS = ("auto", "direct", "im2col", "winograd", "reference")
+POOL_ALGORITHMS = ("auto", "reference")
 CPU_ISAS = ("default", "avx2", "avx512")
 
 _ops = torch.ops.lenet_ext
@@ -94,6 +107,17 @@ class conv_algorithm(_Choice):
 
 def current_conv_algorithm():
     return conv_algorithm.current()
+
+
+class pool_algorithm(_Choice):
+    """Sets the CPU pooling algorithm, "auto" or "reference"; also a context manager that restores the
+    previous one."""
+
+    CHOICES, SETTER = POOL_ALGORITHMS, "_set_pool_algorithm"
+
+
+def current_pool_algorithm():
+    return pool_algorithm.current()
 
 
 class _IsaSetting(str):

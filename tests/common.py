@@ -1,6 +1,9 @@
 """Helpers shared by the tests: memory layouts, tolerances, and comparing against torch."""
 
 import torch
+import torch.nn.functional as TF
+
+import lenet_ext.functional as LF
 
 LAYOUTS = ["contiguous", "channels_last", "permuted", "sliced"]
 
@@ -79,6 +82,50 @@ def check_conv2d(case, dtype, device="cpu", layout="contiguous", bias=True, unba
     for a, e in zip(grads(actual, ours_in, g), grads(expected, [x, w, b], g)):
         if e is not None:
             assert_close(a, e)
+
+
+def pool_reference_input(t):
+    """What torch's pooling computes the reference from. torch's channels_last CUDA kernels disagree with
+    its NCHW and CPU ones in two places, and ours follow the latter: its avg_pool2d backward with padding
+    is wrong (pytorch/pytorch#188344, in torch 2.11), and its max_pool2d records index 0 instead of the
+    first tap for a window of only padding. So on CUDA the reference reads an NCHW copy."""
+    return t.contiguous() if t.is_cuda else t
+
+
+def check_max_pool2d(case, dtype, device="cpu", layout="contiguous"):
+    """Ours against torch for a cases.MaxPool2dCase: values and indices exactly, the values-only forward, the
+    input gradient, and the layout of a channels_last result."""
+    x = make_input(case.input, dtype, device, layout, requires_grad=True, distinct=True)
+    y = clone_leaf(x)
+    (out, idx) = LF.max_pool2d(x, **case.kwargs(), return_indices=True)
+    (ref, ref_idx) = TF.max_pool2d(y, **case.kwargs(), return_indices=True)
+    assert out.shape == ref.shape
+    torch.testing.assert_close(out, ref, rtol=0, atol=0)
+    torch.testing.assert_close(idx, ref_idx, rtol=0, atol=0)
+    g = torch.randn_like(ref)
+    assert_close(grads(out, [x], g)[0], grads(ref, [y], g)[0])
+    # the values-only forward (no grad wanted) gives the same values
+    with torch.no_grad():
+        torch.testing.assert_close(LF.max_pool2d(x, **case.kwargs()), ref, rtol=0, atol=0)
+    if layout == "channels_last" and x.dim() == 4 and not x.is_contiguous():
+        assert out.is_contiguous(memory_format=torch.channels_last) and idx.stride() == out.stride()
+
+
+def check_avg_pool2d(case, dtype, device="cpu", layout="contiguous"):
+    """Ours against torch for a cases.AvgPool2dCase: the output, the input gradient, and the layout of a
+    channels_last result."""
+    x = make_input(case.input, dtype, device, layout, requires_grad=True)
+    y = clone_leaf(x)
+    out = LF.avg_pool2d(x, **case.kwargs())
+    ref = TF.avg_pool2d(pool_reference_input(y), **case.kwargs())
+    assert out.shape == ref.shape
+    assert_close(out, ref)
+    g = torch.randn_like(ref)
+    gx = grads(out, [x], g)[0]
+    assert_close(gx, grads(ref, [y], g)[0])
+    if layout == "channels_last" and x.dim() == 4 and not x.is_contiguous():
+        assert out.is_contiguous(memory_format=torch.channels_last)
+        assert gx.is_contiguous(memory_format=torch.channels_last)
 
 
 def clone_leaf(t):

@@ -6,7 +6,17 @@ import pytest
 import torch
 import torch.nn.functional as TF
 from cases import AVG_POOL2D, MAX_POOL2D
-from common import LAYOUTS, assert_close, clone_leaf, grads, make_input, raises_like_torch, to_layout
+from common import (
+    LAYOUTS,
+    assert_close,
+    check_avg_pool2d,
+    check_max_pool2d,
+    clone_leaf,
+    make_input,
+    pool_reference_input,
+    raises_like_torch,
+    to_layout,
+)
 from conftest import HAS_CUDA
 
 import lenet_ext
@@ -23,50 +33,18 @@ def device(pool_device):
     return pool_device
 
 
-def _reference_input(t):
-    """What torch's pooling computes the reference from. torch's channels_last CUDA kernels disagree with
-    its NCHW and CPU ones in two places, and ours follow the latter: its avg_pool2d backward with padding
-    is wrong (pytorch/pytorch#188344, in torch 2.11), and its max_pool2d records index 0 instead of the
-    first tap for a window of only padding. So on CUDA the reference reads an NCHW copy."""
-    return t.contiguous() if t.is_cuda else t
-
-
 @pytest.mark.parametrize("case", MAX_POOL2D, ids=str)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_max_pool2d_matches_torch(device, case, dtype, layout):
-    x = make_input(case.input, dtype, device, layout, requires_grad=True, distinct=True)
-    y = clone_leaf(x)
-    (out, idx) = F.max_pool2d(x, **case.kwargs(), return_indices=True)
-    (ref, ref_idx) = TF.max_pool2d(y, **case.kwargs(), return_indices=True)
-    assert out.shape == ref.shape
-    torch.testing.assert_close(out, ref, rtol=0, atol=0)
-    torch.testing.assert_close(idx, ref_idx, rtol=0, atol=0)
-    g = torch.randn_like(ref)
-    assert_close(grads(out, [x], g)[0], grads(ref, [y], g)[0])
-    # the values-only forward (no grad wanted) gives the same values
-    with torch.no_grad():
-        torch.testing.assert_close(F.max_pool2d(x, **case.kwargs()), ref, rtol=0, atol=0)
-    if layout == "channels_last" and x.dim() == 4 and not x.is_contiguous():
-        assert out.is_contiguous(memory_format=torch.channels_last) and idx.stride() == out.stride()
+    check_max_pool2d(case, dtype, device, layout)
 
 
 @pytest.mark.parametrize("case", AVG_POOL2D, ids=str)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_avg_pool2d_matches_torch(device, case, dtype, layout):
-    x = make_input(case.input, dtype, device, layout, requires_grad=True)
-    y = clone_leaf(x)
-    out = F.avg_pool2d(x, **case.kwargs())
-    ref = TF.avg_pool2d(_reference_input(y), **case.kwargs())
-    assert out.shape == ref.shape
-    assert_close(out, ref)
-    g = torch.randn_like(ref)
-    gx = grads(out, [x], g)[0]
-    assert_close(gx, grads(ref, [y], g)[0])
-    if layout == "channels_last" and x.dim() == 4 and not x.is_contiguous():
-        assert out.is_contiguous(memory_format=torch.channels_last)
-        assert gx.is_contiguous(memory_format=torch.channels_last)
+    check_avg_pool2d(case, dtype, device, layout)
 
 
 def test_avg_pool2d_channels_last_gradient_by_hand(device):
@@ -373,7 +351,7 @@ def test_windows_of_only_padding_get_no_gradient(device, layout):
     # error in backward, and no input may receive that output's gradient.
     x = make_input((1, 2, 1, 3), torch.float64, device, layout, requires_grad=True)
     out, idx = F.max_pool2d(x, (2, 1), 1, (1, 0), (2, 1), return_indices=True)
-    ref, ref_idx = TF.max_pool2d(_reference_input(x.detach()), (2, 1), 1, (1, 0), (2, 1), return_indices=True)
+    ref, ref_idx = TF.max_pool2d(pool_reference_input(x.detach()), (2, 1), 1, (1, 0), (2, 1), return_indices=True)
     assert torch.equal(out, ref) and torch.equal(idx, ref_idx) and bool((out == float("-inf")).all())
     (gx,) = torch.autograd.grad(out, x, torch.randn_like(out))
     assert torch.equal(gx, torch.zeros_like(x))

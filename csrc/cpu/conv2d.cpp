@@ -11,6 +11,8 @@
 //                             transposed weight, which then runs through the forward's choice; else
 //                             im2col's col2im
 //   bias gradient             a sum per output channel (here)
+//   reference                 the plain loops of the definition, every pass, only when forced
+//                             (cpu/reference/conv2d.cpp: read it first)
 //
 // The register tiles run at the CPU's instruction-set level (cpu/dispatch.cpp), and the heuristics
 // below know it. lenet_ext.backends.conv_algorithm forces an algorithm; lenet_ext.backends.benchmark
@@ -31,6 +33,7 @@
 
 #include "checks.h"
 #include "cpu/conv2d_common.h"
+#include "cpu/reference/reference.h"
 #include "cpu/settings.h"
 #include "setting.h"
 
@@ -80,10 +83,11 @@ at::Tensor sum_slices(const at::Tensor& partial) {
 
 namespace {
 
-// lenet_ext.backends.conv_algorithm("auto" | "direct" | "im2col" | "winograd") sets this through the
-// lenet_ext::_set_conv_algorithm operator.
-enum class Algorithm : int64_t { kAuto = 0, kDirect = 1, kIm2col = 2, kWinograd = 3 };
-Setting g_conv_algorithm{"_set_conv_algorithm", 4};
+// lenet_ext.backends.conv_algorithm("auto" | "direct" | "im2col" | "winograd" | "reference") sets this
+// through the lenet_ext::_set_conv_algorithm operator. "reference" takes every pass, forward and backward,
+// to cpu/reference/conv2d.cpp before any choice is made here.
+enum class Algorithm : int64_t { kAuto = 0, kDirect = 1, kIm2col = 2, kWinograd = 3, kReference = 4 };
+Setting g_conv_algorithm{"_set_conv_algorithm", 5};
 
 Algorithm forced_algorithm() {
   return static_cast<Algorithm>(g_conv_algorithm.get());
@@ -259,6 +263,7 @@ Kernel choose(Pass pass, const Conv2dParams& p, at::ScalarType dtype, Kernel heu
       return direct;
     case Algorithm::kWinograd:
       return winograd.value_or(heuristic);
+    case Algorithm::kReference:  // not reached: the operators hand the whole call to the reference
     case Algorithm::kAuto:
       break;
   }
@@ -438,6 +443,9 @@ at::Tensor conv2d_grad_bias(const at::Tensor& go, const Conv2dParams& p) {
 at::Tensor conv2d_forward_cpu(const at::Tensor& input, const at::Tensor& weight,
                               const std::optional<at::Tensor>& bias, at::IntArrayRef stride,
                               at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups) {
+  if (forced_algorithm() == Algorithm::kReference) {
+    return conv2d_forward_reference(input, weight, bias, stride, padding, dilation, groups);
+  }
   const Conv2dParams p = check_conv2d_forward(input, weight, bias, stride, padding, dilation, groups);
   const at::Tensor x = to_compute(input), w = to_compute(weight);
   const std::optional<at::Tensor> b = bias ? std::optional<at::Tensor>(to_compute(*bias)) : std::nullopt;
@@ -455,6 +463,9 @@ at::Tensor conv2d_forward_cpu(const at::Tensor& input, const at::Tensor& weight,
 std::tuple<std::optional<at::Tensor>, std::optional<at::Tensor>, std::optional<at::Tensor>> conv2d_backward_cpu(
     const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& weight, at::IntArrayRef stride,
     at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups, std::array<bool, 3> output_mask) {
+  if (forced_algorithm() == Algorithm::kReference) {
+    return conv2d_backward_reference(grad_output, input, weight, stride, padding, dilation, groups, output_mask);
+  }
   const Conv2dParams p = check_conv2d_backward(grad_output, input, weight, stride, padding, dilation, groups);
   const at::Tensor go = to_compute(grad_output);
   const at::MemoryFormat fmt = conv2d_memory_format(input, weight);

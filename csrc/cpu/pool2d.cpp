@@ -25,6 +25,8 @@
 // Layout: channels_last input (that is not also plain contiguous) gives channels_last outputs and
 // gradients; every other input is read as contiguous NCHW (copied once if needed). ops.py's fake kernels
 // follow the same rule. bfloat16 and float16 are computed in float32 and rounded once at the end.
+//
+// lenet_ext.backends.pool_algorithm("reference") sends every pass to cpu/reference/pool2d.cpp instead.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/Dispatch_v2.h>
@@ -40,13 +42,24 @@
 #include <type_traits>
 #include <vector>
 
-#include "cpu/common.h"
 #include "checks.h"
+#include "cpu/common.h"
+#include "cpu/reference/reference.h"
+#include "cpu/settings.h"
 #include "numeric.h"
+#include "setting.h"
 #include "shape.h"
 
 namespace lenet_ext {
 namespace {
+
+// lenet_ext.backends.pool_algorithm("auto" | "reference") sets this through lenet_ext::_set_pool_algorithm.
+enum class PoolAlgorithm : int { kAuto = 0, kReference = 1 };
+Setting g_pool_algorithm{"_set_pool_algorithm", 2};
+
+bool reference_forced() {
+  return g_pool_algorithm.get() == static_cast<int>(PoolAlgorithm::kReference);
+}
 
 // ----------------------------------------------------------------------------------------- plumbing
 
@@ -324,6 +337,9 @@ at::Tensor max_pool2d_run(PoolOp pool_op, const at::Tensor& input, c10::IntArray
 std::tuple<at::Tensor, at::Tensor> max_pool2d_forward_cpu(const at::Tensor& input, c10::IntArrayRef kernel_size,
                                                           c10::IntArrayRef stride, c10::IntArrayRef padding,
                                                           c10::IntArrayRef dilation, bool ceil_mode) {
+  if (reference_forced()) {
+    return max_pool2d_forward_reference(input, kernel_size, stride, padding, dilation, ceil_mode);
+  }
   at::Tensor indices;
   at::Tensor out = max_pool2d_run(PoolOp::MaxForward, input, kernel_size, stride, padding, dilation, ceil_mode,
                                   &indices);
@@ -333,6 +349,9 @@ std::tuple<at::Tensor, at::Tensor> max_pool2d_forward_cpu(const at::Tensor& inpu
 at::Tensor max_pool2d_forward_values_cpu(const at::Tensor& input, c10::IntArrayRef kernel_size,
                                          c10::IntArrayRef stride, c10::IntArrayRef padding,
                                          c10::IntArrayRef dilation, bool ceil_mode) {
+  if (reference_forced()) {
+    return max_pool2d_forward_values_reference(input, kernel_size, stride, padding, dilation, ceil_mode);
+  }
   return max_pool2d_run(PoolOp::MaxForwardValues, input, kernel_size, stride, padding, dilation, ceil_mode,
                         nullptr);
 }
@@ -457,6 +476,10 @@ at::Tensor padding_only_windows(const Pool2dParams& p) {
 at::Tensor max_pool2d_backward_cpu(const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& indices,
                                    c10::IntArrayRef kernel_size, c10::IntArrayRef stride, c10::IntArrayRef padding,
                                    c10::IntArrayRef dilation, bool ceil_mode) {
+  if (reference_forced()) {
+    return max_pool2d_backward_reference(grad_output, input, indices, kernel_size, stride, padding, dilation,
+                                         ceil_mode);
+  }
   const Pool2dParams p =
       check_max_pool2d_backward(grad_output, input, indices, kernel_size, stride, padding, dilation, ceil_mode);
   const auto fmt = pool_output_format(input);
@@ -485,8 +508,7 @@ at::Tensor max_pool2d_backward_cpu(const at::Tensor& grad_output, const at::Tens
       }
     });
   }
-  TORCH_CHECK(!bad.seen.load(), pool_op_name(PoolOp::MaxBackward), ": found an invalid max index ", bad.value, " (expected a flat position in [0, ",
-              plane_in, ") of the ", p.win.in[0], " x ", p.win.in[1], " input plane)");
+  check_max_index(!bad.seen.load(), bad.value, p);
   return as_result(gx, input.scalar_type(), fmt);
 }
 
@@ -585,6 +607,10 @@ void avg_pool_nhwc(const scalar_t* x, scalar_t* y, int64_t batch, int64_t C, con
 at::Tensor avg_pool2d_forward_cpu(const at::Tensor& input, c10::IntArrayRef kernel_size, c10::IntArrayRef stride,
                                   c10::IntArrayRef padding, bool ceil_mode, bool count_include_pad,
                                   std::optional<int64_t> divisor_override) {
+  if (reference_forced()) {
+    return avg_pool2d_forward_reference(input, kernel_size, stride, padding, ceil_mode, count_include_pad,
+                                        divisor_override);
+  }
   const Pool2dParams p =
       check_avg_pool2d_forward(input, kernel_size, stride, padding, ceil_mode, divisor_override).pool;
   const auto fmt = pool_output_format(input);
@@ -701,6 +727,10 @@ void avg_unpool_nhwc(const scalar_t* go, scalar_t* gx, int64_t batch, int64_t C,
 at::Tensor avg_pool2d_backward_cpu(const at::Tensor& grad_output, const at::Tensor& input,
                                    c10::IntArrayRef kernel_size, c10::IntArrayRef stride, c10::IntArrayRef padding,
                                    bool ceil_mode, bool count_include_pad, std::optional<int64_t> divisor_override) {
+  if (reference_forced()) {
+    return avg_pool2d_backward_reference(grad_output, input, kernel_size, stride, padding, ceil_mode,
+                                         count_include_pad, divisor_override);
+  }
   const Pool2dParams p =
       check_avg_pool2d_backward(grad_output, input, kernel_size, stride, padding, ceil_mode, divisor_override).pool;
   const auto fmt = pool_output_format(input);
@@ -731,6 +761,10 @@ TORCH_LIBRARY_IMPL(lenet_ext, CPU, m) {
   m.impl("max_pool2d_backward", &max_pool2d_backward_cpu);
   m.impl("avg_pool2d_forward", &avg_pool2d_forward_cpu);
   m.impl("avg_pool2d_backward", &avg_pool2d_backward_cpu);
+}
+
+int64_t cpu::set_pool_algorithm(int64_t algorithm) {
+  return g_pool_algorithm.set(algorithm);
 }
 
 }  // namespace lenet_ext

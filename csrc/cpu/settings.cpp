@@ -10,6 +10,7 @@ namespace lenet_ext {
 TORCH_LIBRARY_IMPL(lenet_ext, CompositeExplicitAutograd, m) {
   m.impl("_set_conv_algorithm", &cpu::set_conv_algorithm);
   m.impl("_set_conv_benchmark", &cpu::set_conv_benchmark);
+  m.impl("_set_pool_algorithm", &cpu::set_pool_algorithm);
   m.impl("_set_cpu_isa", &cpu::set_cpu_isa);
   m.impl("_cpu_isa_supported", &cpu::cpu_isa_supported);
 }

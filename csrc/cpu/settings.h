@@ -7,10 +7,14 @@
 namespace lenet_ext {
 namespace cpu {
 
-// cpu/conv2d.cpp: the forced conv algorithm (0 auto, 1 direct, 2 im2col, 3 winograd), and whether new
-// shapes time their candidates (lenet_ext.backends.conv_algorithm, .benchmark).
+// cpu/conv2d.cpp: the forced conv algorithm (0 auto, 1 direct, 2 im2col, 3 winograd, 4 reference),
+// and whether new shapes time their candidates (lenet_ext.backends.conv_algorithm, .autotune).
 int64_t set_conv_algorithm(int64_t algorithm);
 int64_t set_conv_benchmark(int64_t enabled);
+
+// cpu/pool2d.cpp: the forced pooling algorithm (0 auto, 1 reference), every pass
+// (lenet_ext.backends.pool_algorithm).
+int64_t set_pool_algorithm(int64_t algorithm);
 
 // cpu/dispatch.cpp: the instruction-set level the tile kernels run at, and whether this CPU runs a level
 // (lenet_ext.backends.cpu_isa).
