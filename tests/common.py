@@ -3,6 +3,8 @@
 import torch
 import torch.nn.functional as TF
 
+from torch_guard import padding_only_mask, torch_max_pool2d_grad
+
 import lenet_ext.functional as LF
 
 LAYOUTS = ["contiguous", "channels_last", "permuted", "sliced"]
@@ -96,14 +98,18 @@ def check_max_pool2d(case, dtype, device="cpu", layout="contiguous"):
     """Ours against torch for a cases.MaxPool2dCase: values and indices exactly, the values-only forward, the
     input gradient, and the layout of a channels_last result."""
     x = make_input(case.input, dtype, device, layout, requires_grad=True, distinct=True)
-    y = clone_leaf(x)
+    # torch's CPU backward writes out of bounds when a window sees only padding: then its gradient comes from
+    # a child process (tests/torch_guard.py)
+    unsafe = x.device.type == "cpu" and padding_only_mask(x.shape, **case.kwargs()) is not None
+    y = x.detach() if unsafe else clone_leaf(x)
     (out, idx) = LF.max_pool2d(x, **case.kwargs(), return_indices=True)
     (ref, ref_idx) = TF.max_pool2d(y, **case.kwargs(), return_indices=True)
     assert out.shape == ref.shape
     torch.testing.assert_close(out, ref, rtol=0, atol=0)
     torch.testing.assert_close(idx, ref_idx, rtol=0, atol=0)
     g = torch.randn_like(ref)
-    assert_close(grads(out, [x], g)[0], grads(ref, [y], g)[0])
+    expected = torch_max_pool2d_grad(y, g, **case.kwargs()) if unsafe else grads(ref, [y], g)[0]
+    assert_close(grads(out, [x], g)[0], expected)
     # the values-only forward (no grad wanted) gives the same values
     with torch.no_grad():
         torch.testing.assert_close(LF.max_pool2d(x, **case.kwargs()), ref, rtol=0, atol=0)

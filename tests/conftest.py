@@ -13,8 +13,13 @@ import contextlib
 import pytest
 import torch
 
+import torch_guard
+
 import lenet_ext  # noqa: F401  (registers the operators)
 from lenet_ext.backends import cuda_pool_layout, cuda_pool_planar, tf32_disabled
+
+# torch's CPU max_pool2d backward corrupts the heap on windows of only padding: never in a worker's process
+torch_guard.install()
 
 HAS_CUDA = torch.cuda.is_available()
 needs_cuda = pytest.mark.skipif(not HAS_CUDA, reason="no CUDA device")

@@ -5,7 +5,7 @@ import functools
 import pytest
 import torch
 import torch.nn.functional as TF
-from cases import AVG_POOL2D, MAX_POOL2D
+from cases import AVG_POOL2D, MAX_POOL2D, MaxPool2dCase
 from common import (
     LAYOUTS,
     assert_close,
@@ -18,6 +18,7 @@ from common import (
     to_layout,
 )
 from conftest import HAS_CUDA
+from torch_guard import UnsafeTorchReference, padding_only_mask, torch_max_pool2d_grad
 
 import lenet_ext
 import lenet_ext.functional as F
@@ -173,6 +174,73 @@ def test_cuda_kernels_on_host_windows_of_only_padding():
         assert bool((out == float("-inf")).all()) and torch.equal(idx[0, 0, 0], torch.tensor([3, 4, 5]))
         g, _ = _host("max_pool2d_backward", x, *conf, native=native, grad=torch.ones_like(out), indices=idx)
         assert torch.equal(g, torch.zeros_like(x))
+
+
+# ------------------------------------------------- windows of only padding, and indices out of range
+# torch's CPU max_pool2d records an index past the plane for a window of only padding and its backward
+# scatters through it unchecked (tests/torch_guard.py). This geometry, from the issue that found it, has
+# such windows in its first output row: torch's own backward aborts the process within 200 calls.
+PADDING_ONLY = MaxPool2dCase("padding-only-rows", (1, 8, 1, 17), (2, 5), (4, 2), (1, 2), (2, 1))
+
+
+def test_torch_guard_refuses_the_out_of_bounds_backward():
+    kwargs = PADDING_ONLY.kwargs()
+    x = torch.randn(PADDING_ONLY.input, requires_grad=True)
+    for call in (lambda: TF.max_pool2d(x, **kwargs), lambda: torch.nn.MaxPool2d(**kwargs)(x),
+                 lambda: TF.max_pool2d(x, **kwargs, return_indices=True)):  # fmt: skip
+        with pytest.raises(UnsafeTorchReference, match="writes outside its gradient"):
+            call()
+    TF.max_pool2d(x.detach(), **kwargs)  # the forward alone writes nothing out of place
+    TF.max_pool2d(x, (1, 2))  # and a geometry without such windows passes
+    # the guard's geometry is exactly the windows our kernels give -inf
+    out = F.max_pool2d(x.detach(), **kwargs)
+    assert torch.equal(padding_only_mask(x.shape, **kwargs).expand_as(out), out == float("-inf"))
+
+
+@pytest.mark.parametrize("algorithm", ["auto", "reference"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_max_pool2d_windows_of_only_padding_match_torch(algorithm, dtype, layout):
+    with lenet_ext.backends.pool_algorithm(algorithm):
+        check_max_pool2d(PADDING_ONLY, dtype, "cpu", layout)
+
+
+@pytest.mark.parametrize("kernels", HOST_KERNELS)
+def test_cuda_kernels_on_host_windows_of_only_padding_match_torch(kernels):
+    native, runs = HOST_KERNELS[kernels]
+    x = make_input(PADDING_ONLY.input, torch.float64, "cpu", "channels_last" if native else "contiguous")
+    out, idx = _host("max_pool2d_forward", x, *PADDING_ONLY.op_args(), native=native, runs=runs)
+    ref, ref_idx = TF.max_pool2d(x, **PADDING_ONLY.kwargs(), return_indices=True)
+    assert torch.equal(out, ref) and torch.equal(idx, ref_idx)
+    g = torch.randn_like(ref)
+    got, _ = _host("max_pool2d_backward", x, *PADDING_ONLY.op_args(), native=native, grad=g, indices=idx)
+    assert torch.equal(got, torch_max_pool2d_grad(x, g, **PADDING_ONLY.kwargs()))
+
+
+def test_max_pool2d_backward_indices_out_of_range():
+    """An index outside the input plane is an error on the CPU (every kernel, one wording) and never read on
+    CUDA, whose backwards gather (an input position sums the outputs that name it): no path reads or writes
+    through it. An index inside the plane but outside its window is accepted, as torch accepts it, and its
+    gradient lands where it says: checking window membership would cost as much as the scatter."""
+    x = torch.randn(1, 2, 6, 6, dtype=torch.float64)
+    conf = ([2, 2], [2, 2], [0, 0], [1, 1], False)
+    out, idx = ops.max_pool2d_forward(x, *conf)
+    g = torch.randn_like(out)
+    for bad in (36, -1, 1 << 62):
+        for algorithm in ("auto", "reference"):
+            with lenet_ext.backends.pool_algorithm(algorithm), pytest.raises(RuntimeError, match=f"invalid max index {bad}"):
+                ops.max_pool2d_backward(g, x, torch.full_like(idx, bad), *conf)
+        for kernels, (native, runs) in HOST_KERNELS.items():
+            xl = x.contiguous(memory_format=torch.channels_last) if native else x
+            got, _ = _host("max_pool2d_backward", xl, *conf, native=native, grad=g, indices=torch.full_like(idx, bad))
+            assert torch.equal(got, torch.zeros_like(x)), kernels
+    # in the plane, outside the window: output (0, 0) names input (5, 5)
+    moved = idx.clone()
+    moved[:, :, 0, 0] = 35
+    want = torch.ops.aten.max_pool2d_with_indices_backward(g, x, *conf, moved)
+    for algorithm in ("auto", "reference"):
+        with lenet_ext.backends.pool_algorithm(algorithm):
+            assert torch.equal(ops.max_pool2d_backward(g, x, moved, *conf), want)
 
 
 # ------------------------------------------------------------------------- what the operators accept
