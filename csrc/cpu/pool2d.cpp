@@ -1,5 +1,11 @@
 // max_pool2d and avg_pool2d on the CPU: forwards (max with or without indices) and backwards.
 //
+// float and double forwards run the per-level kernels of cpu/pool2d_tiles.h (see there: NCHW as separable
+// row and column passes, channels_last in registers over the channels), except NCHW max without indices,
+// which keeps the separable loop below; the channels_last avg backward gathers through them too. The loops
+// below serve the other dtypes (integer max pooling), planes too large for int32 indices, and the
+// backwards.
+//
 // Algorithm, NCHW: one task is one output row (plane, oh). The row is built tap by tap: for each kernel
 // tap (i, j) whose input row lies inside the image, every output column ow in the tap's interior
 // [lo, hi) (valid_outputs in shape.h) reads x[ih, ow*sw - pw + j*dw] and folds it into the output row,
