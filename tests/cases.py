@@ -272,6 +272,15 @@ MAX_POOL2D = Table(
     M("dilated-stride-over-kernel", (2, 3, 11, 10), (2, 3), (3, 2), (1, 1), (1, 2), True),
     M("k4-s1-p2", (2, 3, 11, 10), (4, 4), (1, 1), (2, 2), note="more outputs than inputs"),
     M("dilated-rows-ceil", (2, 3, 7, 8), (3, 2), (2, 1), (1, 1), (2, 1), True, tags=("opcheck",)),
+    # rows and channel counts past a vector of every level (16 floats on AVX-512), odd, so that the vector
+    # loops run and leave tails: stride 1 (shifted vectors), stride 2 and 3 (tap by tap), channels_last
+    # blocks of four vectors, one vector and single channels
+    M("wide-s1", (2, 37, 9, 45), 3, 1, 1, note="GoogLeNet's 3x3 s1 p1 on rows of 45"),
+    M("wide-s1-dilated", (1, 70, 11, 50), 3, 1, 1, (2, 3), note="stride 1, dilated: taps 2 rows / 3 columns apart"),
+    M("wide-s1-anisotropic", (1, 21, 13, 67), (2, 5), 1, (1, 2), 1, True),
+    M("wide-s2-ceil", (2, 21, 12, 67), 3, 2, 1, 1, True, note="ResNet's 3x3 s2 p1 on an odd, wide row"),
+    M("wide-k2-s2", (1, 70, 8, 66), 2, note="2x2 s2 on 70 channels: 64 in one block of four vectors, a tail"),
+    M("wide-s3-dilated", (1, 37, 14, 71), 3, 3, 1, 2),
 )
 
 # id, input, then F.avg_pool2d's arguments in order: kernel_size, stride, padding, ceil_mode, count_include_pad,
@@ -304,5 +313,12 @@ AVG_POOL2D = Table(
     A("negative-divisor-ceil", (2, 3, 11, 10), (2, 3), (3, 1), (1, 0), True, True, -3),
     A("anisotropic-ceil-exclude-pad", (2, 3, 7, 8), (3, 2), (2, 1), (1, 1), True, False, tags=("opcheck",)),
     A("divisor-ceil", (2, 3, 7, 8), (3, 3), (1, 2), (1, 0), True, True, 5, tags=("opcheck",)),
+    # past a vector of every level, odd sizes (see MAX_POOL2D's wide cases)
+    A("wide-s1", (2, 37, 9, 45), 3, 1, 1, note="3x3 s1 p1: the separable sums on rows of 45"),
+    A("wide-s1-exclude-pad", (1, 70, 10, 50), 3, 1, 1, False, False),
+    A("wide-s1-anisotropic-divisor", (1, 21, 13, 67), (2, 5), 1, (1, 2), True, True, 7),
+    A("wide-s2-ceil-exclude-pad", (2, 21, 11, 67), 3, 2, 1, True, False),
+    A("wide-k2-s2", (1, 70, 8, 66), 2),
+    A("wide-s3", (1, 37, 14, 71), 4, 3, 2, True, True),
 )
 del C, M, A

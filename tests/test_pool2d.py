@@ -330,16 +330,24 @@ def test_seed_examples():
     assert lenet_ext.nn.MaxPool2d(3, padding=1, stride=2)(two)[0, 1].flatten().tolist() == [6, 8, 14, 16]
 
 
-def test_nan_and_inf(device):
-    x = torch.randn(1, 2, 6, 6, device=device, dtype=torch.float64)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("shape", [(1, 2, 6, 6), (1, 70, 7, 40)], ids=["small", "vectors"])
+def test_nan_and_inf(device, shape, dtype):
+    """NaN wins (the last NaN of a window), a window of -inf keeps its first position; "vectors" is wide
+    and deep enough for every level's vector loops in both layouts, tails included."""
+    x = torch.randn(shape, device=device, dtype=torch.float64)
     x[0, 0, 1, 1] = float("nan")  # one NaN in a window wins it
     x[0, 0, 4, 4] = x[0, 0, 4, 5] = float("nan")  # two NaNs in one window
     x[0, 1, :3, :3] = float("-inf")  # a window of only -inf gives -inf at its first position
     x[0, 1, 3:, 3:] = float("inf")
-    x = x.requires_grad_()
+    if shape[1] > 2:
+        x[0, 2::3, 1, 1:30:4] = float("nan")
+        x[0, 2::3, 2, 2:30:4] = float("nan")
+        x[0, 3::2, :3, 10:20] = float("-inf")
+    x = x.to(dtype).requires_grad_()
     for layout in ("contiguous", "channels_last"):
         xl = clone_leaf(x.detach().contiguous(memory_format=torch.channels_last)) if layout != "contiguous" else x
-        for cfg in [(2, 2, 0), (3, 3, 0), (3, 2, 1)]:
+        for cfg in [(2, 2, 0), (3, 3, 0), (3, 2, 1), (3, 1, 1), (2, 1, 1)]:
             out, idx = F.max_pool2d(xl, *cfg, return_indices=True)
             ref, ref_idx = TF.max_pool2d(xl.detach(), *cfg, return_indices=True)
             torch.testing.assert_close(out, ref, rtol=0, atol=0, equal_nan=True)
@@ -354,13 +362,23 @@ def test_max_ties_and_signed_zeros(device, dtype):
     wins, with its own value (its sign) and index, in both layouts, for overlapping and dilated windows."""
     g = torch.Generator().manual_seed(7)
     x = torch.randint(-2, 2, (2, 3, 9, 11), generator=g).to(torch.float64)  # few values: many ties
+    # and wide, deep ones, for every level's vector loops and their tails in both layouts
+    x = torch.cat([x, torch.randint(-2, 2, (2, 67, 9, 11), generator=g).to(torch.float64)], 1)
+    x = torch.cat([x, torch.randint(-2, 2, (2, 70, 9, 38), generator=g).to(torch.float64)[..., :27]], 3)
     if dtype.is_floating_point:
         x = torch.where(torch.rand(x.shape, generator=g) < 0.5, x, -x)  # half the zeros are -0
         x[0, 0, 4, :] = float("nan")  # and a row of NaNs: the last NaN of a window wins
     x = x.to(dtype).to(device)
     for layout in ("contiguous", "channels_last"):
         xl = x.contiguous(memory_format=torch.channels_last) if layout == "channels_last" else x
-        for kernel, stride, padding, dilation in [(2, 2, 0, 1), (3, 2, 1, 1), (3, 1, 1, 2), ((2, 3), (1, 2), 0, 1)]:
+        for kernel, stride, padding, dilation in [
+            (2, 2, 0, 1),
+            (3, 2, 1, 1),
+            (3, 1, 1, 2),
+            ((2, 3), (1, 2), 0, 1),
+            (3, 1, 1, 1),
+            ((3, 2), 1, (1, 1), (1, 3)),
+        ]:
             out, idx = F.max_pool2d(xl, kernel, stride, padding, dilation, return_indices=True)
             ref, ref_idx = TF.max_pool2d(xl, kernel, stride, padding, dilation, return_indices=True)
             assert torch.equal(idx, ref_idx), (layout, kernel, stride, padding, dilation)
@@ -368,6 +386,22 @@ def test_max_ties_and_signed_zeros(device, dtype):
             if dtype.is_floating_point:  # the sign of a zero (a NaN's sign is its payload's: torch's bfloat16 differs)
                 numbers = ~ref.isnan()
                 assert torch.equal(out.signbit()[numbers], ref.signbit()[numbers]), (layout, kernel, stride, padding)
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_avg_sums_stay_within_torchs_error(layout, dtype):
+    """Long rows of values far from 0 (where rounding shows), wide windows sliding by 1: each output's sum
+    must be no further from the float64 result than torch's own (no running sum that drifts along a row)."""
+    g = torch.Generator().manual_seed(3)
+    x = (1000 + torch.randn(2, 19, 5, 4099, generator=g, dtype=torch.float64)).to(dtype)
+    x = to_layout(x, layout)
+    for kernel, stride, padding in [((3, 31), 1, (1, 15)), (3, 1, 1), ((2, 64), (1, 3), (1, 0))]:
+        exact = TF.avg_pool2d(x.double(), kernel, stride, padding)
+        ours, theirs = F.avg_pool2d(x, kernel, stride, padding), TF.avg_pool2d(x, kernel, stride, padding)
+        torch_error = (theirs.double() - exact).abs().max()
+        rounding = torch.finfo(dtype).eps * exact.abs().max()
+        assert (ours.double() - exact).abs().max() <= 2 * torch_error + rounding, (kernel, stride, padding)
 
 
 def test_ceil_mode_edges():

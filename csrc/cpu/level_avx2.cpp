@@ -13,6 +13,7 @@
 #define LENET_CPU_LEVEL_NAME "avx2"
 #define LENET_CPU_LEVEL_TABLE kernels_avx2
 #include "cpu/tiles.h"
+#include "cpu/pool2d_tiles.h"
 
 #if defined(__clang__)
 #pragma clang attribute pop

@@ -6,3 +6,4 @@
 #define LENET_CPU_LEVEL_NAME "default"
 #define LENET_CPU_LEVEL_TABLE kernels_default
 #include "cpu/tiles.h"
+#include "cpu/pool2d_tiles.h"

@@ -1,5 +1,11 @@
 // max_pool2d and avg_pool2d on the CPU: forwards (max with or without indices) and backwards.
 //
+// float and double forwards run the per-level kernels of cpu/pool2d_tiles.h (see there: NCHW as separable
+// row and column passes, channels_last in registers over the channels), except NCHW max without indices,
+// which keeps the separable loop below; the channels_last avg backward gathers through them too. The loops
+// below serve the other dtypes (integer max pooling), planes too large for int32 indices, and the
+// backwards.
+//
 // Algorithm, NCHW: one task is one output row (plane, oh). The row is built tap by tap: for each kernel
 // tap (i, j) whose input row lies inside the image, every output column ow in the tap's interior
 // [lo, hi) (valid_outputs in shape.h) reads x[ih, ow*sw - pw + j*dw] and folds it into the output row,
@@ -44,6 +50,7 @@
 
 #include "checks.h"
 #include "cpu/common.h"
+#include "cpu/pool2d_kernels.h"
 #include "cpu/reference/reference.h"
 #include "cpu/settings.h"
 #include "numeric.h"
@@ -288,10 +295,73 @@ void with_column_stride(int64_t stride, const F& f) {
   with_constant_or_any<1, 2>(stride, f);
 }
 
+// ------------------------------------------------------------------ float and double: per-level kernels
+
+cpu::PoolGeometry geometry_of(const Window2d& w) {
+  return {w.in[0],     w.in[1],     w.out[0],  w.out[1],  w.kernel[0], w.kernel[1],
+          w.stride[0], w.stride[1], w.pad[0],  w.pad[1],  w.dilation[0], w.dilation[1]};
+}
+
+// float and double run the level's kernels (cpu/pool2d_tiles.h); their indices are as wide as the values,
+// so a float plane must have fewer than 2^31 positions (larger ones take the generic loops).
+template <typename scalar_t>
+constexpr bool kLevelKernels = std::is_same_v<scalar_t, float> || std::is_same_v<scalar_t, double>;
+
+template <typename scalar_t>
+bool level_kernels_take(const Window2d& w) {
+  if constexpr (kLevelKernels<scalar_t>) {
+    // every position a window may record, padding-only windows' included, lies in the padded, dilated extent
+    const int64_t rows = w.in[0] + 2 * w.pad[0] + w.dilation[0] * w.kernel[0];
+    const int64_t cols = w.in[1] + 2 * w.pad[1] + w.dilation[1] * w.kernel[1];
+    return rows * cols <= int64_t{std::numeric_limits<cpu::PoolIndex<scalar_t>>::max()};
+  }
+  return false;
+}
+
+// NCHW: threads take ranges of output rows; each keeps its own ring of row-pass results.
+template <typename scalar_t>
+void pool_rows_level(bool is_max, const scalar_t* x, scalar_t* y, int64_t* ind, const scalar_t* div, int64_t planes,
+                     const Window2d& w) {
+  const cpu::PoolGeometry g = geometry_of(w);
+  const auto& kernels = cpu::active_pool_kernels().of<scalar_t>();
+  const int64_t ring_rows = is_max ? (g.KH - 1) * g.dh + 1 : g.KH;
+  at::parallel_for(0, planes * g.OH, grain_for(g.OW * (g.KH + g.KW)), [&](int64_t r0, int64_t r1) {
+    std::vector<scalar_t> ring(ring_rows * g.OW);
+    std::vector<cpu::PoolIndex<scalar_t>> ring_index(ind != nullptr ? ring_rows * g.OW : 0);
+    const cpu::PoolRowsJob<scalar_t> job{x, y, ind, div, ring.data(), ring_index.data(), r0, r1, g};
+    (is_max ? kernels.max_rows : kernels.avg_rows)(job);
+  });
+}
+
+// channels_last: threads take ranges of output rows (image, oh).
+template <typename scalar_t>
+void pool_pixels_level(bool is_max, const scalar_t* x, scalar_t* y, int64_t* ind, const scalar_t* div, int64_t batch,
+                       int64_t C, const Window2d& w) {
+  const cpu::PoolGeometry g = geometry_of(w);
+  const auto& kernels = cpu::active_pool_kernels().of<scalar_t>();
+  at::parallel_for(0, batch * g.OH, grain_for(g.OW * C * g.KH * g.KW), [&](int64_t r0, int64_t r1) {
+    const cpu::PoolPixelsJob<scalar_t> job{x, y, ind, div, C, r0, r1, g};
+    (is_max ? kernels.max_pixels : kernels.avg_pixels)(job);
+  });
+}
+
 template <typename scalar_t, bool kIndices>
 void max_pool_dispatch(const at::Tensor& x, at::Tensor& y, int64_t* ind, const Pool2dParams& p, bool channels_last) {
   const scalar_t* xd = x.const_data_ptr<scalar_t>();
   scalar_t* yd = y.mutable_data_ptr<scalar_t>();
+  // NCHW values only keeps max_pool_values_nchw: its row pass reduces whole input rows (contiguous) before
+  // the strided column taps, which measured faster than the level kernels' strided row pass at stride 2
+  // (Xeon, AVX-512: 3x3 s2 p1 and 2x2 s2 about 2x faster) and no slower at stride 1.
+  if constexpr (kLevelKernels<scalar_t>) {
+    if ((kIndices || channels_last) && level_kernels_take<scalar_t>(p.win)) {
+      if (channels_last) {
+        pool_pixels_level<scalar_t>(true, xd, yd, ind, nullptr, p.batch, p.channels, p.win);
+      } else {
+        pool_rows_level<scalar_t>(true, xd, yd, ind, nullptr, p.batch * p.channels, p.win);
+      }
+      return;
+    }
+  }
   if (channels_last) {
     max_pool_nhwc<scalar_t, kIndices>(xd, yd, ind, p.batch, p.channels, p.win);
     return;
@@ -414,6 +484,9 @@ void max_unpool_nchw(const scalar_t* go, const int64_t* ind, scalar_t* gx, int64
 // still gives several tasks to the threads.
 constexpr int64_t kChannelBlock = 64;
 
+// Pixels the channels_last max backward zeroes at a time, ahead of its scatter.
+constexpr int64_t kZeroAhead = 64;
+
 template <typename scalar_t>
 void max_unpool_nhwc(const scalar_t* go, const int64_t* ind, scalar_t* gx, int64_t batch, int64_t C,
                      int64_t plane_in, int64_t plane_out, BadIndex& bad) {
@@ -424,6 +497,18 @@ void max_unpool_nhwc(const scalar_t* go, const int64_t* ind, scalar_t* gx, int64
     for (int64_t t = t0; t < t1; ++t) {
       const int64_t n = t / blocks, c_lo = (t % blocks) * kChannelBlock, c_hi = std::min(C, c_lo + kChannelBlock);
       scalar_t* gimg = gx + n * plane_in * C;
+      // The task zeroes its pixels' channels [c_lo, c_hi) just ahead of the scatter, while they are about to
+      // be in cache, instead of a separate pass over the whole gradient: positions below `zeroed` are. The
+      // windows move forward through the plane, so this is one pass; an index further on (any valid index
+      // may come in) zeroes up to itself first.
+      int64_t zeroed = 0;
+      auto zero_to = [&](int64_t end) {
+        end = std::min(plane_in, std::max(end, zeroed + kZeroAhead));
+        for (int64_t q = zeroed; q < end; ++q) {
+          std::fill(gimg + q * C + c_lo, gimg + q * C + c_hi, scalar_t(0));
+        }
+        zeroed = end;
+      };
       for (int64_t q = 0; q < plane_out; ++q) {
         const int64_t base = (n * plane_out + q) * C;  // output pixel q of image n
         const scalar_t* gop = go + base;
@@ -434,8 +519,14 @@ void max_unpool_nhwc(const scalar_t* go, const int64_t* ind, scalar_t* gx, int64
             found.note(pos);
             continue;
           }
+          if (pos >= zeroed) {
+            zero_to(pos + 1);
+          }
           gimg[pos * C + c] += gop[c];
         }
+      }
+      if (zeroed < plane_in) {
+        zero_to(plane_in);
       }
     }
     bad.record(found);
@@ -494,10 +585,13 @@ at::Tensor max_pool2d_backward_cpu(const at::Tensor& grad_output, const at::Tens
     go = go.masked_fill(padding_only, 0).contiguous(fmt);
     ind = ind.masked_fill(padding_only, 0).contiguous(fmt);
   }
-  at::Tensor gx = empty_grad_input(input, go, fmt);
+  // Both scatters zero the gradient as they go (channels_last: max_unpool_nhwc), so it starts empty.
+  at::Tensor gx = at::empty(input.sizes(), go.options().memory_format(fmt));
   const int64_t plane_in = p.win.in[0] * p.win.in[1], plane_out = p.win.out[0] * p.win.out[1];
   BadIndex bad;
-  if (go.numel() > 0) {
+  if (go.numel() == 0) {
+    gx.zero_();
+  } else {
     AT_DISPATCH_FLOATING_TYPES(go.scalar_type(), "max_pool2d_backward_cpu", [&] {
       if (fmt == at::MemoryFormat::ChannelsLast) {
         max_unpool_nhwc(go.const_data_ptr<scalar_t>(), ind.const_data_ptr<int64_t>(),
@@ -540,6 +634,18 @@ AvgFactors avg_factors(const Window2d& w, bool count_include_pad, std::optional<
   }
   return {avg_factors_1d(w.in[0], w.kernel[0], w.stride[0], w.pad[0], w.out[0], count_include_pad),
           avg_factors_1d(w.in[1], w.kernel[1], w.stride[1], w.pad[1], w.out[1], count_include_pad)};
+}
+
+// Every output's divisor, (out H x out W) of them, rounded once to scalar_t as torch rounds its int64 one.
+template <typename scalar_t>
+std::vector<scalar_t> divisor_table(const AvgFactors& f) {
+  std::vector<scalar_t> div(f.rows.size() * f.cols.size());
+  for (const auto oh : c10::irange(f.rows.size())) {
+    for (const auto ow : c10::irange(f.cols.size())) {
+      div[oh * f.cols.size() + ow] = scalar_t(f.rows[oh] * f.cols[ow]);
+    }
+  }
+  return div;
 }
 
 template <typename scalar_t, int S>
@@ -622,6 +728,15 @@ at::Tensor avg_pool2d_forward_cpu(const at::Tensor& input, c10::IntArrayRef kern
       const scalar_t* xd = x.const_data_ptr<scalar_t>();
       scalar_t* yd = out.mutable_data_ptr<scalar_t>();
       const int64_t planes = p.batch * p.channels;
+      if (level_kernels_take<scalar_t>(p.win)) {
+        const std::vector<scalar_t> div = divisor_table<scalar_t>(f);
+        if (fmt == at::MemoryFormat::ChannelsLast) {
+          pool_pixels_level<scalar_t>(false, xd, yd, nullptr, div.data(), p.batch, p.channels, p.win);
+        } else {
+          pool_rows_level<scalar_t>(false, xd, yd, nullptr, div.data(), planes, p.win);
+        }
+        return;
+      }
       if (fmt == at::MemoryFormat::ChannelsLast) {
         avg_pool_nhwc(xd, yd, p.batch, p.channels, p.win, f);
       } else {
@@ -735,6 +850,23 @@ at::Tensor avg_pool2d_backward_cpu(const at::Tensor& grad_output, const at::Tens
       check_avg_pool2d_backward(grad_output, input, kernel_size, stride, padding, ceil_mode, divisor_override).pool;
   const auto fmt = pool_output_format(input);
   const at::Tensor go = to_compute(grad_output, fmt);
+  const bool cl = fmt == at::MemoryFormat::ChannelsLast;
+  if (cl && go.numel() > 0 && (go.scalar_type() == at::kFloat || go.scalar_type() == at::kDouble)) {
+    // every input element gathers its windows' shares and is written once (no zero-fill)
+    at::Tensor gx = at::empty(input.sizes(), go.options().memory_format(fmt));
+    const AvgFactors f = avg_factors(p.win, count_include_pad, divisor_override);
+    AT_DISPATCH_FLOATING_TYPES(go.scalar_type(), "avg_pool2d_backward_cpu", [&] {
+      const std::vector<scalar_t> div = divisor_table<scalar_t>(f);
+      const cpu::PoolGeometry g = geometry_of(p.win);
+      const auto& kernels = cpu::active_pool_kernels().of<scalar_t>();
+      const scalar_t* god = go.const_data_ptr<scalar_t>();
+      scalar_t* gxd = gx.mutable_data_ptr<scalar_t>();
+      at::parallel_for(0, p.batch * g.H, grain_for(g.W * p.channels * 4), [&](int64_t r0, int64_t r1) {
+        kernels.avg_gather_pixels({god, gxd, div.data(), p.channels, r0, r1, g});
+      });
+    });
+    return as_result(gx, input.scalar_type(), fmt);
+  }
   at::Tensor gx = empty_grad_input(input, go, fmt);
   if (go.numel() > 0) {
     const AvgFactors f = avg_factors(p.win, count_include_pad, divisor_override);

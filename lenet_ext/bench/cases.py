@@ -83,6 +83,7 @@ REQUIRES = {
     "avg_pool2d.forward": [("functional", "avg_pool2d"), ("op", "avg_pool2d_forward")],
     "avg_pool2d.backward": [("op", "avg_pool2d_backward")],
     "avg_pool2d.forward+backward": [("op", "avg_pool2d_forward"), ("op", "avg_pool2d_backward")],
+    "max_pool2d.forward+backward": [("op", "max_pool2d_forward"), ("op", "max_pool2d_backward")],
     "lenet_block.forward": [("functional", "conv2d_sigmoid_avgpool2d"), ("op", "conv2d_sigmoid_avgpool2d")],
     "lenet_block.forward+backward_weight_bias": [
         ("functional", "conv2d_sigmoid_avgpool2d"),
@@ -143,11 +144,14 @@ def _present(results):
 
 
 def _pool_input(shape, device, distinct):
-    """Max pooling gets all-different values, so ours and torch cannot pick different maxima of a tie."""
+    """Max pooling gets all-different values, so ours and torch cannot pick different maxima of a tie.
+    The input is in the shape's layout (NCHW or channels_last)."""
     n = shape.numel_in()
     if distinct and n <= 1 << 24:  # float32 holds every integer up to 2^24 exactly
-        return torch.randperm(n, device=device).to(torch.float32).div_(n).view(shape.n, shape.c, shape.h, shape.w)
-    return torch.randn(shape.n, shape.c, shape.h, shape.w, device=device)
+        x = torch.randperm(n, device=device).to(torch.float32).div_(n).view(shape.n, shape.c, shape.h, shape.w)
+    else:
+        x = torch.randn(shape.n, shape.c, shape.h, shape.w, device=device)
+    return x.contiguous(memory_format=torch.channels_last) if getattr(shape, "channels_last", False) else x
 
 
 def pool_bytes(kind, shape, item_size, forward, backward):
@@ -199,11 +203,24 @@ def _pool_case(kind, shape, device, forward, backward):
     """Pooling forward as a user calls it (``pool_call_case``), or our backward operator, alone or after
     our forward operator, against aten's (max pooling: the backward alone, from each side's indices)."""
     if not backward:
-        return pool_call_case(kind, shape, device)
+        return pool_call_case(kind, shape, device, channels_last=shape.channels_last)
     x = _pool_input(shape, device, distinct=kind == "max")
     grad = torch.randn(shape.n, shape.c, *shape.out_size(), device=device)
+    if shape.channels_last:
+        grad = grad.contiguous(memory_format=torch.channels_last)
     k, s, p, dil = [shape.k] * 2, [shape.stride] * 2, [shape.padding] * 2, [1, 1]
     work = pool_bytes(kind, shape, x.element_size(), forward, backward)
+    if kind == "max" and forward:
+        # the training path: the forward that keeps indices, then the backward from them
+        def ours_max():
+            _, idx = _ops.max_pool2d_forward(x, k, s, p, dil, False)
+            return _ops.max_pool2d_backward(grad, x, idx, k, s, p, dil, False)
+
+        def theirs_max():
+            _, idx = _aten.max_pool2d_with_indices(x, k, s, p, dil, False)
+            return _aten.max_pool2d_with_indices_backward(grad, x, k, s, p, dil, False, idx)
+
+        return Case(ours_max, theirs_max, work=work, unit="byte", time=OPERATOR_TIME, reads=(grad, x))
     if kind == "max":
         _, our_idx = _ops.max_pool2d_forward(x, k, s, p, dil, False)
         _, their_idx = _aten.max_pool2d_with_indices(x, k, s, p, dil, False)
@@ -402,6 +419,7 @@ BUILDERS = {
     "avg_pool2d.forward": lambda s, dev: _pool_case("avg", s, dev, forward=True, backward=False),
     "avg_pool2d.backward": lambda s, dev: _pool_case("avg", s, dev, forward=False, backward=True),
     "avg_pool2d.forward+backward": lambda s, dev: _pool_case("avg", s, dev, forward=True, backward=True),
+    "max_pool2d.forward+backward": lambda s, dev: _pool_case("max", s, dev, forward=True, backward=True),
     "lenet_block.forward": lambda s, dev: _block_case(s, dev, backward=False),
     "lenet_block.forward+backward_weight_bias": lambda s, dev: _block_case(s, dev, backward=True),
     "model.train_step": lambda s, dev: _model_case(s, dev, train=True),

@@ -44,7 +44,8 @@ class Conv:
 
 @dataclass(frozen=True)
 class Pool:
-    """A pooling window K x K with the given stride and padding over N x C x H x W."""
+    """A pooling window K x K with the given stride and padding over N x C x H x W, stored NCHW or
+    channels_last."""
 
     n: int
     c: int
@@ -53,6 +54,7 @@ class Pool:
     k: int
     stride: int
     padding: int = 0
+    channels_last: bool = False
 
     def out_size(self):
         return tuple((d + 2 * self.padding - self.k) // self.stride + 1 for d in (self.h, self.w))
@@ -69,7 +71,8 @@ class Pool:
 
     def label(self):
         p = f" p{self.padding}" if self.padding else ""
-        return f"{self.n}x{self.c}x{self.h}x{self.w}, {self.k}x{self.k} s{self.stride}{p}"
+        cl = ", channels_last" if self.channels_last else ""
+        return f"{self.n}x{self.c}x{self.h}x{self.w}, {self.k}x{self.k} s{self.stride}{p}{cl}"
 
 
 @dataclass(frozen=True)
@@ -132,6 +135,7 @@ LENET_POOL1 = Pool(256, 6, 28, 28, 2, 2)
 LENET_POOL2 = Pool(256, 16, 10, 10, 2, 2)
 POOL3 = Pool(16, 64, 112, 112, 3, 2, padding=1)
 POOL2 = Pool(16, 64, 112, 112, 2, 2)
+POOL3_S1 = Pool(16, 64, 112, 112, 3, 1, padding=1)  # GoogLeNet's: every input element in 9 windows
 
 CONV_SHAPES = [
     ("LeNet conv1", LENET_CONV1),
@@ -146,12 +150,17 @@ POOL_SHAPES = [
     ("LeNet pool2", LENET_POOL2),
     ("3x3 s2 p1 112x112", POOL3),
     ("2x2 s2 112x112", POOL2),
+    ("3x3 s1 p1 112x112", POOL3_S1),
 ]
+# The large maps again in channels_last (torch vectorises over channels there: the layout it is fast in).
+POOL_SHAPES += [(f"{what} channels_last", dataclasses.replace(shape, channels_last=True)) for what, shape in POOL_SHAPES[2:]]
 
 CONV_OPS = ("conv2d.forward", "conv2d.backward_input", "conv2d.backward_weight")
 # LeNet's conv -> sigmoid -> 2x2 avg-pool block: our fused operator against torch's three layers
 BLOCK_OPS = ("lenet_block.forward", "lenet_block.forward+backward_weight_bias")
 POOL_OPS = ("max_pool2d.forward", "max_pool2d.backward", "avg_pool2d.forward", "avg_pool2d.backward")
+# the training path: the forward that keeps indices (max) and the backward after it, on the large maps
+POOL_TRAIN_OPS = ("max_pool2d.forward+backward", "avg_pool2d.forward+backward")
 
 # The CPU targets (float32, 2 threads, at every instruction-set level), as the ratio torch/ours
 # each row should reach.
@@ -172,7 +181,7 @@ _ROW_SPECS = (
     [(what, op, shape) for op in CONV_OPS for what, shape in CONV_SHAPES]
     + [(what, "conv2d.forward+backward_weight_bias", shape) for what, shape in CONV_SHAPES[:2]]
     + [(what, op, shape) for op in POOL_OPS for what, shape in POOL_SHAPES]
-    + [("2x2 s2 112x112", "avg_pool2d.forward+backward", POOL2)]
+    + [(what, op, shape) for op in POOL_TRAIN_OPS for what, shape in POOL_SHAPES[2:]]
     + [(what, op, shape) for op in BLOCK_OPS for what, shape in CONV_SHAPES[:2]]
     + [(net, op, Net(net, 256)) for net in ("LeNet", "ModernLeNet") for op in ("model.train_step", "model.inference")]
     + [

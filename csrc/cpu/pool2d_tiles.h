@@ -1,0 +1,679 @@
+// The pooling forwards' loops (max with or without indices, avg), written once and compiled once per
+// instruction-set level: cpu/level_*.cpp include this file after cpu/tiles.h, with the same macros set
+// (LENET_CPU_LEVEL, LENET_CPU_LEVEL_SHAPE, LENET_CPU_LEVEL_TABLE; see cpu/tiles.h). The table they fill is
+// cpu/pool2d_kernels.h's; cpu/pool2d.cpp drives them.
+//
+// NCHW (rows): separable. A window's maximum (or sum) is the maximum (sum) over its KH rows of each row's
+// maximum (sum) over KW columns. The row pass reduces one input row to OW window values; they go to a ring
+// of the (KH - 1) * dh + 1 latest input rows, so that consecutive output rows (stride 1: GoogLeNet's 3x3)
+// share them and every input element is read once per pass, not KH * KW times. The column pass folds an
+// output row's KH ring rows. Interior columns (every tap inside the row) run in vectors of the level's
+// width; stride 1 reads the taps as shifted vectors, other strides as a tap-by-tap loop the compiler
+// vectorises; the few edge columns and the tails run one at a time.
+//
+// channels_last (pixels): an output pixel's channels are contiguous, so a pixel is folded over its taps in
+// registers, four vectors of channels at a time, then one, then single channels.
+//
+// torch's rules hold in both. Max: a value replaces the running maximum when it is greater or NaN, taps in
+// row-major order: the first maximum wins, the last NaN wins, and a window whose values are all -inf keeps
+// its first in-image position. The separable order gives the same winner: a row's fold picks that row's
+// winner by the same rule, and folding the rows in order with it picks the window's. A window of padding
+// alone is -inf at the position (first valid row or its would-be row) * W + (first valid column or its
+// would-be column), as cpu/pool2d.cpp's other paths record it. Avg: each output sums its k values directly
+// (each row's KW values, then the KH row sums; no running sum over a long row), then divides once by
+// torch's divisor.
+//
+// Plain C++ with GCC/Clang vector extensions; no ATen (see cpu/vec.h).
+#include <cstdint>
+#include <cstring>
+#include <limits>
+
+#include "cpu/pool2d_kernels.h"
+#include "numeric.h"  // lowest<T>(): max pooling's identity, shared with the other kernels
+
+#define LENET_POOL_CAT_(a, b) a##b
+#define LENET_POOL_CAT(a, b) LENET_POOL_CAT_(a, b)
+
+namespace lenet_ext {
+namespace cpu {
+namespace LENET_CPU_LEVEL {
+namespace pool {
+namespace {
+
+constexpr LevelShape kPoolShape = LENET_CPU_LEVEL_SHAPE;
+
+// One register of T, and one of T's index type (as wide as T, so one comparison mask selects both).
+template <typename T>
+struct PV;
+template <>
+struct PV<float> {
+  typedef float V __attribute__((vector_size(kPoolShape.vec_bytes)));
+  typedef int32_t I __attribute__((vector_size(kPoolShape.vec_bytes)));
+};
+template <>
+struct PV<double> {
+  typedef double V __attribute__((vector_size(kPoolShape.vec_bytes)));
+  typedef int64_t I __attribute__((vector_size(kPoolShape.vec_bytes)));
+};
+template <typename T>
+constexpr int kN = kPoolShape.vec_bytes / static_cast<int>(sizeof(T));
+
+template <typename V, typename T>
+inline V vload(const T* p) {
+  V v;
+  std::memcpy(&v, p, sizeof(V));
+  return v;
+}
+template <typename V, typename T>
+inline void vstore(T* p, const V& v) {
+  std::memcpy(p, &v, sizeof(V));
+}
+template <typename T>
+inline typename PV<T>::I iota() {
+  typename PV<T>::I v;
+  for (int k = 0; k < kN<T>; ++k) {
+    v[k] = k;
+  }
+  return v;
+}
+// The index vector is written lane by lane into int64: a loop the compiler widens in registers.
+template <typename T>
+inline void store_index(int64_t* __restrict__ p, const typename PV<T>::I& v) {
+  PoolIndex<T> tmp[kN<T>];
+  std::memcpy(tmp, &v, sizeof(tmp));
+  for (int k = 0; k < kN<T>; ++k) {
+    p[k] = tmp[k];
+  }
+}
+
+// torch's rule, one value: replaces the maximum when greater, or NaN.
+template <typename T>
+inline bool takes(T v, T best) {
+  return (v > best) | (v != v);
+}
+
+inline int64_t cdiv(int64_t a, int64_t b) {  // b > 0
+  return a >= 0 ? (a + b - 1) / b : -((-a) / b);
+}
+inline int64_t mn(int64_t a, int64_t b) {
+  return a < b ? a : b;
+}
+inline int64_t mx(int64_t a, int64_t b) {
+  return a > b ? a : b;
+}
+
+// The taps [lo, hi) of a window starting at `start` (step d, k taps) that land in [0, n).
+struct Taps {
+  int64_t lo, hi;
+};
+inline Taps taps_in(int64_t n, int64_t start, int64_t d, int64_t k) {
+  const int64_t lo = start < 0 ? cdiv(-start, d) : 0;
+  const int64_t hi = mn(k, cdiv(n - start, d));
+  return {lo, mx(lo, hi)};
+}
+
+// The output columns [lo, hi) whose every tap lies inside the row.
+inline Taps interior_columns(const PoolGeometry& g) {
+  const int64_t lo = mn(g.OW, cdiv(g.pw, g.sw));
+  const int64_t last = g.W - 1 - (g.KW - 1) * g.dw + g.pw;  // ow * sw <= last
+  const int64_t hi = last < 0 ? 0 : mn(g.OW, last / g.sw + 1);
+  return {lo, mx(lo, hi)};
+}
+
+// ------------------------------------------------------------------------------------- NCHW, max
+
+// One output column of one input row, any column: its window's maximum over the row and the column of it
+// (-inf and the first would-be column when the window holds no column of the row).
+template <typename T>
+inline void max_column(const T* xrow, const PoolGeometry& g, int64_t ow, T* b, PoolIndex<T>* bi) {
+  const int64_t ws = ow * g.sw - g.pw;
+  const Taps c = taps_in(g.W, ws, g.dw, g.KW);
+  T best = lowest<T>();
+  int64_t pos = ws + c.lo * g.dw;
+  for (int64_t j = c.lo; j < c.hi; ++j) {
+    const int64_t iw = ws + j * g.dw;
+    const T v = xrow[iw];
+    if (takes(v, best)) {
+      best = v;
+      pos = iw;
+    }
+  }
+  *b = best;
+  if (bi != nullptr) {
+    *bi = static_cast<PoolIndex<T>>(pos);
+  }
+}
+
+// The row pass: b[ow] (and bi[ow], the column) = the maximum of row xrow over output column ow's window.
+template <typename T, bool kIdx, int S>
+void max_row_pass(const T* __restrict__ xrow, const PoolGeometry& g, Taps in, T* __restrict__ b,
+                  PoolIndex<T>* __restrict__ bi) {
+  using V = typename PV<T>::V;
+  using I = typename PV<T>::I;
+  constexpr int N = kN<T>;
+  for (int64_t ow = 0; ow < in.lo; ++ow) {
+    max_column(xrow, g, ow, b + ow, kIdx ? bi + ow : nullptr);
+  }
+  int64_t ow = in.lo;
+  if constexpr (S == 1) {
+    const I lanes = iota<T>();
+    for (; ow + N <= in.hi; ow += N) {
+      const int64_t iw0 = ow - g.pw;
+      V best = vload<V>(xrow + iw0);
+      I pos = lanes + static_cast<PoolIndex<T>>(iw0);
+      for (int64_t j = 1; j < g.KW; ++j) {
+        const int64_t iw = iw0 + j * g.dw;
+        const V v = vload<V>(xrow + iw);
+        const I take = (v > best) | (v != v);
+        best = take ? v : best;
+        if constexpr (kIdx) {
+          pos = take ? lanes + static_cast<PoolIndex<T>>(iw) : pos;
+        }
+      }
+      vstore(b + ow, best);
+      if constexpr (kIdx) {
+        vstore(bi + ow, pos);
+      }
+    }
+  } else {
+    // tap by tap over the interior: contiguous stores, loads of stride S, which the compiler vectorises
+    const int64_t s = S != 0 ? S : g.sw;
+    const int64_t lo = in.lo, hi = in.hi;
+    for (int64_t o = lo; o < hi; ++o) {
+      b[o] = xrow[o * s - g.pw];
+      if constexpr (kIdx) {
+        bi[o] = static_cast<PoolIndex<T>>(o * s - g.pw);
+      }
+    }
+    for (int64_t j = 1; j < g.KW; ++j) {
+      const int64_t off = j * g.dw - g.pw;
+      for (int64_t o = lo; o < hi; ++o) {
+        const T v = xrow[o * s + off];
+        const bool take = (v > b[o]) | (v != v);
+        b[o] = take ? v : b[o];
+        if constexpr (kIdx) {
+          bi[o] = take ? static_cast<PoolIndex<T>>(o * s + off) : bi[o];
+        }
+      }
+    }
+    ow = hi;
+  }
+  for (; ow < g.OW; ++ow) {
+    max_column(xrow, g, ow, b + ow, kIdx ? bi + ow : nullptr);
+  }
+}
+
+// The column pass for one output row: folds the ring rows of input rows ih0, ih0 + dh, ... (count rows).
+template <typename T, bool kIdx>
+void max_column_pass(const T* ring, const PoolIndex<T>* ring_index, int64_t R, int64_t ih0, int64_t count,
+                     const PoolGeometry& g, T* __restrict__ y, int64_t* __restrict__ ind) {
+  using V = typename PV<T>::V;
+  using I = typename PV<T>::I;
+  constexpr int N = kN<T>;
+  const int64_t OW = g.OW;
+  auto slot = [&](int64_t i) { return ((ih0 + i * g.dh) % R) * OW; };
+  const T* b0 = ring + slot(0);
+  const PoolIndex<T>* i0 = kIdx ? ring_index + slot(0) : nullptr;
+  const PoolIndex<T> base0 = static_cast<PoolIndex<T>>(ih0 * g.W);
+  int64_t ow = 0;
+  for (; ow + N <= OW; ow += N) {
+    V best = vload<V>(b0 + ow);
+    I pos{};
+    if constexpr (kIdx) {
+      pos = vload<I>(i0 + ow) + base0;
+    }
+    for (int64_t i = 1; i < count; ++i) {
+      const int64_t s = slot(i);
+      const V v = vload<V>(ring + s + ow);
+      const I take = (v > best) | (v != v);
+      best = take ? v : best;
+      if constexpr (kIdx) {
+        const PoolIndex<T> base = static_cast<PoolIndex<T>>((ih0 + i * g.dh) * g.W);
+        pos = take ? vload<I>(ring_index + s + ow) + base : pos;
+      }
+    }
+    vstore(y + ow, best);
+    if constexpr (kIdx) {
+      store_index<T>(ind + ow, pos);
+    }
+  }
+  for (; ow < OW; ++ow) {
+    T best = b0[ow];
+    int64_t pos = kIdx ? int64_t{i0[ow]} + ih0 * g.W : 0;
+    for (int64_t i = 1; i < count; ++i) {
+      const int64_t s = slot(i);
+      const T v = ring[s + ow];
+      if (takes(v, best)) {
+        best = v;
+        if constexpr (kIdx) {
+          pos = int64_t{ring_index[s + ow]} + (ih0 + i * g.dh) * g.W;
+        }
+      }
+    }
+    y[ow] = best;
+    if constexpr (kIdx) {
+      ind[ow] = pos;
+    }
+  }
+}
+
+// Which input rows the ring holds: [max(lo, next - rows), next) of one plane. A window needs rows
+// [first, last], last - first < rows; the ring is refilled from `first` unless it holds them up to `next`.
+// (With dilation, `first` can go back: a row of windows whose first tap lies in the padding starts lower
+// than the next row of windows, whose first tap does not.)
+struct Ring {
+  int64_t rows;
+  int64_t plane = -1;
+  int64_t lo = 0;
+  int64_t next = 0;  // the next input row to reduce into the ring
+
+  // Prepares for a window over [first, last] of plane p: `next` is then the first row still to reduce.
+  void need(int64_t p, int64_t first) {
+    if (plane != p || first < mx(lo, next - rows) || first > next) {
+      plane = p;
+      lo = first;
+      next = first;
+    }
+  }
+};
+
+template <typename T, bool kIdx, int S>
+void max_rows_impl(const PoolRowsJob<T>& job) {
+  const PoolGeometry& g = job.g;
+  const int64_t R = (g.KH - 1) * g.dh + 1;
+  const Taps in = interior_columns(g);
+  Ring ring{R};
+  for (int64_t r = job.r0; r < job.r1; ++r) {
+    // r = plane * OH + oh is one output row
+    const int64_t plane = r / g.OH, oh = r % g.OH;
+    const T* xp = job.x + plane * g.H * g.W;
+    T* yrow = job.y + r * g.OW;
+    int64_t* irow = kIdx ? job.ind + r * g.OW : nullptr;
+    const int64_t hstart = oh * g.sh - g.ph;
+    const Taps rows = taps_in(g.H, hstart, g.dh, g.KH);
+    if (rows.lo == rows.hi) {  // a row of windows of padding alone
+      const int64_t first_row = (hstart + rows.lo * g.dh) * g.W;
+      for (int64_t ow = 0; ow < g.OW; ++ow) {
+        yrow[ow] = lowest<T>();
+        if constexpr (kIdx) {
+          const int64_t ws = ow * g.sw - g.pw;
+          irow[ow] = first_row + ws + taps_in(g.W, ws, g.dw, g.KW).lo * g.dw;
+        }
+      }
+      continue;
+    }
+    const int64_t first = hstart + rows.lo * g.dh, last = hstart + (rows.hi - 1) * g.dh;
+    ring.need(plane, first);
+    for (; ring.next <= last; ++ring.next) {
+      const int64_t s = (ring.next % R) * g.OW;
+      max_row_pass<T, kIdx, S>(xp + ring.next * g.W, g, in, job.ring + s, kIdx ? job.ring_index + s : nullptr);
+    }
+    max_column_pass<T, kIdx>(job.ring, job.ring_index, R, first, rows.hi - rows.lo, g, yrow, irow);
+  }
+}
+
+template <typename T, bool kIdx>
+void max_rows_stride(const PoolRowsJob<T>& job) {
+  if (job.g.sw == 1) {
+    max_rows_impl<T, kIdx, 1>(job);
+  } else if (job.g.sw == 2) {
+    max_rows_impl<T, kIdx, 2>(job);
+  } else {
+    max_rows_impl<T, kIdx, 0>(job);
+  }
+}
+
+template <typename T>
+void max_rows(const PoolRowsJob<T>& job) {
+  if (job.ind != nullptr) {
+    max_rows_stride<T, true>(job);
+  } else {
+    max_rows_stride<T, false>(job);
+  }
+}
+
+// -------------------------------------------------------------------------------------- NCHW, avg
+
+// The row pass: b[ow] = the sum of row xrow over output column ow's window (columns in order).
+template <typename T, int S>
+void sum_row_pass(const T* __restrict__ xrow, const PoolGeometry& g, Taps in, T* __restrict__ b) {
+  using V = typename PV<T>::V;
+  constexpr int N = kN<T>;
+  auto one = [&](int64_t ow) {
+    const int64_t ws = ow * g.sw - g.pw;
+    const Taps c = taps_in(g.W, ws, 1, g.KW);
+    T sum = T(0);
+    for (int64_t j = c.lo; j < c.hi; ++j) {
+      sum += xrow[ws + j];
+    }
+    b[ow] = sum;
+  };
+  for (int64_t ow = 0; ow < in.lo; ++ow) {
+    one(ow);
+  }
+  int64_t ow = in.lo;
+  if constexpr (S == 1) {
+    for (; ow + N <= in.hi; ow += N) {
+      const T* p = xrow + ow - g.pw;
+      V sum = vload<V>(p);
+      for (int64_t j = 1; j < g.KW; ++j) {
+        sum += vload<V>(p + j);
+      }
+      vstore(b + ow, sum);
+    }
+  } else {
+    const int64_t s = S != 0 ? S : g.sw;
+    const int64_t lo = in.lo, hi = in.hi;
+    for (int64_t o = lo; o < hi; ++o) {
+      b[o] = xrow[o * s - g.pw];
+    }
+    for (int64_t j = 1; j < g.KW; ++j) {
+      const int64_t off = j - g.pw;
+      for (int64_t o = lo; o < hi; ++o) {
+        b[o] += xrow[o * s + off];
+      }
+    }
+    ow = hi;
+  }
+  for (; ow < g.OW; ++ow) {
+    one(ow);
+  }
+}
+
+template <typename T, int S>
+void avg_rows_impl(const PoolRowsJob<T>& job) {
+  using V = typename PV<T>::V;
+  constexpr int N = kN<T>;
+  const PoolGeometry& g = job.g;
+  const int64_t R = g.KH, OW = g.OW;
+  const Taps in = interior_columns(g);
+  Ring ring{R};
+  for (int64_t r = job.r0; r < job.r1; ++r) {
+    // r = plane * OH + oh is one output row
+    const int64_t plane = r / g.OH, oh = r % g.OH;
+    const T* xp = job.x + plane * g.H * g.W;
+    T* __restrict__ yrow = job.y + r * OW;
+    const T* __restrict__ drow = job.div + oh * OW;
+    const int64_t hstart = oh * g.sh - g.ph;
+    const Taps rows = taps_in(g.H, hstart, 1, g.KH);
+    if (rows.lo == rows.hi) {
+      for (int64_t ow = 0; ow < OW; ++ow) {
+        yrow[ow] = T(0) / drow[ow];
+      }
+      continue;
+    }
+    const int64_t first = hstart + rows.lo, last = hstart + rows.hi - 1;
+    ring.need(plane, first);
+    for (; ring.next <= last; ++ring.next) {
+      sum_row_pass<T, S>(xp + ring.next * g.W, g, in, job.ring + (ring.next % R) * OW);
+    }
+    const int64_t count = rows.hi - rows.lo;
+    const T* b0 = job.ring + (first % R) * OW;
+    int64_t ow = 0;
+    for (; ow + N <= OW; ow += N) {
+      V sum = vload<V>(b0 + ow);
+      for (int64_t i = 1; i < count; ++i) {
+        sum += vload<V>(job.ring + ((first + i) % R) * OW + ow);
+      }
+      vstore(yrow + ow, sum / vload<V>(drow + ow));
+    }
+    for (; ow < OW; ++ow) {
+      T sum = b0[ow];
+      for (int64_t i = 1; i < count; ++i) {
+        sum += job.ring[((first + i) % R) * OW + ow];
+      }
+      yrow[ow] = sum / drow[ow];
+    }
+  }
+}
+
+template <typename T>
+void avg_rows(const PoolRowsJob<T>& job) {
+  if (job.g.sw == 1) {
+    avg_rows_impl<T, 1>(job);
+  } else if (job.g.sw == 2) {
+    avg_rows_impl<T, 2>(job);
+  } else {
+    avg_rows_impl<T, 0>(job);
+  }
+}
+
+// ---------------------------------------------------------------------------- channels_last (pixels)
+
+// One output pixel's channels [c0, c0 + U * N) over its taps, in registers; kIdx keeps each winner's
+// position (ih * W + iw).
+template <typename T, bool kIdx, int U>
+inline void max_pixel_block(const T* __restrict__ ximg, int64_t C, int64_t c0, const PoolGeometry& g,
+                            int64_t hstart, Taps rows, int64_t ws, Taps cols, int64_t first, T* __restrict__ yp,
+                            int64_t* __restrict__ ip) {
+  using V = typename PV<T>::V;
+  using I = typename PV<T>::I;
+  constexpr int N = kN<T>;
+  V best[U];
+  I pos[U];
+  for (int u = 0; u < U; ++u) {
+    best[u] = V{} + lowest<T>();
+    pos[u] = I{} + static_cast<PoolIndex<T>>(first);
+  }
+  for (int64_t i = rows.lo; i < rows.hi; ++i) {
+    const int64_t ih = hstart + i * g.dh;
+    for (int64_t j = cols.lo; j < cols.hi; ++j) {
+      const int64_t at = ih * g.W + ws + j * g.dw;  // flat position in the H x W plane
+      const T* p = ximg + at * C + c0;
+      for (int u = 0; u < U; ++u) {
+        const V v = vload<V>(p + u * N);
+        const I take = (v > best[u]) | (v != v);
+        best[u] = take ? v : best[u];
+        if constexpr (kIdx) {
+          pos[u] = take ? I{} + static_cast<PoolIndex<T>>(at) : pos[u];
+        }
+      }
+    }
+  }
+  for (int u = 0; u < U; ++u) {
+    vstore(yp + c0 + u * N, best[u]);
+    if constexpr (kIdx) {
+      store_index<T>(ip + c0 + u * N, pos[u]);
+    }
+  }
+}
+
+template <typename T, bool kIdx>
+void max_pixels_impl(const PoolPixelsJob<T>& job) {
+  constexpr int N = kN<T>;
+  const PoolGeometry& g = job.g;
+  const int64_t C = job.C;
+  for (int64_t r = job.r0; r < job.r1; ++r) {
+    // r = n * OH + oh is one output row of OW pixels
+    const int64_t n = r / g.OH, oh = r % g.OH;
+    const T* ximg = job.x + n * g.H * g.W * C;
+    const int64_t hstart = oh * g.sh - g.ph;
+    const Taps rows = taps_in(g.H, hstart, g.dh, g.KH);
+    for (int64_t ow = 0; ow < g.OW; ++ow) {
+      const int64_t ws = ow * g.sw - g.pw;
+      const Taps cols = taps_in(g.W, ws, g.dw, g.KW);
+      const int64_t first = (hstart + rows.lo * g.dh) * g.W + ws + cols.lo * g.dw;
+      T* yp = job.y + (r * g.OW + ow) * C;
+      int64_t* ip = kIdx ? job.ind + (r * g.OW + ow) * C : nullptr;
+      int64_t c = 0;
+      for (; c + 4 * N <= C; c += 4 * N) {
+        max_pixel_block<T, kIdx, 4>(ximg, C, c, g, hstart, rows, ws, cols, first, yp, ip);
+      }
+      for (; c + N <= C; c += N) {
+        max_pixel_block<T, kIdx, 1>(ximg, C, c, g, hstart, rows, ws, cols, first, yp, ip);
+      }
+      for (; c < C; ++c) {
+        T best = lowest<T>();
+        int64_t pos = first;
+        for (int64_t i = rows.lo; i < rows.hi; ++i) {
+          const int64_t ih = hstart + i * g.dh;
+          for (int64_t j = cols.lo; j < cols.hi; ++j) {
+            const int64_t at = ih * g.W + ws + j * g.dw;
+            const T v = ximg[at * C + c];
+            if (takes(v, best)) {
+              best = v;
+              pos = at;
+            }
+          }
+        }
+        yp[c] = best;
+        if constexpr (kIdx) {
+          ip[c] = pos;
+        }
+      }
+    }
+  }
+}
+
+template <typename T>
+void max_pixels(const PoolPixelsJob<T>& job) {
+  if (job.ind != nullptr) {
+    max_pixels_impl<T, true>(job);
+  } else {
+    max_pixels_impl<T, false>(job);
+  }
+}
+
+template <typename T, int U>
+inline void avg_pixel_block(const T* __restrict__ ximg, int64_t C, int64_t c0, const PoolGeometry& g,
+                            int64_t hstart, Taps rows, int64_t ws, Taps cols, T div, T* __restrict__ yp) {
+  using V = typename PV<T>::V;
+  constexpr int N = kN<T>;
+  V sum[U];
+  for (int u = 0; u < U; ++u) {
+    sum[u] = V{};
+  }
+  for (int64_t ih = hstart + rows.lo; ih < hstart + rows.hi; ++ih) {
+    for (int64_t iw = ws + cols.lo; iw < ws + cols.hi; ++iw) {
+      const T* p = ximg + (ih * g.W + iw) * C + c0;
+      for (int u = 0; u < U; ++u) {
+        sum[u] += vload<V>(p + u * N);
+      }
+    }
+  }
+  for (int u = 0; u < U; ++u) {
+    vstore(yp + c0 + u * N, sum[u] / div);
+  }
+}
+
+template <typename T>
+void avg_pixels(const PoolPixelsJob<T>& job) {
+  constexpr int N = kN<T>;
+  const PoolGeometry& g = job.g;
+  const int64_t C = job.C;
+  for (int64_t r = job.r0; r < job.r1; ++r) {
+    // r = n * OH + oh is one output row of OW pixels
+    const int64_t n = r / g.OH, oh = r % g.OH;
+    const T* ximg = job.x + n * g.H * g.W * C;
+    const int64_t hstart = oh * g.sh - g.ph;
+    const Taps rows = taps_in(g.H, hstart, 1, g.KH);
+    for (int64_t ow = 0; ow < g.OW; ++ow) {
+      const int64_t ws = ow * g.sw - g.pw;
+      const Taps cols = taps_in(g.W, ws, 1, g.KW);
+      const T div = job.div[oh * g.OW + ow];
+      T* yp = job.y + (r * g.OW + ow) * C;
+      int64_t c = 0;
+      for (; c + 4 * N <= C; c += 4 * N) {
+        avg_pixel_block<T, 4>(ximg, C, c, g, hstart, rows, ws, cols, div, yp);
+      }
+      for (; c + N <= C; c += N) {
+        avg_pixel_block<T, 1>(ximg, C, c, g, hstart, rows, ws, cols, div, yp);
+      }
+      for (; c < C; ++c) {
+        T sum = T(0);
+        for (int64_t ih = hstart + rows.lo; ih < hstart + rows.hi; ++ih) {
+          for (int64_t iw = ws + cols.lo; iw < ws + cols.hi; ++iw) {
+            sum += ximg[(ih * g.W + iw) * C + c];
+          }
+        }
+        yp[c] = sum / div;
+      }
+    }
+  }
+}
+
+// ------------------------------------------------------------------- channels_last avg backward
+
+// The outputs [lo, hi) whose windows (start o * s - p, k taps) cover input position i.
+inline Taps covering(int64_t i, int64_t s, int64_t p, int64_t k, int64_t out) {
+  const int64_t lo = mx(0, cdiv(i + p - k + 1, s));
+  const int64_t hi = mn(out, (i + p) / s + 1);
+  return {lo, mx(lo, hi)};
+}
+
+template <typename T, int U>
+inline void gather_block(const T* __restrict__ gimg, int64_t C, int64_t c0, const PoolGeometry& g, Taps ohs,
+                         Taps ows, const T* __restrict__ div, T* __restrict__ gxp) {
+  using V = typename PV<T>::V;
+  constexpr int N = kN<T>;
+  V sum[U];
+  for (int u = 0; u < U; ++u) {
+    sum[u] = V{};
+  }
+  for (int64_t oh = ohs.lo; oh < ohs.hi; ++oh) {
+    for (int64_t ow = ows.lo; ow < ows.hi; ++ow) {
+      const T* p = gimg + (oh * g.OW + ow) * C + c0;
+      const T d = div[oh * g.OW + ow];
+      for (int u = 0; u < U; ++u) {
+        sum[u] += vload<V>(p + u * N) / d;
+      }
+    }
+  }
+  for (int u = 0; u < U; ++u) {
+    vstore(gxp + c0 + u * N, sum[u]);
+  }
+}
+
+template <typename T>
+void avg_gather_pixels(const PoolGatherJob<T>& job) {
+  constexpr int N = kN<T>;
+  const PoolGeometry& g = job.g;
+  const int64_t C = job.C;
+  for (int64_t r = job.r0; r < job.r1; ++r) {
+    // r = n * H + ih is one input row of W pixels
+    const int64_t n = r / g.H, ih = r % g.H;
+    const T* gimg = job.go + n * g.OH * g.OW * C;
+    const Taps ohs = covering(ih, g.sh, g.ph, g.KH, g.OH);
+    for (int64_t iw = 0; iw < g.W; ++iw) {
+      const Taps ows = covering(iw, g.sw, g.pw, g.KW, g.OW);
+      T* gxp = job.gx + (r * g.W + iw) * C;
+      int64_t c = 0;
+      for (; c + 4 * N <= C; c += 4 * N) {
+        gather_block<T, 4>(gimg, C, c, g, ohs, ows, job.div, gxp);
+      }
+      for (; c + N <= C; c += N) {
+        gather_block<T, 1>(gimg, C, c, g, ohs, ows, job.div, gxp);
+      }
+      for (; c < C; ++c) {
+        T sum = T(0);
+        for (int64_t oh = ohs.lo; oh < ohs.hi; ++oh) {
+          for (int64_t ow = ows.lo; ow < ows.hi; ++ow) {
+            sum += gimg[(oh * g.OW + ow) * C + c] / job.div[oh * g.OW + ow];
+          }
+        }
+        gxp[c] = sum;
+      }
+    }
+  }
+}
+
+template <typename T>
+constexpr PoolKernels<T> table() {
+  return {&max_rows<T>, &avg_rows<T>, &max_pixels<T>, &avg_pixels<T>, &avg_gather_pixels<T>};
+}
+
+}  // namespace
+}  // namespace pool
+}  // namespace LENET_CPU_LEVEL
+
+const PoolLevelKernels& LENET_POOL_CAT(pool_, LENET_CPU_LEVEL_TABLE)() {
+  static const PoolLevelKernels kernels{LENET_CPU_LEVEL::pool::table<float>(),
+                                        LENET_CPU_LEVEL::pool::table<double>()};
+  return kernels;
+}
+
+}  // namespace cpu
+}  // namespace lenet_ext
+
+#undef LENET_POOL_CAT
+#undef LENET_POOL_CAT_
