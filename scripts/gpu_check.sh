@@ -165,6 +165,22 @@ if grep -q -E "Segmentation fault|Fatal Python error|node down|crashed|[1-9][0-9
   OUT="$out/error-probe" step error-probe 150 "$out/error-probe.log" scripts/error_path_probe.sh
 fi
 
+# 2c. which throw kills a process on this image, if one does (the crash investigation): torch's own max-pool
+# heap corruption (expected: only the unmasked trial dies), then, each in a fresh process, a TORCH_CHECK
+# raised through libc10 from our frames and a throw from our own library. If only the first throw dies,
+# the cause is unwinding from libc10 through our frames with this toolchain.
+step heap-probe 40 "$out/heap-probe.log" "$python" scripts/torch_maxpool_heap_probe.py --runs 2 --json "$out/heap-probe.json"
+step throw-origins 30 "$out/throw-origins.log" bash -c '
+  for call in "torch.ops.lenet_ext_testing.window_output_size(10, 0, 0, 0, 1, 1, True)" \
+              "torch.ops.lenet_ext.max_pool2d_forward(torch.ones(1, 1, 4, 4, dtype=torch.bool), [2, 2], [2, 2], [0, 0], [1, 1], False)"; do
+    "$0" -X faulthandler -c "import torch, lenet_ext
+try:
+    $call
+except Exception as e:
+    print(\"raised\", type(e).__name__)"
+    echo "exit $? for $call"
+  done' "$python"
+
 # 3. memcheck
 sanitizer=$(command -v compute-sanitizer)
 for candidate in "${CUDA_HOME:-/usr/local/cuda}/bin/compute-sanitizer" \
