@@ -131,14 +131,18 @@ def _sum(terms):
     return sum(terms[1:], terms[0]) if terms else None
 
 
-def _register_vmap(name, per_sample=()):
-    """A vmap rule. When only the arguments at positions ``per_sample`` (tensors whose dim 0 is the
-    batch, each element computed on its own) are vmapped, the vmapped dimension folds into the batch and
-    the operator runs once. Otherwise it runs once per slice of the vmapped dimension (torch's generic
-    fallback would too, but it cannot return the backwards' optional tensors)."""
+VMAP_RULES = {}  # each operator's overload -> its vmap rule, which _batching also runs under legacy vmap
+
+
+def _register_vmap(name, per_sample=(), rule=None):
+    """A vmap rule: ``rule``, or else the generic one. When only the arguments at positions ``per_sample``
+    (tensors whose dim 0 is the batch, each element computed on its own) are vmapped, the vmapped
+    dimension folds into the batch and the operator runs once. Otherwise it runs once per slice of the
+    vmapped dimension (torch's generic fallback would too, but it cannot return the backwards' optional
+    tensors)."""
     op = getattr(_ops, name).default
 
-    def rule(info, in_dims, *args):
+    def generic(info, in_dims, *args):
         tensors = [i for i, a in enumerate(args) if isinstance(a, torch.Tensor)]
         if per_sample and all(in_dims[i] is None for i in tensors if i not in per_sample):
             return _folded(op, info.batch_size, per_sample, in_dims, args)
@@ -148,6 +152,7 @@ def _register_vmap(name, per_sample=()):
         stacked = tuple(None if r[0] is None else torch.stack(r) for r in zip(*results))
         return stacked, tuple(None if s is None else 0 for s in stacked)
 
+    VMAP_RULES[op] = rule = rule or generic
     torch.library.register_vmap(op, rule, lib=_lib)
 
 
@@ -194,7 +199,12 @@ def _conv2d_backward_vmap(info, in_dims, grad, input, weight, stride, padding, d
     vmapped = info.batch_size
     g, x = _as_groups(grad, in_dims[0], vmapped, 1), _as_groups(input, in_dims[1], vmapped, 1)
     w = _as_groups(weight, in_dims[2], vmapped, 0)
-    grads = _ops.conv2d_backward(g, x, w, stride, padding, dilation, groups * vmapped, mask)
+    return _grads_of_groups(_ops.conv2d_backward(g, x, w, stride, padding, dilation, groups * vmapped, mask), vmapped)
+
+
+def _grads_of_groups(grads, vmapped):
+    """A grouped convolution's gradients (those not None) with the vmapped dimension unfolded again, and
+    their vmapped dimensions."""
     dims = (1, 0, 0)  # the input gradient is (N, B*C, H, W); the weight's (B*O, ...) and the bias's (B*O)
     return (
         tuple(_unfold_groups(t, d, vmapped) if t is not None else None for t, d in zip(grads, dims)),
@@ -704,16 +714,17 @@ _register_autograd("conv2d_sigmoid_avgpool2d_backward", _FusedBackward)
 
 
 # ----------------------------------------------------------------------------- vmap and autocast
-torch.library.register_vmap(_ops.conv2d_forward.default, _conv2d_vmap, lib=_lib)
-torch.library.register_vmap(_ops.conv2d_backward.default, _conv2d_backward_vmap, lib=_lib)
+_register_vmap("conv2d_forward", rule=_conv2d_vmap)
+_register_vmap("conv2d_backward", rule=_conv2d_backward_vmap)
 _register_vmap("max_pool2d_forward", per_sample=(0,))
 _register_vmap("max_pool2d_forward_values", per_sample=(0,))
 _register_vmap("max_pool2d_backward", per_sample=(0, 1, 2))
 _register_vmap("avg_pool2d_forward", per_sample=(0,))
 _register_vmap("avg_pool2d_backward", per_sample=(0, 1))
 _register_vmap("conv2d_sigmoid_avgpool2d", per_sample=(0,))
-_register_vmap("conv2d_sigmoid_avgpool2d_backward")
 
 # Pooling needs no autocast kernel: it runs in its input's dtype, as torch's does.
 _register_autocast("conv2d_forward")
 _register_autocast("conv2d_sigmoid_avgpool2d")
+
+from . import _batching  # noqa: E402, F401  (the fused backward's vmap rule; every rule under legacy vmap)
