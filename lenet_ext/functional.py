@@ -98,6 +98,9 @@ def _check_tensor(fn, name, value, optional=False, position=None):
 
 
 def _check_conv_args(input, weight, bias, stride, padding, dilation, groups):
+    for name, t in (("input", input), ("weight", weight)):
+        if t.layout != torch.strided:  # torch raises a RuntimeError too, but its words name no layout
+            raise RuntimeError(f"conv2d: expected a strided (dense) {name}, but got {name} with layout {t.layout}")
     if input.dim() not in (3, 4):
         raise RuntimeError(
             f"Expected 3D (unbatched) or 4D (batched) input to conv2d, but got input of size: {list(input.shape)}"
@@ -216,7 +219,7 @@ def _plain_window_arg(value):
 
 
 def _tensor_signature(t):
-    return t.shape, t.dtype, t.device
+    return t.shape, t.dtype, t.device, t.layout
 
 
 def _signature(tensors, window_args):
