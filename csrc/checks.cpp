@@ -209,9 +209,9 @@ bool pool_accepts_dtype(PoolOp op, at::ScalarType dtype) {
 }
 
 at::MemoryFormat pool_output_format(const at::Tensor& input) {
-  const bool channels_last =
-      input.dim() == 4 && !input.is_contiguous() && input.is_contiguous(at::MemoryFormat::ChannelsLast);
-  return channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+  // torch's pooling kernels' rule (input.suggest_memory_format() in max_pool2d_with_indices and avg_pool2d),
+  // which reads the order of the strides: a channels_last input that is not dense (a slice of one) counts.
+  return input.dim() == 4 ? input.suggest_memory_format() : at::MemoryFormat::Contiguous;
 }
 
 Pool2dParams check_max_pool2d_forward(

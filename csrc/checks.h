@@ -73,8 +73,9 @@ const char* pool_op_name(PoolOp op);
 // torch's max_pool2d takes the integer types too; no other pooling operator does.
 bool pool_accepts_dtype(PoolOp op, at::ScalarType dtype);
 
-// Any strides are accepted. A channels_last input that is not also contiguous gives channels_last
-// results; every other input gives contiguous ones. ops.py's _pool_format mirrors it.
+// Any strides are accepted. An input whose strides torch's suggest_memory_format reads as channels_last
+// (dense or not) gives channels_last results; every other input gives contiguous ones. ops.py's
+// _pool_format mirrors it.
 at::MemoryFormat pool_output_format(const at::Tensor& input);
 
 // True when operator `op` (a conv or pooling schema name) takes `dtype`: the private _accepts_dtype

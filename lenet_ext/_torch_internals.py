@@ -138,6 +138,27 @@ ExcludeDispatchKeyGuard = resolve(
     "torch._C._ExcludeDispatchKeyGuard", "excludes a dispatch key while an autocast kernel re-dispatches"
 )
 
+# ------------------------------------------------------------------------------------ legacy vmap
+# autograd's batched gradients (is_grads_batched, vectorized jacobian/hessian, check_batched_grad) run the
+# backward under torch._vmap_internals' vmap, whose BatchedTensors carry the `Batched` key; ops/vmap.py
+# gives every operator a kernel there. Checked on 2.13.0 (suite) only.
+_LEGACY_VMAP_CHECKED_ON = ("2.13.0 (suite)",)
+# Whether a tensor is one of legacy vmap's BatchedTensors (functorch's own are told by is_batchedtensor).
+is_legacy_batchedtensor = resolve(
+    "torch._C._functorch.is_legacy_batchedtensor", "tells legacy vmap's BatchedTensors apart",
+    _LEGACY_VMAP_CHECKED_ON,
+)
+# Unwraps one level: its batch dimension moved to out_dim; a tensor without that level comes back
+# expanded to batch_size there (ATen's native/Batching.cpp). Python reaches no other view of the levels.
+remove_batch_dim = resolve(
+    "torch._remove_batch_dim", "unwraps one level of a legacy vmap BatchedTensor", _LEGACY_VMAP_CHECKED_ON
+)
+# Wraps a dimension as a level's batch dimension, as torch._vmap_internals does with each input; levels
+# are added in increasing order.
+add_batch_dim = resolve(
+    "torch._add_batch_dim", "wraps a dimension as a legacy vmap level's batch dimension", _LEGACY_VMAP_CHECKED_ON
+)
+
 # ------------------------------------------------------------------------------------------ fake kernels
 # torch's memory-format rule for a tensor (channels_last when its strides are NHWC), safe on fake and
 # symbolic shapes, as our fake kernels need to mirror the real kernels' result layouts.

@@ -98,6 +98,9 @@ def _check_tensor(fn, name, value, optional=False, position=None):
 
 
 def _check_conv_args(input, weight, bias, stride, padding, dilation, groups):
+    for name, t in (("input", input), ("weight", weight)):
+        if t.layout != torch.strided:  # torch raises a RuntimeError too, but its words name no layout
+            raise RuntimeError(f"conv2d: expected a strided (dense) {name}, but got {name} with layout {t.layout}")
     if input.dim() not in (3, 4):
         raise RuntimeError(
             f"Expected 3D (unbatched) or 4D (batched) input to conv2d, but got input of size: {list(input.shape)}"
@@ -216,7 +219,7 @@ def _plain_window_arg(value):
 
 
 def _tensor_signature(t):
-    return t.shape, t.dtype, t.device
+    return t.shape, t.dtype, t.device, t.layout
 
 
 def _signature(tensors, window_args):
@@ -275,11 +278,25 @@ def _checked_conv_args(fn, input, weight, bias, stride, padding, dilation, group
     return input, weight, bias, stride, pads, dilation, groups
 
 
+def _saved_input(input, weight, bias, pads):
+    """The input to give an operator whose backward saves it. torch pads an input whose padding differs
+    between sides (padding='same' with an even kernel) into a new tensor, and its backward saves that
+    copy, so changing the caller's tensor in place afterwards leaves the gradient alone. Our kernels read
+    the padding themselves; a copy, when a backward may save the input, keeps torch's behaviour. (Not
+    under torch.compile: its partitioner recomputes the copy from the input in the backward.)"""
+    if (pads[0] == pads[1] and pads[2] == pads[3]) or not torch.is_grad_enabled():
+        return input
+    # (requires_grad, not torch._C's test, which torch.compile cannot trace; under torch.func.grad the
+    # tensors require grad too)
+    return input.clone() if any(t is not None and t.requires_grad for t in (input, weight, bias)) else input
+
+
 def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     """Same as :func:`torch.nn.functional.conv2d`, computed by lenet_ext's kernels."""
     input, weight, bias, stride, pads, dilation, groups = _conv_args(
         "conv2d", input, weight, bias, stride, padding, dilation, groups
     )
+    input = _saved_input(input, weight, bias, pads)
 
     unbatched = input.dim() == 3
     if unbatched:
@@ -303,6 +320,7 @@ def conv2d_sigmoid_avgpool2d(input, weight, bias=None, stride=1, padding=0, dila
     if any(k <= 0 for k in pool):
         raise RuntimeError(f"pool_size should be greater than zero, but got {pool}")
     check_not_huge("conv2d_sigmoid_avgpool2d", pool_size=pool)
+    input = _saved_input(input, weight, bias, pads)
 
     unbatched = input.dim() == 3
     if unbatched:

@@ -117,6 +117,34 @@ def max_pool2d_dilation_times_kernel_past_int32():
     same_type_as_torch(lambda: F.max_pool2d(X, 2**30, 1, dilation=2**30), lambda: TF.max_pool2d(X, 2**30, 1, 0, 2**30))
 
 
+# ------------------------------------------------------------------------------------ sparse tensors
+@case
+def conv2d_sparse_input_or_weight():
+    # torch raises a RuntimeError ("unsupported memory format option Contiguous"); ours names the layout
+    for x, w in ((X.to_sparse(), W), (X, W.to_sparse())):
+        for ours, theirs in ((F.conv2d, TF.conv2d), (F.conv2d_sigmoid_avgpool2d, TF.conv2d)):
+            with pytest.raises(RuntimeError, match=r"expected a strided \(dense\) (input|weight), but got "):
+                ours(x, w)
+            same_type_as_torch(lambda: ours(x, w), lambda: theirs(x, w))
+
+
+@case
+def conv2d_sparse_after_a_dense_call():
+    # a checked call's signature includes the layout: the dense call's result is not reused
+    F.conv2d(X, W)
+    with pytest.raises(RuntimeError, match="layout torch.sparse_coo"):
+        F.conv2d(X.to_sparse(), W)
+
+
+@case
+def sparse_bias_and_pooling():
+    # no kernel for the sparse backend: NotImplementedError from torch's and from ours
+    bias = torch.randn(W.shape[0]).to_sparse()
+    same_type_as_torch(lambda: F.conv2d(X, W, bias), lambda: TF.conv2d(X, W, bias))
+    for name in ("max_pool2d", "avg_pool2d"):
+        same_type_as_torch(lambda: getattr(F, name)(X.to_sparse(), 2), lambda: getattr(TF, name)(X.to_sparse(), 2))
+
+
 # --------------------------------------------------------------------- tuples of the wrong length
 @case
 def conv2d_tuples_of_wrong_length():

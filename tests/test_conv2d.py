@@ -141,6 +141,50 @@ def test_layer_padding_same():
     assert_close(layer(x), F.conv2d(x, layer.weight, layer.bias, padding="same", dilation=2))
 
 
+def _fused_reference(x, w, b, **kw):
+    return torch.nn.functional.avg_pool2d(torch.sigmoid(F.conv2d(x, w, b, **kw)), 2)
+
+
+@pytest.mark.parametrize("kernel", [(2, 2), (3, 4)])
+@pytest.mark.parametrize("block", ["conv", "fused"])
+def test_input_changed_in_place_after_padding_same_with_an_even_kernel(block, kernel):
+    # torch pads such an input (one more row and column after than before) into a copy, which its backward
+    # saves; changing the input in place after the call does not change the gradients, and neither does ours
+    ours, theirs = (LF.conv2d, F.conv2d) if block == "conv" else (LF.conv2d_sigmoid_avgpool2d, _fused_reference)
+    x = torch.randn(2, 3, 8, 8, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(4, 3, *kernel, dtype=torch.float64, requires_grad=True)
+    results = []
+    for f in (ours, theirs):
+        y = x * 1
+        out = f(y, w, None, padding="same")
+        y.add_(1)
+        results.append(torch.autograd.grad(out.sin().sum(), (x, w)))
+    for a, e in zip(*results):
+        assert_close(a, e)
+
+
+def test_padding_same_with_an_even_kernel_under_torch_compile():
+    # the copy is traced (fullgraph); its values and gradients are the uncompiled call's
+    x = torch.randn(2, 3, 8, 8, requires_grad=True)
+    w = torch.randn(4, 3, 2, 2, requires_grad=True)
+    compiled = torch.compile(lambda x, w: LF.conv2d(x, w, padding="same"), fullgraph=True)
+    out, ref = compiled(x, w), F.conv2d(x, w, padding="same")
+    assert_close(out, ref)
+    for a, e in zip(torch.autograd.grad(out.sum(), (x, w)), torch.autograd.grad(ref.sum(), (x, w))):
+        assert_close(a, e)
+
+
+def test_input_changed_in_place_after_symmetric_padding_raises_as_torch():
+    # an odd kernel pads inside the kernel in both: both save the input itself and see the change
+    w = torch.randn(4, 3, 3, 3, requires_grad=True)
+    for f in (LF.conv2d, F.conv2d):
+        y = torch.randn(2, 3, 8, 8, requires_grad=True) * 1
+        out = f(y, w, None, padding="same")
+        y.add_(1)
+        with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+            out.sum().backward()
+
+
 # ------------------------------------------------------------------------------- the seed's worked examples
 @pytest.mark.parametrize(
     "size, kernel, padding, stride, expected",

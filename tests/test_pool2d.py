@@ -264,6 +264,20 @@ def test_accepted_input_table():
     assert POOL_DTYPES == EXPECTED_DTYPES
 
 
+@pytest.mark.parametrize("dtype", sorted(INTS, key=str))
+def test_integer_average_pooling_is_refused(dtype):
+    # A known difference (README): torch averages int64 on the CPU (each mean truncated toward zero) and no
+    # other integer type, nor int64 on CUDA; ours takes the floating types only, on every device, and says so.
+    x = torch.randint(-9, 9, (1, 2, 4, 4)).to(dtype)
+    with pytest.raises(NotImplementedError, match='"avg_pool2d_forward" not implemented for'):
+        F.avg_pool2d(x, 2)
+    if dtype == torch.int64:
+        assert TF.avg_pool2d(x, 2).dtype == torch.int64  # if torch stops computing it, the README changes
+    else:
+        with pytest.raises(NotImplementedError):
+            TF.avg_pool2d(x, 2)
+
+
 def _call(name, x):
     """Operator `name` on input x (any rank and dtype), with well-formed other arguments."""
     out_shape = (*x.shape[:-2], x.shape[-2] // 2, x.shape[-1] // 2)

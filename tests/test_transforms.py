@@ -311,6 +311,61 @@ def test_conv_memory_format_follows_torch(x_layout, w_layout, dtype, groups, dev
         _same_layout(a, e)
 
 
+def _channels_last(*shape):
+    return torch.randn(*shape, dtype=D).contiguous(memory_format=torch.channels_last)
+
+
+# Inputs of every kind of strides, dense or not: torch's suggest_memory_format reads their order
+STRIDED = {
+    "channels_last_every_other_channel": lambda: _channels_last(2, 8, 10, 10)[:, ::2],
+    "channels_last_cropped": lambda: _channels_last(2, 4, 12, 12)[:, :, 1:-1, ::2],
+    "channels_last_every_other_sample": lambda: _channels_last(4, 4, 10, 10)[::2],
+    "channels_last_one_channel": lambda: _channels_last(2, 1, 10, 10),
+    "channels_last_one_pixel_row": lambda: _channels_last(2, 4, 1, 10),
+    "channels_last_expanded": lambda: _channels_last(1, 4, 1, 10).expand(2, 4, 10, 10),
+    "nchw_every_other_channel": lambda: torch.randn(2, 8, 10, 10, dtype=D)[:, ::2],
+    "h_w_swapped": lambda: torch.randn(2, 4, 10, 10, dtype=D).transpose(2, 3),
+    "nwhc": lambda: torch.randn(2, 10, 10, 4, dtype=D).permute(0, 3, 2, 1),
+}
+
+
+@pytest.mark.parametrize("name", STRIDED)
+def test_output_layout_of_any_strides_follows_torch(name, device):
+    x = STRIDED[name]().to(device).requires_grad_()
+    w = torch.randn(3, x.shape[1], 3, 3, dtype=D, device=device, requires_grad=True)
+    pool, conv = (x,), (x, w)  # what each call's gradients are taken for
+    # windows of one row: valid for one-row inputs too (torch's channels_last max_pool2d backward writes
+    # out of bounds for a window of only padding there)
+    max_args = ((1, 2), 1, (0, 1), (1, 2))
+    calls = [
+        (pool, lambda x: F.max_pool2d(x, *max_args, return_indices=True),
+         lambda x: TF.max_pool2d(x, *max_args, return_indices=True)),
+        (pool, lambda x: (F.max_pool2d(x, (1, 3), 2),), lambda x: (TF.max_pool2d(x, (1, 3), 2),)),
+        (pool, lambda x: (F.avg_pool2d(x, 2, 1, 1),), lambda x: (TF.avg_pool2d(x, 2, 1, 1),)),
+        (conv, lambda x: (F.conv2d(x, w, padding=1),), lambda x: (TF.conv2d(x, w, padding=1),)),
+        (conv, lambda x: (F.conv2d_sigmoid_avgpool2d(x, w, padding=1, pool_size=(1, 2)),),
+         lambda x: (TF.avg_pool2d(torch.sigmoid(TF.conv2d(x, w, padding=1)), (1, 2)),)),
+    ]
+    for wrt, ours, theirs in calls:
+        out, ref = ours(x), theirs(x)
+        for a, e in zip(out, ref):
+            _same_layout(a, e)
+            torch.testing.assert_close(a, e)
+        g = torch.randn_like(ref[0])
+        for a, e in zip(torch.autograd.grad(out[0], wrt, g), torch.autograd.grad(ref[0], wrt, g)):
+            _same_layout(a, e)
+            assert_close(a, e)
+    ops, x = torch.ops.lenet_ext, x.detach()
+    pools = [
+        lambda x: ops.max_pool2d_forward(x, [1, 2], [1, 1], [0, 1], [1, 2], False)[0],
+        lambda x: ops.avg_pool2d_forward(x, [2, 2], [1, 1], [1, 1], False, True, None),
+    ]
+    with FakeTensorMode() as mode:
+        fakes = [pool(mode.from_tensor(x)) for pool in pools]
+    for pool, fake in zip(pools, fakes):
+        assert pool(x).stride() == fake.stride()
+
+
 @pytest.mark.parametrize("x_layout, w_layout", LAYOUT_PAIRS)
 def test_fake_kernels_give_the_real_strides(x_layout, w_layout, device):
     ops = torch.ops.lenet_ext

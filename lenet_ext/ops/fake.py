@@ -86,10 +86,9 @@ def _conv2d_backward_fake(grad_output, input, weight, stride, padding, dilation,
 
 # -------------------------------------------------------------------------------------------- pooling
 def _pool_format(input):
-    """The real kernels' layout rule: channels_last input (that is not also contiguous) stays channels_last."""
-    if input.dim() == 4 and not input.is_contiguous() and input.is_contiguous(memory_format=torch.channels_last):
-        return torch.channels_last
-    return torch.contiguous_format
+    """The real kernels' layout rule (pool_output_format in csrc/checks.h), torch's: the input's suggested
+    memory format, read from the order of its strides."""
+    return suggest_memory_format(input) if input.dim() == 4 else torch.contiguous_format
 
 
 def _pool_empty(input, sizes, dtype=None):
