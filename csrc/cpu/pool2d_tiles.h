@@ -58,16 +58,6 @@ struct PV<double> {
 template <typename T>
 constexpr int kN = kPoolShape.vec_bytes / static_cast<int>(sizeof(T));
 
-template <typename V, typename T>
-inline V vload(const T* p) {
-  V v;
-  std::memcpy(&v, p, sizeof(V));
-  return v;
-}
-template <typename V, typename T>
-inline void vstore(T* p, const V& v) {
-  std::memcpy(p, &v, sizeof(V));
-}
 template <typename T>
 inline typename PV<T>::I iota() {
   typename PV<T>::I v;
@@ -159,20 +149,20 @@ void max_row_pass(const T* __restrict__ xrow, const PoolGeometry& g, Taps in, T*
     const I lanes = iota<T>();
     for (; ow + N <= in.hi; ow += N) {
       const int64_t iw0 = ow - g.pw;
-      V best = vload<V>(xrow + iw0);
+      V best = load<V>(xrow + iw0);
       I pos = lanes + static_cast<PoolIndex<T>>(iw0);
       for (int64_t j = 1; j < g.KW; ++j) {
         const int64_t iw = iw0 + j * g.dw;
-        const V v = vload<V>(xrow + iw);
+        const V v = load<V>(xrow + iw);
         const I take = (v > best) | (v != v);
         best = take ? v : best;
         if constexpr (kIdx) {
           pos = take ? lanes + static_cast<PoolIndex<T>>(iw) : pos;
         }
       }
-      vstore(b + ow, best);
+      store(b + ow, best);
       if constexpr (kIdx) {
-        vstore(bi + ow, pos);
+        store(bi + ow, pos);
       }
     }
   } else {
@@ -217,22 +207,22 @@ void max_column_pass(const T* ring, const PoolIndex<T>* ring_index, int64_t R, i
   const PoolIndex<T> base0 = static_cast<PoolIndex<T>>(ih0 * g.W);
   int64_t ow = 0;
   for (; ow + N <= OW; ow += N) {
-    V best = vload<V>(b0 + ow);
+    V best = load<V>(b0 + ow);
     I pos{};
     if constexpr (kIdx) {
-      pos = vload<I>(i0 + ow) + base0;
+      pos = load<I>(i0 + ow) + base0;
     }
     for (int64_t i = 1; i < count; ++i) {
       const int64_t s = slot(i);
-      const V v = vload<V>(ring + s + ow);
+      const V v = load<V>(ring + s + ow);
       const I take = (v > best) | (v != v);
       best = take ? v : best;
       if constexpr (kIdx) {
         const PoolIndex<T> base = static_cast<PoolIndex<T>>((ih0 + i * g.dh) * g.W);
-        pos = take ? vload<I>(ring_index + s + ow) + base : pos;
+        pos = take ? load<I>(ring_index + s + ow) + base : pos;
       }
     }
-    vstore(y + ow, best);
+    store(y + ow, best);
     if constexpr (kIdx) {
       store_index<T>(ind + ow, pos);
     }
@@ -355,11 +345,11 @@ void sum_row_pass(const T* __restrict__ xrow, const PoolGeometry& g, Taps in, T*
   if constexpr (S == 1) {
     for (; ow + N <= in.hi; ow += N) {
       const T* p = xrow + ow - g.pw;
-      V sum = vload<V>(p);
+      V sum = load<V>(p);
       for (int64_t j = 1; j < g.KW; ++j) {
-        sum += vload<V>(p + j);
+        sum += load<V>(p + j);
       }
-      vstore(b + ow, sum);
+      store(b + ow, sum);
     }
   } else {
     const int64_t s = S != 0 ? S : g.sw;
@@ -411,11 +401,11 @@ void avg_rows_impl(const PoolRowsJob<T>& job) {
     const T* b0 = job.ring + (first % R) * OW;
     int64_t ow = 0;
     for (; ow + N <= OW; ow += N) {
-      V sum = vload<V>(b0 + ow);
+      V sum = load<V>(b0 + ow);
       for (int64_t i = 1; i < count; ++i) {
-        sum += vload<V>(job.ring + ((first + i) % R) * OW + ow);
+        sum += load<V>(job.ring + ((first + i) % R) * OW + ow);
       }
-      vstore(yrow + ow, sum / vload<V>(drow + ow));
+      store(yrow + ow, sum / load<V>(drow + ow));
     }
     for (; ow < OW; ++ow) {
       T sum = b0[ow];
@@ -461,7 +451,7 @@ inline void max_pixel_block(const T* __restrict__ ximg, int64_t C, int64_t c0, c
       const int64_t at = ih * g.W + ws + j * g.dw;  // flat position in the H x W plane
       const T* p = ximg + at * C + c0;
       for (int u = 0; u < U; ++u) {
-        const V v = vload<V>(p + u * N);
+        const V v = load<V>(p + u * N);
         const I take = (v > best[u]) | (v != v);
         best[u] = take ? v : best[u];
         if constexpr (kIdx) {
@@ -471,7 +461,7 @@ inline void max_pixel_block(const T* __restrict__ ximg, int64_t C, int64_t c0, c
     }
   }
   for (int u = 0; u < U; ++u) {
-    vstore(yp + c0 + u * N, best[u]);
+    store(yp + c0 + u * N, best[u]);
     if constexpr (kIdx) {
       store_index<T>(ip + c0 + u * N, pos[u]);
     }
@@ -547,12 +537,12 @@ inline void avg_pixel_block(const T* __restrict__ ximg, int64_t C, int64_t c0, c
     for (int64_t iw = ws + cols.lo; iw < ws + cols.hi; ++iw) {
       const T* p = ximg + (ih * g.W + iw) * C + c0;
       for (int u = 0; u < U; ++u) {
-        sum[u] += vload<V>(p + u * N);
+        sum[u] += load<V>(p + u * N);
       }
     }
   }
   for (int u = 0; u < U; ++u) {
-    vstore(yp + c0 + u * N, sum[u] / div);
+    store(yp + c0 + u * N, sum[u] / div);
   }
 }
 
@@ -615,12 +605,12 @@ inline void gather_block(const T* __restrict__ gimg, int64_t C, int64_t c0, cons
       const T* p = gimg + (oh * g.OW + ow) * C + c0;
       const T d = div[oh * g.OW + ow];
       for (int u = 0; u < U; ++u) {
-        sum[u] += vload<V>(p + u * N) / d;
+        sum[u] += load<V>(p + u * N) / d;
       }
     }
   }
   for (int u = 0; u < U; ++u) {
-    vstore(gxp + c0 + u * N, sum[u]);
+    store(gxp + c0 + u * N, sum[u]);
   }
 }
 
