@@ -56,7 +56,12 @@ def test_conv2d_without_bias_and_unbatched(case):
 # test_pool2d.py's tests of NaNs, ties, integer and 16-bit types, windows of only padding, gradcheck and the
 # operators' own argument checks, each called with device "cpu"
 POOL_EDGE_CASES = {
-    "nan-inf": pool_tests.test_nan_and_inf,
+    **{
+        f"nan-inf-{shape_id}-{d}": partial(pool_tests.test_nan_and_inf, shape=shape, dtype=d)
+        for (shape_id, shape), d in itertools.product(
+            (("small", (1, 2, 6, 6)), ("vectors", (1, 70, 7, 40))), (torch.float64, torch.float32)
+        )
+    },
     **{f"ties-{d}": partial(pool_tests.test_max_ties_and_signed_zeros, dtype=d) for d in (torch.float32,
                                                                                        torch.bfloat16, torch.int32)},
     **{

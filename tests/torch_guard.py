@@ -90,11 +90,17 @@ def _guarded(fn):
 
 def install():
     """Guard torch.nn.functional.max_pool2d and max_pool2d_with_indices (torch.nn.MaxPool2d calls them) for
-    this process. Idempotent."""
+    this process. Idempotent. TorchScript still compiles torch's own functions: it reads max_pool2d through
+    torch._jit_internal's table of boolean-dispatched functions, which the guard joins."""
+    import torch._jit_internal as jit_internal
+
     for name in ("max_pool2d", "max_pool2d_with_indices"):
         fn = getattr(TF, name)
         if not getattr(fn, "__lenet_ext_guard__", False):
-            setattr(TF, name, _guarded(fn))
+            guarded = _guarded(fn)
+            if fn in jit_internal.boolean_dispatched:
+                jit_internal.boolean_dispatched[guarded] = jit_internal.boolean_dispatched[fn]
+            setattr(TF, name, guarded)
 
 
 def _masked_grad(x, grad_output, kwargs):
