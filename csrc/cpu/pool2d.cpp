@@ -2,9 +2,9 @@
 //
 // float and double forwards run the per-level kernels of cpu/pool2d_tiles.h (see there: NCHW as separable
 // row and column passes, channels_last in registers over the channels), except NCHW max without indices,
-// which keeps the separable loop below; the channels_last avg backward gathers through them too. The loops
-// below serve the other dtypes (integer max pooling), planes too large for int32 indices, and the
-// backwards.
+// which keeps the separable loop below, and strided NCHW windows (rows_kernels_pay); the channels_last avg
+// backward gathers through them too. The loops below serve those, the other dtypes (integer max pooling),
+// planes too large for int32 indices, and the backwards.
 //
 // Algorithm, NCHW: one task is one output row (plane, oh). The row is built tap by tap: for each kernel
 // tap (i, j) whose input row lies inside the image, every output column ow in the tap's interior
@@ -318,6 +318,14 @@ bool level_kernels_take(const Window2d& w) {
   return false;
 }
 
+// The NCHW rows kernels pay where windows overlap along both dimensions (stride 1): each input row is
+// reduced once for KH output rows, and the row pass reads shifted vectors. At larger strides the direct
+// loops (max_pool_nchw, avg_pool_nchw, with their tiling fast paths) were faster: LeNet's 2x2 s2 average
+// pool on 256x6x28x28 took 1.16 ms through the rows kernels against 0.46 ms direct (Intel Xeon, AVX2).
+bool rows_kernels_pay(const Window2d& w) {
+  return w.stride[0] == 1 && w.stride[1] == 1;
+}
+
 // NCHW: threads take ranges of output rows; each keeps its own ring of row-pass results.
 template <typename scalar_t>
 void pool_rows_level(bool is_max, const scalar_t* x, scalar_t* y, int64_t* ind, const scalar_t* div, int64_t planes,
@@ -353,7 +361,7 @@ void max_pool_dispatch(const at::Tensor& x, at::Tensor& y, int64_t* ind, const P
   // the strided column taps, which measured faster than the level kernels' strided row pass at stride 2
   // (Xeon, AVX-512: 3x3 s2 p1 and 2x2 s2 about 2x faster) and no slower at stride 1.
   if constexpr (kLevelKernels<scalar_t>) {
-    if ((kIndices || channels_last) && level_kernels_take<scalar_t>(p.win)) {
+    if ((channels_last || (kIndices && rows_kernels_pay(p.win))) && level_kernels_take<scalar_t>(p.win)) {
       if (channels_last) {
         pool_pixels_level<scalar_t>(true, xd, yd, ind, nullptr, p.batch, p.channels, p.win);
       } else {
@@ -728,7 +736,7 @@ at::Tensor avg_pool2d_forward_cpu(const at::Tensor& input, c10::IntArrayRef kern
       const scalar_t* xd = x.const_data_ptr<scalar_t>();
       scalar_t* yd = out.mutable_data_ptr<scalar_t>();
       const int64_t planes = p.batch * p.channels;
-      if (level_kernels_take<scalar_t>(p.win)) {
+      if ((fmt == at::MemoryFormat::ChannelsLast || rows_kernels_pay(p.win)) && level_kernels_take<scalar_t>(p.win)) {
         const std::vector<scalar_t> div = divisor_table<scalar_t>(f);
         if (fmt == at::MemoryFormat::ChannelsLast) {
           pool_pixels_level<scalar_t>(false, xd, yd, nullptr, div.data(), p.batch, p.channels, p.win);
