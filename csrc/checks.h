@@ -1,6 +1,6 @@
 // What each operator accepts, in one place. The CPU kernels, the CUDA kernels and the host emulation
 // of the CUDA pooling kernels call one checker per operator before touching memory, and the fake
-// kernels (lenet_ext/ops.py) read the dtype tables through the private operator _accepts_dtype, so
+// kernels (lenet_ext/ops/fake.py) read the dtype tables through the private operator _accepts_dtype, so
 // every path accepts the same inputs and words its errors the same way.
 //
 // The Python layer (lenet_ext/functional.py) raises torch's own user-facing errors first; these checks
@@ -62,7 +62,7 @@ Conv2dParams check_conv2d_backward(
 // channels_last when the input or the weight suggests it (at::native's thnn_conv_use_channels_last and
 // mkldnn_conv_use_channels_last on the CPU), except float64 on CUDA (cudnn_conv_suggest_memory_format).
 // The kernels compute in their own layout; the operators return their results in this one.
-// lenet_ext/ops.py's _conv_memory_format mirrors it for the fake kernels.
+// lenet_ext/ops/fake.py's _conv_memory_format mirrors it for the fake kernels.
 at::MemoryFormat conv2d_memory_format(const at::Tensor& input, const at::Tensor& weight);
 
 // ------------------------------------------------------------------------------------------- pooling
@@ -74,12 +74,12 @@ const char* pool_op_name(PoolOp op);
 bool pool_accepts_dtype(PoolOp op, at::ScalarType dtype);
 
 // Any strides are accepted. An input whose strides torch's suggest_memory_format reads as channels_last
-// (dense or not) gives channels_last results; every other input gives contiguous ones. ops.py's
+// (dense or not) gives channels_last results; every other input gives contiguous ones. lenet_ext/ops/fake.py's
 // _pool_format mirrors it.
 at::MemoryFormat pool_output_format(const at::Tensor& input);
 
 // True when operator `op` (a conv or pooling schema name) takes `dtype`: the private _accepts_dtype
-// (registered in composite.cpp), which the fake kernels in lenet_ext/ops.py read.
+// (registered in composite.cpp), which the fake kernels in lenet_ext/ops/fake.py read.
 bool accepts_dtype(c10::string_view op, at::ScalarType dtype);
 
 // max_pool2d_forward and max_pool2d_forward_values (op says which).

@@ -5,7 +5,7 @@
 //
 // Kernels live in cpu/<op>.cpp and cuda/<op>.cu and register themselves with TORCH_LIBRARY_IMPL; the
 // settings register with their backend (cpu/settings.cpp, cuda/settings.cpp), the shared composites and
-// queries in composite.cpp. Fake (meta) kernels and autograd are registered from Python in lenet_ext/ops.py.
+// queries in composite.cpp. Fake (meta) kernels and autograd are registered from Python in lenet_ext/ops/ (fake.py, autograd.py, ...).
 //
 // Conventions shared by the schemas:
 //   * conv padding is (top, bottom, left, right), so padding='same' with an even kernel is exact;
@@ -94,7 +94,7 @@ TORCH_LIBRARY(lenet_ext, m) {
   // The CUDA kernel families (csrc/cuda/families.h), each as "name" or, where a GPU run has passed its
   // parity tests, "name|gpu|torch|commit|date". Used by lenet_ext.backends.cuda_verified.
   m.def("_cuda_families() -> str[]");
-  // The operators' dtype tables (checks.h), read by the fake kernels in ops.py: true when operator `op`
+  // The operators' dtype tables (checks.h), read by the fake kernels in lenet_ext/ops/fake.py: true when operator `op`
   // (a conv or pooling schema name above) takes dtype `dtype`.
   m.def("_accepts_dtype(str op, ScalarType dtype) -> bool");
 }

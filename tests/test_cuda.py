@@ -238,7 +238,7 @@ def test_conv2d_without_bias_and_mask_subsets(conv_kernels):
 @gpu
 @pytest.mark.parametrize("case", CONV2D.tagged("gradcheck"), ids=str)
 def test_conv2d_gradcheck(case, conv_kernels):
-    """float64 gradients (and, through ops.py, the backward's own gradients) by finite differences."""
+    """float64 gradients (and, through lenet_ext/ops/autograd.py, the backward's own gradients) by finite differences."""
     x, w, b, _, conf = _conv_case(case, torch.float64, "cuda")
     x, w, b = (t.requires_grad_() for t in (x, w, b))
     assert torch.autograd.gradcheck(lambda x, w, b: _conv(x, w, b, *conf), (x, w, b))

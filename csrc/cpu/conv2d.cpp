@@ -15,7 +15,7 @@
 //                             (cpu/reference/conv2d.cpp: read it first)
 //
 // The register tiles run at the CPU's instruction-set level (cpu/dispatch.cpp), and the heuristics
-// below know it. lenet_ext.backends.conv_algorithm forces an algorithm; lenet_ext.backends.benchmark
+// below know it. lenet_ext.backends.conv_algorithm forces an algorithm; lenet_ext.backends.autotune
 // makes each new shape time its candidates once and keep the fastest.
 //
 // Layout: kernels read contiguous NCHW (inputs in any other layout are copied once) and write
@@ -114,7 +114,7 @@ enum class WeightGradKernel { kIm2col, kPixelTiles, kChannelTiles };
 // on 56x56, 96 -> 576 on 14x14) and 64 -> 64 / 128 -> 128 3x3; channel tiles beat it on the strided 7x7
 // stem (1.5-1.8x) and on 128 -> 256 stride 2 at AVX-512 (1.3x), but not at AVX2 (0.9x); im2col wins
 // 512 -> 512 on 7x7 at AVX2 (2x) and ties at AVX-512. On an Intel Xeon with AVX-512, whose MKL is faster
-// than on AMD, im2col won 256 -> 256 3x3 by about 10%; lenet_ext.backends.benchmark finds such shapes.
+// than on AMD, im2col won 256 -> 256 3x3 by about 10%; lenet_ext.backends.autotune finds such shapes.
 // There (2 threads) pixel tiles over the stride phases beat im2col on depthwise 3x3 stride 2 layers by
 // 1.2-1.4x (144 channels on 56x56, 32 on 112x112), and tied channel tiles on the stem at AVX-512 but
 // lost to them by 7% at AVX2 and on 64 -> 128 and 256 -> 512 stride 2 by 1.3-1.6x.
@@ -184,7 +184,7 @@ WeightGradKernel direct_weight_grad(const Conv2dParams& p) {
 }
 
 // ---------------------------------------------------------------------------------------------------
-// lenet_ext.backends.benchmark: with it on, the first call of each (pass, shape, dtype, level, threads)
+// lenet_ext.backends.autotune: with it on, the first call of each (pass, shape, dtype, level, threads)
 // runs every candidate algorithm, times the best of three runs of each, and keeps the fastest for the
 // rest of the process, as torch.backends.cudnn.benchmark does. Off by default: timing costs a few calls'
 // time per new shape, and the choice may differ between runs.

@@ -28,9 +28,9 @@
 // grad/divisor over the window. Threads take whole planes (NCHW) or (image, channel block) pairs
 // (channels_last), so no two threads ever write the same input element.
 //
-// Layout: channels_last input (that is not also plain contiguous) gives channels_last outputs and
-// gradients; every other input is read as contiguous NCHW (copied once if needed). ops.py's fake kernels
-// follow the same rule. bfloat16 and float16 are computed in float32 and rounded once at the end.
+// Layout: torch's rule (pool_output_format in checks.h): an input whose strides read as channels_last gives
+// channels_last outputs and gradients; every other input is read as contiguous NCHW (copied once if
+// needed). lenet_ext/ops/fake.py follows the same rule. bfloat16 and float16 are computed in float32 and rounded once at the end.
 //
 // lenet_ext.backends.pool_algorithm("reference") sends every pass to cpu/reference/pool2d.cpp instead.
 #include <ATen/ATen.h>
