@@ -141,8 +141,9 @@ ExcludeDispatchKeyGuard = resolve(
 # ------------------------------------------------------------------------------------ legacy vmap
 # autograd's batched gradients (is_grads_batched, vectorized jacobian/hessian, check_batched_grad) run the
 # backward under torch._vmap_internals' vmap, whose BatchedTensors carry the `Batched` key; ops/vmap.py
-# gives every operator a kernel there. Checked on 2.13.0 (suite) only.
-_LEGACY_VMAP_CHECKED_ON = ("2.13.0 (suite)",)
+# gives every operator a kernel there. Present on 2.11.0 and 2.14.1 (and is_legacy_batchedtensor telling a
+# legacy-vmapped tensor on 2.11.0); the suite ran on 2.13.0.
+_LEGACY_VMAP_CHECKED_ON = ("2.11.0 (present)", "2.13.0 (suite)", "2.14.1 (present)")
 # Whether a tensor is one of legacy vmap's BatchedTensors (functorch's own are told by is_batchedtensor).
 is_legacy_batchedtensor = resolve(
     "torch._C._functorch.is_legacy_batchedtensor", "tells legacy vmap's BatchedTensors apart",
