@@ -228,8 +228,9 @@ def test_max_pool2d_backward_indices_out_of_range():
     g = torch.randn_like(out)
     for bad in (36, -1, 1 << 62):
         for algorithm in ("auto", "reference"):
-            with lenet_ext.backends.pool_algorithm(algorithm), pytest.raises(RuntimeError, match=f"invalid max index {bad}"):
-                ops.max_pool2d_backward(g, x, torch.full_like(idx, bad), *conf)
+            with lenet_ext.backends.pool_algorithm(algorithm):
+                with pytest.raises(RuntimeError, match=f"invalid max index {bad}"):
+                    ops.max_pool2d_backward(g, x, torch.full_like(idx, bad), *conf)
         for kernels, (native, runs) in HOST_KERNELS.items():
             xl = x.contiguous(memory_format=torch.channels_last) if native else x
             got, _ = _host("max_pool2d_backward", xl, *conf, native=native, grad=g, indices=torch.full_like(idx, bad))

@@ -18,32 +18,21 @@ import functools
 import torch
 import torch.nn.functional as TF
 
+from cases import _pair
 from isolation import Child
+
+from lenet_ext._shape import window_output_size
 
 
 class UnsafeTorchReference(RuntimeError):
     pass
 
 
-def _pair(v):
-    return (v, v) if isinstance(v, int) else tuple(v)
-
-
-def _out_size(n, k, s, p, d, ceil_mode):
-    """torch's pooling output length (csrc/shape.h's formula; ceil mode drops a window starting past the
-    input and its left padding)."""
-    span = n + 2 * p - d * (k - 1) - 1
-    out = (span + (s - 1 if ceil_mode else 0)) // s + 1
-    if ceil_mode and (out - 1) * s >= n + p:
-        out -= 1
-    return out
-
-
 def padding_only_rows(n, k, s, p, d, ceil_mode):
     """The outputs along one dimension whose window has no tap inside [0, n)."""
     return [
         o
-        for o in range(_out_size(n, k, s, p, d, ceil_mode))
+        for o in range(window_output_size(n, p, p, k, s, d, ceil_mode))
         if not any(0 <= o * s - p + j * d < n for j in range(k))
     ]
 
@@ -59,7 +48,9 @@ def padding_only_mask(shape, kernel_size, stride=None, padding=0, dilation=1, ce
     kernel, stride, padding, dilation, ceil_mode = _geometry(None, kernel_size, stride, padding, dilation, ceil_mode)
     H, W = shape[-2], shape[-1]
     dims = [(H, 0), (W, 1)]
-    sizes = [_out_size(n, kernel[i], stride[i], padding[i], dilation[i], ceil_mode) for n, i in dims]
+    sizes = [
+        window_output_size(n, padding[i], padding[i], kernel[i], stride[i], dilation[i], ceil_mode) for n, i in dims
+    ]
     bad = [padding_only_rows(n, kernel[i], stride[i], padding[i], dilation[i], ceil_mode) for n, i in dims]
     if not bad[0] and not bad[1]:
         return None

@@ -307,23 +307,28 @@ cpu::PoolGeometry geometry_of(const Window2d& w) {
 template <typename scalar_t>
 constexpr bool kLevelKernels = std::is_same_v<scalar_t, float> || std::is_same_v<scalar_t, double>;
 
-template <typename scalar_t>
-bool level_kernels_take(const Window2d& w) {
-  if constexpr (kLevelKernels<scalar_t>) {
-    // every position a window may record, padding-only windows' included, lies in the padded, dilated extent
-    const int64_t rows = w.in[0] + 2 * w.pad[0] + w.dilation[0] * w.kernel[0];
-    const int64_t cols = w.in[1] + 2 * w.pad[1] + w.dilation[1] * w.kernel[1];
-    return rows * cols <= int64_t{std::numeric_limits<cpu::PoolIndex<scalar_t>>::max()};
-  }
-  return false;
-}
-
 // The NCHW rows kernels pay where windows overlap along both dimensions (stride 1): each input row is
 // reduced once for KH output rows, and the row pass reads shifted vectors. At larger strides the direct
 // loops (max_pool_nchw, avg_pool_nchw, with their tiling fast paths) were faster: LeNet's 2x2 s2 average
 // pool on 256x6x28x28 took 1.16 ms through the rows kernels against 0.46 ms direct (Intel Xeon, AVX2).
 bool rows_kernels_pay(const Window2d& w) {
   return w.stride[0] == 1 && w.stride[1] == 1;
+}
+
+// Whether the level's kernels run this call: float or double, a plane whose positions fit their index type,
+// and a layout they pay in (channels_last, or NCHW windows that overlap).
+template <typename scalar_t>
+bool level_kernels_take(const Window2d& w, bool channels_last) {
+  if constexpr (kLevelKernels<scalar_t>) {
+    if (!channels_last && !rows_kernels_pay(w)) {
+      return false;
+    }
+    // every position a window may record, padding-only windows' included, lies in the padded, dilated extent
+    const int64_t rows = w.in[0] + 2 * w.pad[0] + w.dilation[0] * w.kernel[0];
+    const int64_t cols = w.in[1] + 2 * w.pad[1] + w.dilation[1] * w.kernel[1];
+    return rows * cols <= int64_t{std::numeric_limits<cpu::PoolIndex<scalar_t>>::max()};
+  }
+  return false;
 }
 
 // NCHW: threads take ranges of output rows; each keeps its own ring of row-pass results.
@@ -361,7 +366,7 @@ void max_pool_dispatch(const at::Tensor& x, at::Tensor& y, int64_t* ind, const P
   // the strided column taps, which measured faster than the level kernels' strided row pass at stride 2
   // (Xeon, AVX-512: 3x3 s2 p1 and 2x2 s2 about 2x faster) and no slower at stride 1.
   if constexpr (kLevelKernels<scalar_t>) {
-    if ((channels_last || (kIndices && rows_kernels_pay(p.win))) && level_kernels_take<scalar_t>(p.win)) {
+    if ((kIndices || channels_last) && level_kernels_take<scalar_t>(p.win, channels_last)) {
       if (channels_last) {
         pool_pixels_level<scalar_t>(true, xd, yd, ind, nullptr, p.batch, p.channels, p.win);
       } else {
@@ -736,7 +741,7 @@ at::Tensor avg_pool2d_forward_cpu(const at::Tensor& input, c10::IntArrayRef kern
       const scalar_t* xd = x.const_data_ptr<scalar_t>();
       scalar_t* yd = out.mutable_data_ptr<scalar_t>();
       const int64_t planes = p.batch * p.channels;
-      if ((fmt == at::MemoryFormat::ChannelsLast || rows_kernels_pay(p.win)) && level_kernels_take<scalar_t>(p.win)) {
+      if (level_kernels_take<scalar_t>(p.win, fmt == at::MemoryFormat::ChannelsLast)) {
         const std::vector<scalar_t> div = divisor_table<scalar_t>(f);
         if (fmt == at::MemoryFormat::ChannelsLast) {
           pool_pixels_level<scalar_t>(false, xd, yd, nullptr, div.data(), p.batch, p.channels, p.win);
