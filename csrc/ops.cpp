@@ -77,6 +77,9 @@ TORCH_LIBRARY(lenet_ext, m) {
   m.def("_set_cpu_isa(int level) -> int");
   // Whether this CPU (and this build) runs a level.
   m.def("_cpu_isa_supported(int level) -> bool");
+  // Whether the CPU kernels advise their fresh result buffers as transparent huge pages: 0 on, 1 off.
+  // Used by lenet_ext.backends.huge_pages.
+  m.def("_set_huge_pages(int choice) -> int");
   // The CUDA conv2d kernels: 0 auto (the verified families, csrc/cuda/families.h), 1 implicit GEMM for
   // every pass, 2 the direct kernels of cuda/conv2d_items.h for every pass, 3 the implicit GEMM on tensor
   // cores for 16-bit types. Used by lenet_ext.backends.cuda_conv_algorithm.

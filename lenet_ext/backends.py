@@ -13,6 +13,7 @@ conv2d algorithm, CUDA pooling layout.
     lenet_ext.backends.available_cpu_isas()       # the levels this CPU supports
 
     lenet_ext.backends.autotune = True            # time the candidates of each new shape once
+    lenet_ext.backends.huge_pages("off")          # fresh CPU results in 4 KiB pages (default "on")
 
 ``conv_algorithm``: ``"auto"`` (the default) uses the heuristics documented in ``csrc/cpu/conv2d.cpp``:
 direct register-tiled kernels up to 1152 taps per output, except for strided 1x1 convolutions and, on
@@ -45,6 +46,12 @@ runs is picked at import (``csrc/cpu/dispatch.cpp``). The environment variable `
 pass (forward, input gradient, weight gradient) for a new shape, dtype, level and thread count times the
 candidate algorithms and keeps the fastest for the rest of the process; ``conv_algorithm`` other than
 ``"auto"`` still wins.
+
+``huge_pages``: ``"on"`` (the default) advises each fresh CPU result buffer of two huge pages or more (an
+output, a gradient, an im2col buffer) as transparent huge pages before the kernel first writes it, so that
+its first touch faults 2 MiB at a time instead of 4 KiB (``csrc/cpu/memory.h`` says what that saves). It is a
+hint to Linux, ignored where transparent huge pages are off; ``"off"`` leaves the buffers as torch allocates
+them. torch's own ``THP_MEM_ALLOC_ENABLE=1`` does the same for every allocation.
 
 ``cuda_pool_layout``: which CUDA kernels pool a channels_last input, ``cuda_pool_planar``: how the CUDA
 planar pooling forwards split their work, ``cuda_conv_algorithm``: which CUDA kernels convolve,
@@ -118,6 +125,20 @@ class pool_algorithm(_Choice):
 
 def current_pool_algorithm():
     return pool_algorithm.current()
+
+
+HUGE_PAGES = ("on", "off")
+
+
+class huge_pages(_Choice):
+    """Whether the CPU kernels advise their fresh result buffers as transparent huge pages, "on" (the
+    default) or "off"; also a context manager that restores the previous choice."""
+
+    CHOICES, SETTER = HUGE_PAGES, "_set_huge_pages"
+
+
+def current_huge_pages():
+    return huge_pages.current()
 
 
 class _IsaSetting(str):

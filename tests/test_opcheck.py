@@ -95,7 +95,7 @@ PUBLIC_OPERATORS = {
 PRIVATE_SETTINGS = {  # no tensors: nothing to opcheck
     "_set_conv_algorithm", "_set_conv_benchmark", "_set_cpu_isa", "_cpu_isa_supported",
     "_set_cuda_conv_algorithm", "_set_cuda_pool_layout", "_set_cuda_pool_planar", "_set_cuda_fused_block",
-    "_cuda_families", "_accepts_dtype", "_set_pool_algorithm",
+    "_cuda_families", "_accepts_dtype", "_set_pool_algorithm", "_set_huge_pages",
 }  # fmt: skip
 TESTING_OPERATORS = {  # CPU-only test hooks (test_shape_math, test_cuda, test_pool2d, test_conv2d, test_fused)
     "window_output_size", "valid_outputs", "cuda_families_in_use", "cuda_pool2d_on_host",

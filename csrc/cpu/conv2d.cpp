@@ -33,6 +33,7 @@
 
 #include "checks.h"
 #include "cpu/conv2d_common.h"
+#include "cpu/memory.h"
 #include "cpu/reference/reference.h"
 #include "cpu/settings.h"
 #include "setting.h"
@@ -406,7 +407,7 @@ at::Tensor conv2d_grad_input_any(const at::Tensor& go, const at::Tensor& w, cons
     if (k == GradInputKernel::kIm2col || !wt.defined()) {
       return conv2d_grad_input_im2col<scalar_t>(go, w, p);
     }
-    at::Tensor gx = at::empty({p.batch, p.in_channels, p.win.in[0], p.win.in[1]}, go.options());
+    at::Tensor gx = cpu::empty_fresh({p.batch, p.in_channels, p.win.in[0], p.win.in[1]}, go.options());
     conv2d_forward_any<scalar_t>(go, wt, nullptr, gx, *q);
     return gx;
   };
@@ -449,7 +450,7 @@ at::Tensor conv2d_forward_cpu(const at::Tensor& input, const at::Tensor& weight,
   const Conv2dParams p = check_conv2d_forward(input, weight, bias, stride, padding, dilation, groups);
   const at::Tensor x = to_compute(input), w = to_compute(weight);
   const std::optional<at::Tensor> b = bias ? std::optional<at::Tensor>(to_compute(*bias)) : std::nullopt;
-  at::Tensor out = at::empty({p.batch, p.out_channels, p.win.out[0], p.win.out[1]}, x.options());
+  at::Tensor out = cpu::empty_fresh({p.batch, p.out_channels, p.win.out[0], p.win.out[1]}, x.options());
   const at::MemoryFormat fmt = conv2d_memory_format(input, weight);
   if (out.numel() == 0) {
     return as_result(out, input.scalar_type(), fmt);

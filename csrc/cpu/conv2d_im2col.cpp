@@ -34,6 +34,7 @@
 #include <algorithm>
 
 #include "cpu/conv2d_common.h"
+#include "cpu/memory.h"
 
 namespace lenet_ext {
 namespace {
@@ -243,10 +244,10 @@ struct Workspace {
   at::Tensor col, mat, padded;  // K x cols, Og x cols, the block's images zero-padded (wide layout)
 
   Workspace(const Conv2dParams& p_, const Gemm& g_, const at::TensorOptions& opt) : p(p_), g(g_) {
-    col = at::empty({g.K * g.max_cols()}, opt);
-    mat = at::empty({g.Og * g.max_cols()}, opt);
+    col = cpu::empty_fresh({g.K * g.max_cols()}, opt);
+    mat = cpu::empty_fresh({g.Og * g.max_cols()}, opt);
     if (g.padded) {
-      padded = at::empty({g.images_per_block * p.groups * g.padded_image()}, opt);
+      padded = cpu::empty_fresh({g.images_per_block * p.groups * g.padded_image()}, opt);
     }
   }
 
@@ -358,7 +359,7 @@ template <typename scalar_t>
 at::Tensor conv2d_grad_input_im2col(const at::Tensor& go, const at::Tensor& weight, const Conv2dParams& p) {
   const Gemm g(p, sizeof(scalar_t));
   const int64_t in_plane = p.win.in[0] * p.win.in[1];
-  at::Tensor gx = at::zeros({p.batch, p.in_channels, p.win.in[0], p.win.in[1]}, go.options());
+  at::Tensor gx = cpu::zeros_fresh({p.batch, p.in_channels, p.win.in[0], p.win.in[1]}, go.options());
   const at::Tensor w = weight.view({p.groups, g.Og, g.K});
   const scalar_t* go_data = go.const_data_ptr<scalar_t>();
   scalar_t* gx_data = gx.mutable_data_ptr<scalar_t>();

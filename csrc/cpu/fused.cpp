@@ -23,6 +23,7 @@
 
 #include "checks.h"
 #include "cpu/common.h"
+#include "cpu/memory.h"
 #include "fused.h"
 
 namespace lenet_ext {
@@ -108,7 +109,7 @@ std::tuple<at::Tensor, at::Tensor> fused_forward_cpu(const at::Tensor& input, co
     return fused::forward_composite(input, weight, bias, stride, padding, dilation, groups, pool);
   }
   const int64_t H = z.size(2), W = z.size(3), planes = z.size(0) * z.size(1);
-  at::Tensor y = at::empty({z.size(0), z.size(1), H / pool[0], W / pool[1]}, z.options());
+  at::Tensor y = cpu::empty_fresh({z.size(0), z.size(1), H / pool[0], W / pool[1]}, z.options());
   // A band of planes at a time: ATen's vectorised sigmoid in place (z is not needed again), then the
   // pool, which reads the band back from cache rather than from memory.
   const at::Tensor flat = z.view({planes, H * W});
@@ -143,7 +144,7 @@ Grads fused_backward_cpu(const at::Tensor& grad, const at::Tensor& input, const 
     return fused::backward_composite(grad, input, weight, act, stride, padding, dilation, groups, pool, mask);
   }
   const at::Tensor g = grad.contiguous(), a = act.contiguous();
-  at::Tensor dz = at::empty_like(a);
+  at::Tensor dz = cpu::empty_fresh(a.sizes(), a.options());
   const int64_t H = a.size(2), W = a.size(3), out_plane = (H / pool[0]) * (W / pool[1]);
   AT_DISPATCH_FLOATING_TYPES(a.scalar_type(), "conv2d_sigmoid_avgpool2d_backward_cpu", [&] {
     const scalar_t* gd = g.const_data_ptr<scalar_t>();

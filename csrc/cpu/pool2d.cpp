@@ -50,6 +50,7 @@
 
 #include "checks.h"
 #include "cpu/common.h"
+#include "cpu/memory.h"
 #include "cpu/pool2d_kernels.h"
 #include "cpu/reference/reference.h"
 #include "cpu/settings.h"
@@ -73,7 +74,7 @@ bool reference_forced() {
 // The input gradient, to be accumulated into. NCHW kernels zero each plane themselves just before
 // scattering into it (one pass over memory instead of two); channels_last ones need it zeroed here.
 at::Tensor empty_grad_input(const at::Tensor& input, const at::Tensor& go, at::MemoryFormat fmt) {
-  at::Tensor gx = at::empty(input.sizes(), go.options().memory_format(fmt));
+  at::Tensor gx = cpu::empty_fresh(input.sizes(), go.options().memory_format(fmt));
   return fmt == at::MemoryFormat::ChannelsLast ? gx.zero_() : gx;
 }
 
@@ -362,11 +363,8 @@ template <typename scalar_t, bool kIndices>
 void max_pool_dispatch(const at::Tensor& x, at::Tensor& y, int64_t* ind, const Pool2dParams& p, bool channels_last) {
   const scalar_t* xd = x.const_data_ptr<scalar_t>();
   scalar_t* yd = y.mutable_data_ptr<scalar_t>();
-  // NCHW values only keeps max_pool_values_nchw: its row pass reduces whole input rows (contiguous) before
-  // the strided column taps, which measured faster than the level kernels' strided row pass at stride 2
-  // (Xeon, AVX-512: 3x3 s2 p1 and 2x2 s2 about 2x faster) and no slower at stride 1.
   if constexpr (kLevelKernels<scalar_t>) {
-    if ((kIndices || channels_last) && level_kernels_take<scalar_t>(p.win, channels_last)) {
+    if (level_kernels_take<scalar_t>(p.win, channels_last)) {
       if (channels_last) {
         pool_pixels_level<scalar_t>(true, xd, yd, ind, nullptr, p.batch, p.channels, p.win);
       } else {
@@ -396,10 +394,10 @@ at::Tensor max_pool2d_run(PoolOp pool_op, const at::Tensor& input, c10::IntArray
   const auto fmt = pool_output_format(input);
   const at::Tensor x = to_compute(input, fmt);
   const std::vector<int64_t> out_sizes{p.batch, p.channels, p.win.out[0], p.win.out[1]};
-  at::Tensor out = at::empty(out_sizes, x.options().memory_format(fmt));
+  at::Tensor out = cpu::empty_fresh(out_sizes, x.options().memory_format(fmt));
   int64_t* ind = nullptr;
   if (indices != nullptr) {
-    *indices = at::empty(out_sizes, x.options().dtype(at::kLong).memory_format(fmt));
+    *indices = cpu::empty_fresh(out_sizes, x.options().dtype(at::kLong).memory_format(fmt));
     ind = indices->mutable_data_ptr<int64_t>();
   }
   if (out.numel() == 0) {
@@ -599,7 +597,7 @@ at::Tensor max_pool2d_backward_cpu(const at::Tensor& grad_output, const at::Tens
     ind = ind.masked_fill(padding_only, 0).contiguous(fmt);
   }
   // Both scatters zero the gradient as they go (channels_last: max_unpool_nhwc), so it starts empty.
-  at::Tensor gx = at::empty(input.sizes(), go.options().memory_format(fmt));
+  at::Tensor gx = cpu::empty_fresh(input.sizes(), go.options().memory_format(fmt));
   const int64_t plane_in = p.win.in[0] * p.win.in[1], plane_out = p.win.out[0] * p.win.out[1];
   BadIndex bad;
   if (go.numel() == 0) {
@@ -734,7 +732,7 @@ at::Tensor avg_pool2d_forward_cpu(const at::Tensor& input, c10::IntArrayRef kern
       check_avg_pool2d_forward(input, kernel_size, stride, padding, ceil_mode, divisor_override).pool;
   const auto fmt = pool_output_format(input);
   const at::Tensor x = to_compute(input, fmt);
-  at::Tensor out = at::empty({p.batch, p.channels, p.win.out[0], p.win.out[1]}, x.options().memory_format(fmt));
+  at::Tensor out = cpu::empty_fresh({p.batch, p.channels, p.win.out[0], p.win.out[1]}, x.options().memory_format(fmt));
   if (out.numel() > 0) {
     const AvgFactors f = avg_factors(p.win, count_include_pad, divisor_override);
     AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "avg_pool2d_cpu", [&] {
@@ -866,7 +864,7 @@ at::Tensor avg_pool2d_backward_cpu(const at::Tensor& grad_output, const at::Tens
   const bool cl = fmt == at::MemoryFormat::ChannelsLast;
   if (cl && go.numel() > 0 && (go.scalar_type() == at::kFloat || go.scalar_type() == at::kDouble)) {
     // every input element gathers its windows' shares and is written once (no zero-fill)
-    at::Tensor gx = at::empty(input.sizes(), go.options().memory_format(fmt));
+    at::Tensor gx = cpu::empty_fresh(input.sizes(), go.options().memory_format(fmt));
     const AvgFactors f = avg_factors(p.win, count_include_pad, divisor_override);
     AT_DISPATCH_FLOATING_TYPES(go.scalar_type(), "avg_pool2d_backward_cpu", [&] {
       const std::vector<scalar_t> div = divisor_table<scalar_t>(f);

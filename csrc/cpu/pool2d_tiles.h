@@ -82,7 +82,10 @@ inline bool takes(T v, T best) {
   return (v > best) | (v != v);
 }
 
-inline int64_t cdiv(int64_t a, int64_t b) {  // b > 0
+inline int64_t cdiv(int64_t a, int64_t b) {  // b > 0; 1 (no dilation, stride 1) without a division
+  if (b == 1) {
+    return a;
+  }
   return a >= 0 ? (a + b - 1) / b : -((-a) / b);
 }
 inline int64_t mn(int64_t a, int64_t b) {
@@ -108,6 +111,27 @@ inline Taps interior_columns(const PoolGeometry& g) {
   const int64_t last = g.W - 1 - (g.KW - 1) * g.dw + g.pw;  // ow * sw <= last
   const int64_t hi = last < 0 ? 0 : mn(g.OW, last / g.sw + 1);
   return {lo, mx(lo, hi)};
+}
+
+// Runs vec(o) for vectors of N columns o, o + 1, ... that cover [lo, hi), the last one moved back to end at
+// hi (so it recomputes up to N - 1 columns), or one(o) for each column when the range is narrower than N.
+// Only for loops in which each column is a function of inputs the loop does not write, so that computing a
+// column twice is harmless.
+template <int N, typename Vec, typename One>
+inline void cover_columns(int64_t lo, int64_t hi, const Vec& vec, const One& one) {
+  if (hi - lo < N) {
+    for (int64_t o = lo; o < hi; ++o) {
+      one(o);
+    }
+    return;
+  }
+  for (int64_t o = lo;; o += N) {
+    o = mn(o, hi - N);
+    vec(o);
+    if (o + N >= hi) {
+      return;
+    }
+  }
 }
 
 // ------------------------------------------------------------------------------------- NCHW, max
@@ -147,8 +171,8 @@ void max_row_pass(const T* __restrict__ xrow, const PoolGeometry& g, Taps in, T*
   int64_t ow = in.lo;
   if constexpr (S == 1) {
     const I lanes = iota<T>();
-    for (; ow + N <= in.hi; ow += N) {
-      const int64_t iw0 = ow - g.pw;
+    auto vec = [&](int64_t o) {
+      const int64_t iw0 = o - g.pw;
       V best = load<V>(xrow + iw0);
       I pos = lanes + static_cast<PoolIndex<T>>(iw0);
       for (int64_t j = 1; j < g.KW; ++j) {
@@ -160,11 +184,14 @@ void max_row_pass(const T* __restrict__ xrow, const PoolGeometry& g, Taps in, T*
           pos = take ? lanes + static_cast<PoolIndex<T>>(iw) : pos;
         }
       }
-      store(b + ow, best);
+      store(b + o, best);
       if constexpr (kIdx) {
-        store(bi + ow, pos);
+        store(bi + o, pos);
       }
-    }
+    };
+    auto one = [&](int64_t o) { max_column(xrow, g, o, b + o, kIdx ? bi + o : nullptr); };
+    cover_columns<N>(in.lo, in.hi, vec, one);
+    ow = in.hi;
   } else {
     // tap by tap over the interior: contiguous stores, loads of stride S, which the compiler vectorises
     const int64_t s = S != 0 ? S : g.sw;
@@ -194,26 +221,30 @@ void max_row_pass(const T* __restrict__ xrow, const PoolGeometry& g, Taps in, T*
 }
 
 // The column pass for one output row: folds the ring rows of input rows ih0, ih0 + dh, ... (count rows).
+// Input row ih0 sits in ring slot `slot0`; each next row, dh rows on, `step` = dh % R slots on.
 template <typename T, bool kIdx>
-void max_column_pass(const T* ring, const PoolIndex<T>* ring_index, int64_t R, int64_t ih0, int64_t count,
-                     const PoolGeometry& g, T* __restrict__ y, int64_t* __restrict__ ind) {
+void max_column_pass(const T* ring, const PoolIndex<T>* ring_index, int64_t R, int64_t ih0, int64_t slot0,
+                     int64_t step_rows, int64_t count, const PoolGeometry& g, T* __restrict__ y,
+                     int64_t* __restrict__ ind) {
   using V = typename PV<T>::V;
   using I = typename PV<T>::I;
   constexpr int N = kN<T>;
   const int64_t OW = g.OW;
-  auto slot = [&](int64_t i) { return ((ih0 + i * g.dh) % R) * OW; };
-  const T* b0 = ring + slot(0);
-  const PoolIndex<T>* i0 = kIdx ? ring_index + slot(0) : nullptr;
+  // the ring offset of the i-th row, stepped without a division
+  const int64_t first_slot = slot0 * OW, step = step_rows * OW, end = R * OW;
+  auto next_slot = [&](int64_t s) { return s + step >= end ? s + step - end : s + step; };
+  const T* b0 = ring + first_slot;
+  const PoolIndex<T>* i0 = kIdx ? ring_index + first_slot : nullptr;
   const PoolIndex<T> base0 = static_cast<PoolIndex<T>>(ih0 * g.W);
-  int64_t ow = 0;
-  for (; ow + N <= OW; ow += N) {
+  auto vec = [&](int64_t ow) {
     V best = load<V>(b0 + ow);
     I pos{};
     if constexpr (kIdx) {
       pos = load<I>(i0 + ow) + base0;
     }
+    int64_t s = first_slot;
     for (int64_t i = 1; i < count; ++i) {
-      const int64_t s = slot(i);
+      s = next_slot(s);
       const V v = load<V>(ring + s + ow);
       const I take = (v > best) | (v != v);
       best = take ? v : best;
@@ -226,12 +257,13 @@ void max_column_pass(const T* ring, const PoolIndex<T>* ring_index, int64_t R, i
     if constexpr (kIdx) {
       store_index<T>(ind + ow, pos);
     }
-  }
-  for (; ow < OW; ++ow) {
+  };
+  auto one = [&](int64_t ow) {
     T best = b0[ow];
     int64_t pos = kIdx ? int64_t{i0[ow]} + ih0 * g.W : 0;
+    int64_t s = first_slot;
     for (int64_t i = 1; i < count; ++i) {
-      const int64_t s = slot(i);
+      s = next_slot(s);
       const T v = ring[s + ow];
       if (takes(v, best)) {
         best = v;
@@ -244,18 +276,22 @@ void max_column_pass(const T* ring, const PoolIndex<T>* ring_index, int64_t R, i
     if constexpr (kIdx) {
       ind[ow] = pos;
     }
-  }
+  };
+  cover_columns<N>(0, OW, vec, one);
 }
 
 // Which input rows the ring holds: [max(lo, next - rows), next) of one plane. A window needs rows
 // [first, last], last - first < rows; the ring is refilled from `first` unless it holds them up to `next`.
 // (With dilation, `first` can go back: a row of windows whose first tap lies in the padding starts lower
 // than the next row of windows, whose first tap does not.)
+// Input row `row` sits in ring slot row % rows; the slots are counted along with the rows, so that finding
+// one costs no division.
 struct Ring {
   int64_t rows;
   int64_t plane = -1;
   int64_t lo = 0;
-  int64_t next = 0;  // the next input row to reduce into the ring
+  int64_t next = 0;       // the next input row to reduce into the ring
+  int64_t next_slot = 0;  // next % rows
 
   // Prepares for a window over [first, last] of plane p: `next` is then the first row still to reduce.
   void need(int64_t p, int64_t first) {
@@ -263,6 +299,28 @@ struct Ring {
       plane = p;
       lo = first;
       next = first;
+      next_slot = first % rows;
+    }
+  }
+  void advance() {
+    ++next;
+    next_slot = next_slot + 1 == rows ? 0 : next_slot + 1;
+  }
+  // The slot of a row held, or about to be (next - rows <= row <= next).
+  int64_t slot(int64_t row) const {
+    const int64_t s = next_slot - (next - row);
+    return s < 0 ? s + rows : s;
+  }
+};
+
+// Output rows r0, r0 + 1, ... as (plane, oh), counted without a division per row.
+struct RowCursor {
+  int64_t plane, oh, OH;
+  RowCursor(int64_t r0, int64_t OH_) : plane(r0 / OH_), oh(r0 % OH_), OH(OH_) {}
+  void advance() {
+    if (++oh == OH) {
+      oh = 0;
+      ++plane;
     }
   }
 };
@@ -272,10 +330,11 @@ void max_rows_impl(const PoolRowsJob<T>& job) {
   const PoolGeometry& g = job.g;
   const int64_t R = (g.KH - 1) * g.dh + 1;
   const Taps in = interior_columns(g);
+  const int64_t step_rows = g.dh % R;
   Ring ring{R};
-  for (int64_t r = job.r0; r < job.r1; ++r) {
+  for (RowCursor at(job.r0, g.OH); at.plane * g.OH + at.oh < job.r1; at.advance()) {
     // r = plane * OH + oh is one output row
-    const int64_t plane = r / g.OH, oh = r % g.OH;
+    const int64_t plane = at.plane, oh = at.oh, r = plane * g.OH + oh;
     const T* xp = job.x + plane * g.H * g.W;
     T* yrow = job.y + r * g.OW;
     int64_t* irow = kIdx ? job.ind + r * g.OW : nullptr;
@@ -294,11 +353,14 @@ void max_rows_impl(const PoolRowsJob<T>& job) {
     }
     const int64_t first = hstart + rows.lo * g.dh, last = hstart + (rows.hi - 1) * g.dh;
     ring.need(plane, first);
-    for (; ring.next <= last; ++ring.next) {
-      const int64_t s = (ring.next % R) * g.OW;
-      max_row_pass<T, kIdx, S>(xp + ring.next * g.W, g, in, job.ring + s, kIdx ? job.ring_index + s : nullptr);
+    for (; ring.next <= last; ring.advance()) {
+      const int64_t s = ring.next_slot * g.OW;
+      const T* xrow = xp + ring.next * g.W;
+      PoolIndex<T>* bi = kIdx ? job.ring_index + s : nullptr;
+      max_row_pass<T, kIdx, S>(xrow, g, in, job.ring + s, bi);
     }
-    max_column_pass<T, kIdx>(job.ring, job.ring_index, R, first, rows.hi - rows.lo, g, yrow, irow);
+    max_column_pass<T, kIdx>(job.ring, job.ring_index, R, first, ring.slot(first), step_rows, rows.hi - rows.lo, g,
+                             yrow, irow);
   }
 }
 
@@ -343,14 +405,16 @@ void sum_row_pass(const T* __restrict__ xrow, const PoolGeometry& g, Taps in, T*
   }
   int64_t ow = in.lo;
   if constexpr (S == 1) {
-    for (; ow + N <= in.hi; ow += N) {
-      const T* p = xrow + ow - g.pw;
+    auto vec = [&](int64_t o) {
+      const T* p = xrow + o - g.pw;
       V sum = load<V>(p);
       for (int64_t j = 1; j < g.KW; ++j) {
         sum += load<V>(p + j);
       }
-      store(b + ow, sum);
-    }
+      store(b + o, sum);
+    };
+    cover_columns<N>(in.lo, in.hi, vec, one);
+    ow = in.hi;
   } else {
     const int64_t s = S != 0 ? S : g.sw;
     const int64_t lo = in.lo, hi = in.hi;
@@ -378,9 +442,9 @@ void avg_rows_impl(const PoolRowsJob<T>& job) {
   const int64_t R = g.KH, OW = g.OW;
   const Taps in = interior_columns(g);
   Ring ring{R};
-  for (int64_t r = job.r0; r < job.r1; ++r) {
+  for (RowCursor at(job.r0, g.OH); at.plane * g.OH + at.oh < job.r1; at.advance()) {
     // r = plane * OH + oh is one output row
-    const int64_t plane = r / g.OH, oh = r % g.OH;
+    const int64_t plane = at.plane, oh = at.oh, r = plane * g.OH + oh;
     const T* xp = job.x + plane * g.H * g.W;
     T* __restrict__ yrow = job.y + r * OW;
     const T* __restrict__ drow = job.div + oh * OW;
@@ -394,26 +458,34 @@ void avg_rows_impl(const PoolRowsJob<T>& job) {
     }
     const int64_t first = hstart + rows.lo, last = hstart + rows.hi - 1;
     ring.need(plane, first);
-    for (; ring.next <= last; ++ring.next) {
-      sum_row_pass<T, S>(xp + ring.next * g.W, g, in, job.ring + (ring.next % R) * OW);
+    for (; ring.next <= last; ring.advance()) {
+      const T* xrow = xp + ring.next * g.W;
+      T* b = job.ring + ring.next_slot * OW;
+      sum_row_pass<T, S>(xrow, g, in, b);
     }
     const int64_t count = rows.hi - rows.lo;
-    const T* b0 = job.ring + (first % R) * OW;
-    int64_t ow = 0;
-    for (; ow + N <= OW; ow += N) {
-      V sum = load<V>(b0 + ow);
+    // the ring offset of each row after the first, stepped without a division
+    const int64_t first_slot = ring.slot(first) * OW, end = R * OW;
+    auto next_slot = [&](int64_t s) { return s + OW >= end ? s + OW - end : s + OW; };
+    auto vec = [&](int64_t ow) {
+      int64_t s = first_slot;
+      V sum = load<V>(job.ring + s + ow);
       for (int64_t i = 1; i < count; ++i) {
-        sum += load<V>(job.ring + ((first + i) % R) * OW + ow);
+        s = next_slot(s);
+        sum += load<V>(job.ring + s + ow);
       }
       store(yrow + ow, sum / load<V>(drow + ow));
-    }
-    for (; ow < OW; ++ow) {
-      T sum = b0[ow];
+    };
+    auto one = [&](int64_t ow) {
+      int64_t s = first_slot;
+      T sum = job.ring[s + ow];
       for (int64_t i = 1; i < count; ++i) {
-        sum += job.ring[((first + i) % R) * OW + ow];
+        s = next_slot(s);
+        sum += job.ring[s + ow];
       }
       yrow[ow] = sum / drow[ow];
-    }
+    };
+    cover_columns<N>(0, OW, vec, one);
   }
 }
 

@@ -13,6 +13,7 @@ TORCH_LIBRARY_IMPL(lenet_ext, CompositeExplicitAutograd, m) {
   m.impl("_set_pool_algorithm", &cpu::set_pool_algorithm);
   m.impl("_set_cpu_isa", &cpu::set_cpu_isa);
   m.impl("_cpu_isa_supported", &cpu::cpu_isa_supported);
+  m.impl("_set_huge_pages", &cpu::set_huge_pages);
 }
 
 }  // namespace lenet_ext

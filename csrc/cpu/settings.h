@@ -21,5 +21,9 @@ int64_t set_pool_algorithm(int64_t algorithm);
 int64_t set_cpu_isa(int64_t level);
 bool cpu_isa_supported(int64_t level);
 
+// cpu/memory.cpp: whether fresh result buffers are advised as transparent huge pages (0 on, 1 off)
+// (lenet_ext.backends.huge_pages).
+int64_t set_huge_pages(int64_t choice);
+
 }  // namespace cpu
 }  // namespace lenet_ext
