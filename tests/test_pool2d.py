@@ -699,3 +699,24 @@ def test_cuda_run_items_on_host_paired_columns(dtype, rows):
                     _same(got, one)
                     want = TF.avg_pool2d(x.double(), *avg_conf)
                     assert_close(got.double(), want, dtype=dtype, equal_nan=True)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("cfg", [(3, 1, 1, 1), ((3, 5), 1, (1, 2), 1), (3, 1, 1, 2)], ids=["3x3", "3x5", "dilated"])
+def test_scattered_nans_in_stride_one_rows(cfg, dtype):
+    """The NCHW stride-1 kernels fold NaN-free rows with one compare per tap and rows holding a NaN with the
+    full rule: NaNs scattered over some rows (edges, vector lanes and tails) and not others, with and without
+    indices, at the level in use (LENET_EXT_CPU_ISA=avx2 or default runs the same test at the others)."""
+    g = torch.Generator().manual_seed(11)
+    x = torch.randn(2, 3, 23, 41, generator=g, dtype=torch.float64)
+    x.view(-1)[torch.randint(0, x.numel(), (40,), generator=g)] = float("nan")
+    x[1, 2] = float("nan")  # a plane of NaNs
+    x[0, 1, :, 0] = float("nan")  # a column at the left edge
+    x = x.to(dtype)
+    kernel, stride, padding, dilation = cfg
+    out, idx = F.max_pool2d(x, kernel, stride, padding, dilation, return_indices=True)
+    ref, ref_idx = TF.max_pool2d(x, kernel, stride, padding, dilation, return_indices=True)
+    torch.testing.assert_close(out, ref, rtol=0, atol=0, equal_nan=True)
+    assert torch.equal(idx, ref_idx)
+    torch.testing.assert_close(F.max_pool2d(x, kernel, stride, padding, dilation), ref, rtol=0, atol=0,
+                               equal_nan=True)

@@ -1,8 +1,8 @@
 // max_pool2d and avg_pool2d on the CPU: forwards (max with or without indices) and backwards.
 //
 // float and double forwards run the per-level kernels of cpu/pool2d_tiles.h (see there: NCHW as separable
-// row and column passes, channels_last in registers over the channels), except NCHW max without indices,
-// which keeps the separable loop below, and strided NCHW windows (rows_kernels_pay); the channels_last avg
+// row and column passes, channels_last in registers over the channels), except strided NCHW windows, which
+// keep the direct loops below (rows_kernels_pay); the channels_last avg
 // backward gathers through them too. The loops below serve those, the other dtypes (integer max pooling),
 // planes too large for int32 indices, and the backwards.
 //
