@@ -141,6 +141,12 @@ def parse_args(argv):
         help="force the instruction-set level of lenet_ext's CPU kernels (lenet_ext.backends.cpu_isa) for the "
         "run, to measure each level on one machine; auto keeps the one chosen for this CPU",
     )
+    p.add_argument(
+        "--huge-pages",
+        choices=list(lenet_ext.backends.HUGE_PAGES),
+        help="set lenet_ext.backends.huge_pages for the run (CPU result buffers advised as transparent huge "
+        "pages, on by default), to measure what the advice gives",
+    )
     p.add_argument("--list", action="store_true", help="print the row names and exit")
     return p.parse_args(argv)
 
@@ -172,6 +178,8 @@ def main(argv=None) -> int:
             settings.enter_context(lenet_ext.backends.cuda_fused_block(args.cuda_fused_block))
         if args.cuda_pool_planar:
             settings.enter_context(lenet_ext.backends.cuda_pool_planar(args.cuda_pool_planar))
+        if args.huge_pages:
+            settings.enter_context(lenet_ext.backends.huge_pages(args.huge_pages))
         if args.cpu_isa != "auto":
             try:  # a level this CPU or this build lacks is refused
                 settings.enter_context(lenet_ext.backends.cpu_isa(args.cpu_isa))
@@ -243,6 +251,7 @@ def run_rows(args, device, jobs, **extra) -> int:
         "cuda_conv_algorithm": conv_algorithm_setting("cuda"),
         "cuda_fused_block": lenet_ext.backends.current_cuda_fused_block(),
         "cuda_pool_planar": lenet_ext.backends.current_cuda_pool_planar(),
+        "huge_pages": lenet_ext.backends.current_huge_pages(),
         **extra,
         "ceilings": ceilings,
         "load_average_at_end": load_average(),
