@@ -317,6 +317,8 @@ AVG_POOL2D = Table(
     A("wide-s1", (2, 37, 9, 45), 3, 1, 1, note="3x3 s1 p1: the separable sums on rows of 45"),
     A("wide-s1-exclude-pad", (1, 70, 10, 50), 3, 1, 1, False, False),
     A("wide-s1-anisotropic-divisor", (1, 21, 13, 67), (2, 5), 1, (1, 2), True, True, 7),
+    A("s1-narrow", (2, 3, 6, 5), (3, 4), 1, (1, 2), False, False, note="stride 1, rows narrower than a vector"),
+    A("wide-s1-no-pad", (1, 5, 9, 40), (2, 3), 1, 0, note="stride 1, no padding: every edge column inside"),
     A("wide-s2-ceil-exclude-pad", (2, 21, 11, 67), 3, 2, 1, True, False),
     A("wide-k2-s2", (1, 70, 8, 66), 2),
     A("wide-s3", (1, 37, 14, 71), 4, 3, 2, True, True),

@@ -65,6 +65,20 @@ struct PoolGatherJob {
   PoolGeometry g;
 };
 
+// avg backward, NCHW, stride 1: input rows [r0, r1), row r = plane * H + ih, of contiguous planes. Each input
+// row gathers its windows' shares and is written once. Separable: each output-gradient row becomes a row of
+// per-input-column shares (the sum over the windows covering that column of grad / divisor) in a ring of
+// KH rows, and each input row sums the ring rows of the output rows whose windows cover it.
+template <typename T>
+struct PoolGatherRowsJob {
+  const T* go;  // NCHW output gradient
+  T* gx;        // NCHW input gradient, written
+  const T* div; // OH x OW divisors, shared by every plane
+  T* ring;      // scratch: KH x W shares
+  int64_t r0, r1;
+  PoolGeometry g;
+};
+
 template <typename T>
 struct PoolKernels {
   void (*max_rows)(const PoolRowsJob<T>&);
@@ -72,6 +86,7 @@ struct PoolKernels {
   void (*max_pixels)(const PoolPixelsJob<T>&);
   void (*avg_pixels)(const PoolPixelsJob<T>&);
   void (*avg_gather_pixels)(const PoolGatherJob<T>&);
+  void (*avg_gather_rows)(const PoolGatherRowsJob<T>&);
 };
 
 struct PoolLevelKernels {

@@ -352,13 +352,14 @@ struct Ring {
   }
 };
 
-// Output rows r0, r0 + 1, ... as (plane, oh), counted without a division per row.
+// Rows r0, r0 + 1, ... of planes of `rows` rows each, as (plane, row), counted without a division per row.
 struct RowCursor {
-  int64_t plane, oh, OH;
-  RowCursor(int64_t r0, int64_t OH_) : plane(r0 / OH_), oh(r0 % OH_), OH(OH_) {}
+  int64_t plane, row, rows;
+  RowCursor(int64_t r0, int64_t rows_) : plane(r0 / rows_), row(r0 % rows_), rows(rows_) {}
+  int64_t flat() const { return plane * rows + row; }
   void advance() {
-    if (++oh == OH) {
-      oh = 0;
+    if (++row == rows) {
+      row = 0;
       ++plane;
     }
   }
@@ -372,9 +373,9 @@ void max_rows_impl(const PoolRowsJob<T>& job) {
   const int64_t step_rows = g.dh % R;
   Ring ring{R};
   std::vector<char> row_nan(R);  // whether the input row in each ring slot holds a NaN
-  for (RowCursor at(job.r0, g.OH); at.plane * g.OH + at.oh < job.r1; at.advance()) {
+  for (RowCursor at(job.r0, g.OH); at.flat() < job.r1; at.advance()) {
     // r = plane * OH + oh is one output row
-    const int64_t plane = at.plane, oh = at.oh, r = plane * g.OH + oh;
+    const int64_t plane = at.plane, oh = at.row, r = at.flat();
     const T* xp = job.x + plane * g.H * g.W;
     T* yrow = job.y + r * g.OW;
     int64_t* irow = kIdx ? job.ind + r * g.OW : nullptr;
@@ -496,9 +497,9 @@ void avg_rows_impl(const PoolRowsJob<T>& job) {
   const int64_t R = g.KH, OW = g.OW;
   const Taps in = interior_columns(g);
   Ring ring{R};
-  for (RowCursor at(job.r0, g.OH); at.plane * g.OH + at.oh < job.r1; at.advance()) {
+  for (RowCursor at(job.r0, g.OH); at.flat() < job.r1; at.advance()) {
     // r = plane * OH + oh is one output row
-    const int64_t plane = at.plane, oh = at.oh, r = plane * g.OH + oh;
+    const int64_t plane = at.plane, oh = at.row, r = at.flat();
     const T* xp = job.x + plane * g.H * g.W;
     T* __restrict__ yrow = job.y + r * OW;
     const T* __restrict__ drow = job.div + oh * OW;
@@ -773,9 +774,91 @@ void avg_gather_pixels(const PoolGatherJob<T>& job) {
   }
 }
 
+// ------------------------------------------------------------------------ NCHW avg backward (rows)
+
+// The share row of one output-gradient row: u[iw] = the sum, over the output columns ow whose windows cover
+// input column iw, of go[ow] / div[ow]. At stride 1 the covering columns of iw are iw + pw - j for the taps
+// j, so interior columns (all KW of them inside [0, OW)) run as shifted vectors of go and div (read from the
+// caller's memory, not from stores just made); the edges one at a time.
+template <typename T>
+void share_row_pass(const T* __restrict__ go, const T* __restrict__ div, const PoolGeometry& g, T* __restrict__ u) {
+  using V = typename PV<T>::V;
+  constexpr int N = kN<T>;
+  auto one = [&](int64_t iw) {
+    const Taps ows = covering(iw, 1, g.pw, g.KW, g.OW);
+    T sum = T(0);
+    for (int64_t ow = ows.hi - 1; ow >= ows.lo; --ow) {
+      sum += go[ow] / div[ow];
+    }
+    u[iw] = sum;
+  };
+  auto vec = [&](int64_t iw) {
+    const int64_t top = iw + g.pw;  // the covering column of tap 0
+    V sum = load<V>(go + top) / load<V>(div + top);
+    for (int64_t j = 1; j < g.KW; ++j) {
+      sum += load<V>(go + top - j) / load<V>(div + top - j);
+    }
+    store(u + iw, sum);
+  };
+  const int64_t lo = mn(g.W, mx(0, g.KW - 1 - g.pw)), hi = mx(lo, mn(g.W, g.OW - g.pw));
+  for (int64_t iw = 0; iw < lo; ++iw) {
+    one(iw);
+  }
+  cover_columns<N>(lo, hi, vec, one);
+  for (int64_t iw = hi; iw < g.W; ++iw) {
+    one(iw);
+  }
+}
+
+// Stride 1 only (cpu/pool2d.cpp keeps its scatter for the others: at stride 2 this gather was no faster).
+template <typename T>
+void avg_gather_rows(const PoolGatherRowsJob<T>& job) {
+  using V = typename PV<T>::V;
+  constexpr int N = kN<T>;
+  const PoolGeometry& g = job.g;
+  const int64_t R = g.KH, W = g.W;
+  Ring ring{R};
+  for (RowCursor at(job.r0, g.H); at.flat() < job.r1; at.advance()) {
+    // r = plane * H + ih is one input row
+    const int64_t plane = at.plane, ih = at.row, r = at.flat();
+    T* __restrict__ gxrow = job.gx + r * W;
+    const Taps ohs = covering(ih, 1, g.ph, g.KH, g.OH);
+    if (ohs.lo == ohs.hi) {  // a row no window covers
+      std::memset(gxrow, 0, W * sizeof(T));
+      continue;
+    }
+    const T* gp = job.go + plane * g.OH * g.OW;
+    ring.need(plane, ohs.lo);
+    for (; ring.next < ohs.hi; ring.advance()) {
+      share_row_pass<T>(gp + ring.next * g.OW, job.div + ring.next * g.OW, g, job.ring + ring.next_slot * W);
+    }
+    const int64_t first_slot = ring.slot(ohs.lo) * W, end = R * W, count = ohs.hi - ohs.lo;
+    auto next_slot = [&](int64_t s) { return s + W >= end ? s + W - end : s + W; };
+    auto vec = [&](int64_t iw) {
+      int64_t s = first_slot;
+      V sum = load<V>(job.ring + s + iw);
+      for (int64_t i = 1; i < count; ++i) {
+        s = next_slot(s);
+        sum += load<V>(job.ring + s + iw);
+      }
+      store(gxrow + iw, sum);
+    };
+    auto one = [&](int64_t iw) {
+      int64_t s = first_slot;
+      T sum = job.ring[s + iw];
+      for (int64_t i = 1; i < count; ++i) {
+        s = next_slot(s);
+        sum += job.ring[s + iw];
+      }
+      gxrow[iw] = sum;
+    };
+    cover_columns<N>(0, W, vec, one);
+  }
+}
+
 template <typename T>
 constexpr PoolKernels<T> table() {
-  return {&max_rows<T>, &avg_rows<T>, &max_pixels<T>, &avg_pixels<T>, &avg_gather_pixels<T>};
+  return {&max_rows<T>, &avg_rows<T>, &max_pixels<T>, &avg_pixels<T>, &avg_gather_pixels<T>, &avg_gather_rows<T>};
 }
 
 }  // namespace
