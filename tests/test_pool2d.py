@@ -68,6 +68,29 @@ def test_avg_pool2d_channels_last_gradient_by_hand(device):
         torch.testing.assert_close(gx.cpu(), torch.outer(rows, cols).expand(1, 3, 3, 4))
 
 
+@pytest.mark.parametrize("case", [*MAX_POOL2D, *AVG_POOL2D], ids=str)
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_bfloat16_forwards_as_stored(case, layout):
+    """The CPU kernels read and write bfloat16 as stored (computed in float inside, rounded once): every case of
+    both tables. Max: torch's values and indices exactly. Avg: no further from the float64 result than torch's
+    own bfloat16 result is, plus one rounding."""
+    torch.manual_seed(5)
+    x = to_layout(torch.randn(case.input, dtype=torch.float64).to(torch.bfloat16), layout)
+    kwargs = case.kwargs()
+    if isinstance(case, MaxPool2dCase):
+        out, idx = F.max_pool2d(x, **kwargs, return_indices=True)
+        ref, ref_idx = TF.max_pool2d(x, **kwargs, return_indices=True)
+        torch.testing.assert_close(out, ref, rtol=0, atol=0, equal_nan=True)
+        assert torch.equal(idx, ref_idx)
+        torch.testing.assert_close(F.max_pool2d(x, **kwargs), ref, rtol=0, atol=0, equal_nan=True)
+        return
+    exact = TF.avg_pool2d(x.double(), **kwargs)
+    ours, theirs = F.avg_pool2d(x, **kwargs), TF.avg_pool2d(x, **kwargs)
+    assert ours.dtype == torch.bfloat16 and ours.stride() == theirs.stride()
+    rounding = torch.finfo(torch.bfloat16).eps * exact.abs()
+    assert ((ours.double() - exact).abs() <= (theirs.double() - exact).abs() + rounding).all()
+
+
 def test_bfloat16_matches_torch(device):
     x = make_input((2, 3, 9, 9), torch.bfloat16, device, "channels_last", distinct=True)
     torch.testing.assert_close(F.max_pool2d(x, 3, 2, 1), TF.max_pool2d(x, 3, 2, 1), rtol=0, atol=0)
@@ -345,7 +368,7 @@ def test_seed_examples():
     assert lenet_ext.nn.MaxPool2d(3, padding=1, stride=2)(two)[0, 1].flatten().tolist() == [6, 8, 14, 16]
 
 
-@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("shape", [(1, 2, 6, 6), (1, 70, 7, 40)], ids=["small", "vectors"])
 def test_nan_and_inf(device, shape, dtype):
     """NaN wins (the last NaN of a window), a window of -inf keeps its first position; "vectors" is wide
@@ -701,14 +724,15 @@ def test_cuda_run_items_on_host_paired_columns(dtype, rows):
                     assert_close(got.double(), want, dtype=dtype, equal_nan=True)
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("cfg", [(3, 1, 1, 1), ((3, 5), 1, (1, 2), 1), (3, 1, 1, 2)], ids=["3x3", "3x5", "dilated"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+@pytest.mark.parametrize("cfg", [(3, 1, 1, 1), ((3, 5), 1, (1, 2), 1), (3, 1, 1, 2), (3, 2, 1, 1)],
+                         ids=["3x3", "3x5", "dilated", "3x3-s2"])
 def test_scattered_nans_in_stride_one_rows(cfg, dtype):
     """The NCHW stride-1 kernels fold NaN-free rows with one compare per tap and rows holding a NaN with the
     full rule: NaNs scattered over some rows (edges, vector lanes and tails) and not others, with and without
     indices, at the level in use (LENET_EXT_CPU_ISA=avx2 or default runs the same test at the others)."""
     g = torch.Generator().manual_seed(11)
-    x = torch.randn(2, 3, 23, 41, generator=g, dtype=torch.float64)
+    x = torch.randn(2, 3, 23, 71, generator=g, dtype=torch.float64)
     x.view(-1)[torch.randint(0, x.numel(), (40,), generator=g)] = float("nan")
     x[1, 2] = float("nan")  # a plane of NaNs
     x[0, 1, :, 0] = float("nan")  # a column at the left edge

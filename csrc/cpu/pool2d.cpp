@@ -303,10 +303,12 @@ cpu::PoolGeometry geometry_of(const Window2d& w) {
           w.stride[0], w.stride[1], w.pad[0],  w.pad[1],  w.dilation[0], w.dilation[1]};
 }
 
-// float and double run the level's kernels (cpu/pool2d_tiles.h); their indices are as wide as the values,
-// so a float plane must have fewer than 2^31 positions (larger ones take the generic loops).
+// float, double and bfloat16 (as cpu::bf16_t) run the level's kernels (cpu/pool2d_tiles.h); their indices are as
+// wide as the values they compute in, so a float plane must have fewer than 2^31 positions (larger ones take
+// the generic loops).
 template <typename scalar_t>
-constexpr bool kLevelKernels = std::is_same_v<scalar_t, float> || std::is_same_v<scalar_t, double>;
+constexpr bool kLevelKernels = std::is_same_v<scalar_t, float> || std::is_same_v<scalar_t, double> ||
+                               std::is_same_v<scalar_t, cpu::bf16_t>;
 
 // The NCHW rows kernels pay where windows overlap along both dimensions (stride 1): each input row is
 // reduced once for KH output rows, and the row pass reads shifted vectors. At larger strides the direct
@@ -316,32 +318,56 @@ bool rows_kernels_pay(const Window2d& w) {
   return w.stride[0] == 1 && w.stride[1] == 1;
 }
 
+// bfloat16 NCHW windows at other strides: the rows kernels, which read bfloat16 as stored (stride 2 in vectors),
+// against a float copy for the direct loops and a copy back. The rows kernels won where output rows fill a
+// vector and lost on narrower ones, which they run one column at a time (Xeon VM, AVX-512, torch's time /
+// ours, 3x3 s2 p1 max with indices: 32x64x56x56 5.9x against 1.9x by the copies, 16x64x112x112 9.8x; avg
+// 2x2 on 16x64x112x112 8.8x against 0.97x; 256x6x28x28 max 0.94x against 4.1-5.7x by the copies).
+template <typename scalar_t>
+bool bf16_rows_pay(const Window2d& w) {
+  return std::is_same_v<scalar_t, cpu::bf16_t> && w.out[1] >= 16;
+}
+
 // Whether the level's kernels run this call: float or double, a plane whose positions fit their index type,
 // and a layout they pay in (channels_last, or NCHW windows that overlap).
 template <typename scalar_t>
 bool level_kernels_take(const Window2d& w, bool channels_last) {
   if constexpr (kLevelKernels<scalar_t>) {
-    if (!channels_last && !rows_kernels_pay(w)) {
+    if (!channels_last && !rows_kernels_pay(w) && !bf16_rows_pay<scalar_t>(w)) {
       return false;
     }
     // every position a window may record, padding-only windows' included, lies in the padded, dilated extent
     const int64_t rows = w.in[0] + 2 * w.pad[0] + w.dilation[0] * w.kernel[0];
     const int64_t cols = w.in[1] + 2 * w.pad[1] + w.dilation[1] * w.kernel[1];
-    return rows * cols <= int64_t{std::numeric_limits<cpu::PoolIndex<scalar_t>>::max()};
+    return rows * cols <= int64_t{std::numeric_limits<cpu::PoolIndex<cpu::PoolCompute<scalar_t>>>::max()};
   }
   return false;
 }
 
+// bfloat16 where the level's kernels take the call runs as stored (computed in float inside them): no float
+// copy of the input, none of the result. Elsewhere the 16-bit types go through to_compute's float copy.
+bool bf16_as_stored(const at::Tensor& input, const Window2d& w, bool channels_last) {
+  return input.scalar_type() == at::kBFloat16 && level_kernels_take<cpu::bf16_t>(w, channels_last);
+}
+
+const cpu::bf16_t* bf16_data(const at::Tensor& t) {
+  return reinterpret_cast<const cpu::bf16_t*>(t.const_data_ptr<at::BFloat16>());
+}
+cpu::bf16_t* bf16_data(at::Tensor& t) {
+  return reinterpret_cast<cpu::bf16_t*>(t.mutable_data_ptr<at::BFloat16>());
+}
+
 // NCHW: threads take ranges of output rows; each keeps its own ring of row-pass results.
 template <typename scalar_t>
-void pool_rows_level(bool is_max, const scalar_t* x, scalar_t* y, int64_t* ind, const scalar_t* div, int64_t planes,
-                     const Window2d& w) {
+void pool_rows_level(bool is_max, const scalar_t* x, scalar_t* y, int64_t* ind,
+                     const cpu::PoolCompute<scalar_t>* div, int64_t planes, const Window2d& w) {
+  using T = cpu::PoolCompute<scalar_t>;
   const cpu::PoolGeometry g = geometry_of(w);
   const auto& kernels = cpu::active_pool_kernels().of<scalar_t>();
   const int64_t ring_rows = is_max ? (g.KH - 1) * g.dh + 1 : g.KH;
   at::parallel_for(0, planes * g.OH, grain_for(g.OW * (g.KH + g.KW)), [&](int64_t r0, int64_t r1) {
-    std::vector<scalar_t> ring(ring_rows * g.OW);
-    std::vector<cpu::PoolIndex<scalar_t>> ring_index(ind != nullptr ? ring_rows * g.OW : 0);
+    std::vector<T> ring(ring_rows * g.OW);
+    std::vector<cpu::PoolIndex<T>> ring_index(ind != nullptr ? ring_rows * g.OW : 0);
     const cpu::PoolRowsJob<scalar_t> job{x, y, ind, div, ring.data(), ring_index.data(), r0, r1, g};
     (is_max ? kernels.max_rows : kernels.avg_rows)(job);
   });
@@ -349,8 +375,8 @@ void pool_rows_level(bool is_max, const scalar_t* x, scalar_t* y, int64_t* ind, 
 
 // channels_last: threads take ranges of output rows (image, oh).
 template <typename scalar_t>
-void pool_pixels_level(bool is_max, const scalar_t* x, scalar_t* y, int64_t* ind, const scalar_t* div, int64_t batch,
-                       int64_t C, const Window2d& w) {
+void pool_pixels_level(bool is_max, const scalar_t* x, scalar_t* y, int64_t* ind,
+                       const cpu::PoolCompute<scalar_t>* div, int64_t batch, int64_t C, const Window2d& w) {
   const cpu::PoolGeometry g = geometry_of(w);
   const auto& kernels = cpu::active_pool_kernels().of<scalar_t>();
   at::parallel_for(0, batch * g.OH, grain_for(g.OW * C * g.KH * g.KW), [&](int64_t r0, int64_t r1) {
@@ -392,7 +418,9 @@ at::Tensor max_pool2d_run(PoolOp pool_op, const at::Tensor& input, c10::IntArray
                           bool ceil_mode, at::Tensor* indices) {
   const Pool2dParams p = check_max_pool2d_forward(pool_op, input, kernel_size, stride, padding, dilation, ceil_mode);
   const auto fmt = pool_output_format(input);
-  const at::Tensor x = to_compute(input, fmt);
+  const bool cl = fmt == at::MemoryFormat::ChannelsLast;
+  const bool as_stored = bf16_as_stored(input, p.win, cl);
+  const at::Tensor x = as_stored ? input.contiguous(fmt) : to_compute(input, fmt);
   const std::vector<int64_t> out_sizes{p.batch, p.channels, p.win.out[0], p.win.out[1]};
   at::Tensor out = cpu::empty_fresh(out_sizes, x.options().memory_format(fmt));
   int64_t* ind = nullptr;
@@ -403,7 +431,14 @@ at::Tensor max_pool2d_run(PoolOp pool_op, const at::Tensor& input, c10::IntArray
   if (out.numel() == 0) {
     return as_result(out, input.scalar_type(), fmt);
   }
-  const bool cl = fmt == at::MemoryFormat::ChannelsLast;
+  if (as_stored) {
+    if (cl) {
+      pool_pixels_level<cpu::bf16_t>(true, bf16_data(x), bf16_data(out), ind, nullptr, p.batch, p.channels, p.win);
+    } else {
+      pool_rows_level<cpu::bf16_t>(true, bf16_data(x), bf16_data(out), ind, nullptr, p.batch * p.channels, p.win);
+    }
+    return out;
+  }
   AT_DISPATCH_V2(x.scalar_type(), "max_pool2d_cpu", AT_WRAP([&] {
                    if (ind != nullptr) {
                      max_pool_dispatch<scalar_t, true>(x, out, ind, p, cl);
@@ -731,8 +766,21 @@ at::Tensor avg_pool2d_forward_cpu(const at::Tensor& input, c10::IntArrayRef kern
   const Pool2dParams p =
       check_avg_pool2d_forward(input, kernel_size, stride, padding, ceil_mode, divisor_override).pool;
   const auto fmt = pool_output_format(input);
-  const at::Tensor x = to_compute(input, fmt);
+  const bool cl = fmt == at::MemoryFormat::ChannelsLast;
+  const bool as_stored = bf16_as_stored(input, p.win, cl);
+  const at::Tensor x = as_stored ? input.contiguous(fmt) : to_compute(input, fmt);
   at::Tensor out = cpu::empty_fresh({p.batch, p.channels, p.win.out[0], p.win.out[1]}, x.options().memory_format(fmt));
+  if (out.numel() > 0 && as_stored) {
+    const std::vector<float> div = divisor_table<float>(avg_factors(p.win, count_include_pad, divisor_override));
+    if (cl) {
+      pool_pixels_level<cpu::bf16_t>(false, bf16_data(x), bf16_data(out), nullptr, div.data(), p.batch, p.channels,
+                                     p.win);
+    } else {
+      pool_rows_level<cpu::bf16_t>(false, bf16_data(x), bf16_data(out), nullptr, div.data(), p.batch * p.channels,
+                                   p.win);
+    }
+    return out;
+  }
   if (out.numel() > 0) {
     const AvgFactors f = avg_factors(p.win, count_include_pad, divisor_override);
     AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "avg_pool2d_cpu", [&] {

@@ -17,6 +17,16 @@
 namespace lenet_ext {
 namespace cpu {
 
+// bfloat16 as stored: the bits of c10::BFloat16 (the kernels read and write it through memcpy only).
+struct bf16_t {
+  uint16_t bits;
+};
+static_assert(sizeof(bf16_t) == 2);
+
+// The type a kernel computes in: bfloat16 in float, the others as themselves.
+template <typename X>
+using PoolCompute = std::conditional_t<std::is_same_v<X, bf16_t>, float, X>;
+
 template <typename T>
 using PoolIndex = std::conditional_t<sizeof(T) == 4, int32_t, int64_t>;
 
@@ -29,10 +39,10 @@ struct PoolGeometry {
 // NCHW: output rows [r0, r1), row r = plane * OH + oh, of contiguous planes. Separable: each input row's
 // window maxima (or sums) over the KW columns go to a ring of (KH - 1) * dh + 1 rows, then each output
 // row folds its KH rows of the ring.
-template <typename T>
+template <typename X, typename T = PoolCompute<X>>
 struct PoolRowsJob {
-  const T* x;                // the input planes
-  T* y;                      // the output planes
+  const X* x;                // the input planes
+  X* y;                      // the output planes
   int64_t* ind;              // max: the indices (flat positions in the plane), or null for values only
   const T* div;              // avg: OH x OW divisors, shared by every plane; null for max
   T* ring;                   // scratch: ring_rows x OW values
@@ -42,10 +52,10 @@ struct PoolRowsJob {
 };
 
 // channels_last: output rows [r0, r1) of NHWC images, row r = n * OH + oh, each OW pixels of C channels.
-template <typename T>
+template <typename X, typename T = PoolCompute<X>>
 struct PoolPixelsJob {
-  const T* x;    // NHWC input
-  T* y;          // NHWC output
+  const X* x;    // NHWC input
+  X* y;          // NHWC output
   int64_t* ind;  // max: the indices, or null for values only
   const T* div;  // avg: OH x OW divisors; null for max
   int64_t C;
@@ -92,13 +102,16 @@ struct PoolKernels {
 struct PoolLevelKernels {
   PoolKernels<float> f32;
   PoolKernels<double> f64;
+  PoolKernels<bf16_t> bf16;  // the forwards only
 
-  template <typename T>
-  const PoolKernels<T>& of() const {
-    if constexpr (std::is_same_v<T, float>) {
+  template <typename X>
+  const PoolKernels<X>& of() const {
+    if constexpr (std::is_same_v<X, float>) {
       return f32;
-    } else {
+    } else if constexpr (std::is_same_v<X, double>) {
       return f64;
+    } else {
+      return bf16;
     }
   }
 };

@@ -31,6 +31,8 @@
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "cpu/pool2d_kernels.h"
@@ -81,6 +83,96 @@ inline void store_index(int64_t* __restrict__ p, const typename PV<T>::I& v) {
   }
 }
 
+// Storage and compute. float and double are computed as stored. bfloat16 (bf16_t: c10::BFloat16's bits) is
+// computed in float: widened on load (its bits are a float's upper half) and rounded to nearest even on
+// store, NaN as 0x7FC0, as c10::BFloat16 rounds: one rounding, at the end, and none for a maximum (a stored
+// value rounds to itself).
+// A float register's bits, and the bfloat16 values of as many lanes as stored (half its bytes).
+typedef uint32_t FloatBits __attribute__((vector_size(kPoolShape.vec_bytes)));
+typedef uint16_t BF16Lanes __attribute__((vector_size(kPoolShape.vec_bytes / 2)));
+
+template <typename X>
+struct ComputeOf {
+  using type = X;
+};
+template <>
+struct ComputeOf<bf16_t> {
+  using type = float;
+};
+template <typename X>
+using Compute = typename ComputeOf<X>::type;
+
+template <typename X>
+inline typename PV<Compute<X>>::V vload(const X* p) {
+  using V = typename PV<Compute<X>>::V;
+  if constexpr (std::is_same_v<X, bf16_t>) {
+    BF16Lanes h;
+    std::memcpy(&h, p, sizeof(h));
+    const FloatBits bits = __builtin_convertvector(h, FloatBits) << 16;
+    V v;
+    std::memcpy(&v, &bits, sizeof(v));
+    return v;
+  } else {
+    return load<V>(p);
+  }
+}
+
+template <typename X>
+inline void vstore(X* p, const typename PV<Compute<X>>::V& v) {
+  if constexpr (std::is_same_v<X, bf16_t>) {
+    FloatBits bits;
+    std::memcpy(&bits, &v, sizeof(bits));
+    FloatBits rounded = (bits + 0x7FFFu + ((bits >> 16) & 1u)) >> 16;
+    rounded = (v != v) ? FloatBits{} + 0x7FC0u : rounded;
+    const BF16Lanes h = __builtin_convertvector(rounded, BF16Lanes);
+    std::memcpy(p, &h, sizeof(h));
+  } else {
+    store(p, v);
+  }
+}
+
+template <typename X>
+inline Compute<X> get(const X* p) {
+  if constexpr (std::is_same_v<X, bf16_t>) {
+    uint16_t h;
+    std::memcpy(&h, p, sizeof(h));
+    const uint32_t bits = uint32_t{h} << 16;
+    float v;
+    std::memcpy(&v, &bits, sizeof(v));
+    return v;
+  } else {
+    return *p;
+  }
+}
+
+template <typename X>
+inline void put(X* p, Compute<X> v) {
+  if constexpr (std::is_same_v<X, bf16_t>) {
+    uint32_t bits;
+    std::memcpy(&bits, &v, sizeof(bits));
+    const uint16_t h = v != v ? uint16_t{0x7FC0} : static_cast<uint16_t>((bits + 0x7FFFu + ((bits >> 16) & 1u)) >> 16);
+    std::memcpy(p, &h, sizeof(h));
+  } else {
+    *p = v;
+  }
+}
+
+// Stride 2: x[p], x[p + 2], ..., x[p + 2(N - 1)] as one vector, from two loads of N and their even lanes.
+// It reads up to x[p + 2N - 1].
+template <int... Lanes>
+constexpr auto even_lanes(std::integer_sequence<int, Lanes...>) {
+  return std::integer_sequence<int, (2 * Lanes)...>{};
+}
+template <typename V, int... Evens>
+inline V evens_of(const V& a, const V& b, std::integer_sequence<int, Evens...>) {
+  return __builtin_shufflevector(a, b, Evens...);
+}
+template <typename X>
+inline typename PV<Compute<X>>::V vload_stride2(const X* p) {
+  constexpr int N = kN<Compute<X>>;
+  return evens_of(vload(p), vload(p + N), even_lanes(std::make_integer_sequence<int, N>{}));
+}
+
 // torch's rule, one value: replaces the maximum when greater, or NaN.
 template <typename T>
 inline bool takes(T v, T best) {
@@ -100,15 +192,16 @@ inline auto takes_lanes(const V& v, const V& best) {
 
 // Whether p[0, n) holds a NaN: one compare per vector. Almost no row does, and a row known free of them
 // folds with one compare per tap instead of two.
-template <typename T>
-bool holds_nan(const T* __restrict__ p, int64_t n) {
+template <typename X>
+bool holds_nan(const X* __restrict__ p, int64_t n) {
+  using T = Compute<X>;
   using V = typename PV<T>::V;
   using I = typename PV<T>::I;
   constexpr int N = kN<T>;
   I any{};
   int64_t i = 0;
   for (; i + N <= n; i += N) {
-    const V v = load<V>(p + i);
+    const V v = vload(p + i);
     any |= v != v;
   }
   bool found = false;
@@ -116,7 +209,8 @@ bool holds_nan(const T* __restrict__ p, int64_t n) {
     found |= any[k] != 0;
   }
   for (; i < n; ++i) {
-    found |= p[i] != p[i];
+    const T v = get(p + i);
+    found |= v != v;
   }
   return found;
 }
@@ -152,6 +246,14 @@ inline Taps interior_columns(const PoolGeometry& g) {
   return {lo, mx(lo, hi)};
 }
 
+// Where the vector columns of [lo, hi) end in a stride-2 row: a vector of N columns from o reads, through
+// vload_stride2, up to x[o * 2 + last tap + 2N - 1], which must lie in the row.
+inline int64_t stride2_vector_end(const PoolGeometry& g, int64_t lo, int64_t hi, int N) {
+  const int64_t last_tap = (g.KW - 1) * g.dw - g.pw;
+  const int64_t room = g.W - 2 * N - last_tap;  // o * 2 <= room
+  return room < 0 ? lo : mx(lo, mn(hi, room / 2 + N));
+}
+
 // Runs vec(o) for vectors of N columns o, o + 1, ... that cover [lo, hi), the last one moved back to end at
 // hi (so it recomputes up to N - 1 columns), or one(o) for each column when the range is narrower than N.
 // Only for loops in which each column is a function of inputs the loop does not write, so that computing a
@@ -177,15 +279,15 @@ inline void cover_columns(int64_t lo, int64_t hi, const Vec& vec, const One& one
 
 // One output column of one input row, any column: its window's maximum over the row and the column of it
 // (-inf and the first would-be column when the window holds no column of the row).
-template <typename T>
-inline void max_column(const T* xrow, const PoolGeometry& g, int64_t ow, T* b, PoolIndex<T>* bi) {
+template <typename X, typename T = Compute<X>>
+inline void max_column(const X* xrow, const PoolGeometry& g, int64_t ow, T* b, PoolIndex<T>* bi) {
   const int64_t ws = ow * g.sw - g.pw;
   const Taps c = taps_in(g.W, ws, g.dw, g.KW);
   T best = lowest<T>();
   int64_t pos = ws + c.lo * g.dw;
   for (int64_t j = c.lo; j < c.hi; ++j) {
     const int64_t iw = ws + j * g.dw;
-    const T v = xrow[iw];
+    const T v = get(xrow + iw);
     if (takes(v, best)) {
       best = v;
       pos = iw;
@@ -198,8 +300,8 @@ inline void max_column(const T* xrow, const PoolGeometry& g, int64_t ow, T* b, P
 }
 
 // The row pass: b[ow] (and bi[ow], the column) = the maximum of row xrow over output column ow's window.
-template <typename T, bool kIdx, int S, bool kNaN>
-void max_row_pass(const T* __restrict__ xrow, const PoolGeometry& g, Taps in, T* __restrict__ b,
+template <typename X, bool kIdx, int S, bool kNaN, typename T = Compute<X>>
+void max_row_pass(const X* __restrict__ xrow, const PoolGeometry& g, Taps in, T* __restrict__ b,
                   PoolIndex<T>* __restrict__ bi) {
   using V = typename PV<T>::V;
   using I = typename PV<T>::I;
@@ -212,11 +314,11 @@ void max_row_pass(const T* __restrict__ xrow, const PoolGeometry& g, Taps in, T*
     const I lanes = iota<T>();
     auto vec = [&](int64_t o) {
       const int64_t iw0 = o - g.pw;
-      V best = load<V>(xrow + iw0);
+      V best = vload(xrow + iw0);
       I pos = lanes + static_cast<PoolIndex<T>>(iw0);
       for (int64_t j = 1; j < g.KW; ++j) {
         const int64_t iw = iw0 + j * g.dw;
-        const V v = load<V>(xrow + iw);
+        const V v = vload(xrow + iw);
         const I take = takes_lanes<kNaN>(v, best);
         best = take ? v : best;
         if constexpr (kIdx) {
@@ -231,12 +333,38 @@ void max_row_pass(const T* __restrict__ xrow, const PoolGeometry& g, Taps in, T*
     auto one = [&](int64_t o) { max_column(xrow, g, o, b + o, kIdx ? bi + o : nullptr); };
     cover_columns<N>(in.lo, in.hi, vec, one);
     ow = in.hi;
+  } else if constexpr (S == 2) {
+    // each tap's values for N output columns from two loads (vload_stride2); the columns whose vectors
+    // would read past the row, one at a time
+    const I lanes2 = iota<T>() * 2;
+    auto vec = [&](int64_t o) {
+      const int64_t iw0 = o * 2 - g.pw;
+      V best = vload_stride2(xrow + iw0);
+      I pos = lanes2 + static_cast<PoolIndex<T>>(iw0);
+      for (int64_t j = 1; j < g.KW; ++j) {
+        const int64_t iw = iw0 + j * g.dw;
+        const V v = vload_stride2(xrow + iw);
+        const I take = takes_lanes<kNaN>(v, best);
+        best = take ? v : best;
+        if constexpr (kIdx) {
+          pos = take ? lanes2 + static_cast<PoolIndex<T>>(iw) : pos;
+        }
+      }
+      store(b + o, best);
+      if constexpr (kIdx) {
+        store(bi + o, pos);
+      }
+    };
+    auto one = [&](int64_t o) { max_column(xrow, g, o, b + o, kIdx ? bi + o : nullptr); };
+    const int64_t end = stride2_vector_end(g, in.lo, in.hi, N);
+    cover_columns<N>(in.lo, end, vec, one);
+    ow = end;
   } else {
     // tap by tap over the interior: contiguous stores, loads of stride S, which the compiler vectorises
     const int64_t s = S != 0 ? S : g.sw;
     const int64_t lo = in.lo, hi = in.hi;
     for (int64_t o = lo; o < hi; ++o) {
-      b[o] = xrow[o * s - g.pw];
+      b[o] = get(xrow + o * s - g.pw);
       if constexpr (kIdx) {
         bi[o] = static_cast<PoolIndex<T>>(o * s - g.pw);
       }
@@ -244,7 +372,7 @@ void max_row_pass(const T* __restrict__ xrow, const PoolGeometry& g, Taps in, T*
     for (int64_t j = 1; j < g.KW; ++j) {
       const int64_t off = j * g.dw - g.pw;
       for (int64_t o = lo; o < hi; ++o) {
-        const T v = xrow[o * s + off];
+        const T v = get(xrow + o * s + off);
         const bool take = (v > b[o]) | (v != v);
         b[o] = take ? v : b[o];
         if constexpr (kIdx) {
@@ -261,9 +389,9 @@ void max_row_pass(const T* __restrict__ xrow, const PoolGeometry& g, Taps in, T*
 
 // The column pass for one output row: folds the ring rows of input rows ih0, ih0 + dh, ... (count rows).
 // Input row ih0 sits in ring slot `slot0`; each next row, dh rows on, `step` = dh % R slots on.
-template <typename T, bool kIdx, bool kNaN>
+template <typename X, bool kIdx, bool kNaN, typename T = Compute<X>>
 void max_column_pass(const T* ring, const PoolIndex<T>* ring_index, int64_t R, int64_t ih0, int64_t slot0,
-                     int64_t step_rows, int64_t count, const PoolGeometry& g, T* __restrict__ y,
+                     int64_t step_rows, int64_t count, const PoolGeometry& g, X* __restrict__ y,
                      int64_t* __restrict__ ind) {
   using V = typename PV<T>::V;
   using I = typename PV<T>::I;
@@ -292,7 +420,7 @@ void max_column_pass(const T* ring, const PoolIndex<T>* ring_index, int64_t R, i
         pos = take ? load<I>(ring_index + s + ow) + base : pos;
       }
     }
-    store(y + ow, best);
+    vstore(y + ow, best);
     if constexpr (kIdx) {
       store_index<T>(ind + ow, pos);
     }
@@ -311,7 +439,7 @@ void max_column_pass(const T* ring, const PoolIndex<T>* ring_index, int64_t R, i
         }
       }
     }
-    y[ow] = best;
+    put(y + ow, best);
     if constexpr (kIdx) {
       ind[ow] = pos;
     }
@@ -365,8 +493,9 @@ struct RowCursor {
   }
 };
 
-template <typename T, bool kIdx, int S>
-void max_rows_impl(const PoolRowsJob<T>& job) {
+template <typename X, bool kIdx, int S>
+void max_rows_impl(const PoolRowsJob<X>& job) {
+  using T = Compute<X>;
   const PoolGeometry& g = job.g;
   const int64_t R = (g.KH - 1) * g.dh + 1;
   const Taps in = interior_columns(g);
@@ -376,15 +505,15 @@ void max_rows_impl(const PoolRowsJob<T>& job) {
   for (RowCursor at(job.r0, g.OH); at.flat() < job.r1; at.advance()) {
     // r = plane * OH + oh is one output row
     const int64_t plane = at.plane, oh = at.row, r = at.flat();
-    const T* xp = job.x + plane * g.H * g.W;
-    T* yrow = job.y + r * g.OW;
+    const X* xp = job.x + plane * g.H * g.W;
+    X* yrow = job.y + r * g.OW;
     int64_t* irow = kIdx ? job.ind + r * g.OW : nullptr;
     const int64_t hstart = oh * g.sh - g.ph;
     const Taps rows = taps_in(g.H, hstart, g.dh, g.KH);
     if (rows.lo == rows.hi) {  // a row of windows of padding alone
       const int64_t first_row = (hstart + rows.lo * g.dh) * g.W;
       for (int64_t ow = 0; ow < g.OW; ++ow) {
-        yrow[ow] = lowest<T>();
+        put(yrow + ow, lowest<T>());
         if constexpr (kIdx) {
           const int64_t ws = ow * g.sw - g.pw;
           irow[ow] = first_row + ws + taps_in(g.W, ws, g.dw, g.KW).lo * g.dw;
@@ -396,14 +525,14 @@ void max_rows_impl(const PoolRowsJob<T>& job) {
     ring.need(plane, first);
     for (; ring.next <= last; ring.advance()) {
       const int64_t s = ring.next_slot * g.OW;
-      const T* xrow = xp + ring.next * g.W;
+      const X* xrow = xp + ring.next * g.W;
       PoolIndex<T>* bi = kIdx ? job.ring_index + s : nullptr;
       const bool nan = holds_nan(xrow, g.W);
       row_nan[ring.next_slot] = nan;
       if (nan) {
-        max_row_pass<T, kIdx, S, true>(xrow, g, in, job.ring + s, bi);
+        max_row_pass<X, kIdx, S, true>(xrow, g, in, job.ring + s, bi);
       } else {
-        max_row_pass<T, kIdx, S, false>(xrow, g, in, job.ring + s, bi);
+        max_row_pass<X, kIdx, S, false>(xrow, g, in, job.ring + s, bi);
       }
     }
     const int64_t slot0 = ring.slot(first), count = rows.hi - rows.lo;
@@ -412,38 +541,38 @@ void max_rows_impl(const PoolRowsJob<T>& job) {
       nan |= row_nan[s] != 0;
     }
     if (nan) {
-      max_column_pass<T, kIdx, true>(job.ring, job.ring_index, R, first, slot0, step_rows, count, g, yrow, irow);
+      max_column_pass<X, kIdx, true>(job.ring, job.ring_index, R, first, slot0, step_rows, count, g, yrow, irow);
     } else {
-      max_column_pass<T, kIdx, false>(job.ring, job.ring_index, R, first, slot0, step_rows, count, g, yrow, irow);
+      max_column_pass<X, kIdx, false>(job.ring, job.ring_index, R, first, slot0, step_rows, count, g, yrow, irow);
     }
   }
 }
 
-template <typename T, bool kIdx>
-void max_rows_stride(const PoolRowsJob<T>& job) {
+template <typename X, bool kIdx>
+void max_rows_stride(const PoolRowsJob<X>& job) {
   if (job.g.sw == 1) {
-    max_rows_impl<T, kIdx, 1>(job);
+    max_rows_impl<X, kIdx, 1>(job);
   } else if (job.g.sw == 2) {
-    max_rows_impl<T, kIdx, 2>(job);
+    max_rows_impl<X, kIdx, 2>(job);
   } else {
-    max_rows_impl<T, kIdx, 0>(job);
+    max_rows_impl<X, kIdx, 0>(job);
   }
 }
 
-template <typename T>
-void max_rows(const PoolRowsJob<T>& job) {
+template <typename X>
+void max_rows(const PoolRowsJob<X>& job) {
   if (job.ind != nullptr) {
-    max_rows_stride<T, true>(job);
+    max_rows_stride<X, true>(job);
   } else {
-    max_rows_stride<T, false>(job);
+    max_rows_stride<X, false>(job);
   }
 }
 
 // -------------------------------------------------------------------------------------- NCHW, avg
 
 // The row pass: b[ow] = the sum of row xrow over output column ow's window (columns in order).
-template <typename T, int S>
-void sum_row_pass(const T* __restrict__ xrow, const PoolGeometry& g, Taps in, T* __restrict__ b) {
+template <typename X, int S, typename T = Compute<X>>
+void sum_row_pass(const X* __restrict__ xrow, const PoolGeometry& g, Taps in, T* __restrict__ b) {
   using V = typename PV<T>::V;
   constexpr int N = kN<T>;
   auto one = [&](int64_t ow) {
@@ -451,7 +580,7 @@ void sum_row_pass(const T* __restrict__ xrow, const PoolGeometry& g, Taps in, T*
     const Taps c = taps_in(g.W, ws, 1, g.KW);
     T sum = T(0);
     for (int64_t j = c.lo; j < c.hi; ++j) {
-      sum += xrow[ws + j];
+      sum += get(xrow + ws + j);
     }
     b[ow] = sum;
   };
@@ -461,25 +590,37 @@ void sum_row_pass(const T* __restrict__ xrow, const PoolGeometry& g, Taps in, T*
   int64_t ow = in.lo;
   if constexpr (S == 1) {
     auto vec = [&](int64_t o) {
-      const T* p = xrow + o - g.pw;
-      V sum = load<V>(p);
+      const X* p = xrow + o - g.pw;
+      V sum = vload(p);
       for (int64_t j = 1; j < g.KW; ++j) {
-        sum += load<V>(p + j);
+        sum += vload(p + j);
       }
       store(b + o, sum);
     };
     cover_columns<N>(in.lo, in.hi, vec, one);
     ow = in.hi;
+  } else if constexpr (S == 2) {
+    auto vec = [&](int64_t o) {
+      const X* p = xrow + o * 2 - g.pw;
+      V sum = vload_stride2(p);
+      for (int64_t j = 1; j < g.KW; ++j) {
+        sum += vload_stride2(p + j);
+      }
+      store(b + o, sum);
+    };
+    const int64_t end = stride2_vector_end(g, in.lo, in.hi, N);
+    cover_columns<N>(in.lo, end, vec, one);
+    ow = end;
   } else {
     const int64_t s = S != 0 ? S : g.sw;
     const int64_t lo = in.lo, hi = in.hi;
     for (int64_t o = lo; o < hi; ++o) {
-      b[o] = xrow[o * s - g.pw];
+      b[o] = get(xrow + o * s - g.pw);
     }
     for (int64_t j = 1; j < g.KW; ++j) {
       const int64_t off = j - g.pw;
       for (int64_t o = lo; o < hi; ++o) {
-        b[o] += xrow[o * s + off];
+        b[o] += get(xrow + o * s + off);
       }
     }
     ow = hi;
@@ -489,8 +630,9 @@ void sum_row_pass(const T* __restrict__ xrow, const PoolGeometry& g, Taps in, T*
   }
 }
 
-template <typename T, int S>
-void avg_rows_impl(const PoolRowsJob<T>& job) {
+template <typename X, int S>
+void avg_rows_impl(const PoolRowsJob<X>& job) {
+  using T = Compute<X>;
   using V = typename PV<T>::V;
   constexpr int N = kN<T>;
   const PoolGeometry& g = job.g;
@@ -500,23 +642,23 @@ void avg_rows_impl(const PoolRowsJob<T>& job) {
   for (RowCursor at(job.r0, g.OH); at.flat() < job.r1; at.advance()) {
     // r = plane * OH + oh is one output row
     const int64_t plane = at.plane, oh = at.row, r = at.flat();
-    const T* xp = job.x + plane * g.H * g.W;
-    T* __restrict__ yrow = job.y + r * OW;
+    const X* xp = job.x + plane * g.H * g.W;
+    X* __restrict__ yrow = job.y + r * OW;
     const T* __restrict__ drow = job.div + oh * OW;
     const int64_t hstart = oh * g.sh - g.ph;
     const Taps rows = taps_in(g.H, hstart, 1, g.KH);
     if (rows.lo == rows.hi) {
       for (int64_t ow = 0; ow < OW; ++ow) {
-        yrow[ow] = T(0) / drow[ow];
+        put(yrow + ow, T(0) / drow[ow]);
       }
       continue;
     }
     const int64_t first = hstart + rows.lo, last = hstart + rows.hi - 1;
     ring.need(plane, first);
     for (; ring.next <= last; ring.advance()) {
-      const T* xrow = xp + ring.next * g.W;
+      const X* xrow = xp + ring.next * g.W;
       T* b = job.ring + ring.next_slot * OW;
-      sum_row_pass<T, S>(xrow, g, in, b);
+      sum_row_pass<X, S>(xrow, g, in, b);
     }
     const int64_t count = rows.hi - rows.lo;
     // the ring offset of each row after the first, stepped without a division
@@ -529,7 +671,7 @@ void avg_rows_impl(const PoolRowsJob<T>& job) {
         s = next_slot(s);
         sum += load<V>(job.ring + s + ow);
       }
-      store(yrow + ow, sum / load<V>(drow + ow));
+      vstore(yrow + ow, sum / load<V>(drow + ow));
     };
     auto one = [&](int64_t ow) {
       int64_t s = first_slot;
@@ -538,20 +680,20 @@ void avg_rows_impl(const PoolRowsJob<T>& job) {
         s = next_slot(s);
         sum += job.ring[s + ow];
       }
-      yrow[ow] = sum / drow[ow];
+      put(yrow + ow, sum / drow[ow]);
     };
     cover_columns<N>(0, OW, vec, one);
   }
 }
 
-template <typename T>
-void avg_rows(const PoolRowsJob<T>& job) {
+template <typename X>
+void avg_rows(const PoolRowsJob<X>& job) {
   if (job.g.sw == 1) {
-    avg_rows_impl<T, 1>(job);
+    avg_rows_impl<X, 1>(job);
   } else if (job.g.sw == 2) {
-    avg_rows_impl<T, 2>(job);
+    avg_rows_impl<X, 2>(job);
   } else {
-    avg_rows_impl<T, 0>(job);
+    avg_rows_impl<X, 0>(job);
   }
 }
 
@@ -559,9 +701,9 @@ void avg_rows(const PoolRowsJob<T>& job) {
 
 // One output pixel's channels [c0, c0 + U * N) over its taps, in registers; kIdx keeps each winner's
 // position (ih * W + iw).
-template <typename T, bool kIdx, int U>
-inline void max_pixel_block(const T* __restrict__ ximg, int64_t C, int64_t c0, const PoolGeometry& g,
-                            int64_t hstart, Taps rows, int64_t ws, Taps cols, int64_t first, T* __restrict__ yp,
+template <typename X, bool kIdx, int U, typename T = Compute<X>>
+inline void max_pixel_block(const X* __restrict__ ximg, int64_t C, int64_t c0, const PoolGeometry& g,
+                            int64_t hstart, Taps rows, int64_t ws, Taps cols, int64_t first, X* __restrict__ yp,
                             int64_t* __restrict__ ip) {
   using V = typename PV<T>::V;
   using I = typename PV<T>::I;
@@ -576,9 +718,9 @@ inline void max_pixel_block(const T* __restrict__ ximg, int64_t C, int64_t c0, c
     const int64_t ih = hstart + i * g.dh;
     for (int64_t j = cols.lo; j < cols.hi; ++j) {
       const int64_t at = ih * g.W + ws + j * g.dw;  // flat position in the H x W plane
-      const T* p = ximg + at * C + c0;
+      const X* p = ximg + at * C + c0;
       for (int u = 0; u < U; ++u) {
-        const V v = load<V>(p + u * N);
+        const V v = vload(p + u * N);
         const I take = (v > best[u]) | (v != v);
         best[u] = take ? v : best[u];
         if constexpr (kIdx) {
@@ -588,36 +730,37 @@ inline void max_pixel_block(const T* __restrict__ ximg, int64_t C, int64_t c0, c
     }
   }
   for (int u = 0; u < U; ++u) {
-    store(yp + c0 + u * N, best[u]);
+    vstore(yp + c0 + u * N, best[u]);
     if constexpr (kIdx) {
       store_index<T>(ip + c0 + u * N, pos[u]);
     }
   }
 }
 
-template <typename T, bool kIdx>
-void max_pixels_impl(const PoolPixelsJob<T>& job) {
+template <typename X, bool kIdx>
+void max_pixels_impl(const PoolPixelsJob<X>& job) {
+  using T = Compute<X>;
   constexpr int N = kN<T>;
   const PoolGeometry& g = job.g;
   const int64_t C = job.C;
   for (int64_t r = job.r0; r < job.r1; ++r) {
     // r = n * OH + oh is one output row of OW pixels
     const int64_t n = r / g.OH, oh = r % g.OH;
-    const T* ximg = job.x + n * g.H * g.W * C;
+    const X* ximg = job.x + n * g.H * g.W * C;
     const int64_t hstart = oh * g.sh - g.ph;
     const Taps rows = taps_in(g.H, hstart, g.dh, g.KH);
     for (int64_t ow = 0; ow < g.OW; ++ow) {
       const int64_t ws = ow * g.sw - g.pw;
       const Taps cols = taps_in(g.W, ws, g.dw, g.KW);
       const int64_t first = (hstart + rows.lo * g.dh) * g.W + ws + cols.lo * g.dw;
-      T* yp = job.y + (r * g.OW + ow) * C;
+      X* yp = job.y + (r * g.OW + ow) * C;
       int64_t* ip = kIdx ? job.ind + (r * g.OW + ow) * C : nullptr;
       int64_t c = 0;
       for (; c + 4 * N <= C; c += 4 * N) {
-        max_pixel_block<T, kIdx, 4>(ximg, C, c, g, hstart, rows, ws, cols, first, yp, ip);
+        max_pixel_block<X, kIdx, 4>(ximg, C, c, g, hstart, rows, ws, cols, first, yp, ip);
       }
       for (; c + N <= C; c += N) {
-        max_pixel_block<T, kIdx, 1>(ximg, C, c, g, hstart, rows, ws, cols, first, yp, ip);
+        max_pixel_block<X, kIdx, 1>(ximg, C, c, g, hstart, rows, ws, cols, first, yp, ip);
       }
       for (; c < C; ++c) {
         T best = lowest<T>();
@@ -626,14 +769,14 @@ void max_pixels_impl(const PoolPixelsJob<T>& job) {
           const int64_t ih = hstart + i * g.dh;
           for (int64_t j = cols.lo; j < cols.hi; ++j) {
             const int64_t at = ih * g.W + ws + j * g.dw;
-            const T v = ximg[at * C + c];
+            const T v = get(ximg + at * C + c);
             if (takes(v, best)) {
               best = v;
               pos = at;
             }
           }
         }
-        yp[c] = best;
+        put(yp + c, best);
         if constexpr (kIdx) {
           ip[c] = pos;
         }
@@ -642,18 +785,18 @@ void max_pixels_impl(const PoolPixelsJob<T>& job) {
   }
 }
 
-template <typename T>
-void max_pixels(const PoolPixelsJob<T>& job) {
+template <typename X>
+void max_pixels(const PoolPixelsJob<X>& job) {
   if (job.ind != nullptr) {
-    max_pixels_impl<T, true>(job);
+    max_pixels_impl<X, true>(job);
   } else {
-    max_pixels_impl<T, false>(job);
+    max_pixels_impl<X, false>(job);
   }
 }
 
-template <typename T, int U>
-inline void avg_pixel_block(const T* __restrict__ ximg, int64_t C, int64_t c0, const PoolGeometry& g,
-                            int64_t hstart, Taps rows, int64_t ws, Taps cols, T div, T* __restrict__ yp) {
+template <typename X, int U, typename T = Compute<X>>
+inline void avg_pixel_block(const X* __restrict__ ximg, int64_t C, int64_t c0, const PoolGeometry& g,
+                            int64_t hstart, Taps rows, int64_t ws, Taps cols, T div, X* __restrict__ yp) {
   using V = typename PV<T>::V;
   constexpr int N = kN<T>;
   V sum[U];
@@ -662,48 +805,49 @@ inline void avg_pixel_block(const T* __restrict__ ximg, int64_t C, int64_t c0, c
   }
   for (int64_t ih = hstart + rows.lo; ih < hstart + rows.hi; ++ih) {
     for (int64_t iw = ws + cols.lo; iw < ws + cols.hi; ++iw) {
-      const T* p = ximg + (ih * g.W + iw) * C + c0;
+      const X* p = ximg + (ih * g.W + iw) * C + c0;
       for (int u = 0; u < U; ++u) {
-        sum[u] += load<V>(p + u * N);
+        sum[u] += vload(p + u * N);
       }
     }
   }
   for (int u = 0; u < U; ++u) {
-    store(yp + c0 + u * N, sum[u] / div);
+    vstore(yp + c0 + u * N, sum[u] / div);
   }
 }
 
-template <typename T>
-void avg_pixels(const PoolPixelsJob<T>& job) {
+template <typename X>
+void avg_pixels(const PoolPixelsJob<X>& job) {
+  using T = Compute<X>;
   constexpr int N = kN<T>;
   const PoolGeometry& g = job.g;
   const int64_t C = job.C;
   for (int64_t r = job.r0; r < job.r1; ++r) {
     // r = n * OH + oh is one output row of OW pixels
     const int64_t n = r / g.OH, oh = r % g.OH;
-    const T* ximg = job.x + n * g.H * g.W * C;
+    const X* ximg = job.x + n * g.H * g.W * C;
     const int64_t hstart = oh * g.sh - g.ph;
     const Taps rows = taps_in(g.H, hstart, 1, g.KH);
     for (int64_t ow = 0; ow < g.OW; ++ow) {
       const int64_t ws = ow * g.sw - g.pw;
       const Taps cols = taps_in(g.W, ws, 1, g.KW);
       const T div = job.div[oh * g.OW + ow];
-      T* yp = job.y + (r * g.OW + ow) * C;
+      X* yp = job.y + (r * g.OW + ow) * C;
       int64_t c = 0;
       for (; c + 4 * N <= C; c += 4 * N) {
-        avg_pixel_block<T, 4>(ximg, C, c, g, hstart, rows, ws, cols, div, yp);
+        avg_pixel_block<X, 4>(ximg, C, c, g, hstart, rows, ws, cols, div, yp);
       }
       for (; c + N <= C; c += N) {
-        avg_pixel_block<T, 1>(ximg, C, c, g, hstart, rows, ws, cols, div, yp);
+        avg_pixel_block<X, 1>(ximg, C, c, g, hstart, rows, ws, cols, div, yp);
       }
       for (; c < C; ++c) {
         T sum = T(0);
         for (int64_t ih = hstart + rows.lo; ih < hstart + rows.hi; ++ih) {
           for (int64_t iw = ws + cols.lo; iw < ws + cols.hi; ++iw) {
-            sum += ximg[(ih * g.W + iw) * C + c];
+            sum += get(ximg + (ih * g.W + iw) * C + c);
           }
         }
-        yp[c] = sum / div;
+        put(yp + c, sum / div);
       }
     }
   }
@@ -856,9 +1000,13 @@ void avg_gather_rows(const PoolGatherRowsJob<T>& job) {
   }
 }
 
-template <typename T>
-constexpr PoolKernels<T> table() {
-  return {&max_rows<T>, &avg_rows<T>, &max_pixels<T>, &avg_pixels<T>, &avg_gather_pixels<T>, &avg_gather_rows<T>};
+template <typename X>
+constexpr PoolKernels<X> table() {
+  if constexpr (std::is_same_v<X, bf16_t>) {  // the forwards; the backwards compute in float (cpu/pool2d.cpp)
+    return {&max_rows<X>, &avg_rows<X>, &max_pixels<X>, &avg_pixels<X>, nullptr, nullptr};
+  } else {
+    return {&max_rows<X>, &avg_rows<X>, &max_pixels<X>, &avg_pixels<X>, &avg_gather_pixels<X>, &avg_gather_rows<X>};
+  }
 }
 
 }  // namespace
@@ -866,8 +1014,8 @@ constexpr PoolKernels<T> table() {
 }  // namespace LENET_CPU_LEVEL
 
 const PoolLevelKernels& LENET_POOL_CAT(pool_, LENET_CPU_LEVEL_TABLE)() {
-  static const PoolLevelKernels kernels{LENET_CPU_LEVEL::pool::table<float>(),
-                                        LENET_CPU_LEVEL::pool::table<double>()};
+  static const PoolLevelKernels kernels{LENET_CPU_LEVEL::pool::table<float>(), LENET_CPU_LEVEL::pool::table<double>(),
+                                        LENET_CPU_LEVEL::pool::table<bf16_t>()};
   return kernels;
 }
 
