@@ -1,4 +1,7 @@
-// The table of per-level pooling kernels (max and avg forwards, float and double), and the jobs they take.
+// The table of per-level pooling kernels (max and avg forwards in float, double and bfloat16; the avg
+// backward's gathers in float and double), and the jobs they take. bfloat16 is read and written as stored and
+// computed in float (PoolCompute), so a job's input and output are its storage type X and its scratch and
+// divisors the compute type.
 //
 // cpu/pool2d.cpp owns the checks, the tensors, the threads and the scratch; the kernels behind this table
 // own only the loops, compiled once per instruction-set level (cpu/pool2d_tiles.h, included by each

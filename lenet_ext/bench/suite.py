@@ -55,6 +55,7 @@ class Pool:
     stride: int
     padding: int = 0
     channels_last: bool = False
+    dtype: str = "float32"  # a torch dtype's name
 
     def out_size(self):
         return tuple((d + 2 * self.padding - self.k) // self.stride + 1 for d in (self.h, self.w))
@@ -72,7 +73,8 @@ class Pool:
     def label(self):
         p = f" p{self.padding}" if self.padding else ""
         cl = ", channels_last" if self.channels_last else ""
-        return f"{self.n}x{self.c}x{self.h}x{self.w}, {self.k}x{self.k} s{self.stride}{p}{cl}"
+        dt = f", {self.dtype}" if self.dtype != "float32" else ""
+        return f"{self.n}x{self.c}x{self.h}x{self.w}, {self.k}x{self.k} s{self.stride}{p}{cl}{dt}"
 
 
 @dataclass(frozen=True)
@@ -154,6 +156,8 @@ POOL_SHAPES = [
 ]
 # The large maps again in channels_last (torch vectorises over channels there: the layout it is fast in).
 POOL_SHAPES += [(f"{what} channels_last", dataclasses.replace(shape, channels_last=True)) for what, shape in POOL_SHAPES[2:]]
+# The large maps' forwards in bfloat16, both layouts
+POOL_BF16_SHAPES = [(f"{what} bfloat16", dataclasses.replace(shape, dtype="bfloat16")) for what, shape in POOL_SHAPES[2:]]
 
 CONV_OPS = ("conv2d.forward", "conv2d.backward_input", "conv2d.backward_weight")
 # LeNet's conv -> sigmoid -> 2x2 avg-pool block: our fused operator against torch's three layers
@@ -182,6 +186,7 @@ _ROW_SPECS = (
     + [(what, "conv2d.forward+backward_weight_bias", shape) for what, shape in CONV_SHAPES[:2]]
     + [(what, op, shape) for op in POOL_OPS for what, shape in POOL_SHAPES]
     + [(what, op, shape) for op in POOL_TRAIN_OPS for what, shape in POOL_SHAPES[2:]]
+    + [(what, op, shape) for op in ("max_pool2d.forward", "avg_pool2d.forward") for what, shape in POOL_BF16_SHAPES]
     + [(what, op, shape) for op in BLOCK_OPS for what, shape in CONV_SHAPES[:2]]
     + [(net, op, Net(net, 256)) for net in ("LeNet", "ModernLeNet") for op in ("model.train_step", "model.inference")]
     + [
