@@ -456,3 +456,71 @@ def test_host_time_runs_through_the_harness(tmp_path):
     for r in result["rows"]:
         assert r["status"] == "ok" and r["ours"]["time"] == cli.CALL_TIME, r
         assert r["ours_operator"]["time"] == cli.OPERATOR_TIME
+
+
+@pytest.fixture(scope="module")
+def layer_profile_run(tmp_path_factory):
+    """bench/layer_profile.py in smoke mode on every network, at the lowest CPU level (forced, then restored)."""
+    path = tmp_path_factory.mktemp("layers") / "layers.json"
+    layer_profile = _load_script("layer_profile")
+    level, before = lenet_ext.backends.available_cpu_isas()[0], lenet_ext.backends.cpu_isa()
+    threads = torch.get_num_threads()
+    with contextlib.redirect_stdout(io.StringIO()) as printed:
+        code = layer_profile.main(["--quick", "--threads", "1", "--cpu-isa", level, "--json", str(path)])
+    assert torch.get_num_threads() == threads and lenet_ext.backends.cpu_isa() == before
+    return layer_profile, code, level, json.loads(path.read_text()), printed.getvalue()
+
+
+def test_layer_profile_checks_then_times_every_layer_and_pass(layer_profile_run):
+    """Each conv and pooling layer of each network, at each pass its run needs (ResNet-18's training step:
+    forward, input gradient but for the stem's images, weight gradient but for pooling; inference: forward),
+    is checked against torch's same layer on the same tensors, then timed; the records name the layer, the
+    run its machine and level, and the table shows every network and pass."""
+    layer_profile, code, level, result, printed = layer_profile_run
+    assert code == 0
+    assert result["machine"]["cpu_isa"] == level and result["cpu_isa_requested"] == level
+    assert result["machine"]["torch"] == torch.__version__ and result["quick"] is True and result["date"]
+    assert [(n["model"], n["training_step"]) for n in result["networks"]] == list(layer_profile.MODELS.items())
+
+    expected = []
+    for model, train in layer_profile.MODELS.items():
+        for name, m in lenet_ext.convert(zoo.MODELS[model]()).named_modules():
+            if type(m) in layer_profile.KINDS:
+                kind = layer_profile.KINDS[type(m)]
+                passes = ["forward"] + ["backward_input"] * (train and name != "0.0")
+                passes += ["backward_weight"] * (train and kind == "conv2d")
+                expected += [(model, name, f"layer.{kind}.{p}") for p in passes]
+    assert [(r["shape"]["model"], r["shape"]["name"], r["op"]) for r in result["rows"]] == expected
+
+    for r in result["rows"]:
+        assert r["status"] == "ok" and r["check"]["passed"] is True and r["check"]["max_abs_diff"] >= 0, r["name"]
+        for side in ("ours", "torch"):
+            assert r[side]["time"] == cli.CALL_TIME and r[side]["median_s"] > 0 and r[side]["fraction_of_ceiling"] > 0
+        assert r["ratio"] == pytest.approx(r["torch"]["median_s"] / r["ours"]["median_s"])
+    for model, train in layer_profile.MODELS.items():
+        mode = "training step" if train else "inference"
+        for pass_ in ["forward", "input grad", "weight grad"] if train else ["forward"]:
+            assert f"{model}, {mode}: {pass_}\n" in printed
+
+
+def test_layer_profile_fails_a_wrong_layer_and_times_nothing_of_it(monkeypatch, tmp_path):
+    """A converted conv whose weight is off by 1%: its forward and input gradient FAIL their check and are not
+    timed, the run exits 1; its weight gradient, which never reads the weight, and every other layer pass."""
+
+    def scale_a_middle_conv(convs):
+        with torch.no_grad():
+            convs[len(convs) // 2].weight.mul_(1.01)
+
+    _convert_then(monkeypatch, scale_a_middle_conv)
+    path = tmp_path / "layers.json"
+    threads = torch.get_num_threads()
+    with contextlib.redirect_stdout(io.StringIO()):
+        argv = ["--quick", "--threads", "1", "--model", "resnet18", "--json", str(path)]
+        code = _load_script("layer_profile").main(argv)
+    torch.set_num_threads(threads)
+    assert code == 1
+    rows = json.loads(path.read_text())["rows"]
+    failed = [r for r in rows if r["status"] == "FAILED"]
+    assert {r["op"] for r in failed} == {"layer.conv2d.forward", "layer.conv2d.backward_input"}
+    assert len({r["what"] for r in failed}) == 1 and all("not close" in r["reason"] and "ours" not in r for r in failed)
+    assert all(r["status"] == "ok" for r in rows if r not in failed)

@@ -215,10 +215,11 @@ def run_script(name, doc, jobs, argv=None) -> int:
     return run_rows(args, torch.device(args.device), jobs)
 
 
-def run_rows(args, device, jobs, **extra) -> int:
+def run_rows(args, device, jobs, table=format_table, **extra) -> int:
     """A whole run: the machine's line, its ceilings, then each job (a Row, and the builder of its Case
-    for a row that is not the suite's, else None) checked and timed; prints the table and writes the JSON
-    (``extra`` joins its top level) and the chart that ``args`` (see add_run_options) ask for.
+    for a row that is not the suite's, else None) checked and timed; prints the table (``table(records,
+    ceilings)``, report.format_table unless a script lays out its own) and writes the JSON (``extra`` joins
+    its top level) and the chart that ``args`` (see add_run_options) ask for.
     Returns 1 if a row FAILED its check, else 0."""
     # A GPU does thousands of calls in 0.05 s, so its full suite fits in well under a minute
     rounds = args.rounds or (1 if args.quick else 3 if device.type == "cuda" else 4)
@@ -235,7 +236,7 @@ def run_rows(args, device, jobs, **extra) -> int:
             records.append(r)
             status = f"{r['ratio']:.2f}x" if r["status"] == "ok" else f"{r['status']} ({r['reason']})"
             print(f"  {row.name}: {status}", file=sys.stderr, flush=True)
-    print(format_table(records, ceilings))
+    print(table(records, ceilings))
 
     result = {
         "schema": SCHEMA,
