@@ -281,6 +281,8 @@ MAX_POOL2D = Table(
     M("wide-s2-ceil", (2, 21, 12, 67), 3, 2, 1, 1, True, note="ResNet's 3x3 s2 p1 on an odd, wide row"),
     M("wide-k2-s2", (1, 70, 8, 66), 2, note="2x2 s2 on 70 channels: 64 in one block of four vectors, a tail"),
     M("wide-s3-dilated", (1, 37, 14, 71), 3, 3, 1, 2),
+    M("wide-s2-dilated", (1, 9, 10, 75), 3, 2, 1, 2, note="column stride 2 in vectors, taps 2 apart: the row's end"),
+    M("wide-s1x2", (1, 5, 9, 70), (2, 3), (1, 2), (1, 1), note="row stride 1, column stride 2"),
 )
 
 # id, input, then F.avg_pool2d's arguments in order: kernel_size, stride, padding, ceil_mode, count_include_pad,
@@ -322,5 +324,7 @@ AVG_POOL2D = Table(
     A("wide-s2-ceil-exclude-pad", (2, 21, 11, 67), 3, 2, 1, True, False),
     A("wide-k2-s2", (1, 70, 8, 66), 2),
     A("wide-s3", (1, 37, 14, 71), 4, 3, 2, True, True),
+    A("wide-s2-no-pad", (1, 5, 8, 80), 3, 2, 0, note="column stride 2 in vectors, no padding"),
+    A("wide-s1x2-exclude-pad", (1, 5, 9, 70), (2, 3), (1, 2), (1, 1), True, False),
 )
 del C, M, A

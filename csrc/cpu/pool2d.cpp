@@ -1,8 +1,8 @@
 // max_pool2d and avg_pool2d on the CPU: forwards (max with or without indices) and backwards.
 //
-// float and double forwards run the per-level kernels of cpu/pool2d_tiles.h (see there: NCHW as separable
-// row and column passes, channels_last in registers over the channels), except strided NCHW windows, which
-// keep the direct loops below (rows_kernels_pay); the channels_last avg
+// float, double and bfloat16 forwards run the per-level kernels of cpu/pool2d_tiles.h (see there: NCHW as
+// separable row and column passes, channels_last in registers over the channels), except the strided NCHW
+// windows where the direct loops below measured faster (rows_kernels_pay); the channels_last avg
 // backward gathers through them too. The loops below serve those, the other dtypes (integer max pooling),
 // planes too large for int32 indices, and the backwards.
 //
@@ -310,30 +310,41 @@ template <typename scalar_t>
 constexpr bool kLevelKernels = std::is_same_v<scalar_t, float> || std::is_same_v<scalar_t, double> ||
                                std::is_same_v<scalar_t, cpu::bf16_t>;
 
-// The NCHW rows kernels pay where windows overlap along both dimensions (stride 1): each input row is
-// reduced once for KH output rows, and the row pass reads shifted vectors. At larger strides the direct
-// loops (max_pool_nchw, avg_pool_nchw, with their tiling fast paths) were faster: LeNet's 2x2 s2 average
-// pool on 256x6x28x28 took 1.16 ms through the rows kernels against 0.46 ms direct (Intel Xeon, AVX2).
-bool rows_kernels_pay(const Window2d& w) {
-  return w.stride[0] == 1 && w.stride[1] == 1;
+// Windows that tile the input (kernel = stride, no padding; LeNet's 2x2 pools): each input element is in at
+// most one window.
+bool windows_tile(const Window2d& w) {
+  return w.kernel[0] == w.stride[0] && w.kernel[1] == w.stride[1] && w.pad[0] == 0 && w.pad[1] == 0;
 }
 
-// bfloat16 NCHW windows at other strides: the rows kernels, which read bfloat16 as stored (stride 2 in vectors),
-// against a float copy for the direct loops and a copy back. The rows kernels won where output rows fill a
-// vector and lost on narrower ones, which they run one column at a time (Xeon VM, AVX-512, torch's time /
-// ours, 3x3 s2 p1 max with indices: 32x64x56x56 5.9x against 1.9x by the copies, 16x64x112x112 9.8x; avg
-// 2x2 on 16x64x112x112 8.8x against 0.97x; 256x6x28x28 max 0.94x against 4.1-5.7x by the copies).
+// Which NCHW windows the rows kernels take (the other NCHW windows run the direct loops below, with their
+// tiling fast paths). Measured on the Xeon VM at AVX-512, torch's time / ours:
+// - Stride 1: always. Each input row is reduced once for KH output rows, in shifted vectors.
+// - Column stride 2, output rows of 16 or more: each tap's values for a vector of outputs come from two loads
+//   (vload_stride2). On 16x64x112x112 against the direct loops: 3x3 s2 p1 max with indices 2.6x -> 11.0x,
+//   2x2 max with indices 4.2x -> 7.1x, avg 3x3 s2 p1 4.9x -> 7.0x, values-only max about even (10.2x,
+//   11.2x); avg over windows that tile the row lost (2x2: 6.5x -> 5.3x) and keeps the direct loops.
+// - bfloat16, any stride, output rows of 16 or more, against a float copy for the direct loops and a copy
+//   back: 3x3 s2 p1 max with indices on 32x64x56x56 5.9x against 1.9x, on 16x64x112x112 9.8x; avg 2x2 on
+//   16x64x112x112 8.8x against 0.97x.
+// Narrower rows run one column at a time in the rows kernels: on LeNet's 28x28 and 10x10 maps they lost
+// 2-7x to the direct loops in float, and to the copies in bfloat16 (256x6x28x28 max 0.94x against 4.1-5.7x).
 template <typename scalar_t>
-bool bf16_rows_pay(const Window2d& w) {
-  return std::is_same_v<scalar_t, cpu::bf16_t> && w.out[1] >= 16;
+bool rows_kernels_pay(const Window2d& w, bool is_max) {
+  if (w.stride[0] == 1 && w.stride[1] == 1) {
+    return true;
+  }
+  if (w.out[1] < 16) {
+    return false;
+  }
+  return std::is_same_v<scalar_t, cpu::bf16_t> || (w.stride[1] == 2 && (is_max || !windows_tile(w)));
 }
 
-// Whether the level's kernels run this call: float or double, a plane whose positions fit their index type,
-// and a layout they pay in (channels_last, or NCHW windows that overlap).
+// Whether the level's kernels run this call: float, double or bfloat16, a plane whose positions fit their index
+// type, and a layout they pay in (channels_last, or the NCHW windows of rows_kernels_pay).
 template <typename scalar_t>
-bool level_kernels_take(const Window2d& w, bool channels_last) {
+bool level_kernels_take(const Window2d& w, bool channels_last, bool is_max) {
   if constexpr (kLevelKernels<scalar_t>) {
-    if (!channels_last && !rows_kernels_pay(w) && !bf16_rows_pay<scalar_t>(w)) {
+    if (!channels_last && !rows_kernels_pay<scalar_t>(w, is_max)) {
       return false;
     }
     // every position a window may record, padding-only windows' included, lies in the padded, dilated extent
@@ -346,8 +357,8 @@ bool level_kernels_take(const Window2d& w, bool channels_last) {
 
 // bfloat16 where the level's kernels take the call runs as stored (computed in float inside them): no float
 // copy of the input, none of the result. Elsewhere the 16-bit types go through to_compute's float copy.
-bool bf16_as_stored(const at::Tensor& input, const Window2d& w, bool channels_last) {
-  return input.scalar_type() == at::kBFloat16 && level_kernels_take<cpu::bf16_t>(w, channels_last);
+bool bf16_as_stored(const at::Tensor& input, const Window2d& w, bool channels_last, bool is_max) {
+  return input.scalar_type() == at::kBFloat16 && level_kernels_take<cpu::bf16_t>(w, channels_last, is_max);
 }
 
 const cpu::bf16_t* bf16_data(const at::Tensor& t) {
@@ -390,7 +401,7 @@ void max_pool_dispatch(const at::Tensor& x, at::Tensor& y, int64_t* ind, const P
   const scalar_t* xd = x.const_data_ptr<scalar_t>();
   scalar_t* yd = y.mutable_data_ptr<scalar_t>();
   if constexpr (kLevelKernels<scalar_t>) {
-    if (level_kernels_take<scalar_t>(p.win, channels_last)) {
+    if (level_kernels_take<scalar_t>(p.win, channels_last, true)) {
       if (channels_last) {
         pool_pixels_level<scalar_t>(true, xd, yd, ind, nullptr, p.batch, p.channels, p.win);
       } else {
@@ -419,7 +430,7 @@ at::Tensor max_pool2d_run(PoolOp pool_op, const at::Tensor& input, c10::IntArray
   const Pool2dParams p = check_max_pool2d_forward(pool_op, input, kernel_size, stride, padding, dilation, ceil_mode);
   const auto fmt = pool_output_format(input);
   const bool cl = fmt == at::MemoryFormat::ChannelsLast;
-  const bool as_stored = bf16_as_stored(input, p.win, cl);
+  const bool as_stored = bf16_as_stored(input, p.win, cl, true);
   const at::Tensor x = as_stored ? input.contiguous(fmt) : to_compute(input, fmt);
   const std::vector<int64_t> out_sizes{p.batch, p.channels, p.win.out[0], p.win.out[1]};
   at::Tensor out = cpu::empty_fresh(out_sizes, x.options().memory_format(fmt));
@@ -767,7 +778,7 @@ at::Tensor avg_pool2d_forward_cpu(const at::Tensor& input, c10::IntArrayRef kern
       check_avg_pool2d_forward(input, kernel_size, stride, padding, ceil_mode, divisor_override).pool;
   const auto fmt = pool_output_format(input);
   const bool cl = fmt == at::MemoryFormat::ChannelsLast;
-  const bool as_stored = bf16_as_stored(input, p.win, cl);
+  const bool as_stored = bf16_as_stored(input, p.win, cl, false);
   const at::Tensor x = as_stored ? input.contiguous(fmt) : to_compute(input, fmt);
   at::Tensor out = cpu::empty_fresh({p.batch, p.channels, p.win.out[0], p.win.out[1]}, x.options().memory_format(fmt));
   if (out.numel() > 0 && as_stored) {
@@ -787,7 +798,7 @@ at::Tensor avg_pool2d_forward_cpu(const at::Tensor& input, c10::IntArrayRef kern
       const scalar_t* xd = x.const_data_ptr<scalar_t>();
       scalar_t* yd = out.mutable_data_ptr<scalar_t>();
       const int64_t planes = p.batch * p.channels;
-      if (level_kernels_take<scalar_t>(p.win, fmt == at::MemoryFormat::ChannelsLast)) {
+      if (level_kernels_take<scalar_t>(p.win, fmt == at::MemoryFormat::ChannelsLast, false)) {
         const std::vector<scalar_t> div = divisor_table<scalar_t>(f);
         if (fmt == at::MemoryFormat::ChannelsLast) {
           pool_pixels_level<scalar_t>(false, xd, yd, nullptr, div.data(), p.batch, p.channels, p.win);
@@ -805,12 +816,6 @@ at::Tensor avg_pool2d_forward_cpu(const at::Tensor& input, c10::IntArrayRef kern
     });
   }
   return as_result(out, input.scalar_type(), fmt);
-}
-
-// Windows that tile the input (kernel = stride, no padding; LeNet's 2x2 pools) give each input element
-// at most one share: avg_unpool_nchw writes it once, with no zero-fill and no read-modify-write.
-bool windows_tile(const Window2d& w) {
-  return w.kernel[0] == w.stride[0] && w.kernel[1] == w.stride[1] && w.pad[0] == 0 && w.pad[1] == 0;
 }
 
 // NCHW float and double, stride 1: the level's gather (cpu/pool2d_tiles.h), each input row written once from
@@ -835,6 +840,7 @@ void avg_unpool_nchw(const scalar_t* go, scalar_t* gx, int64_t planes, const Win
   const int64_t sw = S != 0 ? S : w.stride[1];
   const std::vector<Range> cols = column_ranges(w);
   constexpr int64_t kS = S != 0 ? S : 1;
+  // windows that tile the input give each input element at most one share: written once, no zero-fill
   const bool tiling = S != 0 && windows_tile(w);
   const int64_t full = std::min(OW, W / KW);  // tiling: windows wholly inside a row (ceil_mode may cut one)
   at::parallel_for(0, planes, grain_for(OH * OW * KH * KW), [&](int64_t c0, int64_t c1) {
