@@ -290,12 +290,8 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     threads = torch.get_num_threads()
     with contextlib.ExitStack() as settings:
-        if args.cpu_isa != "auto":
-            try:  # a level this CPU or this build lacks is refused
-                settings.enter_context(lenet_ext.backends.cpu_isa(args.cpu_isa))
-            except (ValueError, RuntimeError) as e:
-                print(f"--cpu-isa {args.cpu_isa}: {e}", file=sys.stderr)
-                return 2
+        if not cli.enter_cpu_isa(settings, args.cpu_isa):
+            return 2
         try:
             if args.threads:
                 torch.set_num_threads(args.threads)

@@ -310,15 +310,18 @@ void max_row_pass(const X* __restrict__ xrow, const PoolGeometry& g, Taps in, T*
     max_column(xrow, g, ow, b + ow, kIdx ? bi + ow : nullptr);
   }
   int64_t ow = in.lo;
-  if constexpr (S == 1) {
-    const I lanes = iota<T>();
+  if constexpr (S == 1 || S == 2) {
+    // stride 1: each tap's values for N output columns are one shifted load; stride 2: two loads, even lanes
+    // (vload_stride2), and the columns whose vectors would read past the row go one at a time
+    auto load_taps = [](const X* p) { return S == 1 ? vload(p) : vload_stride2(p); };
+    const I lanes = iota<T>() * S;
     auto vec = [&](int64_t o) {
-      const int64_t iw0 = o - g.pw;
-      V best = vload(xrow + iw0);
+      const int64_t iw0 = o * S - g.pw;
+      V best = load_taps(xrow + iw0);
       I pos = lanes + static_cast<PoolIndex<T>>(iw0);
       for (int64_t j = 1; j < g.KW; ++j) {
         const int64_t iw = iw0 + j * g.dw;
-        const V v = vload(xrow + iw);
+        const V v = load_taps(xrow + iw);
         const I take = takes_lanes<kNaN>(v, best);
         best = take ? v : best;
         if constexpr (kIdx) {
@@ -331,32 +334,7 @@ void max_row_pass(const X* __restrict__ xrow, const PoolGeometry& g, Taps in, T*
       }
     };
     auto one = [&](int64_t o) { max_column(xrow, g, o, b + o, kIdx ? bi + o : nullptr); };
-    cover_columns<N>(in.lo, in.hi, vec, one);
-    ow = in.hi;
-  } else if constexpr (S == 2) {
-    // each tap's values for N output columns from two loads (vload_stride2); the columns whose vectors
-    // would read past the row, one at a time
-    const I lanes2 = iota<T>() * 2;
-    auto vec = [&](int64_t o) {
-      const int64_t iw0 = o * 2 - g.pw;
-      V best = vload_stride2(xrow + iw0);
-      I pos = lanes2 + static_cast<PoolIndex<T>>(iw0);
-      for (int64_t j = 1; j < g.KW; ++j) {
-        const int64_t iw = iw0 + j * g.dw;
-        const V v = vload_stride2(xrow + iw);
-        const I take = takes_lanes<kNaN>(v, best);
-        best = take ? v : best;
-        if constexpr (kIdx) {
-          pos = take ? lanes2 + static_cast<PoolIndex<T>>(iw) : pos;
-        }
-      }
-      store(b + o, best);
-      if constexpr (kIdx) {
-        store(bi + o, pos);
-      }
-    };
-    auto one = [&](int64_t o) { max_column(xrow, g, o, b + o, kIdx ? bi + o : nullptr); };
-    const int64_t end = stride2_vector_end(g, in.lo, in.hi, N);
+    const int64_t end = S == 1 ? in.hi : stride2_vector_end(g, in.lo, in.hi, N);
     cover_columns<N>(in.lo, end, vec, one);
     ow = end;
   } else {
@@ -588,27 +566,17 @@ void sum_row_pass(const X* __restrict__ xrow, const PoolGeometry& g, Taps in, T*
     one(ow);
   }
   int64_t ow = in.lo;
-  if constexpr (S == 1) {
+  if constexpr (S == 1 || S == 2) {
+    auto load_taps = [](const X* p) { return S == 1 ? vload(p) : vload_stride2(p); };
     auto vec = [&](int64_t o) {
-      const X* p = xrow + o - g.pw;
-      V sum = vload(p);
+      const X* p = xrow + o * S - g.pw;
+      V sum = load_taps(p);
       for (int64_t j = 1; j < g.KW; ++j) {
-        sum += vload(p + j);
+        sum += load_taps(p + j);
       }
       store(b + o, sum);
     };
-    cover_columns<N>(in.lo, in.hi, vec, one);
-    ow = in.hi;
-  } else if constexpr (S == 2) {
-    auto vec = [&](int64_t o) {
-      const X* p = xrow + o * 2 - g.pw;
-      V sum = vload_stride2(p);
-      for (int64_t j = 1; j < g.KW; ++j) {
-        sum += vload_stride2(p + j);
-      }
-      store(b + o, sum);
-    };
-    const int64_t end = stride2_vector_end(g, in.lo, in.hi, N);
+    const int64_t end = S == 1 ? in.hi : stride2_vector_end(g, in.lo, in.hi, N);
     cover_columns<N>(in.lo, end, vec, one);
     ow = end;
   } else {

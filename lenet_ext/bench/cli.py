@@ -180,18 +180,27 @@ def main(argv=None) -> int:
             settings.enter_context(lenet_ext.backends.cuda_pool_planar(args.cuda_pool_planar))
         if args.huge_pages:
             settings.enter_context(lenet_ext.backends.huge_pages(args.huge_pages))
-        if args.cpu_isa != "auto":
-            try:  # a level this CPU or this build lacks is refused
-                settings.enter_context(lenet_ext.backends.cpu_isa(args.cpu_isa))
-            except (ValueError, RuntimeError) as e:
-                print(f"--cpu-isa {args.cpu_isa}: {e}", file=sys.stderr)
-                return 2
+        if not enter_cpu_isa(settings, args.cpu_isa):
+            return 2
         try:
             if args.threads is not None:
                 torch.set_num_threads(args.threads)
             return run(args, rows)
         finally:
             torch.set_num_threads(threads)
+
+
+def enter_cpu_isa(settings, level):
+    """Forces lenet_ext's CPU level for the run (``settings``: an ExitStack that restores it), unless ``level``
+    is "auto". A level this CPU or this build lacks is refused: says why on stderr and returns False."""
+    if level == "auto":
+        return True
+    try:
+        settings.enter_context(lenet_ext.backends.cpu_isa(level))
+    except (ValueError, RuntimeError) as e:
+        print(f"--cpu-isa {level}: {e}", file=sys.stderr)
+        return False
+    return True
 
 
 def run(args, rows):
